@@ -1,0 +1,633 @@
+//! JSON documents that merge field by field.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::conflict::Conflict;
+use crate::counter::{CounterError, CounterOp, PnCounter};
+use crate::id::ReplicaId;
+use crate::lww::{LwwOp, LwwRegister};
+use crate::mv::{MvOp, MvRegister};
+use crate::orset::{OrSet, OrSetOp};
+use crate::replicated::{Crdt, OpMeta};
+use crate::value::Json;
+
+/// How one field of a document merges.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldRule {
+    /// Last writer wins (the default for fields the schema does not name).
+    Lww,
+    /// A number that only grows: concurrent writes keep the largest.
+    Max,
+    /// A number that only shrinks: concurrent writes keep the smallest.
+    Min,
+    /// A PN-counter; a patch value is an increment.
+    Counter,
+    /// An add-wins set; a patch value is an array to add, or
+    /// `{"add": [...], "remove": [...]}`.
+    Set,
+    /// A nested document with its own rules.
+    Doc(DocSchema),
+}
+
+impl FieldRule {
+    fn name(&self) -> &'static str {
+        match self {
+            FieldRule::Lww => "lww",
+            FieldRule::Max => "max",
+            FieldRule::Min => "min",
+            FieldRule::Counter => "counter",
+            FieldRule::Set => "set",
+            FieldRule::Doc(_) => "doc",
+        }
+    }
+}
+
+/// Field rules of a document; fields not named merge as [`FieldRule::Lww`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DocSchema(pub BTreeMap<String, FieldRule>);
+
+impl DocSchema {
+    /// The rule for `field`.
+    pub fn rule(&self, field: &str) -> &FieldRule {
+        self.0.get(field).unwrap_or(&FieldRule::Lww)
+    }
+}
+
+/// Why a patch could not be turned into an op.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocError {
+    /// A patch value did not fit the field's rule.
+    #[error("field {path}: {rule} fields take {expected}")]
+    FieldType {
+        /// Dotted path of the field.
+        path: String,
+        /// The field's rule.
+        rule: &'static str,
+        /// What the rule accepts.
+        expected: &'static str,
+    },
+    /// A counter field would overflow.
+    #[error("field {path}: {source}")]
+    Counter {
+        /// Dotted path of the field.
+        path: String,
+        /// The counter's complaint.
+        source: CounterError,
+    },
+}
+
+/// The state of one field. The variant order is the rank used when two
+/// regions disagree on a field's rule (possible only if schemas differ): the
+/// higher rank wins, so every region still ends with the same state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Field {
+    /// See [`FieldRule::Lww`].
+    #[serde(rename = "l")]
+    Lww(LwwRegister<Json>),
+    /// See [`FieldRule::Max`]: the largest of the concurrent values.
+    #[serde(rename = "x")]
+    Max(MvRegister<Json>),
+    /// See [`FieldRule::Min`]: the smallest of the concurrent values.
+    #[serde(rename = "n")]
+    Min(MvRegister<Json>),
+    /// See [`FieldRule::Counter`].
+    #[serde(rename = "c")]
+    Counter(PnCounter),
+    /// See [`FieldRule::Set`].
+    #[serde(rename = "s")]
+    Set(OrSet<Json>),
+    /// See [`FieldRule::Doc`].
+    #[serde(rename = "d")]
+    Doc(Doc),
+}
+
+/// A change to one field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FieldOp {
+    /// Change an lww field.
+    #[serde(rename = "l")]
+    Lww(LwwOp<Json>),
+    /// Change a max field.
+    #[serde(rename = "x")]
+    Max(MvOp<Json>),
+    /// Change a min field.
+    #[serde(rename = "n")]
+    Min(MvOp<Json>),
+    /// Change a counter field.
+    #[serde(rename = "c")]
+    Counter(CounterOp),
+    /// Change a set field.
+    #[serde(rename = "s")]
+    Set(OrSetOp<Json>),
+    /// Change a nested document.
+    #[serde(rename = "d")]
+    Doc(DocOp),
+}
+
+impl FieldOp {
+    fn rank(&self) -> u8 {
+        match self {
+            FieldOp::Lww(_) => 0,
+            FieldOp::Max(_) => 1,
+            FieldOp::Min(_) => 2,
+            FieldOp::Counter(_) => 3,
+            FieldOp::Set(_) => 4,
+            FieldOp::Doc(_) => 5,
+        }
+    }
+
+    fn empty_field(&self) -> Field {
+        match self {
+            FieldOp::Lww(_) => Field::Lww(LwwRegister::default()),
+            FieldOp::Max(_) => Field::Max(MvRegister::default()),
+            FieldOp::Min(_) => Field::Min(MvRegister::default()),
+            FieldOp::Counter(_) => Field::Counter(PnCounter::default()),
+            FieldOp::Set(_) => Field::Set(OrSet::default()),
+            FieldOp::Doc(_) => Field::Doc(Doc::default()),
+        }
+    }
+}
+
+impl Field {
+    fn rank(&self) -> u8 {
+        match self {
+            Field::Lww(_) => 0,
+            Field::Max(_) => 1,
+            Field::Min(_) => 2,
+            Field::Counter(_) => 3,
+            Field::Set(_) => 4,
+            Field::Doc(_) => 5,
+        }
+    }
+
+    fn apply(&mut self, op: &FieldOp, meta: &OpMeta<'_>) -> Vec<Conflict<Json>> {
+        match op.rank().cmp(&self.rank()) {
+            Ordering::Less => return Vec::new(),
+            Ordering::Greater => *self = op.empty_field(),
+            Ordering::Equal => {}
+        }
+        match (self, op) {
+            (Field::Lww(r), FieldOp::Lww(o)) => r.apply(o, meta),
+            (Field::Max(r), FieldOp::Max(o)) | (Field::Min(r), FieldOp::Min(o)) => r.apply(o, meta),
+            (Field::Counter(c), FieldOp::Counter(o)) => {
+                c.apply(o, meta);
+                Vec::new()
+            }
+            (Field::Set(s), FieldOp::Set(o)) => {
+                s.apply(o, meta);
+                Vec::new()
+            }
+            (Field::Doc(d), FieldOp::Doc(o)) => d.apply(o, meta),
+            _ => Vec::new(), // unreachable: ranks matched above
+        }
+    }
+
+    fn merge(&mut self, other: &Field) {
+        match other.rank().cmp(&self.rank()) {
+            Ordering::Less => {}
+            Ordering::Greater => *self = other.clone(),
+            Ordering::Equal => match (self, other) {
+                (Field::Lww(a), Field::Lww(b)) => a.merge(b),
+                (Field::Max(a), Field::Max(b)) | (Field::Min(a), Field::Min(b)) => a.merge(b),
+                (Field::Counter(a), Field::Counter(b)) => a.merge(b),
+                (Field::Set(a), Field::Set(b)) => a.merge(b),
+                (Field::Doc(a), Field::Doc(b)) => a.merge(b),
+                _ => {}
+            },
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        match self {
+            Field::Lww(r) => r.is_live(),
+            Field::Max(r) | Field::Min(r) => r.is_live(),
+            Field::Counter(c) => c.is_live(),
+            Field::Set(s) => s.is_live(),
+            Field::Doc(d) => d.is_live(),
+        }
+    }
+
+    fn delete_op(&self) -> FieldOp {
+        match self {
+            Field::Lww(r) => FieldOp::Lww(r.delete_op()),
+            Field::Max(r) => FieldOp::Max(r.delete_op(None)),
+            Field::Min(r) => FieldOp::Min(r.delete_op(None)),
+            Field::Counter(c) => FieldOp::Counter(c.delete_op()),
+            Field::Set(s) => FieldOp::Set(s.clear_op()),
+            Field::Doc(d) => FieldOp::Doc(d.delete_op()),
+        }
+    }
+
+    fn to_json(&self) -> Option<serde_json::Value> {
+        if !self.is_live() {
+            return None;
+        }
+        Some(match self {
+            Field::Lww(r) => r.value()?.to_value(),
+            Field::Max(r) => extremum(r, Ordering::Greater)?.to_value(),
+            Field::Min(r) => extremum(r, Ordering::Less)?.to_value(),
+            Field::Counter(c) => counter_json(c.value()),
+            Field::Set(s) => serde_json::Value::Array(s.iter().map(Json::to_value).collect()),
+            Field::Doc(d) => serde_json::Value::Object(d.to_json()),
+        })
+    }
+}
+
+fn counter_json(v: i128) -> serde_json::Value {
+    match i64::try_from(v) {
+        Ok(n) => serde_json::Value::from(n),
+        // Outside i64 only after concurrent changes overflowed together;
+        // JSON readers cannot hold it exactly, so say it as a float.
+        Err(_) => serde_json::Value::from(v as f64),
+    }
+}
+
+/// The largest (`Greater`) or smallest (`Less`) sibling.
+fn extremum(r: &MvRegister<Json>, want: Ordering) -> Option<&Json> {
+    r.siblings().into_iter().map(|(_, v)| v).reduce(|best, v| {
+        if v.cmp_numbers(best) == Some(want) {
+            v
+        } else {
+            best
+        }
+    })
+}
+
+/// A JSON object whose fields each merge by their own rule, so two regions
+/// that change different fields of one record both keep their change.
+///
+/// Ops carry each field's rule (they are built against the schema at the
+/// origin), so applying never needs the schema.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Doc {
+    fields: BTreeMap<String, Field>,
+}
+
+/// A change to a [`Doc`]: one op per changed field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DocOp(pub BTreeMap<String, FieldOp>);
+
+impl Doc {
+    /// The op for a JSON merge patch (RFC 7396 style): each field in `patch`
+    /// changes by its rule in `schema`, and `null` deletes the field.
+    /// `replica` is the origin (counters need it).
+    pub fn patch_op(
+        &self,
+        replica: &ReplicaId,
+        patch: &serde_json::Map<String, serde_json::Value>,
+        schema: &DocSchema,
+    ) -> Result<DocOp, DocError> {
+        self.patch_at("", replica, patch, schema)
+    }
+
+    fn patch_at(
+        &self,
+        prefix: &str,
+        replica: &ReplicaId,
+        patch: &serde_json::Map<String, serde_json::Value>,
+        schema: &DocSchema,
+    ) -> Result<DocOp, DocError> {
+        use serde_json::Value as V;
+        let mut ops = BTreeMap::new();
+        for (name, v) in patch {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            let rule = schema.rule(name);
+            let current = self.fields.get(name);
+            let wrong = |expected| DocError::FieldType {
+                path: path.clone(),
+                rule: rule.name(),
+                expected,
+            };
+            if v.is_null() {
+                let op = match current {
+                    Some(f) => f.delete_op(),
+                    None => continue, // deleting a field that was never set
+                };
+                ops.insert(name.clone(), op);
+                continue;
+            }
+            let op = match rule {
+                FieldRule::Lww => FieldOp::Lww(LwwOp::Set(Json::from_value(v))),
+                FieldRule::Max | FieldRule::Min => {
+                    if !v.is_number() {
+                        return Err(wrong("a number"));
+                    }
+                    let want = if *rule == FieldRule::Max {
+                        Ordering::Greater
+                    } else {
+                        Ordering::Less
+                    };
+                    let reg = match current {
+                        Some(Field::Max(r)) if want == Ordering::Greater => Some(r),
+                        Some(Field::Min(r)) if want == Ordering::Less => Some(r),
+                        _ => None,
+                    };
+                    let mut value = Json::from_value(v);
+                    let mut ctx = Default::default();
+                    if let Some(r) = reg {
+                        if let Some(cur) = extremum(r, want) {
+                            if cur.cmp_numbers(&value) == Some(want) {
+                                value = cur.clone();
+                            }
+                        }
+                        ctx = r.context().clone();
+                    }
+                    let op = MvOp::Put { ctx, value };
+                    if want == Ordering::Greater {
+                        FieldOp::Max(op)
+                    } else {
+                        FieldOp::Min(op)
+                    }
+                }
+                FieldRule::Counter => {
+                    let by = v.as_i64().ok_or_else(|| wrong("an integer increment"))?;
+                    let counter = match current {
+                        Some(Field::Counter(c)) => c.clone(),
+                        _ => PnCounter::default(),
+                    };
+                    let op = counter
+                        .incr_op(replica, by)
+                        .map_err(|source| DocError::Counter {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    FieldOp::Counter(op)
+                }
+                FieldRule::Set => {
+                    let expected = "an array to add or {\"add\": [...], \"remove\": [...]}";
+                    let (add, remove) = match v {
+                        V::Array(items) => (items.clone(), Vec::new()),
+                        V::Object(m) if m.keys().all(|k| k == "add" || k == "remove") => {
+                            let list = |k: &str| match m.get(k) {
+                                None => Ok(Vec::new()),
+                                Some(V::Array(a)) => Ok(a.clone()),
+                                Some(_) => Err(wrong(expected)),
+                            };
+                            (list("add")?, list("remove")?)
+                        }
+                        _ => return Err(wrong(expected)),
+                    };
+                    FieldOp::Set(OrSetOp::Update {
+                        add: add.iter().map(Json::from_value).collect(),
+                        remove: remove.iter().map(Json::from_value).collect(),
+                    })
+                }
+                FieldRule::Doc(sub) => {
+                    let V::Object(m) = v else {
+                        return Err(wrong("an object"));
+                    };
+                    let nested = match current {
+                        Some(Field::Doc(d)) => d.clone(),
+                        _ => Doc::default(),
+                    };
+                    FieldOp::Doc(nested.patch_at(&path, replica, m, sub)?)
+                }
+            };
+            ops.insert(name.clone(), op);
+        }
+        Ok(DocOp(ops))
+    }
+
+    /// The op that deletes every field this replica sees (fields added
+    /// concurrently elsewhere survive).
+    pub fn delete_op(&self) -> DocOp {
+        DocOp(
+            self.fields
+                .iter()
+                .map(|(k, f)| (k.clone(), f.delete_op()))
+                .collect(),
+        )
+    }
+
+    /// The document as JSON: live fields only.
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.fields
+            .iter()
+            .filter_map(|(k, f)| f.to_json().map(|v| (k.clone(), v)))
+            .collect()
+    }
+}
+
+impl Crdt for Doc {
+    type Op = DocOp;
+    type Value = Json;
+
+    fn apply(&mut self, op: &DocOp, meta: &OpMeta<'_>) -> Vec<Conflict<Json>> {
+        let mut conflicts = Vec::new();
+        for (name, fop) in &op.0 {
+            let field = self
+                .fields
+                .entry(name.clone())
+                .or_insert_with(|| fop.empty_field());
+            conflicts.extend(field.apply(fop, meta).into_iter().map(|c| c.under(name)));
+        }
+        conflicts
+    }
+
+    fn merge(&mut self, other: &Self) {
+        for (name, f) in &other.fields {
+            match self.fields.get_mut(name) {
+                Some(mine) => mine.merge(f),
+                None => {
+                    self.fields.insert(name.clone(), f.clone());
+                }
+            }
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        self.fields.values().any(Field::is_live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hlc::Hlc;
+    use crate::id::{Dot, RegionId, Seq};
+    use crate::vv::VersionVector;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    fn rep(n: &str) -> ReplicaId {
+        ReplicaId::new(RegionId::new(n).unwrap(), Uuid::from_u128(2))
+    }
+
+    fn schema() -> DocSchema {
+        serde_json::from_value(json!({
+            "likes": "counter", "tags": "set", "best": "max", "low": "min",
+            "addr": {"doc": {"visits": "counter"}}
+        }))
+        .unwrap()
+    }
+
+    fn patch(
+        d: &mut Doc,
+        who: &str,
+        seq: u64,
+        wall: u64,
+        deps: &VersionVector,
+        p: serde_json::Value,
+    ) {
+        let op = d
+            .patch_op(&rep(who), p.as_object().unwrap(), &schema())
+            .unwrap();
+        let dot = Dot::new(rep(who), Seq(seq));
+        d.apply(
+            &op,
+            &OpMeta {
+                dot: &dot,
+                hlc: Hlc::new(wall, 0).unwrap(),
+                deps,
+            },
+        );
+    }
+
+    #[test]
+    fn concurrent_patches_to_different_fields_both_survive() {
+        let none = VersionVector::new();
+        let mut a = Doc::default();
+        let mut b = Doc::default();
+        let pa = a
+            .patch_op(
+                &rep("a"),
+                json!({"name": "Ann"}).as_object().unwrap(),
+                &schema(),
+            )
+            .unwrap();
+        let pb = b
+            .patch_op(
+                &rep("b"),
+                json!({"city": "Oslo", "likes": 2}).as_object().unwrap(),
+                &schema(),
+            )
+            .unwrap();
+        let (da, db) = (Dot::new(rep("a"), Seq(1)), Dot::new(rep("b"), Seq(1)));
+        let ma = OpMeta {
+            dot: &da,
+            hlc: Hlc::new(10, 0).unwrap(),
+            deps: &none,
+        };
+        let mb = OpMeta {
+            dot: &db,
+            hlc: Hlc::new(11, 0).unwrap(),
+            deps: &none,
+        };
+        a.apply(&pa, &ma);
+        a.apply(&pb, &mb);
+        b.apply(&pb, &mb);
+        b.apply(&pa, &ma);
+        assert_eq!(a, b);
+        assert_eq!(
+            serde_json::Value::Object(a.to_json()),
+            json!({"name": "Ann", "city": "Oslo", "likes": 2})
+        );
+    }
+
+    #[test]
+    fn each_rule_merges_its_way() {
+        let none = VersionVector::new();
+        let mut d = Doc::default();
+        patch(
+            &mut d,
+            "a",
+            1,
+            10,
+            &none,
+            json!({"likes": 3, "tags": ["x"], "best": 5, "low": 5, "addr": {"visits": 1, "zip": "1"}}),
+        );
+        patch(
+            &mut d,
+            "b",
+            1,
+            11,
+            &none,
+            json!({"likes": -1, "tags": {"add": ["y"]}, "best": 2, "low": 2, "addr": {"visits": 4}}),
+        );
+        assert_eq!(
+            serde_json::Value::Object(d.to_json()),
+            json!({"likes": 2, "tags": ["x", "y"], "best": 5, "low": 2, "addr": {"visits": 5, "zip": "1"}})
+        );
+    }
+
+    #[test]
+    fn concurrent_lww_fields_report_a_conflict_with_its_path() {
+        let none = VersionVector::new();
+        let mut d = Doc::default();
+        patch(&mut d, "a", 1, 10, &none, json!({"addr": {"zip": "1"}}));
+        let op = d
+            .patch_op(
+                &rep("b"),
+                json!({"addr": {"zip": "2"}}).as_object().unwrap(),
+                &schema(),
+            )
+            .unwrap();
+        let dot = Dot::new(rep("b"), Seq(1));
+        let c = d.apply(
+            &op,
+            &OpMeta {
+                dot: &dot,
+                hlc: Hlc::new(11, 0).unwrap(),
+                deps: &none,
+            },
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].path, vec!["addr".to_string(), "zip".to_string()]);
+        assert_eq!(c[0].loser_value.as_ref().map(Json::as_str), Some("\"1\""));
+    }
+
+    #[test]
+    fn null_deletes_and_bad_types_are_refused() {
+        let none = VersionVector::new();
+        let mut d = Doc::default();
+        patch(&mut d, "a", 1, 10, &none, json!({"name": "x", "likes": 1}));
+        let saw: VersionVector = [(rep("a"), Seq(1))].into_iter().collect();
+        patch(
+            &mut d,
+            "a",
+            2,
+            11,
+            &saw,
+            json!({"name": null, "likes": null}),
+        );
+        assert!(!d.is_live());
+        let err = d
+            .patch_op(
+                &rep("a"),
+                json!({"likes": "many"}).as_object().unwrap(),
+                &schema(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "field likes: counter fields take an integer increment"
+        );
+        let err = d
+            .patch_op(
+                &rep("a"),
+                json!({"addr": {"visits": 1.5}}).as_object().unwrap(),
+                &schema(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().starts_with("field addr.visits:"), "{err}");
+    }
+
+    #[test]
+    fn schemas_read_as_json() {
+        let s = schema();
+        assert_eq!(s.rule("likes"), &FieldRule::Counter);
+        assert_eq!(s.rule("unknown"), &FieldRule::Lww);
+        assert!(matches!(s.rule("addr"), FieldRule::Doc(_)));
+    }
+}

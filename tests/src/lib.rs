@@ -1,0 +1,1 @@
+//! The multi-region test harness (being built).
