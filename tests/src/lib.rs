@@ -1,1 +1,9 @@
-//! The multi-region test harness (being built).
+//! The multi-region test harness: everything needed to run whole Meridian
+//! clusters on one machine and judge what they did.
+//!
+//! Modules:
+//! - [`link`]: the WAN link emulator, a userspace TCP proxy per directed
+//!   region pair that adds latency, jitter, loss, bandwidth caps and
+//!   partitions, controlled from Rust, over HTTP or from the command line.
+
+pub mod link;

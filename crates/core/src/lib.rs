@@ -1,1 +1,33 @@
-//! placeholder
+//! Meridian's replication engine: everything a region does with data, free of
+//! HTTP and of any async runtime.
+//!
+//! - [`op`]: ops, the unit of logging, shipping and applying; keyspace names
+//!   and keys.
+//! - [`log`]: the op log (segmented, checksummed, group-committed) with
+//!   crash recovery.
+//! - [`state`]: the storage trait for materialized state, its fjall and
+//!   in-memory backends and the suite they pass.
+//! - [`engine`]: the engine itself (events in, effects out), keyspaces,
+//!   requests, the conflict ledger, readers.
+//! - [`token`]: causal tokens.
+//!
+//! Time and storage come in from outside: the engine never reads a clock
+//! (callers pass `now_ms`) and never touches a socket.
+
+pub mod engine;
+pub mod log;
+pub mod op;
+pub mod state;
+pub mod token;
+
+#[doc(hidden)]
+pub mod testdir;
+
+pub use engine::keyspaces::{KeyspaceDef, Registry, WriteConcern};
+pub use engine::request::{Change, MutationRequest, WriteError, WriteRequest};
+pub use engine::{
+    Committed, Engine, EngineConfig, Published, Read, ReadError, Reader, Received, Source,
+};
+pub use log::{Log, LogError, LogOptions, Lsn};
+pub use op::{Key, KeyspaceName, Mutation, Op};
+pub use state::{Backend, FjallBackend, MemBackend, StoreError};

@@ -1,0 +1,240 @@
+//! Keyspace definitions and the registry of them.
+//!
+//! Definitions are themselves replicated: each is a last-writer-wins value
+//! in the system keyspace `_keyspaces`, so a keyspace created in one region
+//! exists in all of them, and always before any write to it arrives (the
+//! write's origin had seen the definition).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use meridian_crdt::{DocSchema, Policy};
+use serde::{Deserialize, Serialize};
+
+use crate::op::KeyspaceName;
+
+/// How many regions must hold a write durably before the client hears success.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteConcern {
+    /// This region (replication is asynchronous).
+    #[default]
+    Local,
+    /// This region and at least one other (semi-synchronous).
+    One,
+    /// A majority of all regions.
+    Majority,
+    /// Every region (synchronous).
+    All,
+}
+
+impl WriteConcern {
+    /// Every write concern, weakest first.
+    pub const ALL: [WriteConcern; 4] = [
+        WriteConcern::Local,
+        WriteConcern::One,
+        WriteConcern::Majority,
+        WriteConcern::All,
+    ];
+
+    /// The name used in headers and config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteConcern::Local => "local",
+            WriteConcern::One => "one",
+            WriteConcern::Majority => "majority",
+            WriteConcern::All => "all",
+        }
+    }
+
+    /// How many regions in all (this one included) must hold the write, in a
+    /// cluster of `regions`.
+    pub fn required(self, regions: usize) -> usize {
+        let n = regions.max(1);
+        match self {
+            WriteConcern::Local => 1,
+            WriteConcern::One => 2.min(n).max(1),
+            WriteConcern::Majority => n / 2 + 1,
+            WriteConcern::All => n,
+        }
+    }
+}
+
+impl fmt::Display for WriteConcern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A write concern name that is not one of ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown write concern {0:?}: expected one of local, one, majority, all")]
+pub struct UnknownWriteConcern(pub String);
+
+impl FromStr for WriteConcern {
+    type Err = UnknownWriteConcern;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        WriteConcern::ALL
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| UnknownWriteConcern(s.to_string()))
+    }
+}
+
+fn default_sibling_cap() -> u32 {
+    16
+}
+
+fn default_ledger_capacity() -> u32 {
+    10_000
+}
+
+/// A keyspace: a named collection of keys with one conflict policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyspaceDef {
+    /// Its name.
+    pub name: KeyspaceName,
+    /// How concurrent writes merge. Never changes once created.
+    pub policy: Policy,
+    /// Write concern for requests that do not name one.
+    #[serde(default)]
+    pub write_concern: WriteConcern,
+    /// `mv` only: most siblings a write leaves behind.
+    #[serde(default = "default_sibling_cap")]
+    pub sibling_cap: u32,
+    /// `doc` only: field rules (unnamed fields are `lww`).
+    #[serde(default)]
+    pub schema: DocSchema,
+    /// Conflict-ledger entries kept for this keyspace; the oldest go first.
+    #[serde(default = "default_ledger_capacity")]
+    pub ledger_capacity: u32,
+}
+
+/// A definition that does not make sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefError {
+    /// A field out of range.
+    #[error("{field}: {reason}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl KeyspaceDef {
+    /// A definition with defaults for everything but name and policy.
+    pub fn new(name: KeyspaceName, policy: Policy) -> Self {
+        Self {
+            name,
+            policy,
+            write_concern: WriteConcern::Local,
+            sibling_cap: default_sibling_cap(),
+            schema: DocSchema::default(),
+            ledger_capacity: default_ledger_capacity(),
+        }
+    }
+
+    /// Checks the fields against each other and their ranges.
+    pub fn validate(&self) -> Result<(), DefError> {
+        if !(1..=1024).contains(&self.sibling_cap) {
+            return Err(DefError::Field {
+                field: "sibling_cap",
+                reason: format!("{} is outside 1..=1024", self.sibling_cap),
+            });
+        }
+        if self.ledger_capacity > 1_000_000 {
+            return Err(DefError::Field {
+                field: "ledger_capacity",
+                reason: format!("{} is over 1000000", self.ledger_capacity),
+            });
+        }
+        if self.policy != Policy::Doc && !self.schema.0.is_empty() {
+            return Err(DefError::Field {
+                field: "schema",
+                reason: format!("applies to doc keyspaces; this one is {}", self.policy),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Every keyspace this region knows, `default` always among them.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    defs: BTreeMap<KeyspaceName, KeyspaceDef>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let mut defs = BTreeMap::new();
+        let d = KeyspaceName::default_keyspace();
+        defs.insert(d.clone(), KeyspaceDef::new(d, Policy::Lww));
+        Self { defs }
+    }
+}
+
+impl Registry {
+    /// The definition of `name`.
+    pub fn get(&self, name: &str) -> Option<&KeyspaceDef> {
+        self.defs
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Every definition, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &KeyspaceDef> {
+        self.defs.values()
+    }
+
+    /// Installs (or replaces) a definition.
+    pub fn insert(&mut self, def: KeyspaceDef) {
+        self.defs.insert(def.name.clone(), def);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_concern_counts() {
+        assert_eq!(WriteConcern::Local.required(3), 1);
+        assert_eq!(WriteConcern::One.required(3), 2);
+        assert_eq!(WriteConcern::Majority.required(3), 2);
+        assert_eq!(WriteConcern::Majority.required(5), 3);
+        assert_eq!(WriteConcern::All.required(3), 3);
+        assert_eq!(WriteConcern::One.required(1), 1);
+        assert_eq!(
+            "majority".parse::<WriteConcern>().unwrap(),
+            WriteConcern::Majority
+        );
+        assert!("quorum".parse::<WriteConcern>().is_err());
+    }
+
+    #[test]
+    fn definitions_validate() {
+        let mut d = KeyspaceDef::new(KeyspaceName::new("x").unwrap(), Policy::Lww);
+        assert!(d.validate().is_ok());
+        d.sibling_cap = 0;
+        assert_eq!(
+            d.validate().unwrap_err().to_string(),
+            "sibling_cap: 0 is outside 1..=1024"
+        );
+        let d: Result<KeyspaceDef, _> =
+            serde_json::from_str(r#"{"name":"x","policy":"lww","colour":"red"}"#);
+        assert!(
+            d.unwrap_err()
+                .to_string()
+                .contains("unknown field `colour`")
+        );
+        let r = Registry::default();
+        assert_eq!(r.get("default").unwrap().policy, Policy::Lww);
+    }
+}

@@ -1,0 +1,236 @@
+//! The conflict ledger: what every last-writer-wins resolution decided.
+//!
+//! Stored per keyspace in the `ledger` table under `<keyspace> NUL <id>`,
+//! bounded by the keyspace's `ledger_capacity`: the oldest entries go first,
+//! and a counter says how many went.
+
+use std::collections::BTreeMap;
+
+use meridian_crdt::codec;
+use meridian_crdt::{Conflict, Hlc, Value, Version};
+use serde::{Deserialize, Serialize};
+
+use crate::op::{Key, KeyspaceName};
+use crate::state::{Backend, Batch, StoreError};
+
+/// The ledger table.
+pub const TABLE: &str = "ledger";
+
+/// One resolved conflict: a concurrent write that lost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Position in this keyspace's ledger (this region's numbering).
+    pub id: u64,
+    /// The keyspace.
+    pub keyspace: KeyspaceName,
+    /// The key.
+    pub key: Key,
+    /// Field path inside a document (empty for the whole value).
+    pub path: Vec<String>,
+    /// The rule that decided (`lww`).
+    pub rule: String,
+    /// The winning version.
+    pub winner: Version,
+    /// The winning value (`None`: a delete won).
+    pub winner_value: Option<Value>,
+    /// The losing version.
+    pub loser: Version,
+    /// The losing value (`None`: a delete lost).
+    pub loser_value: Option<Value>,
+    /// The two wall times were closer than the clock-offset bound: real-time
+    /// order between them is not known.
+    pub ambiguous: bool,
+    /// When this region resolved it.
+    pub recorded_at: Hlc,
+}
+
+/// Bookkeeping of one keyspace's ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerCounts {
+    /// Oldest id still stored.
+    pub first: u64,
+    /// Next id to assign.
+    pub next: u64,
+    /// Entries dropped to stay within capacity.
+    pub dropped: u64,
+}
+
+impl LedgerCounts {
+    /// Entries stored.
+    pub fn len(&self) -> u64 {
+        self.next - self.first
+    }
+
+    /// Whether none are stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn entry_key(ks: &KeyspaceName, id: u64) -> Vec<u8> {
+    let mut k = ks.as_str().as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn meta_key(ks: &KeyspaceName) -> Vec<u8> {
+    format!("ledger.{ks}").into_bytes()
+}
+
+/// The writer's side of the ledger: counts in memory, entries added to the
+/// group's batch.
+#[derive(Default)]
+pub struct Ledger {
+    counts: BTreeMap<KeyspaceName, LedgerCounts>,
+    pending: Vec<LedgerEntry>,
+    /// Resolutions recorded since start, per keyspace (for metrics).
+    pub recorded: BTreeMap<KeyspaceName, u64>,
+}
+
+impl Ledger {
+    /// Loads the counts of the keyspaces given.
+    pub fn load<'a>(
+        backend: &impl Backend,
+        keyspaces: impl Iterator<Item = &'a KeyspaceName>,
+    ) -> Result<Self, StoreError> {
+        let mut counts = BTreeMap::new();
+        for ks in keyspaces {
+            if let Some(bytes) = backend.get(crate::engine::store::META, &meta_key(ks))? {
+                let c: LedgerCounts =
+                    codec::decode(&bytes, 1024).map_err(|e| StoreError::Decode {
+                        what: format!("ledger counts of {ks}"),
+                        reason: e.to_string(),
+                    })?;
+                counts.insert(ks.clone(), c);
+            }
+        }
+        Ok(Self {
+            counts,
+            pending: Vec::new(),
+            recorded: BTreeMap::new(),
+        })
+    }
+
+    /// Records a conflict resolved while applying an op.
+    pub fn record(
+        &mut self,
+        keyspace: &KeyspaceName,
+        key: &Key,
+        conflict: Conflict<Value>,
+        ambiguity_bound_ms: u64,
+        now: Hlc,
+    ) {
+        let ambiguous = conflict.is_ambiguous(ambiguity_bound_ms);
+        let c = self.counts.entry(keyspace.clone()).or_default();
+        let entry = LedgerEntry {
+            id: c.next,
+            keyspace: keyspace.clone(),
+            key: key.clone(),
+            path: conflict.path,
+            rule: "lww".into(),
+            winner: conflict.winner,
+            winner_value: conflict.winner_value,
+            loser: conflict.loser,
+            loser_value: conflict.loser_value,
+            ambiguous,
+            recorded_at: now,
+        };
+        c.next += 1;
+        *self.recorded.entry(keyspace.clone()).or_default() += 1;
+        self.pending.push(entry);
+    }
+
+    /// Adds the pending entries, the trimming to capacity and the counts to
+    /// `batch`. `capacity` gives each keyspace's bound.
+    pub fn flush(
+        &mut self,
+        batch: &mut Batch,
+        capacity: impl Fn(&KeyspaceName) -> u64,
+    ) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut touched = std::collections::BTreeSet::new();
+        for e in self.pending.drain(..) {
+            let bytes = codec::encode(&e).map_err(|err| StoreError::Backend(err.to_string()))?;
+            batch.put(TABLE, entry_key(&e.keyspace, e.id), bytes);
+            touched.insert(e.keyspace);
+        }
+        for ks in touched {
+            let c = self.counts.entry(ks.clone()).or_default();
+            let cap = capacity(&ks);
+            while c.len() > cap {
+                batch.delete(TABLE, entry_key(&ks, c.first));
+                c.first += 1;
+                c.dropped += 1;
+            }
+            let bytes = codec::encode(c).map_err(|err| StoreError::Backend(err.to_string()))?;
+            batch.put(crate::engine::store::META, meta_key(&ks), bytes);
+        }
+        Ok(())
+    }
+
+    /// The counts per keyspace.
+    pub fn counts(&self) -> &BTreeMap<KeyspaceName, LedgerCounts> {
+        &self.counts
+    }
+}
+
+/// What to look for in the ledger.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerQuery {
+    /// Only this keyspace.
+    pub keyspace: Option<KeyspaceName>,
+    /// Only this key.
+    pub key: Option<Key>,
+    /// Only entries recorded at or after this wall time (ms since the epoch).
+    pub since_ms: Option<u64>,
+    /// Only entries with an id above this (paging within one keyspace).
+    pub after_id: Option<u64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Reads ledger entries of `keyspaces` matching `q`, oldest first per keyspace.
+pub fn query<'a>(
+    backend: &impl Backend,
+    keyspaces: impl Iterator<Item = &'a KeyspaceName>,
+    q: &LedgerQuery,
+) -> Result<Vec<LedgerEntry>, StoreError> {
+    let mut out = Vec::new();
+    for ks in keyspaces {
+        if q.keyspace.as_ref().is_some_and(|want| want != ks) {
+            continue;
+        }
+        let mut prefix = ks.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        let mut start = entry_key(ks, q.after_id.map_or(0, |a| a + 1));
+        'pages: loop {
+            let page = backend.scan(TABLE, &prefix, &start, 512)?;
+            if page.is_empty() {
+                break;
+            }
+            for (k, v) in &page {
+                let e: LedgerEntry = codec::decode(v, 4 << 20).map_err(|e| StoreError::Decode {
+                    what: format!("ledger entry of {ks}"),
+                    reason: e.to_string(),
+                })?;
+                let key_ok = q.key.as_ref().is_none_or(|want| *want == e.key);
+                let time_ok = q.since_ms.is_none_or(|s| e.recorded_at.wall_ms() >= s);
+                if key_ok && time_ok {
+                    out.push(e);
+                    if out.len() >= q.limit {
+                        break 'pages;
+                    }
+                }
+                start = k.clone();
+                start.push(0);
+            }
+        }
+        if out.len() >= q.limit {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,178 @@
+//! Reads, concurrent with the writer: straight from the state store, which
+//! only ever holds committed (durable) writes.
+
+use std::sync::Arc;
+
+use meridian_crdt::{Crdt, Object, VersionVector};
+
+use super::keyspaces::KeyspaceDef;
+use super::ledger::{self, LedgerEntry, LedgerQuery};
+use super::{Published, Shared, store};
+use crate::op::{Key, KeyspaceName};
+use crate::state::{Backend, StoreError};
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// No such keyspace.
+    #[error("keyspace {0:?} does not exist")]
+    UnknownKeyspace(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One key as read.
+#[derive(Clone, Debug)]
+pub struct Read {
+    /// Its keyspace.
+    pub def: KeyspaceDef,
+    /// Its state; `None` when the key was never written. A deleted key has a
+    /// state that is not live ([`Crdt::is_live`]).
+    pub object: Option<Object>,
+    /// The region's version vector, read after the state: it covers
+    /// everything the state reflects (the causal token to hand out).
+    pub vv: VersionVector,
+}
+
+impl Read {
+    /// The state if it holds a live value.
+    pub fn live(&self) -> Option<&Object> {
+        self.object.as_ref().filter(|o| o.is_live())
+    }
+}
+
+/// A page of a keyspace listing.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    /// Live keys in order, with their state.
+    pub items: Vec<(Key, Object)>,
+    /// Pass as `after` to get the next page; `None` at the end.
+    pub next: Option<Key>,
+    /// Covers everything listed.
+    pub vv: VersionVector,
+}
+
+/// A read handle. Cheap to clone; safe to use from many threads.
+pub struct Reader<B> {
+    backend: Arc<B>,
+    shared: Arc<Shared>,
+}
+
+impl<B> Clone for Reader<B> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<B: Backend> Reader<B> {
+    /// A reader over `backend` seeing what `shared` publishes.
+    pub fn new(backend: Arc<B>, shared: Arc<Shared>) -> Self {
+        Self { backend, shared }
+    }
+
+    /// The latest published view (version vector, registry, digests).
+    pub fn published(&self) -> Arc<Published> {
+        self.shared.get()
+    }
+
+    fn def(&self, keyspace: &str) -> Result<KeyspaceDef, ReadError> {
+        self.shared
+            .get()
+            .registry
+            .get(keyspace)
+            .cloned()
+            .ok_or_else(|| ReadError::UnknownKeyspace(keyspace.to_string()))
+    }
+
+    /// Reads one key.
+    pub fn get(&self, keyspace: &str, key: &Key) -> Result<Read, ReadError> {
+        let def = self.def(keyspace)?;
+        let bytes = self
+            .backend
+            .get(&store::table(&def.name), key.as_str().as_bytes())?;
+        let object = bytes
+            .map(|b| store::decode_object(&def.name, key.as_str().as_bytes(), &b))
+            .transpose()?;
+        // After the state: the vector then covers all the state reflects.
+        let vv = self.shared.get().vv.clone();
+        Ok(Read { def, object, vv })
+    }
+
+    /// Lists live keys starting with `prefix`, after `after`, at most `limit`.
+    pub fn list(
+        &self,
+        keyspace: &str,
+        prefix: &str,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Listing, ReadError> {
+        let def = self.def(keyspace)?;
+        let table = store::table(&def.name);
+        let mut start = match after {
+            Some(k) => {
+                let mut s = k.as_str().as_bytes().to_vec();
+                s.push(0);
+                s
+            }
+            None => Vec::new(),
+        };
+        let mut items = Vec::new();
+        let mut next = None;
+        // Deleted keys are skipped; bound the work a page can cost.
+        let mut budget = limit.saturating_mul(20).max(1000);
+        'scan: loop {
+            let page =
+                self.backend
+                    .scan(&table, prefix.as_bytes(), &start, 256.min(budget.max(1)))?;
+            if page.is_empty() {
+                break;
+            }
+            for (k, v) in page {
+                budget = budget.saturating_sub(1);
+                let obj = store::decode_object(&def.name, &k, &v)?;
+                let key = Key::new(String::from_utf8_lossy(&k).into_owned()).map_err(|e| {
+                    StoreError::Decode {
+                        what: format!("key in {}", def.name),
+                        reason: e.to_string(),
+                    }
+                })?;
+                start = k;
+                start.push(0);
+                if obj.is_live() {
+                    if items.len() == limit {
+                        // One more live key exists: there is a next page.
+                        next = items.last().map(|(k, _): &(Key, Object)| k.clone());
+                        break 'scan;
+                    }
+                    items.push((key, obj));
+                } else if budget == 0 {
+                    next = Some(key);
+                    break 'scan;
+                }
+            }
+        }
+        let vv = self.shared.get().vv.clone();
+        Ok(Listing { items, next, vv })
+    }
+
+    /// Conflict-ledger entries matching `q`.
+    pub fn conflicts(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>, ReadError> {
+        let published = self.shared.get();
+        if let Some(ks) = &q.keyspace {
+            if published.registry.get(ks.as_str()).is_none() {
+                return Err(ReadError::UnknownKeyspace(ks.to_string()));
+            }
+        }
+        let names: Vec<KeyspaceName> = published.registry.iter().map(|d| d.name.clone()).collect();
+        Ok(ledger::query(&*self.backend, names.iter(), q)?)
+    }
+
+    /// Bytes the state store occupies on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.backend.disk_bytes()
+    }
+}

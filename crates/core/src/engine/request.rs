@@ -1,0 +1,162 @@
+//! What clients ask the engine to do, and how it can refuse.
+
+use meridian_crdt::{ClockError, CounterError, DocError, Json, Policy, Value, VersionVector};
+
+use super::keyspaces::{DefError, KeyspaceDef};
+use crate::log::LogError;
+use crate::op::{Key, NameError};
+use crate::state::StoreError;
+
+/// Most mutations in one atomic write (`POST /v1/batch`).
+pub const MAX_MUTATIONS: usize = 1000;
+/// Largest value, in bytes.
+pub const MAX_VALUE: usize = 1 << 20;
+
+/// One atomic write: one op, however many keys it touches.
+#[derive(Clone, Debug)]
+pub struct WriteRequest {
+    /// The changes, at most one per key.
+    pub mutations: Vec<MutationRequest>,
+}
+
+/// A change to one key.
+#[derive(Clone, Debug)]
+pub struct MutationRequest {
+    /// Keyspace name as the client gave it.
+    pub keyspace: String,
+    /// The key.
+    pub key: Key,
+    /// What to do.
+    pub change: Change,
+}
+
+/// The changes a client can ask for. Which ones a keyspace takes depends on
+/// its policy.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// `lww`, `mv`: write a value (`mv`: replacing the siblings in `context`).
+    /// `set`: replace the members with the array given. `doc`: replace the
+    /// document with the object given.
+    Put {
+        /// The value.
+        value: Value,
+        /// `mv` only: the context from the read this write follows.
+        context: Option<VersionVector>,
+    },
+    /// Any policy: delete (`mv`: the siblings in `context`, or all seen).
+    Delete {
+        /// `mv` only: the context from the read.
+        context: Option<VersionVector>,
+    },
+    /// `counter`: add (negative: subtract).
+    Incr(i64),
+    /// `set`: add members.
+    Add(Vec<Json>),
+    /// `set`: remove members (as this region has seen them).
+    Remove(Vec<Json>),
+    /// `doc`: a JSON merge patch.
+    Patch(serde_json::Map<String, serde_json::Value>),
+}
+
+impl Change {
+    /// The change's name, for error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Change::Put { .. } => "put",
+            Change::Delete { .. } => "delete",
+            Change::Incr(_) => "incr",
+            Change::Add(_) => "add",
+            Change::Remove(_) => "remove",
+            Change::Patch(_) => "patch",
+        }
+    }
+}
+
+/// Why a write was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No such keyspace.
+    #[error("keyspace {0:?} does not exist")]
+    UnknownKeyspace(String),
+    /// A bad name or key.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The keyspace's policy does not take this change.
+    #[error("{change} is not supported by keyspace {keyspace:?} (policy {policy}): {hint}")]
+    Unsupported {
+        /// The keyspace.
+        keyspace: String,
+        /// Its policy.
+        policy: Policy,
+        /// The change asked for.
+        change: &'static str,
+        /// What would work.
+        hint: &'static str,
+    },
+    /// A batch with nothing in it.
+    #[error("a write needs at least one mutation")]
+    Empty,
+    /// A batch over the limit.
+    #[error("{count} mutations in one write, over the limit of {max}")]
+    TooMany {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The same key twice in one batch.
+    #[error("key {key:?} in keyspace {keyspace:?} appears more than once in the batch")]
+    DuplicateKey {
+        /// The keyspace.
+        keyspace: String,
+        /// The key.
+        key: String,
+    },
+    /// A value over the size limit.
+    #[error("value of {len} bytes is over the {max}-byte limit")]
+    ValueTooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A counter would leave the 64-bit range.
+    #[error(transparent)]
+    Counter(#[from] CounterError),
+    /// A patch did not fit the document's rules.
+    #[error(transparent)]
+    Doc(#[from] DocError),
+    /// A keyspace definition that does not make sense.
+    #[error("invalid keyspace definition: {0}")]
+    Definition(#[from] DefError),
+    /// A definition that would change an existing keyspace's policy.
+    #[error(
+        "keyspace {name:?} exists with policy {existing}; its policy cannot change to {requested}"
+    )]
+    PolicyChange {
+        /// The keyspace.
+        name: String,
+        /// The policy it has.
+        existing: Policy,
+        /// The policy asked for.
+        requested: Policy,
+        /// The existing definition.
+        current: Box<KeyspaceDef>,
+    },
+    /// The clock cannot produce a timestamp.
+    #[error("clock: {0}")]
+    Clock(#[from] ClockError),
+    /// Storage failed: fatal for the region.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The log failed: fatal for the region.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl WriteError {
+    /// Whether the region can no longer guarantee durability and must stop.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, WriteError::Store(_) | WriteError::Log(_))
+    }
+}

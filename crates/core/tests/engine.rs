@@ -1,0 +1,496 @@
+//! The engine's cycle (submit or receive, stage, commit) asserted through
+//! what it returns and what readers see, on the in-memory backend.
+
+use std::sync::Arc;
+
+use meridian_core::engine::ledger::LedgerQuery;
+use meridian_core::*;
+use meridian_crdt::{Crdt, Json, Object, Policy, RegionId, ReplicaId, Seq, Value};
+use uuid::Uuid;
+
+fn replica(name: &str) -> ReplicaId {
+    ReplicaId::new(
+        RegionId::new(name).unwrap(),
+        Uuid::from_u128(name.len() as u128),
+    )
+}
+
+/// One region driven by hand: the "log" is a Vec of durable ops.
+struct Region {
+    engine: Engine<MemBackend>,
+    backend: MemBackend,
+    log: Vec<Op>,
+    now: u64,
+}
+
+impl Region {
+    fn new(name: &str) -> Self {
+        let backend = MemBackend::new();
+        let engine = Engine::open(
+            replica(name),
+            EngineConfig::default(),
+            Arc::new(backend.clone()),
+        )
+        .unwrap();
+        Self {
+            engine,
+            backend,
+            log: Vec::new(),
+            now: 1_000_000,
+        }
+    }
+
+    fn commit(&mut self) -> Committed {
+        self.log.extend(self.engine.staged().cloned());
+        self.engine
+            .commit(Some(Lsn(self.log.len() as u64)))
+            .unwrap()
+    }
+
+    fn write(&mut self, muts: Vec<(&str, &str, Change)>) -> Result<Committed, WriteError> {
+        self.now += 1;
+        let req = WriteRequest {
+            mutations: muts
+                .into_iter()
+                .map(|(ks, k, change)| MutationRequest {
+                    keyspace: ks.into(),
+                    key: Key::new(k).unwrap(),
+                    change,
+                })
+                .collect(),
+        };
+        self.engine.submit(self.now, req)?;
+        Ok(self.commit())
+    }
+
+    fn put(&mut self, ks: &str, k: &str, json: &str) -> Committed {
+        self.write(vec![(
+            ks,
+            k,
+            Change::Put {
+                value: Value::Json(Json::parse(json).unwrap()),
+                context: None,
+            },
+        )])
+        .unwrap()
+    }
+
+    fn get(&self, ks: &str, k: &str) -> Option<Object> {
+        self.engine
+            .reader()
+            .get(ks, &Key::new(k).unwrap())
+            .unwrap()
+            .live()
+            .cloned()
+    }
+
+    fn define(&mut self, name: &str, policy: Policy) {
+        self.now += 1;
+        let def = KeyspaceDef::new(KeyspaceName::new(name).unwrap(), policy);
+        assert!(self.engine.define(self.now, def).unwrap());
+        self.commit();
+    }
+}
+
+fn lww_value(o: &Object) -> String {
+    match o {
+        Object::Lww(r) => match r.value() {
+            Some(Value::Json(j)) => j.as_str().to_string(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_write_is_invisible_until_committed_then_readable_with_a_covering_token() {
+    let mut r = Region::new("us-east");
+    let req = WriteRequest {
+        mutations: vec![MutationRequest {
+            keyspace: "default".into(),
+            key: Key::new("k").unwrap(),
+            change: Change::Put {
+                value: Value::Json(Json::parse("1").unwrap()),
+                context: None,
+            },
+        }],
+    };
+    r.engine.submit(5, req).unwrap();
+    assert_eq!(r.engine.staged_len(), 1);
+    assert!(
+        r.get("default", "k").is_none(),
+        "staged writes must not be visible"
+    );
+    let c = r.commit();
+    assert_eq!(c.applied.len(), 1);
+    assert_eq!(c.applied[0].op.dot.seq, Seq(1));
+    assert_eq!(lww_value(&r.get("default", "k").unwrap()), "1");
+    let read = r
+        .engine
+        .reader()
+        .get("default", &Key::new("k").unwrap())
+        .unwrap();
+    assert!(read.vv.covers(&c.applied[0].op.dot));
+}
+
+#[test]
+fn a_batch_is_one_op_and_a_bad_mutation_stages_nothing() {
+    let mut r = Region::new("us-east");
+    r.define("hits", Policy::Counter);
+    let c = r
+        .write(vec![
+            (
+                "default",
+                "a",
+                Change::Put {
+                    value: Value::Json(Json::parse("\"x\"").unwrap()),
+                    context: None,
+                },
+            ),
+            ("hits", "a", Change::Incr(3)),
+        ])
+        .unwrap();
+    assert_eq!(c.applied.len(), 1);
+    assert_eq!(c.applied[0].op.mutations.len(), 2);
+    assert_eq!(c.applied[0].counters, vec![None, Some(3)]);
+    let before = r.engine.vv().clone();
+    let err = r
+        .write(vec![
+            (
+                "default",
+                "b",
+                Change::Put {
+                    value: Value::Json(Json::parse("1").unwrap()),
+                    context: None,
+                },
+            ),
+            ("hits", "b", Change::Add(vec![])),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Unsupported { .. }), "{err}");
+    assert_eq!(r.engine.staged_len(), 0);
+    assert_eq!(r.engine.vv(), &before);
+    assert!(r.get("default", "b").is_none());
+}
+
+#[test]
+fn refusals_say_what_was_wrong() {
+    let mut r = Region::new("us-east");
+    r.define("c", Policy::Counter);
+    let put = || Change::Put {
+        value: Value::Json(Json::parse("1").unwrap()),
+        context: None,
+    };
+    let e = r.write(vec![("nope", "k", put())]).unwrap_err();
+    assert_eq!(e.to_string(), "keyspace \"nope\" does not exist");
+    let e = r.write(vec![("c", "k", put())]).unwrap_err();
+    assert!(e.to_string().contains("counter keys change with"), "{e}");
+    let e = r
+        .write(vec![("default", "k", put()), ("default", "k", put())])
+        .unwrap_err();
+    assert!(matches!(e, WriteError::DuplicateKey { .. }));
+    let e = r.write(vec![]).unwrap_err();
+    assert!(matches!(e, WriteError::Empty));
+    r.write(vec![("c", "k", Change::Incr(i64::MAX))]).unwrap();
+    let e = r.write(vec![("c", "k", Change::Incr(1))]).unwrap_err();
+    assert!(e.to_string().contains("counter overflow"), "{e}");
+    let big = Value::Bytes(vec![0; (1 << 20) + 1]);
+    let e = r
+        .write(vec![(
+            "default",
+            "big",
+            Change::Put {
+                value: big,
+                context: None,
+            },
+        )])
+        .unwrap_err();
+    assert!(matches!(e, WriteError::ValueTooLarge { .. }));
+}
+
+#[test]
+fn keyspace_definitions_are_idempotent_and_keep_their_policy() {
+    let mut r = Region::new("us-east");
+    r.define("carts", Policy::Set);
+    let same = KeyspaceDef::new(KeyspaceName::new("carts").unwrap(), Policy::Set);
+    assert!(
+        !r.engine.define(1, same.clone()).unwrap(),
+        "unchanged definition writes nothing"
+    );
+    let other = KeyspaceDef::new(KeyspaceName::new("carts").unwrap(), Policy::Counter);
+    let e = r.engine.define(1, other).unwrap_err();
+    assert!(matches!(
+        e,
+        WriteError::PolicyChange {
+            existing: Policy::Set,
+            requested: Policy::Counter,
+            ..
+        }
+    ));
+    let mut tuned = same;
+    tuned.write_concern = WriteConcern::Majority;
+    assert!(r.engine.define(1, tuned).unwrap());
+    r.commit();
+    let p = r.engine.reader().published();
+    assert_eq!(
+        p.registry.get("carts").unwrap().write_concern,
+        WriteConcern::Majority
+    );
+}
+
+#[test]
+fn each_policy_through_the_engine() {
+    let mut r = Region::new("us-east");
+    r.define("s", Policy::Set);
+    r.define("d", Policy::Doc);
+    r.define("m", Policy::Mv);
+    r.write(vec![(
+        "s",
+        "k",
+        Change::Add(vec![Json::parse("1").unwrap(), Json::parse("2").unwrap()]),
+    )])
+    .unwrap();
+    r.write(vec![(
+        "s",
+        "k",
+        Change::Remove(vec![Json::parse("1").unwrap()]),
+    )])
+    .unwrap();
+    let Some(Object::Set(s)) = r.get("s", "k") else {
+        panic!()
+    };
+    assert_eq!(
+        s.iter().map(|j| j.as_str().to_string()).collect::<Vec<_>>(),
+        ["2"]
+    );
+
+    let patch = |v: serde_json::Value| Change::Patch(v.as_object().unwrap().clone());
+    r.write(vec![("d", "k", patch(serde_json::json!({"a": 1, "b": 2})))])
+        .unwrap();
+    r.write(vec![(
+        "d",
+        "k",
+        patch(serde_json::json!({"b": null, "c": 3})),
+    )])
+    .unwrap();
+    let Some(Object::Doc(d)) = r.get("d", "k") else {
+        panic!()
+    };
+    assert_eq!(
+        serde_json::Value::Object(d.to_json()),
+        serde_json::json!({"a": 1, "c": 3})
+    );
+
+    r.write(vec![(
+        "m",
+        "k",
+        Change::Put {
+            value: Value::Bytes(vec![1]),
+            context: None,
+        },
+    )])
+    .unwrap();
+    r.write(vec![(
+        "m",
+        "k",
+        Change::Put {
+            value: Value::Bytes(vec![2]),
+            context: None,
+        },
+    )])
+    .unwrap();
+    let Some(Object::Mv(m)) = r.get("m", "k") else {
+        panic!()
+    };
+    assert_eq!(m.len(), 2, "blind writes add siblings");
+    let ctx = m.context().clone();
+    r.write(vec![(
+        "m",
+        "k",
+        Change::Put {
+            value: Value::Bytes(vec![3]),
+            context: Some(ctx),
+        },
+    )])
+    .unwrap();
+    let Some(Object::Mv(m)) = r.get("m", "k") else {
+        panic!()
+    };
+    assert_eq!(
+        m.len(),
+        1,
+        "a write with the read's context resolves the siblings"
+    );
+
+    r.write(vec![("default", "x", Change::Delete { context: None })])
+        .unwrap();
+    assert!(r.get("default", "x").is_none());
+}
+
+#[test]
+fn remote_ops_apply_causally_idempotently_and_not_from_the_future() {
+    let mut a = Region::new("us-east");
+    let mut b = Region::new("eu-west");
+    a.put("default", "k", "1");
+    a.put("default", "k", "2");
+    a.put("default", "j", "3");
+    let ops = a.log.clone();
+    // Out of order: the later ops wait for the first.
+    let r = b
+        .engine
+        .receive(b.now, vec![ops[2].clone(), ops[1].clone()])
+        .unwrap();
+    assert_eq!((r.staged, r.buffered), (0, 2));
+    let r = b.engine.receive(b.now, vec![ops[0].clone()]).unwrap();
+    assert_eq!(r.staged, 3);
+    b.commit();
+    assert_eq!(lww_value(&b.get("default", "k").unwrap()), "2");
+    // Replays change nothing.
+    let r = b.engine.receive(b.now, ops.clone()).unwrap();
+    assert_eq!(r.duplicates, 3);
+    assert_eq!(b.engine.staged_len(), 0);
+    assert_eq!(
+        a.engine.reader().published().digests,
+        b.engine.reader().published().digests
+    );
+
+    // An op stamped 10 s ahead of b's clock is held back, not applied.
+    a.now += 10_000;
+    a.put("default", "far", "4");
+    let far = a.log.last().unwrap().clone();
+    let r = b.engine.receive(b.now, vec![far.clone()]).unwrap();
+    assert_eq!(r.held.len(), 1);
+    assert!(r.held[0].1 >= 9_000);
+    assert!(b.get("default", "far").is_none());
+    assert!(
+        b.engine.clock().last().wall_ms() < far.hlc.wall_ms(),
+        "the clock did not jump"
+    );
+    // Once b's time catches up it goes in.
+    b.now += 10_000;
+    assert_eq!(b.engine.receive(b.now, vec![far]).unwrap().staged, 1);
+}
+
+#[test]
+fn concurrent_writes_are_recorded_in_the_ledger_with_their_origins() {
+    let mut a = Region::new("us-east");
+    let mut b = Region::new("eu-west");
+    a.put("default", "k", "\"from-a\"");
+    b.now += 5;
+    b.put("default", "k", "\"from-b\"");
+    let (ao, bo) = (a.log.clone(), b.log.clone());
+    a.engine.receive(a.now + 10, bo).unwrap();
+    a.commit();
+    b.engine.receive(b.now + 10, ao).unwrap();
+    b.commit();
+    assert_eq!(a.get("default", "k"), b.get("default", "k"));
+    assert_eq!(lww_value(&a.get("default", "k").unwrap()), "\"from-b\"");
+    for r in [&a, &b] {
+        let entries = r
+            .engine
+            .reader()
+            .conflicts(&LedgerQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!(e.loser.dot.replica.region.as_str(), "us-east");
+        assert_eq!(e.winner.dot.replica.region.as_str(), "eu-west");
+        assert!(e.ambiguous, "5 ms apart is within the 500 ms bound");
+        assert_eq!(
+            e.loser_value,
+            Some(Value::Json(Json::parse("\"from-a\"").unwrap()))
+        );
+    }
+}
+
+#[test]
+fn the_ledger_is_bounded_and_counts_what_it_dropped() {
+    let mut a = Region::new("us-east");
+    let mut def = KeyspaceDef::new(KeyspaceName::new("small").unwrap(), Policy::Lww);
+    def.ledger_capacity = 3;
+    a.engine.define(a.now, def).unwrap();
+    a.commit();
+    let mut b = Region::new("eu-west");
+    b.engine.receive(b.now, a.log.clone()).unwrap();
+    b.commit();
+    for i in 0..5 {
+        a.put("small", "k", &i.to_string());
+        b.put("small", "k", &(i + 100).to_string());
+        let (from_a, from_b) = (a.log.last().unwrap().clone(), b.log.last().unwrap().clone());
+        a.engine.receive(a.now, vec![from_b]).unwrap();
+        a.commit();
+        b.engine.receive(b.now, vec![from_a]).unwrap();
+        b.commit();
+    }
+    let p = a.engine.reader().published();
+    let counts = p.ledger[&KeyspaceName::new("small").unwrap()];
+    assert_eq!(counts.len(), 3);
+    assert_eq!(counts.dropped, 2);
+    let entries = a
+        .engine
+        .reader()
+        .conflicts(&LedgerQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+}
+
+#[test]
+fn recovery_replays_the_log_over_the_last_persisted_state() {
+    let mut r = Region::new("us-east");
+    r.define("n", Policy::Counter);
+    for i in 0..10 {
+        r.write(vec![("n", "c", Change::Incr(1))]).unwrap();
+        r.put("default", &format!("k{i}"), &i.to_string());
+    }
+    r.engine.checkpoint().unwrap();
+    for _ in 0..5 {
+        r.write(vec![("n", "c", Change::Incr(1))]).unwrap();
+    }
+    let before = r.engine.reader().published();
+    // Crash: state since the checkpoint is gone, the log is not.
+    r.backend.crash();
+    let mut engine = Engine::open(
+        replica("us-east"),
+        EngineConfig::default(),
+        Arc::new(r.backend.clone()),
+    )
+    .unwrap();
+    assert!(engine.reader().published().vv.total() < before.vv.total());
+    for op in r.log.clone() {
+        engine.replay(op).unwrap();
+    }
+    engine.commit(Some(Lsn(r.log.len() as u64))).unwrap();
+    let after = engine.reader().published();
+    assert_eq!(after.vv, before.vv);
+    assert_eq!(after.digests, before.digests);
+    let Some(Object::Counter(c)) = engine
+        .reader()
+        .get("n", &Key::new("c").unwrap())
+        .unwrap()
+        .object
+    else {
+        panic!()
+    };
+    assert_eq!(c.value(), 15);
+    assert_eq!(
+        engine.next_seq(),
+        before.vv.get(&replica("us-east")).next().unwrap()
+    );
+    assert!(
+        engine
+            .reader()
+            .get("n", &Key::new("c").unwrap())
+            .unwrap()
+            .live()
+            .is_some_and(|o| o.is_live())
+    );
+}

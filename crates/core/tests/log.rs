@@ -1,0 +1,238 @@
+//! The op log: append, sync, roll, retention, reading back, and recovery
+//! from torn tails and corruption.
+
+use std::path::Path;
+
+use meridian_core::log::{Log, LogError, LogOptions, Lsn, segment};
+use meridian_core::op::{Key, KeyspaceName, Mutation, Op};
+use meridian_core::testdir::TestDir;
+use meridian_crdt::{Dot, Hlc, LwwOp, ObjectOp, RegionId, ReplicaId, Seq, Value, VersionVector};
+use uuid::Uuid;
+
+fn me() -> ReplicaId {
+    ReplicaId::new(RegionId::new("us-east").unwrap(), Uuid::from_u128(1))
+}
+
+fn op(seq: u64, wall: u64) -> Op {
+    Op {
+        dot: Dot::new(me(), Seq(seq)),
+        hlc: Hlc::new(wall, 0).unwrap(),
+        deps: VersionVector::new(),
+        mutations: vec![Mutation {
+            keyspace: KeyspaceName::default_keyspace(),
+            key: Key::new(format!("key-{seq}")).unwrap(),
+            op: ObjectOp::Lww(LwwOp::Set(Value::Bytes(vec![seq as u8; 40]))),
+        }],
+    }
+}
+
+fn open(dir: &Path, opts: LogOptions, repair: bool) -> Result<(Log, Vec<Op>), LogError> {
+    let mut seen = Vec::new();
+    let (log, _) = Log::open(dir, opts, repair, |_, op| seen.push(op))?;
+    Ok((log, seen))
+}
+
+fn write(dir: &Path, opts: LogOptions, n: u64) {
+    let (mut log, _) = open(dir, opts, false).unwrap();
+    for i in 1..=n {
+        log.append([&op(i, 1_000 + i)]).unwrap();
+    }
+    log.sync().unwrap();
+}
+
+fn only_segment(dir: &Path) -> std::path::PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    segs.pop().unwrap()
+}
+
+#[test]
+fn appended_ops_come_back_in_order_after_reopen() {
+    let d = TestDir::new("log-reopen");
+    write(d.path(), LogOptions::default(), 50);
+    let (log, seen) = open(d.path(), LogOptions::default(), false).unwrap();
+    assert_eq!(seen.len(), 50);
+    assert_eq!(seen[49], op(50, 1_050));
+    assert_eq!(log.end_lsn(), Lsn(51));
+}
+
+#[test]
+fn a_torn_tail_cut_at_every_offset_of_the_last_record_keeps_all_earlier_records() {
+    let d = TestDir::new("log-torn");
+    write(d.path(), LogOptions::default(), 5);
+    let seg = only_segment(d.path());
+    let full = std::fs::read(&seg).unwrap();
+    // Where does the last record start? Write 4 and measure.
+    let d4 = TestDir::new("log-torn-4");
+    write(d4.path(), LogOptions::default(), 4);
+    let start = std::fs::read(only_segment(d4.path())).unwrap().len();
+    assert!(start < full.len());
+    for cut in start..full.len() {
+        std::fs::write(&seg, &full[..cut]).unwrap();
+        let (mut log, seen) = open(d.path(), LogOptions::default(), false)
+            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert_eq!(seen.len(), 4, "cut at {cut}");
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().len() as usize,
+            start,
+            "tail not truncated at {cut}"
+        );
+        // The log goes on from there.
+        log.append([&op(5, 2_000)]).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (_, seen) = open(d.path(), LogOptions::default(), false).unwrap();
+        assert_eq!(seen.len(), 5);
+    }
+}
+
+#[test]
+fn a_flipped_bit_in_an_earlier_record_refuses_to_start_and_names_the_offset() {
+    let d = TestDir::new("log-flip");
+    write(d.path(), LogOptions::default(), 5);
+    let seg = only_segment(d.path());
+    let clean = std::fs::read(&seg).unwrap();
+    let record_len = (clean.len() - segment::HEADER_LEN) / 5;
+    // Flip one bit in each byte of the second record in turn.
+    let second = segment::HEADER_LEN + record_len;
+    for byte in second..second + record_len {
+        let mut bad = clean.clone();
+        bad[byte] ^= 0x10;
+        std::fs::write(&seg, &bad).unwrap();
+        match open(d.path(), LogOptions::default(), false) {
+            Err(LogError::Corrupt {
+                segment, offset, ..
+            }) => {
+                assert_eq!(segment, seg);
+                assert_eq!(offset as usize, second, "flip at {byte}");
+                let msg = LogError::Corrupt {
+                    segment,
+                    offset,
+                    reason: "x",
+                }
+                .to_string();
+                assert!(
+                    msg.contains(&format!("at offset {second}")) && msg.contains("--repair-log")
+                );
+            }
+            Err(e) => panic!("flip at {byte}: unexpected {e}"),
+            Ok(_) => panic!("flip at {byte} went unnoticed"),
+        }
+        assert_eq!(
+            std::fs::read(&seg).unwrap(),
+            bad,
+            "a refused open must not change the file"
+        );
+    }
+}
+
+#[test]
+fn repair_truncates_at_the_damage() {
+    let d = TestDir::new("log-repair");
+    write(d.path(), LogOptions::default(), 5);
+    let seg = only_segment(d.path());
+    let mut bad = std::fs::read(&seg).unwrap();
+    let record_len = (bad.len() - segment::HEADER_LEN) / 5;
+    bad[segment::HEADER_LEN + 2 * record_len + 20] ^= 1;
+    std::fs::write(&seg, &bad).unwrap();
+    assert!(open(d.path(), LogOptions::default(), false).is_err());
+    let (_, seen) = open(d.path(), LogOptions::default(), true).unwrap();
+    assert_eq!(seen.len(), 2);
+    let (_, seen) = open(d.path(), LogOptions::default(), false).unwrap();
+    assert_eq!(seen.len(), 2, "repaired log opens cleanly");
+}
+
+#[test]
+fn segments_roll_and_retention_drops_only_checkpointed_ones() {
+    let d = TestDir::new("log-roll");
+    let opts = LogOptions {
+        segment_bytes: 1_000,
+        retention_bytes: 2_500,
+        retention_ms: 0,
+    };
+    write(d.path(), opts.clone(), 60);
+    let (mut log, seen) = open(d.path(), opts.clone(), false).unwrap();
+    assert_eq!(seen.len(), 60);
+    let segments = log.segments().count();
+    assert!(segments > 5, "expected several segments, got {segments}");
+    // Nothing checkpointed: nothing may go.
+    assert_eq!(log.enforce_retention(Lsn(1), 0).unwrap(), 0);
+    // Everything checkpointed: drop down to the byte budget.
+    let removed = log.enforce_retention(Lsn(61), 0).unwrap();
+    assert!(removed > 0);
+    assert!(log.bytes() <= 2_500 + 1_200, "{} bytes left", log.bytes());
+    let floor = log.floors()[&me()];
+    assert_eq!(
+        log.start_lsn().0,
+        floor.0,
+        "floors follow the oldest segment"
+    );
+    drop(log);
+    let (_, seen) = open(d.path(), opts, false).unwrap();
+    assert_eq!(seen.first().unwrap().dot.seq, floor);
+    assert_eq!(seen.last().unwrap().dot.seq, Seq(60));
+}
+
+#[test]
+fn retention_by_age() {
+    let d = TestDir::new("log-age");
+    let opts = LogOptions {
+        segment_bytes: 500,
+        retention_bytes: 0,
+        retention_ms: 10_000,
+    };
+    write(d.path(), opts.clone(), 20);
+    let (mut log, _) = open(d.path(), opts, false).unwrap();
+    // Ops carry wall times 1001..1020: at now = 5_000 nothing is old enough.
+    assert_eq!(log.enforce_retention(Lsn(21), 5_000).unwrap(), 0);
+    let removed = log.enforce_retention(Lsn(21), 100_000).unwrap();
+    assert_eq!(
+        removed,
+        log.segments().count() + removed - 1,
+        "all sealed segments go, the active stays"
+    );
+}
+
+#[test]
+fn read_from_any_position() {
+    let d = TestDir::new("log-read");
+    let opts = LogOptions {
+        segment_bytes: 700,
+        ..LogOptions::default()
+    };
+    write(d.path(), opts.clone(), 30);
+    let (log, _) = open(d.path(), opts, false).unwrap();
+    let mut got = Vec::new();
+    log.read_from(Lsn(17), |lsn, op| {
+        got.push((lsn.0, op.dot.seq.0));
+        true
+    })
+    .unwrap();
+    assert_eq!(got.first(), Some(&(17, 17)));
+    assert_eq!(got.len(), 14);
+    let mut first_three = 0;
+    log.read_from(Lsn(1), |_, _| {
+        first_three += 1;
+        first_three < 3
+    })
+    .unwrap();
+    assert_eq!(first_three, 3);
+}
+
+#[test]
+fn a_segment_whose_creation_was_cut_short_is_dropped() {
+    let d = TestDir::new("log-empty-seg");
+    write(d.path(), LogOptions::default(), 3);
+    std::fs::write(d.path().join(segment::file_name(Lsn(4))), [0u8; 7]).unwrap();
+    let (mut log, seen) = open(d.path(), LogOptions::default(), false).unwrap();
+    assert_eq!(seen.len(), 3);
+    log.append([&op(4, 5)]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (_, seen) = open(d.path(), LogOptions::default(), false).unwrap();
+    assert_eq!(seen.len(), 4);
+}
