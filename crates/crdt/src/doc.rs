@@ -336,10 +336,10 @@ impl Doc {
                     let mut value = Json::from_value(v);
                     let mut ctx = Default::default();
                     if let Some(r) = reg {
-                        if let Some(cur) = extremum(r, want) {
-                            if cur.cmp_numbers(&value) == Some(want) {
-                                value = cur.clone();
-                            }
+                        if let Some(cur) = extremum(r, want)
+                            && cur.cmp_numbers(&value) == Some(want)
+                        {
+                            value = cur.clone();
                         }
                         ctx = r.context().clone();
                     }

@@ -251,7 +251,7 @@ fn events() -> impl Strategy<Value = (usize, Vec<Event>, u64)> {
 
 impl Model for LwwRegister<u8> {
     fn make_op(&self, _me: &ReplicaId, choice: u8, val: u8) -> Option<LwwOp<u8>> {
-        Some(if choice % 4 == 0 {
+        Some(if choice.is_multiple_of(4) {
             self.delete_op()
         } else {
             self.set_op(val)
@@ -335,7 +335,7 @@ proptest! {
 impl Model for PnCounter {
     fn make_op(&self, me: &ReplicaId, choice: u8, val: u8) -> Option<CounterOp> {
         let by = i64::from(val) - 128;
-        if choice % 9 == 0 {
+        if choice.is_multiple_of(9) {
             return Some(self.delete_op());
         }
         self.incr_op(me, by).ok()

@@ -55,12 +55,13 @@ impl CausalBuffer {
                     break;
                 }
             }
-            if let Some(entry) = ops.first_entry() {
-                if have.next() == Some(*entry.key()) && vv.covers_all(&entry.get().deps) {
-                    ready = Some(entry.remove());
-                    self.len -= 1;
-                    break;
-                }
+            if let Some(entry) = ops.first_entry()
+                && have.next() == Some(*entry.key())
+                && vv.covers_all(&entry.get().deps)
+            {
+                ready = Some(entry.remove());
+                self.len -= 1;
+                break;
             }
         }
         self.by_origin.retain(|_, ops| !ops.is_empty());

@@ -78,12 +78,14 @@ fn meta_key(ks: &KeyspaceName) -> Vec<u8> {
     format!("ledger.{ks}").into_bytes()
 }
 
-/// The writer's side of the ledger: counts in memory, entries added to the
-/// group's batch.
+/// The writer's side of the ledger: ids and counts in memory; entries are
+/// kept with the group that resolved them and written when it commits.
 #[derive(Default)]
 pub struct Ledger {
+    /// Counts as committed.
     counts: BTreeMap<KeyspaceName, LedgerCounts>,
-    pending: Vec<LedgerEntry>,
+    /// Next id to hand out per keyspace (ahead of `counts` while groups wait).
+    assigned: BTreeMap<KeyspaceName, u64>,
     /// Resolutions recorded since start, per keyspace (for metrics).
     pub recorded: BTreeMap<KeyspaceName, u64>,
 }
@@ -107,12 +109,12 @@ impl Ledger {
         }
         Ok(Self {
             counts,
-            pending: Vec::new(),
+            assigned: BTreeMap::new(),
             recorded: BTreeMap::new(),
         })
     }
 
-    /// Records a conflict resolved while applying an op.
+    /// Makes the entry for a conflict resolved while applying an op.
     pub fn record(
         &mut self,
         keyspace: &KeyspaceName,
@@ -120,11 +122,15 @@ impl Ledger {
         conflict: Conflict<Value>,
         ambiguity_bound_ms: u64,
         now: Hlc,
-    ) {
+    ) -> LedgerEntry {
         let ambiguous = conflict.is_ambiguous(ambiguity_bound_ms);
-        let c = self.counts.entry(keyspace.clone()).or_default();
-        let entry = LedgerEntry {
-            id: c.next,
+        let committed = self.counts.get(keyspace).map_or(0, |c| c.next);
+        let next = self.assigned.entry(keyspace.clone()).or_insert(committed);
+        let id = *next;
+        *next += 1;
+        *self.recorded.entry(keyspace.clone()).or_default() += 1;
+        LedgerEntry {
+            id,
             keyspace: keyspace.clone(),
             key: key.clone(),
             path: conflict.path,
@@ -135,26 +141,26 @@ impl Ledger {
             loser_value: conflict.loser_value,
             ambiguous,
             recorded_at: now,
-        };
-        c.next += 1;
-        *self.recorded.entry(keyspace.clone()).or_default() += 1;
-        self.pending.push(entry);
+        }
     }
 
-    /// Adds the pending entries, the trimming to capacity and the counts to
-    /// `batch`. `capacity` gives each keyspace's bound.
+    /// Adds `entries`, the trimming to capacity and the counts to `batch`.
+    /// `capacity` gives each keyspace's bound.
     pub fn flush(
         &mut self,
+        entries: Vec<LedgerEntry>,
         batch: &mut Batch,
         capacity: impl Fn(&KeyspaceName) -> u64,
     ) -> Result<(), StoreError> {
-        if self.pending.is_empty() {
+        if entries.is_empty() {
             return Ok(());
         }
         let mut touched = std::collections::BTreeSet::new();
-        for e in self.pending.drain(..) {
+        for e in entries {
             let bytes = codec::encode(&e).map_err(|err| StoreError::Backend(err.to_string()))?;
             batch.put(TABLE, entry_key(&e.keyspace, e.id), bytes);
+            let c = self.counts.entry(e.keyspace.clone()).or_default();
+            c.next = c.next.max(e.id + 1);
             touched.insert(e.keyspace);
         }
         for ks in touched {
@@ -171,7 +177,7 @@ impl Ledger {
         Ok(())
     }
 
-    /// The counts per keyspace.
+    /// The committed counts per keyspace.
     pub fn counts(&self) -> &BTreeMap<KeyspaceName, LedgerCounts> {
         &self.counts
     }

@@ -8,12 +8,19 @@
 //!    (ops from a peer), [`Engine::replay`] (a log record at startup). Each
 //!    validates, stamps (local writes only) and applies ops to a private
 //!    overlay of the state, nothing visible yet;
-//! 2. effect: the driver appends [`Engine::staged`] to the op log and syncs it
-//!    (one fsync for the whole group);
-//! 3. [`Engine::commit`] writes the overlay, the conflict ledger and the
-//!    checkpoint to the state store in one atomic batch, publishes the new
-//!    version vector to readers and returns what each staged op did (so the
-//!    driver can answer clients and feed peers).
+//! 2. effect: the driver seals the group ([`Engine::seal`]), appends its ops
+//!    ([`Engine::group_ops`]) to the op log and syncs it (one fsync for the
+//!    whole group). While that fsync runs, the next group can already be
+//!    staged: each group keeps its own overlay, layered on the groups before
+//!    it (pipelined group commit);
+//! 3. [`Engine::commit_group`], oldest group first, writes that group's
+//!    overlay, conflict-ledger entries and checkpoint to the state store in
+//!    one atomic batch, publishes the version vector as of that group to
+//!    readers and returns what each op did (so the driver can answer clients
+//!    and feed peers).
+//!
+//! [`Engine::commit`] does seal-and-commit in one call for drivers without a
+//! pipeline (tests, simulation, recovery).
 //!
 //! Readers ([`Reader`]) work concurrently on the state store and never see a
 //! write before it is durable.
@@ -175,10 +182,37 @@ pub struct Received {
     pub held: Vec<(Dot, u64)>,
 }
 
+/// One key's state as a group left it, and what its digest contribution
+/// was before the group.
 struct Dirty {
     obj: Object,
-    old: u128,
+    old: Old,
 }
+
+enum Old {
+    /// Read from the state store: its contribution then.
+    Stored(u128),
+    /// Taken from an earlier group still waiting: its contribution is known
+    /// once that group commits.
+    Pending,
+}
+
+/// Ops staged together and made durable together.
+#[derive(Default)]
+struct Group {
+    id: u64,
+    ops: Vec<Staged>,
+    dirty: HashMap<(KeyspaceName, Key), Dirty>,
+    conflicts: Vec<ledger::LedgerEntry>,
+    /// Set when sealed: the version vector and registry as of this group.
+    vv: VersionVector,
+    registry: Option<Arc<Registry>>,
+    hlc: Hlc,
+}
+
+/// Identifies a sealed group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupId(pub u64);
 
 /// One region's replication engine. See the module docs for the cycle.
 pub struct Engine<B: Backend> {
@@ -189,10 +223,14 @@ pub struct Engine<B: Backend> {
     shared: Arc<Shared>,
     vv: VersionVector,
     registry: Registry,
-    dirty: HashMap<(KeyspaceName, Key), Dirty>,
+    current: Group,
+    sealed: std::collections::VecDeque<Group>,
+    next_group: u64,
+    /// Digest contributions written by committed groups, for later groups
+    /// that took those keys from them; emptied when no group waits.
+    recent: HashMap<(KeyspaceName, Key), u128>,
     digests: BTreeMap<KeyspaceName, u128>,
     ledger: Ledger,
-    staged: Vec<Staged>,
     buffer: CausalBuffer,
     lsn: u64,
     stats: EngineStats,
@@ -248,15 +286,17 @@ impl<B: Backend> Engine<B> {
             }),
             vv: ckpt.vv,
             registry,
-            dirty: HashMap::new(),
+            current: Group::default(),
+            sealed: std::collections::VecDeque::new(),
+            next_group: 1,
+            recent: HashMap::new(),
             digests,
             ledger,
-            staged: Vec::new(),
             buffer,
             lsn: ckpt.lsn,
             stats: EngineStats::default(),
         };
-        engine.publish();
+        engine.publish(None);
         Ok(engine)
     }
 
@@ -290,14 +330,47 @@ impl<B: Backend> Engine<B> {
         &self.clock
     }
 
-    /// Ops staged for the current group, in order: append these to the log.
+    /// Ops staged in the current (unsealed) group, in order.
     pub fn staged(&self) -> impl Iterator<Item = &Op> {
-        self.staged.iter().map(|s| &s.op)
+        self.current.ops.iter().map(|s| &s.op)
     }
 
-    /// Whether anything is staged.
+    /// Whether the current group holds anything.
     pub fn has_staged(&self) -> bool {
-        !self.staged.is_empty()
+        !self.current.ops.is_empty()
+    }
+
+    /// Closes the current group (if it holds anything) so it can be logged;
+    /// staging goes on in a new group layered on top of it.
+    pub fn seal(&mut self) -> Option<GroupId> {
+        if self.current.ops.is_empty() {
+            return None;
+        }
+        let mut g = std::mem::take(&mut self.current);
+        g.id = self.next_group;
+        self.next_group += 1;
+        g.vv = self.vv.clone();
+        g.registry = Some(Arc::new(self.registry.clone()));
+        g.hlc = self.clock.last();
+        let id = GroupId(g.id);
+        self.sealed.push_back(g);
+        Some(id)
+    }
+
+    /// The ops of a sealed group, in order: append these to the log.
+    pub fn group_ops(&self, id: GroupId) -> impl Iterator<Item = &Op> {
+        self.sealed
+            .iter()
+            .filter(move |g| g.id == id.0)
+            .flat_map(|g| g.ops.iter().map(|s| &s.op))
+    }
+
+    /// Number of ops in a sealed group.
+    pub fn group_len(&self, id: GroupId) -> usize {
+        self.sealed
+            .iter()
+            .find(|g| g.id == id.0)
+            .map_or(0, |g| g.ops.len())
     }
 
     /// Validates and stamps a client write and applies it to the overlay.
@@ -332,13 +405,13 @@ impl<B: Backend> Engine<B> {
                     key: key.to_string(),
                 });
             }
-            if let Change::Put { value, .. } = change {
-                if value.len() > MAX_VALUE {
-                    return Err(WriteError::ValueTooLarge {
-                        len: value.len(),
-                        max: MAX_VALUE,
-                    });
-                }
+            if let Change::Put { value, .. } = change
+                && value.len() > MAX_VALUE
+            {
+                return Err(WriteError::ValueTooLarge {
+                    len: value.len(),
+                    max: MAX_VALUE,
+                });
             }
             let me = self.me.clone();
             let current = self.load(&def.name, key, def.policy)?;
@@ -468,9 +541,9 @@ impl<B: Backend> Engine<B> {
         self.stage(op, Source::Replay)
     }
 
-    /// Number of staged ops.
+    /// Number of ops in the current group.
     pub fn staged_len(&self) -> usize {
-        self.staged.len()
+        self.current.ops.len()
     }
 
     fn stage(&mut self, op: Op, source: Source) -> Result<(), WriteError> {
@@ -501,7 +574,8 @@ impl<B: Backend> Engine<B> {
             };
             for c in conflicts {
                 *self.stats.conflicts.entry(m.keyspace.clone()).or_default() += 1;
-                self.ledger.record(&m.keyspace, &m.key, c, bound, now);
+                let e = self.ledger.record(&m.keyspace, &m.key, c, bound, now);
+                self.current.conflicts.push(e);
             }
             if let Some(def) = def_update {
                 self.digests.entry(def.name.clone()).or_insert(0);
@@ -514,7 +588,7 @@ impl<B: Backend> Engine<B> {
             .applied
             .entry(op.dot.replica.clone())
             .or_default() += 1;
-        self.staged.push(Staged {
+        self.current.ops.push(Staged {
             op,
             source,
             counters,
@@ -529,63 +603,132 @@ impl<B: Backend> Engine<B> {
         policy: Policy,
     ) -> Result<&mut Dirty, StoreError> {
         let slot = (ks.clone(), key.clone());
-        if !self.dirty.contains_key(&slot) {
-            let stored = self
-                .backend
-                .get(&store::table(ks), key.as_str().as_bytes())?;
-            let d = match stored {
-                Some(bytes) => Dirty {
-                    obj: store::decode_object(ks, key.as_str().as_bytes(), &bytes)?,
-                    old: store::contribution(key.as_str().as_bytes(), &bytes),
+        if !self.current.dirty.contains_key(&slot) {
+            // The newest sealed group that touched the key has its state;
+            // else the store.
+            let earlier = self
+                .sealed
+                .iter()
+                .rev()
+                .find_map(|g| g.dirty.get(&slot))
+                .map(|d| d.obj.clone());
+            let d = match earlier {
+                Some(obj) => Dirty {
+                    obj,
+                    old: Old::Pending,
                 },
-                None => Dirty {
-                    obj: Object::empty(policy),
-                    old: 0,
+                None => match self
+                    .backend
+                    .get(&store::table(ks), key.as_str().as_bytes())?
+                {
+                    Some(bytes) => Dirty {
+                        obj: store::decode_object(ks, key.as_str().as_bytes(), &bytes)?,
+                        old: Old::Stored(store::contribution(key.as_str().as_bytes(), &bytes)),
+                    },
+                    None => Dirty {
+                        obj: Object::empty(policy),
+                        old: Old::Stored(0),
+                    },
                 },
             };
-            self.dirty.insert(slot.clone(), d);
+            self.current.dirty.insert(slot.clone(), d);
         }
-        // Just inserted or already there.
-        self.dirty
+        self.current
+            .dirty
             .get_mut(&slot)
             .ok_or_else(|| StoreError::Backend("dirty entry vanished".into()))
     }
 
-    /// Makes the staged ops visible: one atomic batch with their state, the
-    /// ledger and the checkpoint. Call only once the log holds them durably;
-    /// `last_lsn` is the log position of the last staged op (unchanged when
-    /// nothing was logged, e.g. after a pure replay).
+    /// Seals and commits everything staged, for drivers without a pipeline:
+    /// call only once the log holds every staged op durably. `last_lsn` is
+    /// the log position of the last one (`None` when nothing was logged,
+    /// e.g. after a pure replay).
     pub fn commit(&mut self, last_lsn: Option<Lsn>) -> Result<Committed, WriteError> {
+        self.seal();
+        let mut all = Committed {
+            vv: self.shared.get().vv.clone(),
+            applied: Vec::new(),
+        };
+        while let Some(id) = self.sealed.front().map(|g| GroupId(g.id)) {
+            let more = self.sealed.len() > 1;
+            let c = self.commit_group(id, if more { None } else { last_lsn })?;
+            all.vv = c.vv;
+            all.applied.extend(c.applied);
+        }
+        if self.sealed.is_empty() && all.applied.is_empty() {
+            // Nothing staged: still record the log position (recovery).
+            if let Some(l) = last_lsn {
+                self.lsn = l.0;
+            }
+            self.write_checkpoint(Batch::new(), self.vv.clone(), self.clock.last())?;
+            self.publish(None);
+            all.vv = self.vv.clone();
+        }
+        Ok(all)
+    }
+
+    /// Makes the oldest sealed group visible: one atomic batch with its
+    /// state, its ledger entries and the checkpoint as of it. Call only once
+    /// the log holds the group durably; `last_lsn` is the log position of its
+    /// last op.
+    pub fn commit_group(
+        &mut self,
+        id: GroupId,
+        last_lsn: Option<Lsn>,
+    ) -> Result<Committed, WriteError> {
+        let Some(g) = self.sealed.front() else {
+            return Err(StoreError::Backend(format!("no sealed group {}", id.0)).into());
+        };
+        if g.id != id.0 {
+            return Err(StoreError::Backend(format!(
+                "groups commit in order: {} is next, not {}",
+                g.id, id.0
+            ))
+            .into());
+        }
+        let Some(mut g) = self.sealed.pop_front() else {
+            return Err(StoreError::Backend("sealed group vanished".into()).into());
+        };
+        let later_waiting = !self.sealed.is_empty() || !self.current.dirty.is_empty();
         let mut batch = Batch::new();
-        for ((ks, key), d) in self.dirty.drain() {
+        for ((ks, key), d) in g.dirty.drain() {
             let bytes = codec::encode(&d.obj).map_err(|e| StoreError::Backend(e.to_string()))?;
             let new = store::contribution(key.as_str().as_bytes(), &bytes);
+            let old = match d.old {
+                Old::Stored(h) => h,
+                Old::Pending => self
+                    .recent
+                    .get(&(ks.clone(), key.clone()))
+                    .copied()
+                    .unwrap_or(0),
+            };
             let digest = self.digests.entry(ks.clone()).or_insert(0);
-            *digest = digest.wrapping_sub(d.old).wrapping_add(new);
+            *digest = digest.wrapping_sub(old).wrapping_add(new);
             batch.put(&store::table(&ks), key.as_str().as_bytes().to_vec(), bytes);
+            if later_waiting {
+                self.recent.insert((ks, key), new);
+            }
         }
-        let registry = &self.registry;
-        self.ledger.flush(&mut batch, |ks| {
-            registry
-                .get(ks.as_str())
-                .map_or(10_000, |d| u64::from(d.ledger_capacity))
-        })?;
-        for (ks, d) in &self.digests {
-            batch.put(store::META, store::digest_key(ks), d.to_le_bytes().to_vec());
+        if !later_waiting {
+            self.recent.clear();
         }
+        let registry = g
+            .registry
+            .clone()
+            .unwrap_or_else(|| Arc::new(self.registry.clone()));
+        self.ledger
+            .flush(std::mem::take(&mut g.conflicts), &mut batch, |ks| {
+                registry
+                    .get(ks.as_str())
+                    .map_or(10_000, |d| u64::from(d.ledger_capacity))
+            })?;
         if let Some(l) = last_lsn {
             self.lsn = l.0;
         }
-        let (k, v) = store::checkpoint_entry(&store::Checkpoint {
-            vv: self.vv.clone(),
-            lsn: self.lsn,
-            hlc: self.clock.last(),
-        })?;
-        batch.put(store::META, k, v);
-        self.backend.write(batch)?;
-        self.publish();
-        let applied = self
-            .staged
+        self.write_checkpoint(batch, g.vv.clone(), g.hlc)?;
+        self.publish(Some((g.vv.clone(), registry)));
+        let applied = g
+            .ops
             .drain(..)
             .map(|s| Applied {
                 op: Arc::new(s.op),
@@ -593,10 +736,25 @@ impl<B: Backend> Engine<B> {
                 counters: s.counters,
             })
             .collect();
-        Ok(Committed {
-            vv: self.vv.clone(),
-            applied,
-        })
+        Ok(Committed { vv: g.vv, applied })
+    }
+
+    fn write_checkpoint(
+        &mut self,
+        mut batch: Batch,
+        vv: VersionVector,
+        hlc: Hlc,
+    ) -> Result<(), StoreError> {
+        for (ks, d) in &self.digests {
+            batch.put(store::META, store::digest_key(ks), d.to_le_bytes().to_vec());
+        }
+        let (k, v) = store::checkpoint_entry(&store::Checkpoint {
+            vv,
+            lsn: self.lsn,
+            hlc,
+        })?;
+        batch.put(store::META, k, v);
+        self.backend.write(batch)
     }
 
     /// Makes the state store durable up to the last commit (an fsync): after
@@ -607,11 +765,13 @@ impl<B: Backend> Engine<B> {
         Ok(Lsn(self.lsn))
     }
 
-    fn publish(&mut self) {
+    fn publish(&mut self, as_of: Option<(VersionVector, Arc<Registry>)>) {
         self.stats.buffered = self.buffer.len();
+        let (vv, registry) =
+            as_of.unwrap_or_else(|| (self.vv.clone(), Arc::new(self.registry.clone())));
         self.shared.set(Published {
-            vv: self.vv.clone(),
-            registry: Arc::new(self.registry.clone()),
+            vv,
+            registry,
             digests: self.digests.clone(),
             ledger: self.ledger.counts().clone(),
             hlc: self.clock.last(),

@@ -162,10 +162,10 @@ impl<B: Backend> Reader<B> {
     /// Conflict-ledger entries matching `q`.
     pub fn conflicts(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>, ReadError> {
         let published = self.shared.get();
-        if let Some(ks) = &q.keyspace {
-            if published.registry.get(ks.as_str()).is_none() {
-                return Err(ReadError::UnknownKeyspace(ks.to_string()));
-            }
+        if let Some(ks) = &q.keyspace
+            && published.registry.get(ks.as_str()).is_none()
+        {
+            return Err(ReadError::UnknownKeyspace(ks.to_string()));
         }
         let names: Vec<KeyspaceName> = published.registry.iter().map(|d| d.name.clone()).collect();
         Ok(ledger::query(&*self.backend, names.iter(), q)?)

@@ -341,6 +341,16 @@ impl Log {
         })
     }
 
+    /// A handle on the segment being written, to `fdatasync` it from another
+    /// thread while this one goes on (pipelined group commit). A sync through
+    /// it makes durable everything appended before the sync began.
+    pub fn sync_handle(&self) -> Result<File, LogError> {
+        self.file.try_clone().map_err(|source| LogError::Io {
+            path: self.active.path.clone(),
+            source,
+        })
+    }
+
     fn roll(&mut self) -> Result<(), LogError> {
         self.sync()?;
         let (file, meta) = segment::create(&self.dir, self.active.end_lsn())?;

@@ -1,0 +1,96 @@
+//! `GET /v1/conflicts`: the conflict ledger.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use meridian_core::engine::ledger::{LedgerEntry, LedgerQuery};
+use meridian_core::{Key, KeyspaceName};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{AppState, render, respond};
+
+/// Query of `GET /v1/conflicts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictQuery {
+    /// Only this keyspace.
+    pub keyspace: Option<String>,
+    /// Only this key (needs `keyspace`).
+    pub key: Option<String>,
+    /// Only conflicts resolved at or after this time, ms since the epoch.
+    pub since: Option<u64>,
+    /// Only entries after this id (paging within one keyspace).
+    pub after: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// One ledger entry as JSON.
+pub fn entry(e: &LedgerEntry) -> serde_json::Value {
+    let side = |v: &meridian_crdt::Version, value: &Option<meridian_crdt::Value>| {
+        json!({
+            "version": render::version(v),
+            "origin": v.dot.replica.region.as_str(),
+            "hlc": v.hlc.to_string(),
+            "value": value.as_ref().map(render::value),
+            "deleted": value.is_none(),
+        })
+    };
+    json!({
+        "id": e.id,
+        "keyspace": e.keyspace.as_str(),
+        "key": e.key.as_str(),
+        "path": e.path,
+        "rule": e.rule,
+        "winner": side(&e.winner, &e.winner_value),
+        "losers": [side(&e.loser, &e.loser_value)],
+        "ambiguous": e.ambiguous,
+        "resolved_at_ms": e.recorded_at.wall_ms(),
+    })
+}
+
+/// `GET /v1/conflicts?keyspace=&key=&since=&after=&limit=`.
+pub async fn get(
+    State(app): State<AppState>,
+    query: Result<Query<ConflictQuery>, QueryRejection>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is outside 1..=1000"
+        )));
+    }
+    if q.key.is_some() && q.keyspace.is_none() {
+        return Err(ApiError::bad_request("key needs keyspace"));
+    }
+    let keyspace = q
+        .keyspace
+        .map(KeyspaceName::new)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let key = q
+        .key
+        .map(Key::new)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let lq = LedgerQuery {
+        keyspace,
+        key,
+        since_ms: q.since,
+        after_id: q.after,
+        limit,
+    };
+    let reader = app.reader.clone();
+    let entries = tokio::task::spawn_blocking(move || reader.conflicts(&lq))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let p = app.reader.published();
+    let body = json!({"conflicts": entries.iter().map(entry).collect::<Vec<_>>()});
+    Ok(respond(StatusCode::OK, &h, &body, Some(&p.vv)))
+}

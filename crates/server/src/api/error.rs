@@ -1,0 +1,114 @@
+//! Every error the HTTP API can answer, and its status code: the one place
+//! where failures become HTTP.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use meridian_core::{ReadError, WriteError};
+use serde_json::json;
+
+/// An API failure: a status, a stable code and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Machine-readable code (`not_found`, `unsupported_op`, ...).
+    pub code: &'static str,
+    /// What was wrong, in a sentence.
+    pub message: String,
+    /// Extra fields merged into the body.
+    pub extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    /// An error with no extra fields.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            extra: None,
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 404: nothing there.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 413: a body over its limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+
+    /// 500: our fault.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// Adds fields to the body.
+    pub fn with(mut self, extra: serde_json::Value) -> Self {
+        self.extra = Some(extra);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.code, "message": self.message});
+        if let (Some(serde_json::Value::Object(extra)), serde_json::Value::Object(b)) =
+            (self.extra, &mut body)
+        {
+            b.extend(extra);
+        }
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        use WriteError as W;
+        let message = e.to_string();
+        match e {
+            W::UnknownKeyspace(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_keyspace", message)
+            }
+            W::Name(_) | W::Empty | W::DuplicateKey { .. } => ApiError::bad_request(message),
+            W::TooMany { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_ops", message)
+            }
+            W::ValueTooLarge { .. } => ApiError::too_large(message),
+            W::Unsupported { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_op", message)
+            }
+            W::Counter(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "counter_overflow",
+                message,
+            ),
+            W::Doc(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_patch", message),
+            W::Definition(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_keyspace", message),
+            W::PolicyChange { current, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "policy_change", message)
+                    .with(json!({"existing": *current}))
+            }
+            W::Clock(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock", message),
+            W::Store(_) | W::Log(_) => ApiError::internal(message),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::UnknownKeyspace(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_keyspace", e.to_string())
+            }
+            ReadError::Store(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}

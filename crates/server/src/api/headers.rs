@@ -1,0 +1,101 @@
+//! Meridian's request and response headers.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use meridian_core::WriteConcern;
+use meridian_crdt::VersionVector;
+
+use super::error::ApiError;
+
+/// Causal token: in every response; in a request, what the region must have
+/// applied before it answers.
+pub const TOKEN: &str = "meridian-token";
+/// How long a request carrying a token may wait, in ms (default 2000).
+pub const WAIT_MS: &str = "meridian-wait-ms";
+/// `mv` keyspaces: the context from a read, so a write replaces what it saw.
+pub const CONTEXT: &str = "meridian-context";
+/// Write concern of a request: `local`, `one`, `majority`, `all`.
+pub const WRITE_CONCERN: &str = "meridian-write-concern";
+/// How long a write may wait for its write concern, in ms.
+pub const TIMEOUT_MS: &str = "meridian-timeout-ms";
+/// The version of a value answered as raw bytes.
+pub const VERSION: &str = "meridian-version";
+
+/// Default wait for a causal token.
+pub const DEFAULT_WAIT_MS: u64 = 2_000;
+/// Longest wait a client may ask for.
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+fn text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    h.get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::bad_request(format!("header {name} is not ASCII")))
+        })
+        .transpose()
+}
+
+fn vv_header(h: &HeaderMap, name: &str) -> Result<Option<VersionVector>, ApiError> {
+    text(h, name)?
+        .map(|t| {
+            meridian_core::token::decode(t)
+                .map_err(|e| ApiError::bad_request(format!("header {name}: {e}")))
+        })
+        .transpose()
+}
+
+/// The causal token a request carries.
+pub fn token(h: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
+    vv_header(h, TOKEN)
+}
+
+/// The `mv` context a request carries.
+pub fn context(h: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
+    vv_header(h, CONTEXT)
+}
+
+fn millis(h: &HeaderMap, name: &str, default: u64) -> Result<u64, ApiError> {
+    match text(h, name)? {
+        None => Ok(default),
+        Some(t) => t
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|v| *v <= MAX_WAIT_MS)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "header {name}: {t:?} is not a whole number of milliseconds in 0..={MAX_WAIT_MS}"
+                ))
+            }),
+    }
+}
+
+/// How long to wait for a causal token.
+pub fn wait_ms(h: &HeaderMap) -> Result<u64, ApiError> {
+    millis(h, WAIT_MS, DEFAULT_WAIT_MS)
+}
+
+/// How long a write may wait for its write concern.
+pub fn timeout_ms(h: &HeaderMap, default: u64) -> Result<u64, ApiError> {
+    millis(h, TIMEOUT_MS, default)
+}
+
+/// The write concern a request asks for, if any.
+pub fn write_concern(h: &HeaderMap) -> Result<Option<WriteConcern>, ApiError> {
+    text(h, WRITE_CONCERN)?
+        .map(|t| {
+            t.trim()
+                .parse::<WriteConcern>()
+                .map_err(|e| ApiError::bad_request(format!("header {WRITE_CONCERN}: {e}")))
+        })
+        .transpose()
+}
+
+/// A response header holding a token.
+pub fn token_header(vv: &VersionVector) -> (HeaderName, HeaderValue) {
+    let t = meridian_core::token::encode(vv);
+    (
+        HeaderName::from_static(TOKEN),
+        // base64url is always a valid header value.
+        HeaderValue::from_str(&t).unwrap_or_else(|_| HeaderValue::from_static("")),
+    )
+}

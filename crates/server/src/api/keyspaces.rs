@@ -1,0 +1,135 @@
+//! Keyspace administration: `/v1/keyspaces` and `/v1/keyspaces/{name}`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use meridian_core::{KeyspaceDef, KeyspaceName, WriteConcern};
+use meridian_crdt::{DocSchema, Policy};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{AppInner, AppState, MAX_SMALL_BODY, body, respond};
+use crate::region::writer::DefineDone;
+
+/// The body of `PUT /v1/keyspaces/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyspaceBody {
+    /// Must match the path when given.
+    pub name: Option<String>,
+    /// `lww`, `mv`, `counter`, `set`, `doc`.
+    pub policy: Policy,
+    /// Default write concern.
+    pub write_concern: Option<WriteConcern>,
+    /// `mv`: sibling cap.
+    pub sibling_cap: Option<u32>,
+    /// `doc`: field rules.
+    pub schema: Option<DocSchema>,
+    /// Conflict-ledger entries kept.
+    pub ledger_capacity: Option<u32>,
+}
+
+fn describe(app: &AppInner, def: &KeyspaceDef) -> serde_json::Value {
+    let p = app.reader.published();
+    let mut v = serde_json::to_value(def).unwrap_or_default();
+    if let serde_json::Value::Object(m) = &mut v {
+        if let Some(d) = p.digests.get(&def.name) {
+            m.insert("digest".into(), json!(format!("{d:032x}")));
+        }
+        if let Some(c) = p.ledger.get(&def.name) {
+            m.insert("conflicts_stored".into(), json!(c.len()));
+            m.insert("conflicts_dropped".into(), json!(c.dropped));
+        }
+    }
+    v
+}
+
+/// `PUT /v1/keyspaces/{name}`: create (201), or update settings other than
+/// the policy (200); same definition again: 200, nothing written; another
+/// policy: 409.
+pub async fn put(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    let name = KeyspaceName::new(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let bytes = body::bytes(body, MAX_SMALL_BODY)?;
+    let b: KeyspaceBody = body::parse(body::format(&h)?, &bytes)?;
+    if let Some(n) = &b.name
+        && n != name.as_str()
+    {
+        return Err(ApiError::bad_request(format!(
+            "body names keyspace {n:?} but the path names {:?}",
+            name.as_str()
+        )));
+    }
+    let existed = app.reader.published().registry.get(name.as_str()).cloned();
+    let mut def = existed
+        .clone()
+        .filter(|d| d.policy == b.policy)
+        .unwrap_or_else(|| KeyspaceDef::new(name.clone(), b.policy));
+    def.policy = b.policy;
+    if let Some(w) = b.write_concern {
+        def.write_concern = w;
+    }
+    if let Some(c) = b.sibling_cap {
+        def.sibling_cap = c;
+    }
+    if let Some(s) = b.schema {
+        def.schema = s;
+    }
+    if let Some(c) = b.ledger_capacity {
+        def.ledger_capacity = c;
+    }
+    let outcome =
+        app.writer.define(def.clone()).await.map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
+        })??;
+    let (status, vv, changed) = match outcome {
+        DefineDone::Unchanged => (StatusCode::OK, app.reader.published().vv.clone(), false),
+        DefineDone::Written(vv) if existed.is_none() => (StatusCode::CREATED, vv, true),
+        DefineDone::Written(vv) => (StatusCode::OK, vv, true),
+    };
+    let body = json!({"keyspace": describe(&app, &def), "created": status == StatusCode::CREATED, "changed": changed});
+    Ok(respond(status, &h, &body, Some(&vv)))
+}
+
+/// `GET /v1/keyspaces/{name}`.
+pub async fn get(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    let p = app.reader.published();
+    let def = p.registry.get(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_keyspace",
+            format!("keyspace {name:?} does not exist"),
+        )
+    })?;
+    Ok(respond(
+        StatusCode::OK,
+        &h,
+        &describe(&app, def),
+        Some(&p.vv),
+    ))
+}
+
+/// `GET /v1/keyspaces`.
+pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Response, ApiError> {
+    let p = app.reader.published();
+    let all: Vec<serde_json::Value> = p.registry.iter().map(|d| describe(&app, d)).collect();
+    Ok(respond(
+        StatusCode::OK,
+        &h,
+        &json!({"keyspaces": all}),
+        Some(&p.vv),
+    ))
+}

@@ -1,0 +1,376 @@
+//! Key routes: `/v1/kv/{keyspace}` (list) and `/v1/kv/{keyspace}/{key}`
+//! (get, put, delete, and ops by POST).
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use meridian_core::{Change, Key, MutationRequest, WriteRequest};
+use meridian_crdt::{Json, Object, Value};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::body::{self, Format};
+use super::error::ApiError;
+use super::{AppInner, AppState, MAX_KV_BODY, headers, render, respond, wait_for};
+use crate::region::writer::WriteDone;
+
+/// An op sent by `POST /v1/kv/{keyspace}/{key}` (and inside batches).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum OpBody {
+    /// `counter`: add `by` (default 1; negative subtracts).
+    Incr {
+        /// The amount.
+        #[serde(default = "one")]
+        by: i64,
+    },
+    /// `set`: add members.
+    Add {
+        /// The members.
+        values: Vec<serde_json::Value>,
+    },
+    /// `set`: remove members.
+    Remove {
+        /// The members.
+        values: Vec<serde_json::Value>,
+    },
+    /// `doc`: a JSON merge patch.
+    Patch {
+        /// The patch (an object).
+        doc: serde_json::Map<String, serde_json::Value>,
+    },
+    /// Write a value (batches only; single keys use PUT).
+    Put {
+        /// The value.
+        value: serde_json::Value,
+        /// `mv`: context from a read.
+        #[serde(default)]
+        context: Option<String>,
+    },
+    /// Delete (batches only; single keys use DELETE).
+    Delete {
+        /// `mv`: context from a read.
+        #[serde(default)]
+        context: Option<String>,
+    },
+}
+
+fn one() -> i64 {
+    1
+}
+
+fn context(t: Option<&str>) -> Result<Option<meridian_crdt::VersionVector>, ApiError> {
+    t.map(|t| {
+        meridian_core::token::decode(t).map_err(|e| ApiError::bad_request(format!("context: {e}")))
+    })
+    .transpose()
+}
+
+impl OpBody {
+    /// The engine change this op asks for.
+    pub fn into_change(self) -> Result<Change, ApiError> {
+        let jsons = |v: Vec<serde_json::Value>| v.iter().map(Json::from_value).collect();
+        Ok(match self {
+            OpBody::Incr { by } => Change::Incr(by),
+            OpBody::Add { values } => Change::Add(jsons(values)),
+            OpBody::Remove { values } => Change::Remove(jsons(values)),
+            OpBody::Patch { doc } => Change::Patch(doc),
+            OpBody::Put { value, context: c } => Change::Put {
+                value: Value::Json(Json::from_value(&value)),
+                context: context(c.as_deref())?,
+            },
+            OpBody::Delete { context: c } => Change::Delete {
+                context: context(c.as_deref())?,
+            },
+        })
+    }
+}
+
+/// The keyspace and key of a path, checked.
+pub fn path_parts(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, Key), ApiError> {
+    let Path((ks, key)) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    let key = Key::new(key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok((ks, key))
+}
+
+fn decode_value(h: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
+    match body::format(h)? {
+        Format::Bytes => Ok(Value::Bytes(bytes.to_vec())),
+        fmt => {
+            if bytes.is_empty() {
+                return Err(ApiError::bad_request(
+                    "empty body: PUT takes the value as a JSON document (or application/octet-stream bytes)",
+                ));
+            }
+            let v: serde_json::Value = body::parse(fmt, bytes)?;
+            Ok(Value::Json(Json::from_value(&v)))
+        }
+    }
+}
+
+async fn wait_token(app: &AppInner, h: &HeaderMap) -> Result<(), ApiError> {
+    let wait = headers::wait_ms(h)?;
+    if let Some(tok) = headers::token(h)? {
+        wait_for(app, &tok, wait).await?;
+    }
+    Ok(())
+}
+
+/// Sends a write to the writer and waits for it to be durable.
+pub async fn write(
+    app: &AppInner,
+    h: &HeaderMap,
+    req: WriteRequest,
+) -> Result<WriteDone, ApiError> {
+    // Parsed now so a bad header is refused before anything is written;
+    // waiting for other regions comes with replication.
+    let _concern = headers::write_concern(h)?;
+    wait_token(app, h).await?;
+    match app.writer.write(req).await {
+        Ok(r) => Ok(r?),
+        Err(stopped) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            stopped.to_string(),
+        )),
+    }
+}
+
+fn written(h: &HeaderMap, done: &WriteDone, extra: Option<(&str, serde_json::Value)>) -> Response {
+    if extra.is_none() && !super::wants_msgpack(h) {
+        // The hot path: versions and tokens are plain ASCII (no escaping), so
+        // the body is formatted directly.
+        let body = format!(
+            "{{\"token\":\"{}\",\"version\":\"{}\"}}",
+            done.token,
+            render::version(&done.version)
+        );
+        let mut resp = (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&done.token) {
+            resp.headers_mut().insert(headers::TOKEN, v);
+        }
+        return resp;
+    }
+    let mut body = json!({
+        "version": render::version(&done.version),
+        "token": &*done.token,
+    });
+    if let (Some((k, v)), serde_json::Value::Object(m)) = (extra, &mut body) {
+        m.insert(k.into(), v);
+    }
+    respond(StatusCode::OK, h, &body, Some(&done.vv))
+}
+
+fn observe(app: &AppInner, op: &'static str, t: Instant, write: bool) {
+    app.metrics.observe(op, write, t.elapsed().as_secs_f64());
+}
+
+/// `PUT /v1/kv/{keyspace}/{key}`: write the body as the value.
+pub async fn put(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let t = Instant::now();
+    let (keyspace, key) = path_parts(path)?;
+    let bytes = body::bytes(body, MAX_KV_BODY)?;
+    let value = decode_value(&h, &bytes)?;
+    let change = Change::Put {
+        value,
+        context: headers::context(&h)?,
+    };
+    let req = WriteRequest {
+        mutations: vec![MutationRequest {
+            keyspace,
+            key,
+            change,
+        }],
+    };
+    let done = write(&app, &h, req).await?;
+    observe(&app, "put", t, true);
+    Ok(written(&h, &done, None))
+}
+
+/// `DELETE /v1/kv/{keyspace}/{key}`.
+pub async fn delete(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = Instant::now();
+    let (keyspace, key) = path_parts(path)?;
+    let req = WriteRequest {
+        mutations: vec![MutationRequest {
+            keyspace,
+            key,
+            change: Change::Delete {
+                context: headers::context(&h)?,
+            },
+        }],
+    };
+    let done = write(&app, &h, req).await?;
+    observe(&app, "delete", t, true);
+    Ok(written(&h, &done, None))
+}
+
+/// `POST /v1/kv/{keyspace}/{key}`: an op (`incr`, `add`, `remove`, `patch`).
+pub async fn op(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let t = Instant::now();
+    let (keyspace, key) = path_parts(path)?;
+    let bytes = body::bytes(body, MAX_KV_BODY)?;
+    let op: OpBody = body::parse(body::format(&h)?, &bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{}; an op is {{\"op\":\"incr\",\"by\":N}}, {{\"op\":\"add\",\"values\":[...]}}, {{\"op\":\"remove\",\"values\":[...]}} or {{\"op\":\"patch\",\"doc\":{{...}}}}",
+            e.message
+        ))
+    })?;
+    let change = op.into_change()?;
+    let req = WriteRequest {
+        mutations: vec![MutationRequest {
+            keyspace,
+            key,
+            change,
+        }],
+    };
+    let done = write(&app, &h, req).await?;
+    observe(&app, "op", t, true);
+    let extra = done
+        .counters
+        .first()
+        .copied()
+        .flatten()
+        .map(|v| ("value", render::counter(v)));
+    Ok(written(&h, &done, extra))
+}
+
+/// `GET /v1/kv/{keyspace}/{key}`.
+pub async fn get(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = Instant::now();
+    let (keyspace, key) = path_parts(path)?;
+    wait_token(&app, &h).await?;
+    let read = app.reader.get(&keyspace, &key)?;
+    observe(&app, "get", t, false);
+    let Some(obj) = read.live() else {
+        let body = json!({
+            "error": "not_found",
+            "message": format!("key {:?} not found in keyspace {:?}", key.as_str(), keyspace),
+        });
+        return Ok(respond(StatusCode::NOT_FOUND, &h, &body, Some(&read.vv)));
+    };
+    let raw_wanted = h
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/octet-stream"));
+    if let (true, Object::Lww(r)) = (raw_wanted, obj)
+        && let (Some(Value::Bytes(b)), Some(v)) = (r.value(), r.version())
+    {
+        let mut resp = (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )],
+            b.clone(),
+        )
+            .into_response();
+        let (k, tv) = headers::token_header(&read.vv);
+        resp.headers_mut().insert(k, tv);
+        if let Ok(hv) = HeaderValue::from_str(&render::version(v)) {
+            resp.headers_mut().insert(headers::VERSION, hv);
+        }
+        return Ok(resp);
+    }
+    let mut body = serde_json::Map::new();
+    body.insert("key".into(), json!(key.as_str()));
+    body.extend(render::object(obj));
+    Ok(respond(
+        StatusCode::OK,
+        &h,
+        &serde_json::Value::Object(body),
+        Some(&read.vv),
+    ))
+}
+
+/// Query of `GET /v1/kv/{keyspace}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only keys starting with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Page size (default 100, at most 1000).
+    pub limit: Option<usize>,
+    /// Start after this key (the `next` of the previous page).
+    pub after: Option<String>,
+}
+
+/// `GET /v1/kv/{keyspace}?prefix=&limit=&after=`: live keys in order.
+pub async fn list(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = Instant::now();
+    let Path(keyspace) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is outside 1..=1000"
+        )));
+    }
+    let after = q
+        .after
+        .map(Key::new)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("after: {e}")))?;
+    wait_token(&app, &h).await?;
+    let reader = app.reader.clone();
+    let listing = tokio::task::spawn_blocking(move || {
+        reader.list(&keyspace, &q.prefix, after.as_ref(), limit)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    observe(&app, "list", t, false);
+    let items: Vec<serde_json::Value> = listing
+        .items
+        .iter()
+        .map(|(k, obj)| {
+            let mut m = serde_json::Map::new();
+            m.insert("key".into(), json!(k.as_str()));
+            m.extend(render::object(obj));
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    let body = json!({
+        "items": items,
+        "next": listing.next.map(|k| k.as_str().to_string()),
+    });
+    Ok(respond(StatusCode::OK, &h, &body, Some(&listing.vv)))
+}

@@ -1,0 +1,206 @@
+//! The client HTTP API: routes, shared state and the helpers every handler
+//! uses. Start reading at [`router`]; the write path continues in [`kv`],
+//! then the region's writer thread (`crate::region::writer`), then
+//! `meridian_core::engine`.
+
+pub mod batch;
+pub mod body;
+pub mod conflicts;
+pub mod error;
+pub mod headers;
+pub mod keyspaces;
+pub mod kv;
+pub mod render;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use meridian_core::{FjallBackend, Reader};
+use meridian_crdt::{ReplicaId, VersionVector};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::region::WriterHandle;
+use crate::region::status::LogInfo;
+use error::ApiError;
+
+/// Largest body of a single-key request: a 1 MiB value plus room for JSON escaping.
+pub const MAX_KV_BODY: usize = (1 << 20) + (64 << 10);
+/// Largest body of `POST /v1/batch`.
+pub const MAX_BATCH_BODY: usize = 16 << 20;
+/// Largest body of other requests.
+pub const MAX_SMALL_BODY: usize = 64 << 10;
+
+/// Every route of the client API with its methods: the OpenAPI document
+/// (`openapi.json`) must describe exactly these, and a test checks the
+/// router answers each.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/v1/kv/{keyspace}", &["get"]),
+    ("/v1/kv/{keyspace}/{key}", &["get", "put", "delete", "post"]),
+    ("/v1/batch", &["post"]),
+    ("/v1/keyspaces", &["get"]),
+    ("/v1/keyspaces/{name}", &["get", "put"]),
+    ("/v1/conflicts", &["get"]),
+    ("/v1/status", &["get"]),
+    ("/v1/openapi.json", &["get"]),
+    ("/healthz", &["get"]),
+    ("/metrics", &["get"]),
+];
+
+/// What handlers share.
+pub struct AppInner {
+    /// This region's replica id.
+    pub replica: ReplicaId,
+    /// Reads.
+    pub reader: Reader<FjallBackend>,
+    /// Writes.
+    pub writer: WriterHandle,
+    /// The published version vector.
+    pub vv: watch::Receiver<VersionVector>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Op log figures.
+    pub log_info: Arc<LogInfo>,
+    /// When the region started.
+    pub started: Instant,
+}
+
+/// Handler state: cheap to clone.
+pub type AppState = Arc<AppInner>;
+
+/// The client API router.
+pub fn router(state: AppState) -> Router {
+    let kv_key = axum::routing::get(kv::get)
+        .put(kv::put)
+        .delete(kv::delete)
+        .post(kv::op)
+        .layer(DefaultBodyLimit::max(MAX_KV_BODY));
+    Router::new()
+        .route("/v1/kv/{keyspace}", get(kv::list))
+        .route("/v1/kv/{keyspace}/{*key}", kv_key)
+        .route(
+            "/v1/batch",
+            axum::routing::post(batch::post).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+        )
+        .route("/v1/keyspaces", get(keyspaces::list))
+        .route(
+            "/v1/keyspaces/{name}",
+            get(keyspaces::get)
+                .put(keyspaces::put)
+                .layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
+        )
+        .route("/v1/conflicts", get(conflicts::get))
+        .route("/v1/status", get(status::status))
+        .route("/v1/openapi.json", get(status::openapi))
+        .route("/healthz", get(status::healthz))
+        .route("/metrics", get(status::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "no such endpoint; see /v1/openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see /v1/openapi.json",
+    )
+}
+
+/// Waits until the region has applied everything `token` covers, for at
+/// most `wait_ms`; else a 503 naming the origins it lacks.
+pub async fn wait_for(
+    state: &AppInner,
+    token: &VersionVector,
+    wait_ms: u64,
+) -> Result<(), ApiError> {
+    let mut rx = state.vv.clone();
+    if rx.borrow().covers_all(token) {
+        return Ok(());
+    }
+    let covered = tokio::time::timeout(
+        Duration::from_millis(wait_ms),
+        rx.wait_for(|vv| vv.covers_all(token)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if covered {
+        return Ok(());
+    }
+    let have = rx.borrow().clone();
+    let lacking: Vec<serde_json::Value> = have
+        .missing(token)
+        .map(|(origin, mine, want)| {
+            serde_json::json!({
+                "region": origin.region.as_str(),
+                "incarnation": origin.incarnation.to_string(),
+                "have": mine.0,
+                "need": want.0,
+            })
+        })
+        .collect();
+    let names: Vec<String> = have
+        .missing(token)
+        .map(|(o, _, _)| o.region.to_string())
+        .collect();
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "behind_token",
+        format!(
+            "this region has not yet applied everything the token covers (behind on {}) after waiting {wait_ms} ms; retry, or read elsewhere",
+            names.join(", ")
+        ),
+    )
+    .with(serde_json::json!({"lacking": lacking})))
+}
+
+/// Whether the client asked for MessagePack.
+pub fn wants_msgpack(h: &HeaderMap) -> bool {
+    h.get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/msgpack") || a.contains("application/x-msgpack"))
+}
+
+/// A body as JSON (or MessagePack if asked for) with a token header.
+pub fn respond(
+    status: StatusCode,
+    req_headers: &HeaderMap,
+    body: &serde_json::Value,
+    vv: Option<&VersionVector>,
+) -> Response {
+    let mut resp = if wants_msgpack(req_headers) {
+        match rmp_serde::to_vec_named(body) {
+            Ok(bytes) => (
+                status,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/msgpack"),
+                )],
+                bytes,
+            )
+                .into_response(),
+            Err(e) => ApiError::internal(e.to_string()).into_response(),
+        }
+    } else {
+        (status, axum::Json(body)).into_response()
+    };
+    if let Some(vv) = vv {
+        let (k, v) = headers::token_header(vv);
+        resp.headers_mut().insert(k, v);
+    }
+    resp
+}

@@ -1,0 +1,68 @@
+//! How stored state looks in responses.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use meridian_crdt::{Object, Value, Version};
+use serde_json::{Value as J, json};
+
+/// A value as JSON: JSON as itself, bytes as `{"$bytes": "<base64>"}`.
+pub fn value(v: &Value) -> J {
+    match v {
+        Value::Json(j) => j.to_value(),
+        Value::Bytes(b) => json!({"$bytes": STANDARD.encode(b)}),
+    }
+}
+
+/// A version as a string: `<origin region>:<seq>@<wall ms>.<logical>`.
+pub fn version(v: &Version) -> String {
+    v.to_string()
+}
+
+/// A counter value as JSON (exact within i64; as a float beyond).
+pub fn counter(v: i128) -> J {
+    match i64::try_from(v) {
+        Ok(n) => J::from(n),
+        Err(_) => J::from(v as f64),
+    }
+}
+
+/// The body fields describing a live object (`value` and `version`, or
+/// `siblings` and `context` for `mv`).
+pub fn object(obj: &Object) -> serde_json::Map<String, J> {
+    let mut m = serde_json::Map::new();
+    match obj {
+        Object::Lww(r) => {
+            if let Some(v) = r.value() {
+                m.insert("value".into(), value(v));
+            }
+            if let Some(v) = r.version() {
+                m.insert("version".into(), J::String(version(v)));
+            }
+        }
+        Object::Mv(r) => {
+            let siblings: Vec<J> = r
+                .siblings()
+                .into_iter()
+                .map(|(ver, v)| json!({"value": value(v), "version": version(&ver)}))
+                .collect();
+            m.insert("siblings".into(), J::Array(siblings));
+            m.insert(
+                "context".into(),
+                J::String(meridian_core::token::encode(r.context())),
+            );
+        }
+        Object::Counter(c) => {
+            m.insert("value".into(), counter(c.value()));
+        }
+        Object::Set(s) => {
+            m.insert(
+                "value".into(),
+                J::Array(s.iter().map(|j| j.to_value()).collect()),
+            );
+        }
+        Object::Doc(d) => {
+            m.insert("value".into(), J::Object(d.to_json()));
+        }
+    }
+    m
+}

@@ -1,0 +1,89 @@
+//! Status, health, metrics and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use meridian_crdt::VersionVector;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{AppState, respond};
+
+/// The OpenAPI document of the client API (kept in the repo, checked by a
+/// test against [`super::ROUTES`]).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// A version vector as JSON: one entry per origin.
+pub fn vv_json(vv: &VersionVector) -> serde_json::Value {
+    json!(vv
+        .iter()
+        .map(|(r, s)| json!({"region": r.region.as_str(), "incarnation": r.incarnation.to_string(), "seq": s.0}))
+        .collect::<Vec<_>>())
+}
+
+/// `GET /v1/status`.
+pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Response, ApiError> {
+    let p = app.reader.published();
+    let keyspaces: Vec<serde_json::Value> = p
+        .registry
+        .iter()
+        .map(|d| {
+            json!({
+                "name": d.name.as_str(),
+                "policy": d.policy,
+                "digest": format!("{:032x}", p.digests.get(&d.name).copied().unwrap_or(0)),
+            })
+        })
+        .collect();
+    let body = json!({
+        "region": app.replica.region.as_str(),
+        "replica": {"region": app.replica.region.as_str(), "incarnation": app.replica.incarnation.to_string()},
+        "vv": vv_json(&p.vv),
+        "token": meridian_core::token::encode(&p.vv),
+        "ops": p.vv.total(),
+        "hlc": p.hlc.to_string(),
+        "keyspaces": keyspaces,
+        "log": app.log_info.snapshot(),
+        "state_bytes": app.reader.disk_bytes(),
+        "causal_buffered": p.stats.buffered,
+        "held_for_clock": p.stats.held_for_clock,
+        "uptime_s": app.started.elapsed().as_secs(),
+        "peers": [],
+    });
+    Ok(respond(StatusCode::OK, &h, &body, Some(&p.vv)))
+}
+
+/// `GET /healthz`: 200 while the region serves.
+pub async fn healthz(State(app): State<AppState>) -> Response {
+    (
+        StatusCode::OK,
+        axum::Json(json!({"status": "ok", "region": app.replica.region.as_str()})),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /v1/openapi.json`.
+pub async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}

@@ -1,0 +1,361 @@
+//! Configuration: a TOML file, then `MERIDIAN_` environment overrides, then
+//! command-line flags, then [`Config::validate`], whose errors name the field
+//! and what it accepts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use meridian_core::{KeyspaceDef, KeyspaceName, LogOptions, WriteConcern};
+use meridian_crdt::{DocSchema, Policy, RegionId};
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or has a wrong type;
+    /// figment's message names the source (file, env var) of the bad value.
+    #[error("configuration: {0}")]
+    Load(Box<figment::Error>),
+    /// A value of the right type but not allowed.
+    #[error("configuration field `{field}`: {message}")]
+    Field {
+        /// Dotted field path.
+        field: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+fn field(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+fn default_segment_mb() -> u64 {
+    64
+}
+fn default_retention_mb() -> u64 {
+    4096
+}
+fn default_retention_hours() -> u64 {
+    168
+}
+fn default_checkpoint_ms() -> u64 {
+    5_000
+}
+fn default_max_clock_offset_ms() -> u64 {
+    500
+}
+
+/// Everything `meridian serve` reads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This region's name (`us-east`): 1-32 of a-z, 0-9, '-', starting with a letter.
+    #[serde(default)]
+    pub region: String,
+    /// Address of the client API.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the op log and state live. Created if missing.
+    #[serde(default)]
+    pub data_dir: PathBuf,
+    /// Op log settings (`[op_log]`).
+    #[serde(default)]
+    pub op_log: LogConfig,
+    /// How often the state store is made durable (and the log may shrink), in ms.
+    #[serde(default = "default_checkpoint_ms")]
+    pub checkpoint_interval_ms: u64,
+    /// Remote timestamps further ahead of local time are held back; LWW
+    /// conflicts closer than this are flagged ambiguous.
+    #[serde(default = "default_max_clock_offset_ms")]
+    pub max_clock_offset_ms: u64,
+    /// Keyspaces to create at startup if missing.
+    #[serde(default)]
+    pub keyspaces: Vec<KeyspaceConfig>,
+    /// Tests only: shift this region's wall clock by this many ms.
+    #[serde(default)]
+    pub clock_skew_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            region: String::new(),
+            listen: default_listen(),
+            data_dir: PathBuf::new(),
+            op_log: LogConfig::default(),
+            checkpoint_interval_ms: default_checkpoint_ms(),
+            max_clock_offset_ms: default_max_clock_offset_ms(),
+            keyspaces: Vec::new(),
+            clock_skew_ms: 0,
+        }
+    }
+}
+
+/// Op log settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Segment size before rolling to a new file, MiB.
+    #[serde(default = "default_segment_mb")]
+    pub segment_mb: u64,
+    /// Keep at most this much log, MiB (0: no size limit).
+    #[serde(default = "default_retention_mb")]
+    pub retention_mb: u64,
+    /// Drop segments older than this, hours (0: no age limit).
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_mb: default_segment_mb(),
+            retention_mb: default_retention_mb(),
+            retention_hours: default_retention_hours(),
+        }
+    }
+}
+
+/// A keyspace declared in the config file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyspaceConfig {
+    /// Name.
+    pub name: String,
+    /// `lww`, `mv`, `counter`, `set` or `doc`.
+    pub policy: String,
+    /// `local`, `one`, `majority` or `all`.
+    #[serde(default)]
+    pub write_concern: Option<String>,
+    /// `mv`: sibling cap.
+    #[serde(default)]
+    pub sibling_cap: Option<u32>,
+    /// `doc`: field rules.
+    #[serde(default)]
+    pub schema: Option<DocSchema>,
+    /// Conflict-ledger entries to keep.
+    #[serde(default)]
+    pub ledger_capacity: Option<u32>,
+}
+
+/// Command-line values that override file and environment.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    /// `--region`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Top-level keys the environment may set (`MERIDIAN_<KEY>`, nested with `__`).
+const ENV_KEYS: &[&str] = &[
+    "region",
+    "listen",
+    "data_dir",
+    "op_log",
+    "checkpoint_interval_ms",
+    "max_clock_offset_ms",
+    "clock_skew_ms",
+];
+
+impl Config {
+    /// Loads defaults, then `file`, then the environment, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(field(
+                    "--config",
+                    format!("file {} does not exist", f.display()),
+                ));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        let env = Env::prefixed("MERIDIAN_").split("__").filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            ENV_KEYS
+                .iter()
+                .any(|p| k == *p || k.starts_with(&format!("{p}__")))
+        });
+        fig = fig.merge(env).merge(Serialized::globals(overrides));
+        fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<Valid, ConfigError> {
+        let region = RegionId::new(self.region.clone()).map_err(|e| {
+            if self.region.is_empty() {
+                field(
+                    "region",
+                    "required (--region, MERIDIAN_REGION or `region` in the config file)",
+                )
+            } else {
+                field("region", e.to_string())
+            }
+        })?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(field(
+                "data_dir",
+                "required (--data-dir, MERIDIAN_DATA_DIR or `data_dir` in the config file)",
+            ));
+        }
+        if !(1..=1024).contains(&self.op_log.segment_mb) {
+            return Err(field(
+                "op_log.segment_mb",
+                format!("{} is outside 1..=1024", self.op_log.segment_mb),
+            ));
+        }
+        if self.checkpoint_interval_ms < 100 {
+            return Err(field("checkpoint_interval_ms", "must be at least 100"));
+        }
+        if self.max_clock_offset_ms == 0 || self.max_clock_offset_ms > 60_000 {
+            return Err(field(
+                "max_clock_offset_ms",
+                format!("{} is outside 1..=60000", self.max_clock_offset_ms),
+            ));
+        }
+        let mut keyspaces = Vec::new();
+        for (i, k) in self.keyspaces.iter().enumerate() {
+            let at = |f: &str| format!("keyspaces[{i}].{f}");
+            let name =
+                KeyspaceName::new(k.name.clone()).map_err(|e| field(at("name"), e.to_string()))?;
+            let policy: Policy = k
+                .policy
+                .parse()
+                .map_err(|e: meridian_crdt::UnknownPolicy| field(at("policy"), e.to_string()))?;
+            let mut def = KeyspaceDef::new(name, policy);
+            if let Some(w) = &k.write_concern {
+                def.write_concern = w
+                    .parse::<WriteConcern>()
+                    .map_err(|e| field(at("write_concern"), e.to_string()))?;
+            }
+            if let Some(c) = k.sibling_cap {
+                def.sibling_cap = c;
+            }
+            if let Some(s) = &k.schema {
+                def.schema = s.clone();
+            }
+            if let Some(c) = k.ledger_capacity {
+                def.ledger_capacity = c;
+            }
+            def.validate().map_err(|e| match e {
+                meridian_core::engine::keyspaces::DefError::Field { field: f, reason } => {
+                    field(at(f), reason)
+                }
+            })?;
+            if keyspaces.iter().any(|d: &KeyspaceDef| d.name == def.name) {
+                return Err(field(
+                    at("name"),
+                    format!("keyspace {} is declared twice", def.name),
+                ));
+            }
+            keyspaces.push(def);
+        }
+        Ok(Valid {
+            region,
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            log: LogOptions {
+                segment_bytes: self.op_log.segment_mb << 20,
+                retention_bytes: self.op_log.retention_mb << 20,
+                retention_ms: self.op_log.retention_hours * 3_600_000,
+            },
+            checkpoint_interval_ms: self.checkpoint_interval_ms,
+            max_clock_offset_ms: self.max_clock_offset_ms,
+            keyspaces,
+            clock_skew_ms: self.clock_skew_ms,
+        })
+    }
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Valid {
+    /// This region.
+    pub region: RegionId,
+    /// Client API address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Op log options.
+    pub log: LogOptions,
+    /// Checkpoint interval.
+    pub checkpoint_interval_ms: u64,
+    /// Clock-offset bound.
+    pub max_clock_offset_ms: u64,
+    /// Keyspaces to ensure at startup.
+    pub keyspaces: Vec<KeyspaceDef>,
+    /// Wall-clock shift (tests).
+    pub clock_skew_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(toml: &str) -> Result<Config, ConfigError> {
+        let dir = meridian_core::testdir::TestDir::new("config");
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, toml).unwrap();
+        Config::load(Some(&p), &Overrides::default())
+    }
+
+    #[test]
+    fn file_values_and_validation_errors_name_the_field() {
+        let c = with_file("region = \"eu-west\"\ndata_dir = \"/tmp/x\"\n[[keyspaces]]\nname = \"hits\"\npolicy = \"counter\"\n").unwrap();
+        let v = c.validate().unwrap();
+        assert_eq!(v.region.as_str(), "eu-west");
+        assert_eq!(v.keyspaces[0].policy, Policy::Counter);
+
+        let c = with_file("region = \"eu-west\"\ndata_dir = \"/tmp/x\"\n[[keyspaces]]\nname = \"hits\"\npolicy = \"crdt\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "configuration field `keyspaces[0].policy`: unknown policy \"crdt\": expected one of lww, mv, counter, set, doc"
+        );
+
+        let c = with_file("region = \"EU\"\ndata_dir = \"/tmp/x\"\n").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("configuration field `region`")
+        );
+
+        let e = with_file("region = \"eu\"\nlisten = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = with_file("regoin = \"eu\"\n").unwrap_err().to_string();
+        assert!(e.contains("regoin"), "{e}");
+    }
+
+    #[test]
+    fn overrides_beat_the_file() {
+        let dir = meridian_core::testdir::TestDir::new("config-o");
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, "region = \"eu-west\"\ndata_dir = \"/tmp/x\"\n").unwrap();
+        let o = Overrides {
+            region: Some("ap-south".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(Some(&p), &o).unwrap();
+        assert_eq!(c.region, "ap-south");
+        let e = Config::default().validate().unwrap_err().to_string();
+        assert!(e.contains("`region`: required"), "{e}");
+    }
+}

@@ -1,0 +1,273 @@
+//! Prometheus metrics: `meridian_<subsystem>_<thing>_<unit>`, labelled with
+//! the region. Histograms are recorded where things happen; counters the
+//! engine keeps are read from its published view at scrape time.
+
+use std::sync::{Arc, OnceLock};
+
+use meridian_core::engine::Shared;
+use meridian_core::{FjallBackend, Reader};
+use meridian_crdt::RegionId;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::region::status::LogInfo;
+
+/// Labels of request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OpLabels {
+    /// `put`, `get`, `delete`, `op`, `batch`, `list`.
+    pub op: String,
+}
+
+/// The region's metrics.
+pub struct Metrics {
+    registry: std::sync::Mutex<Registry>,
+    /// Write latency, request received to answered.
+    pub write_seconds: Family<OpLabels, Histogram>,
+    /// Read latency.
+    pub read_seconds: Family<OpLabels, Histogram>,
+    /// Duration of each op-log fdatasync.
+    pub fsync_seconds: Histogram,
+    /// Ops per group commit.
+    pub group_ops: Histogram,
+    /// Time to commit a group once durable (state batch, publish, answers).
+    pub commit_seconds: Histogram,
+    /// Handles of the request histograms by (op, write), made once.
+    handles: std::sync::RwLock<std::collections::HashMap<(&'static str, bool), Histogram>>,
+    view: Arc<OnceLock<View>>,
+}
+
+struct View {
+    shared: Arc<Shared>,
+    log: Arc<LogInfo>,
+    reader: Reader<FjallBackend>,
+    region: RegionId,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("View")
+    }
+}
+
+#[derive(Debug)]
+struct EngineCollector(Arc<OnceLock<View>>);
+
+fn latency_family() -> Family<OpLabels, Histogram> {
+    Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.0, 20)))
+}
+
+impl Metrics {
+    /// Metrics for `region`, registered and empty.
+    pub fn new(region: &RegionId) -> Arc<Self> {
+        let mut registry = Registry::with_prefix_and_labels(
+            "meridian",
+            [(
+                std::borrow::Cow::Borrowed("region"),
+                std::borrow::Cow::Owned(region.to_string()),
+            )]
+            .into_iter(),
+        );
+        let write_seconds = latency_family();
+        let read_seconds = latency_family();
+        let fsync_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 20));
+        let group_ops = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 20));
+        registry.register(
+            "api_write_seconds",
+            "Write latency from request to durable answer",
+            write_seconds.clone(),
+        );
+        registry.register("api_read_seconds", "Read latency", read_seconds.clone());
+        registry.register(
+            "log_fsync_seconds",
+            "Duration of each op-log fdatasync",
+            fsync_seconds.clone(),
+        );
+        registry.register(
+            "log_group_commit_ops",
+            "Ops made durable by one fdatasync",
+            group_ops.clone(),
+        );
+        registry.register(
+            "engine_commit_seconds",
+            "Time to commit a durable group: state batch, publish, answers",
+            commit_seconds.clone(),
+        );
+        let view = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(EngineCollector(view.clone())));
+        Arc::new(Self {
+            registry: std::sync::Mutex::new(registry),
+            write_seconds,
+            read_seconds,
+            fsync_seconds,
+            group_ops,
+            commit_seconds,
+            handles: std::sync::RwLock::new(std::collections::HashMap::new()),
+            view,
+        })
+    }
+
+    /// Records a request's latency under `op`.
+    pub fn observe(&self, op: &'static str, write: bool, seconds: f64) {
+        let found = self
+            .handles
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(op, write))
+            .cloned();
+        let h = match found {
+            Some(h) => h,
+            None => {
+                let family = if write {
+                    &self.write_seconds
+                } else {
+                    &self.read_seconds
+                };
+                let h = family.get_or_create(&OpLabels { op: op.into() }).clone();
+                self.handles
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert((op, write), h.clone());
+                h
+            }
+        };
+        h.observe(seconds);
+    }
+
+    /// Connects the engine's published view (once the region is open).
+    pub fn attach(
+        &self,
+        shared: Arc<Shared>,
+        log: Arc<LogInfo>,
+        reader: Reader<FjallBackend>,
+        region: RegionId,
+    ) {
+        let _ = self.view.set(View {
+            shared,
+            log,
+            reader,
+            region,
+        });
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let reg = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+        out
+    }
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: i64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(v) = self.0.get() else { return Ok(()) };
+        let p = v.shared.get();
+        let _ = &v.region;
+        {
+            let c = ConstCounter::new(0u64);
+            let mut fam = enc.encode_descriptor(
+                "engine_ops_applied",
+                "Ops applied since start, by origin region",
+                None,
+                c.metric_type(),
+            )?;
+            for (origin, n) in &p.stats.applied {
+                let labels = [("origin", origin.region.to_string())];
+                ConstCounter::new(*n).encode(fam.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let c = ConstCounter::new(0u64);
+            let mut fam = enc.encode_descriptor(
+                "engine_conflicts",
+                "LWW conflicts resolved since start, by keyspace",
+                None,
+                c.metric_type(),
+            )?;
+            for (ks, n) in &p.stats.conflicts {
+                let labels = [("keyspace", ks.to_string())];
+                ConstCounter::new(*n).encode(fam.encode_family(&labels)?)?;
+            }
+        }
+        counter(
+            &mut enc,
+            "engine_held_for_clock",
+            "Remote ops refused: HLC too far ahead of local time",
+            p.stats.held_for_clock,
+        )?;
+        counter(
+            &mut enc,
+            "engine_causal_overflow",
+            "Remote ops refused: causal buffer full",
+            p.stats.buffer_overflow,
+        )?;
+        counter(
+            &mut enc,
+            "engine_siblings_pruned",
+            "mv siblings replaced because of the sibling cap",
+            p.stats.siblings_pruned,
+        )?;
+        gauge(
+            &mut enc,
+            "engine_causal_buffered",
+            "Remote ops waiting for their causal past",
+            p.stats.buffered as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "engine_ops_total",
+            "Ops in the region's version vector",
+            p.vv.total() as i64,
+        )?;
+        let log = v.log.snapshot();
+        gauge(
+            &mut enc,
+            "log_bytes",
+            "Op log size on disk",
+            log.bytes as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "log_segments",
+            "Op log segment files",
+            log.segments as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "state_bytes",
+            "State store size on disk",
+            v.reader.disk_bytes() as i64,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,262 @@
+//! One region's runtime: the claimed data directory, recovery at startup,
+//! the writer thread, and the handles the API uses.
+
+pub mod clock;
+pub mod identity;
+pub mod status;
+pub mod writer;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use meridian_core::{
+    Engine, EngineConfig, FjallBackend, KeyspaceDef, Log, Lsn, Op, Reader, WriteError, WriteRequest,
+};
+use meridian_crdt::{ReplicaId, VersionVector};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Valid;
+use crate::metrics::Metrics;
+use clock::WallClock;
+use identity::DataDir;
+use status::LogInfo;
+use writer::{Command, DefineDone, WriteDone, Writer};
+
+/// Why a region could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// The state store.
+    #[error(transparent)]
+    Store(#[from] meridian_core::StoreError),
+    /// The op log (corruption is reported here, naming segment and offset).
+    #[error(transparent)]
+    Log(#[from] meridian_core::LogError),
+    /// Replaying the log or creating configured keyspaces.
+    #[error("startup: {0}")]
+    Write(#[from] WriteError),
+}
+
+/// Why the writer could not take a command.
+#[derive(Debug, thiserror::Error)]
+#[error("the region is shutting down")]
+pub struct Stopped;
+
+/// Sends commands to the writer thread.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl WriterHandle {
+    /// Writes, answering once the write is durable.
+    pub async fn write(&self, req: WriteRequest) -> Result<Result<WriteDone, WriteError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Write { req, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Creates or updates a keyspace.
+    pub async fn define(
+        &self,
+        def: KeyspaceDef,
+    ) -> Result<Result<DefineDone, WriteError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Define { def, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Hands over ops from a peer, answering once the applied ones are durable.
+    pub async fn receive(
+        &self,
+        ops: Vec<Op>,
+    ) -> Result<Result<(meridian_core::Received, VersionVector), WriteError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Receive { ops, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Asks for a checkpoint (state fsync, log retention).
+    pub async fn checkpoint(&self) -> Result<(), Stopped> {
+        self.tx.send(Command::Checkpoint).await.map_err(|_| Stopped)
+    }
+}
+
+/// A running region.
+pub struct Region {
+    /// This region's replica id.
+    pub replica: ReplicaId,
+    /// Reads.
+    pub reader: Reader<FjallBackend>,
+    /// Writes.
+    pub writer: WriterHandle,
+    /// The published version vector, for waiting on causal tokens.
+    pub vv: watch::Receiver<VersionVector>,
+    /// The wall clock.
+    pub clock: WallClock,
+    /// Op log figures.
+    pub log_info: Arc<LogInfo>,
+    /// Committed ops, for replication (taken once by whoever ships them).
+    pub committed: Option<mpsc::UnboundedReceiver<Vec<Arc<Op>>>>,
+    thread: Option<JoinHandle<Result<(), writer::WriterError>>>,
+    _dir: DataDir,
+}
+
+impl Region {
+    /// Claims the data directory, recovers state and log, creates the
+    /// configured keyspaces and starts the writer thread.
+    /// `ship` asks for the committed-ops feed ([`Region::committed`]) that
+    /// replication consumes; leave it off when nothing will read it.
+    pub fn open(
+        cfg: &Valid,
+        repair_log: bool,
+        ship: bool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Region, StartError> {
+        let started = Instant::now();
+        let dir = DataDir::claim(&cfg.data_dir, &cfg.region)?;
+        let clock = WallClock::new(cfg.clock_skew_ms);
+        let backend = Arc::new(FjallBackend::open(&cfg.data_dir.join("state"))?);
+        let engine_cfg = EngineConfig {
+            max_clock_offset_ms: cfg.max_clock_offset_ms,
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::open(dir.replica.clone(), engine_cfg, backend)?;
+        let mut replay_err = None;
+        let mut replayed = 0u64;
+        let (mut log, recovery) = Log::open(
+            &cfg.data_dir.join("log"),
+            cfg.log.clone(),
+            repair_log,
+            |lsn, op| {
+                if replay_err.is_some() {
+                    return;
+                }
+                let before = engine.staged_len();
+                if let Err(e) = engine.replay(op) {
+                    replay_err = Some(e);
+                    return;
+                }
+                replayed += (engine.staged_len() - before) as u64;
+                if engine.staged_len() >= 10_000
+                    && let Err(e) = engine.commit(Some(lsn))
+                {
+                    replay_err = Some(e);
+                }
+            },
+        )?;
+        if let Some(e) = replay_err {
+            return Err(e.into());
+        }
+        let end = Lsn(log.end_lsn().0.saturating_sub(1));
+        engine.commit(Some(end))?;
+        engine.checkpoint()?;
+        tracing::info!(
+            region = %cfg.region,
+            replica = %dir.replica,
+            fresh = dir.fresh,
+            log_records = recovery.records,
+            replayed,
+            torn_tail = recovery.torn.is_some(),
+            ms = started.elapsed().as_millis() as u64,
+            "recovered"
+        );
+        // Configured keyspaces: created if missing, refused if their policy changed.
+        let now = clock.now_ms();
+        for def in &cfg.keyspaces {
+            engine.define(now, def.clone())?;
+        }
+        if engine.has_staged() {
+            let n = engine.staged_len() as u64;
+            let first = log.append(engine.staged())?;
+            log.sync()?;
+            engine.commit(Some(Lsn(first.0 + n - 1)))?;
+        }
+
+        let log_info = Arc::new(LogInfo::default());
+        log_info.update(&log);
+        let (tx, rx) = mpsc::channel(16_384);
+        let (vv_tx, vv_rx) = watch::channel(engine.vv().clone());
+        let (committed_tx, committed_rx) = if ship {
+            let (t, r) = mpsc::unbounded_channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        let reader = engine.reader();
+        let replica = dir.replica.clone();
+        metrics.attach(
+            engine.shared(),
+            log_info.clone(),
+            reader.clone(),
+            replica.region.clone(),
+        );
+        let w = Writer {
+            engine,
+            log,
+            rx,
+            vv_tx,
+            clock,
+            metrics,
+            log_info: log_info.clone(),
+            committed: committed_tx,
+        };
+        let thread = std::thread::Builder::new()
+            .name("meridian-writer".into())
+            .spawn(move || w.run())
+            .map_err(|e| StartError::Store(meridian_core::StoreError::Backend(e.to_string())))?;
+        Ok(Region {
+            replica,
+            reader,
+            writer: WriterHandle { tx },
+            vv: vv_rx,
+            clock,
+            log_info,
+            committed: committed_rx,
+            thread: Some(thread),
+            _dir: dir,
+        })
+    }
+
+    /// Starts a task that asks for a checkpoint every `every`, until the
+    /// writer stops.
+    pub fn spawn_checkpoints(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let w = self.writer.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if w.checkpoint().await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+
+    /// Stops the writer (once every [`WriterHandle`] is dropped it drains,
+    /// checkpoints and exits) and waits for it.
+    pub fn join(mut self) -> Result<(), writer::WriterError> {
+        drop(self.writer);
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(writer::WriterError::Fatal(WriteError::Store(
+                    meridian_core::StoreError::Backend("writer thread panicked".into()),
+                )))
+            }),
+            None => Ok(()),
+        }
+    }
+}

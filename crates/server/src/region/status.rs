@@ -1,0 +1,48 @@
+//! Facts about the op log that status and metrics show, updated by the writer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use meridian_core::Log;
+
+/// Op log figures, readable from any thread.
+#[derive(Debug, Default)]
+pub struct LogInfo {
+    bytes: AtomicU64,
+    segments: AtomicU64,
+    start_lsn: AtomicU64,
+    end_lsn: AtomicU64,
+}
+
+/// A copy of [`LogInfo`] at one moment.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct LogSnapshot {
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Oldest retained record.
+    pub start_lsn: u64,
+    /// One past the newest record.
+    pub end_lsn: u64,
+}
+
+impl LogInfo {
+    /// Reads the figures off the log.
+    pub fn update(&self, log: &Log) {
+        self.bytes.store(log.bytes(), Ordering::Relaxed);
+        self.segments
+            .store(log.segments().count() as u64, Ordering::Relaxed);
+        self.start_lsn.store(log.start_lsn().0, Ordering::Relaxed);
+        self.end_lsn.store(log.end_lsn().0, Ordering::Relaxed);
+    }
+
+    /// The current figures.
+    pub fn snapshot(&self) -> LogSnapshot {
+        LogSnapshot {
+            bytes: self.bytes.load(Ordering::Relaxed),
+            segments: self.segments.load(Ordering::Relaxed),
+            start_lsn: self.start_lsn.load(Ordering::Relaxed),
+            end_lsn: self.end_lsn.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The writer: the one place that changes a region's data.
+//!
+//! Two threads share the engine behind one mutex:
+//! - the *stager* takes every command waiting on the channel and stages
+//!   them in the engine's current group (validation, stamping, applying to
+//!   the group's private overlay);
+//! - the *committer* loops: seal the current group, write its ops to the op
+//!   log with one write, `fdatasync` (without the lock, so staging goes on),
+//!   commit the group (state, ledger, checkpoint in one batch), and only then
+//!   answer the group's clients.
+//!
+//! While one group's fsync runs the next one fills up (pipelined group
+//! commit), and a busy committer never waits for a wake-up between groups.
+//! Blocking disk work never runs on a tokio worker.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use meridian_core::engine::Applied;
+use meridian_core::{
+    Engine, FjallBackend, KeyspaceDef, Log, LogError, Lsn, Op, Received, WriteError, WriteRequest,
+};
+use meridian_crdt::{Version, VersionVector};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::clock::WallClock;
+use super::status::LogInfo;
+use crate::metrics::Metrics;
+
+/// Most commands taken from the channel at once.
+const MAX_TAKE: usize = 4096;
+
+/// A successful write, durable in this region.
+#[derive(Clone, Debug)]
+pub struct WriteDone {
+    /// The version the write created.
+    pub version: Version,
+    /// The region's version vector after it (the causal token to hand out).
+    pub vv: Arc<VersionVector>,
+    /// `vv` as a token, encoded once per group.
+    pub token: Arc<str>,
+    /// Per mutation: the counter value after it, for counter keys.
+    pub counters: Vec<Option<i128>>,
+}
+
+/// The outcome of a keyspace definition.
+#[derive(Clone, Debug)]
+pub enum DefineDone {
+    /// Already exactly so: nothing written.
+    Unchanged,
+    /// Written (created or updated); the version vector after it.
+    Written(VersionVector),
+}
+
+/// Work for the writer.
+pub enum Command {
+    /// A client write.
+    Write {
+        /// The request.
+        req: WriteRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<WriteDone, WriteError>>,
+    },
+    /// Create or update a keyspace.
+    Define {
+        /// The definition.
+        def: KeyspaceDef,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<DefineDone, WriteError>>,
+    },
+    /// Ops from a peer.
+    Receive {
+        /// The ops.
+        ops: Vec<Op>,
+        /// Where the answer goes (after they are durable).
+        reply: oneshot::Sender<Result<(Received, VersionVector), WriteError>>,
+    },
+    /// Time to make the state store durable and trim the log.
+    Checkpoint,
+}
+
+enum Pending {
+    Write(usize, oneshot::Sender<Result<WriteDone, WriteError>>),
+    Define(oneshot::Sender<Result<DefineDone, WriteError>>),
+    Receive(
+        Received,
+        oneshot::Sender<Result<(Received, VersionVector), WriteError>>,
+    ),
+}
+
+/// What the writer owns, handed over at start.
+pub struct Writer {
+    /// The engine.
+    pub engine: Engine<FjallBackend>,
+    /// The op log.
+    pub log: Log,
+    /// Incoming commands.
+    pub rx: mpsc::Receiver<Command>,
+    /// Where the published version vector is announced (read-your-writes waits on it).
+    pub vv_tx: watch::Sender<VersionVector>,
+    /// Wall clock.
+    pub clock: WallClock,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Log facts for status.
+    pub log_info: Arc<LogInfo>,
+    /// Committed ops go here, for replication.
+    pub committed: Option<mpsc::UnboundedSender<Vec<Arc<Op>>>>,
+}
+
+/// Why the writer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// Durability can no longer be guaranteed (a failed fsync, a failed
+    /// state write): the process must stop rather than answer.
+    #[error("fatal: {0}")]
+    Fatal(WriteError),
+}
+
+struct Inner {
+    engine: Engine<FjallBackend>,
+    log: Log,
+    /// Answers owed for the current (unsealed) group.
+    pending: Vec<Pending>,
+    checkpoint: bool,
+    closing: bool,
+    failed: bool,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    work: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct Committer {
+    shared: Arc<Shared>,
+    vv_tx: watch::Sender<VersionVector>,
+    clock: WallClock,
+    metrics: Arc<Metrics>,
+    log_info: Arc<LogInfo>,
+    committed: Option<mpsc::UnboundedSender<Vec<Arc<Op>>>>,
+}
+
+impl Writer {
+    /// Runs the stager on this thread and the committer on another, until
+    /// every sender is gone; then makes everything durable.
+    pub fn run(self) -> Result<(), WriterError> {
+        let Writer {
+            engine,
+            log,
+            mut rx,
+            vv_tx,
+            clock,
+            metrics,
+            log_info,
+            committed,
+        } = self;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                engine,
+                log,
+                pending: Vec::new(),
+                checkpoint: false,
+                closing: false,
+                failed: false,
+            }),
+            work: Condvar::new(),
+        });
+        let c = Committer {
+            shared: shared.clone(),
+            vv_tx,
+            clock,
+            metrics,
+            log_info,
+            committed,
+        };
+        let committer = std::thread::Builder::new()
+            .name("meridian-commit".into())
+            .spawn(move || c.run())
+            .map_err(|e| {
+                WriterError::Fatal(WriteError::Log(LogError::Io {
+                    path: "committer thread".into(),
+                    source: e,
+                }))
+            })?;
+        let mut batch = Vec::with_capacity(64);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_TAKE {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let now = clock.now_ms();
+            let mut g = shared.lock();
+            if g.failed {
+                break;
+            }
+            for cmd in batch.drain(..) {
+                if let Err(e) = stage(&mut g, now, cmd) {
+                    tracing::error!(error = %e, "writer: fatal error while staging");
+                    g.failed = true;
+                    break;
+                }
+            }
+            drop(g);
+            shared.work.notify_one();
+        }
+        // Refuse whatever is still queued (its senders see the region stop).
+        drop(rx);
+        shared.lock().closing = true;
+        shared.work.notify_one();
+        committer
+            .join()
+            .unwrap_or_else(|_| {
+                Err(WriteError::Store(meridian_core::StoreError::Backend(
+                    "committer thread panicked".into(),
+                )))
+            })
+            .map_err(WriterError::Fatal)
+    }
+}
+
+fn stage(g: &mut Inner, now: u64, cmd: Command) -> Result<(), WriteError> {
+    match cmd {
+        Command::Write { req, reply } => {
+            let idx = g.engine.staged_len();
+            match g.engine.submit(now, req) {
+                Ok(()) => g.pending.push(Pending::Write(idx, reply)),
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        Command::Define { def, reply } => match g.engine.define(now, def) {
+            Ok(true) => g.pending.push(Pending::Define(reply)),
+            Ok(false) => {
+                let _ = reply.send(Ok(DefineDone::Unchanged));
+            }
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        },
+        Command::Receive { ops, reply } => match g.engine.receive(now, ops) {
+            // Answered after the group commits, even if nothing of it was
+            // staged: an ack must not run ahead of durability.
+            Ok(r) => g.pending.push(Pending::Receive(r, reply)),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        },
+        Command::Checkpoint => g.checkpoint = true,
+    }
+    Ok(())
+}
+
+impl Committer {
+    fn run(self) -> Result<(), WriteError> {
+        let r = self.run_loop();
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "writer: fatal error; the region stops");
+            let mut g = self.shared.lock();
+            g.failed = true;
+            // Dropping the owed answers tells their clients the region stopped.
+            g.pending.clear();
+        }
+        r
+    }
+
+    fn run_loop(&self) -> Result<(), WriteError> {
+        loop {
+            let mut g = self.shared.lock();
+            while !g.engine.has_staged()
+                && g.pending.is_empty()
+                && !g.checkpoint
+                && !g.closing
+                && !g.failed
+            {
+                g = self
+                    .shared
+                    .work
+                    .wait(g)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if g.failed {
+                return Ok(());
+            }
+            if g.checkpoint {
+                g.checkpoint = false;
+                self.checkpoint(&mut g)?;
+            }
+            let pending = std::mem::take(&mut g.pending);
+            let Some(id) = g.engine.seal() else {
+                // Nothing to write: the owed answers (a receive of
+                // duplicates) stand on what is already committed.
+                let vv = g.engine.reader().published().vv.clone();
+                let closing = g.closing;
+                drop(g);
+                answer(pending, &[], &vv);
+                if closing {
+                    let mut g = self.shared.lock();
+                    return self.checkpoint(&mut g);
+                }
+                continue;
+            };
+            let n = g.engine.group_len(id) as u64;
+            let inner = &mut *g;
+            let first = inner.log.append(inner.engine.group_ops(id))?;
+            let last = Lsn(first.0 + n - 1);
+            let handle = g.log.sync_handle()?;
+            drop(g);
+
+            let t = Instant::now();
+            handle.sync_data().map_err(|source| {
+                WriteError::Log(LogError::Io {
+                    path: "op log fdatasync".into(),
+                    source,
+                })
+            })?;
+            self.metrics
+                .fsync_seconds
+                .observe(t.elapsed().as_secs_f64());
+            self.metrics.group_ops.observe(n as f64);
+
+            let t = Instant::now();
+            let mut g = self.shared.lock();
+            let committed = g.engine.commit_group(id, Some(last))?;
+            self.log_info.update(&g.log);
+            drop(g);
+            self.vv_tx.send_replace(committed.vv.clone());
+            answer(pending, &committed.applied, &committed.vv);
+            if let Some(tx) = &self.committed
+                && !committed.applied.is_empty()
+            {
+                let _ = tx.send(committed.applied.into_iter().map(|a| a.op).collect());
+            }
+            self.metrics
+                .commit_seconds
+                .observe(t.elapsed().as_secs_f64());
+        }
+    }
+
+    fn checkpoint(&self, g: &mut Inner) -> Result<(), WriteError> {
+        let lsn = g.engine.checkpoint()?;
+        let removed = g.log.enforce_retention(lsn, self.clock.now_ms())?;
+        if removed > 0 {
+            tracing::info!(segments = removed, "op log: retention removed segments");
+        }
+        self.log_info.update(&g.log);
+        Ok(())
+    }
+}
+
+fn answer(pending: Vec<Pending>, applied: &[Applied], vv: &VersionVector) {
+    if pending.is_empty() {
+        return;
+    }
+    let token: Arc<str> = Arc::from(meridian_core::token::encode(vv));
+    let shared_vv = Arc::new(vv.clone());
+    for p in pending {
+        match p {
+            Pending::Write(idx, reply) => {
+                if let Some(a) = applied.get(idx) {
+                    let _ = reply.send(Ok(WriteDone {
+                        version: Version::new(a.op.hlc, a.op.dot.clone()),
+                        vv: shared_vv.clone(),
+                        token: token.clone(),
+                        counters: a.counters.clone(),
+                    }));
+                }
+            }
+            Pending::Define(reply) => {
+                let _ = reply.send(Ok(DefineDone::Written(vv.clone())));
+            }
+            Pending::Receive(r, reply) => {
+                let _ = reply.send(Ok((r, vv.clone())));
+            }
+        }
+    }
+}

@@ -1,0 +1,808 @@
+//! The client API over real HTTP against a real `meridian serve` process:
+//! every endpoint, and every error a client can provoke.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use meridian_harness::node::{Node, NodeSpec};
+use serde_json::{Value, json};
+
+struct Resp {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    fn code(&self) -> String {
+        self.json()["error"].as_str().unwrap_or("").to_string()
+    }
+    fn token(&self) -> Option<String> {
+        self.headers
+            .get("meridian-token")
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+struct Api {
+    node: Node,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Api {
+    async fn start(tag: &str) -> Api {
+        let dir = std::env::temp_dir().join(format!("meridian-api-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = NodeSpec::new("us-east", &dir.join("data"));
+        let node = Node::start(std::path::Path::new(env!("CARGO_BIN_EXE_meridian")), spec)
+            .await
+            .expect("start");
+        Api {
+            node,
+            http: HyperClient::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            _dir: TempDir(dir),
+        }
+    }
+
+    async fn req(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Resp {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.node.url(), path));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = self
+            .http
+            .request(b.body(Full::new(body.into())).unwrap())
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn json(&self, method: Method, path: &str, body: Value) -> Resp {
+        self.req(
+            method,
+            path,
+            &[("content-type", "application/json")],
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        self.req(Method::GET, path, &[], Bytes::new()).await
+    }
+}
+
+#[tokio::test]
+async fn put_get_delete_and_not_found() {
+    let api = Api::start("kv").await;
+    let r = api
+        .json(
+            Method::PUT,
+            "/v1/kv/default/user%2F42",
+            json!({"b": 1, "a": [true, null]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let written = r.json();
+    let version = written["version"].as_str().unwrap().to_string();
+    assert!(version.starts_with("us-east:"), "{version}");
+    assert_eq!(written["token"].as_str(), r.token().as_deref());
+
+    let r = api.get("/v1/kv/default/user%2F42").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({"key": "user/42", "value": {"a": [true, null], "b": 1}, "version": version})
+    );
+    assert!(r.token().is_some(), "every read carries a token");
+
+    let r = api
+        .req(
+            Method::DELETE,
+            "/v1/kv/default/user%2F42",
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = api.get("/v1/kv/default/user%2F42").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.code(), "not_found");
+    assert!(r.json()["message"].as_str().unwrap().contains("user/42"));
+    assert!(r.token().is_some(), "a 404 read carries a token too");
+
+    // Unicode keys round-trip.
+    let r = api
+        .json(Method::PUT, "/v1/kv/default/caf%C3%A9", json!("x"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        api.get("/v1/kv/default/caf%C3%A9").await.json()["key"],
+        json!("café")
+    );
+}
+
+#[tokio::test]
+async fn bodies_in_msgpack_and_bytes() {
+    let api = Api::start("formats").await;
+    let packed = rmp_serde::to_vec(&json!({"n": 7, "s": "hi"})).unwrap();
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/kv/default/m",
+            &[("content-type", "application/msgpack")],
+            packed,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        api.get("/v1/kv/default/m").await.json()["value"],
+        json!({"n": 7, "s": "hi"})
+    );
+    let r = api
+        .req(
+            Method::GET,
+            "/v1/kv/default/m",
+            &[("accept", "application/msgpack")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.headers["content-type"], "application/msgpack");
+    let v: Value = rmp_serde::from_slice(&r.body).unwrap();
+    assert_eq!(v["value"], json!({"n": 7, "s": "hi"}));
+
+    let raw = vec![0u8, 159, 146, 150, 255];
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/kv/default/b",
+            &[("content-type", "application/octet-stream")],
+            raw.clone(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = api
+        .req(
+            Method::GET,
+            "/v1/kv/default/b",
+            &[("accept", "application/octet-stream")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.to_vec(), raw);
+    assert!(r.headers.contains_key("meridian-version"));
+    assert_eq!(
+        api.get("/v1/kv/default/b").await.json()["value"],
+        json!({"$bytes": "AJ+Slv8="})
+    );
+
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/kv/default/x",
+            &[("content-type", "text/plain")],
+            "hi",
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (415, "unsupported_media_type")
+    );
+}
+
+#[tokio::test]
+async fn limits_and_malformed_input_are_4xx_with_json() {
+    let api = Api::start("limits").await;
+    let long_key = "k".repeat(1025);
+    let r = api
+        .json(Method::PUT, &format!("/v1/kv/default/{long_key}"), json!(1))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("1025 bytes"),
+        "{:?}",
+        r.json()
+    );
+
+    let big = format!("\"{}\"", "x".repeat((1 << 20) + 100));
+    let r = api.req(Method::PUT, "/v1/kv/default/big", &[], big).await;
+    assert_eq!(
+        r.status,
+        413,
+        "{:?}",
+        String::from_utf8_lossy(&r.body[..100.min(r.body.len())])
+    );
+    assert_eq!(r.code(), "too_large");
+
+    // Just over 1 MiB of value inside the body limit: refused by the value check.
+    let over = format!("\"{}\"", "y".repeat((1 << 20) + 10));
+    let r = api.req(Method::PUT, "/v1/kv/default/over", &[], over).await;
+    assert_eq!(r.status, 413);
+
+    let deep = "[".repeat(65) + &"]".repeat(65);
+    let r = api.req(Method::PUT, "/v1/kv/default/deep", &[], deep).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("deeper than 64")
+    );
+    let ok = "[".repeat(64) + &"]".repeat(64);
+    assert_eq!(
+        api.req(Method::PUT, "/v1/kv/default/deep", &[], ok)
+            .await
+            .status,
+        200
+    );
+
+    let r = api
+        .req(Method::PUT, "/v1/kv/default/bad", &[], "{\"a\":")
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (400, "bad_request"));
+    let r = api.req(Method::PUT, "/v1/kv/default/empty", &[], "").await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/kv/default/m",
+            &[("content-type", "application/msgpack")],
+            vec![0xdd, 0xff, 0xff, 0xff, 0xff],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+
+    let r = api.json(Method::PUT, "/v1/kv/nope/k", json!(1)).await;
+    assert_eq!((r.status, r.code().as_str()), (404, "unknown_keyspace"));
+    let r = api
+        .json(Method::POST, "/v1/kv/default/k", json!({"op": "incr"}))
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (422, "unsupported_op"));
+    let r = api
+        .json(Method::POST, "/v1/kv/default/k", json!({"op": "explode"}))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `explode`")
+    );
+
+    let r = api
+        .req(
+            Method::GET,
+            "/v1/kv/default/k",
+            &[("meridian-token", "%%%")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/kv/default/k",
+            &[("meridian-write-concern", "quorum")],
+            "1",
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("expected one of local, one, majority, all")
+    );
+    let r = api
+        .req(
+            Method::GET,
+            "/v1/kv/default/k",
+            &[("meridian-wait-ms", "soon")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+
+    assert_eq!(api.get("/v1/nothing").await.code(), "no_route");
+    let r = api
+        .req(Method::PATCH, "/v1/status", &[], Bytes::new())
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (405, "method_not_allowed"));
+    // Nothing above was written.
+    assert_eq!(api.get("/v1/kv/default/bad").await.status, 404);
+    assert_eq!(api.get("/v1/kv/default/big").await.status, 404);
+}
+
+#[tokio::test]
+async fn counters_sets_docs_and_siblings() {
+    let api = Api::start("policies").await;
+    for (name, policy) in [
+        ("hits", "counter"),
+        ("tags", "set"),
+        ("people", "doc"),
+        ("carts", "mv"),
+    ] {
+        let body = if policy == "doc" {
+            json!({"policy": policy, "schema": {"visits": "counter", "best": "max"}})
+        } else {
+            json!({"policy": policy})
+        };
+        assert_eq!(
+            api.json(Method::PUT, &format!("/v1/keyspaces/{name}"), body)
+                .await
+                .status,
+            201
+        );
+    }
+    let r = api
+        .json(
+            Method::POST,
+            "/v1/kv/hits/a",
+            json!({"op": "incr", "by": 5}),
+        )
+        .await;
+    assert_eq!(r.json()["value"], json!(5));
+    let r = api
+        .json(
+            Method::POST,
+            "/v1/kv/hits/a",
+            json!({"op": "incr", "by": -2}),
+        )
+        .await;
+    assert_eq!(r.json()["value"], json!(3));
+    assert_eq!(api.get("/v1/kv/hits/a").await.json()["value"], json!(3));
+    let r = api
+        .json(
+            Method::POST,
+            "/v1/kv/hits/a",
+            json!({"op": "incr", "by": i64::MAX}),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (422, "counter_overflow"));
+    let r = api.json(Method::PUT, "/v1/kv/hits/a", json!(1)).await;
+    assert_eq!(r.status, 422);
+
+    api.json(
+        Method::POST,
+        "/v1/kv/tags/t",
+        json!({"op": "add", "values": ["b", "a", {"x": 1}]}),
+    )
+    .await;
+    api.json(
+        Method::POST,
+        "/v1/kv/tags/t",
+        json!({"op": "remove", "values": ["b"]}),
+    )
+    .await;
+    assert_eq!(
+        api.get("/v1/kv/tags/t").await.json()["value"],
+        json!(["a", {"x": 1}])
+    );
+    api.json(Method::PUT, "/v1/kv/tags/t", json!(["z"])).await;
+    assert_eq!(api.get("/v1/kv/tags/t").await.json()["value"], json!(["z"]));
+
+    api.json(
+        Method::POST,
+        "/v1/kv/people/p",
+        json!({"op": "patch", "doc": {"name": "Ann", "visits": 1, "best": 3}}),
+    )
+    .await;
+    api.json(
+        Method::POST,
+        "/v1/kv/people/p",
+        json!({"op": "patch", "doc": {"visits": 2, "best": 1, "name": null}}),
+    )
+    .await;
+    assert_eq!(
+        api.get("/v1/kv/people/p").await.json()["value"],
+        json!({"visits": 3, "best": 3})
+    );
+    let r = api
+        .json(
+            Method::POST,
+            "/v1/kv/people/p",
+            json!({"op": "patch", "doc": {"visits": "x"}}),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (422, "invalid_patch"));
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("field visits")
+    );
+
+    api.json(Method::PUT, "/v1/kv/carts/c", json!(["apple"]))
+        .await;
+    api.json(Method::PUT, "/v1/kv/carts/c", json!(["pear"]))
+        .await;
+    let read = api.get("/v1/kv/carts/c").await.json();
+    assert_eq!(read["siblings"].as_array().unwrap().len(), 2, "{read:?}");
+    let ctx = read["context"].as_str().unwrap().to_string();
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/kv/carts/c",
+            &[("meridian-context", &ctx)],
+            "[\"apple\",\"pear\"]",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let read = api.get("/v1/kv/carts/c").await.json();
+    assert_eq!(
+        read["siblings"],
+        json!([{"value": ["apple", "pear"], "version": read["siblings"][0]["version"]}])
+    );
+}
+
+#[tokio::test]
+async fn batches_are_atomic() {
+    let api = Api::start("batch").await;
+    api.json(
+        Method::PUT,
+        "/v1/keyspaces/hits",
+        json!({"policy": "counter"}),
+    )
+    .await;
+    let r = api
+        .json(
+            Method::POST,
+            "/v1/batch",
+            json!({"ops": [
+                {"keyspace": "default", "key": "a", "op": "put", "value": {"x": 1}},
+                {"keyspace": "hits", "key": "a", "op": "incr", "by": 2},
+                {"keyspace": "default", "key": "gone", "op": "delete"}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json()["results"][1]["value"], json!(2));
+    let v1 = api.get("/v1/kv/default/a").await.json()["version"].clone();
+    assert_eq!(v1, r.json()["version"], "one op, one version for every key");
+
+    let r = api
+        .json(
+            Method::POST,
+            "/v1/batch",
+            json!({"ops": [
+                {"keyspace": "default", "key": "b", "op": "put", "value": 1},
+                {"keyspace": "hits", "key": "b", "op": "add", "values": [1]}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        api.get("/v1/kv/default/b").await.status,
+        404,
+        "a refused batch writes nothing"
+    );
+
+    let r = api
+        .json(
+            Method::POST,
+            "/v1/batch",
+            json!({"ops": [
+                {"keyspace": "default", "key": "c", "op": "put", "value": 1},
+                {"keyspace": "default", "key": "c", "op": "put", "value": 2}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let many: Vec<Value> = (0..1001)
+        .map(|i| json!({"keyspace": "default", "key": format!("k{i}"), "op": "put", "value": i}))
+        .collect();
+    let r = api
+        .json(Method::POST, "/v1/batch", json!({"ops": many}))
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (413, "too_many_ops"));
+    let r = api
+        .json(Method::POST, "/v1/batch", json!({"ops": []}))
+        .await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .json(Method::POST, "/v1/batch", json!({"operations": []}))
+        .await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn keyspace_admin() {
+    let api = Api::start("keyspaces").await;
+    let r = api
+        .json(
+            Method::PUT,
+            "/v1/keyspaces/orders",
+            json!({"policy": "lww"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["created"], json!(true));
+    let r = api
+        .json(
+            Method::PUT,
+            "/v1/keyspaces/orders",
+            json!({"policy": "lww"}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["changed"], json!(false));
+    let r = api
+        .json(
+            Method::PUT,
+            "/v1/keyspaces/orders",
+            json!({"policy": "lww", "write_concern": "majority"}),
+        )
+        .await;
+    assert_eq!((r.status, r.json()["changed"].clone()), (200, json!(true)));
+    let r = api
+        .json(
+            Method::PUT,
+            "/v1/keyspaces/orders",
+            json!({"policy": "counter"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (409, "policy_change"));
+    assert_eq!(r.json()["existing"]["policy"], json!("lww"));
+    let r = api.get("/v1/keyspaces/orders").await;
+    assert_eq!(r.json()["write_concern"], json!("majority"));
+    let names: BTreeSet<String> = api.get("/v1/keyspaces").await.json()["keyspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["default".to_string(), "orders".to_string()])
+    );
+    assert_eq!(api.get("/v1/keyspaces/nope").await.status, 404);
+    let r = api
+        .json(
+            Method::PUT,
+            "/v1/keyspaces/Bad%20Name",
+            json!({"policy": "lww"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .json(
+            Method::PUT,
+            "/v1/keyspaces/x",
+            json!({"policy": "lww", "colour": "red"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `colour`")
+    );
+    let r = api
+        .json(Method::PUT, "/v1/keyspaces/x", json!({"policy": "crdt"}))
+        .await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .json(
+            Method::PUT,
+            "/v1/keyspaces/x",
+            json!({"policy": "mv", "sibling_cap": 0}),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_keyspace"));
+    let r = api
+        .json(
+            Method::PUT,
+            "/v1/keyspaces/x",
+            json!({"name": "y", "policy": "lww"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn listing_pages_through_live_keys() {
+    let api = Api::start("list").await;
+    for i in 0..25 {
+        api.json(
+            Method::PUT,
+            &format!("/v1/kv/default/user-{i:02}"),
+            json!(i),
+        )
+        .await;
+    }
+    api.json(Method::PUT, "/v1/kv/default/other", json!(0))
+        .await;
+    api.req(Method::DELETE, "/v1/kv/default/user-03", &[], Bytes::new())
+        .await;
+    let mut keys = Vec::new();
+    let mut after = String::new();
+    loop {
+        let q = if after.is_empty() {
+            String::new()
+        } else {
+            format!("&after={after}")
+        };
+        let page = api
+            .get(&format!("/v1/kv/default?prefix=user-&limit=10{q}"))
+            .await
+            .json();
+        for item in page["items"].as_array().unwrap() {
+            keys.push(item["key"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(n) => after = n.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(keys.len(), 24);
+    assert!(!keys.contains(&"user-03".to_string()));
+    assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(api.get("/v1/kv/default?limit=0").await.status, 400);
+    assert_eq!(api.get("/v1/kv/default?limit=5&colour=1").await.status, 400);
+    assert_eq!(api.get("/v1/kv/nope").await.status, 404);
+}
+
+#[tokio::test]
+async fn status_health_metrics_conflicts_and_tokens() {
+    let api = Api::start("status").await;
+    api.json(Method::PUT, "/v1/kv/default/k", json!(1)).await;
+    let s = api.get("/v1/status").await.json();
+    assert_eq!(s["region"], json!("us-east"));
+    assert_eq!(s["ops"], json!(1));
+    assert_eq!(s["vv"][0]["seq"], json!(1));
+    assert_ne!(s["keyspaces"][0]["digest"], json!("0".repeat(32)));
+    assert_eq!(api.get("/healthz").await.json()["status"], json!("ok"));
+    let m = String::from_utf8(api.get("/metrics").await.body.to_vec()).unwrap();
+    for name in [
+        "meridian_api_write_seconds",
+        "meridian_log_fsync_seconds",
+        "meridian_engine_ops_applied_total",
+        "meridian_log_bytes",
+    ] {
+        assert!(m.contains(name), "metrics lack {name}");
+    }
+    assert!(m.contains("region=\"us-east\""));
+
+    let c = api.get("/v1/conflicts").await;
+    assert_eq!(c.json(), json!({"conflicts": []}));
+    assert_eq!(api.get("/v1/conflicts?keyspace=nope").await.status, 404);
+    assert_eq!(api.get("/v1/conflicts?key=k").await.status, 400);
+    assert_eq!(api.get("/v1/conflicts?limit=5000").await.status, 400);
+
+    // A token from the future (this region has not seen seq 99): 503 after
+    // the wait, naming the origin it lacks.
+    let incarnation = s["replica"]["incarnation"].as_str().unwrap();
+    let vv: meridian_crdt::VersionVector = [(
+        meridian_crdt::ReplicaId::new(
+            meridian_crdt::RegionId::new("us-east").unwrap(),
+            incarnation.parse().unwrap(),
+        ),
+        meridian_crdt::Seq(99),
+    )]
+    .into_iter()
+    .collect();
+    let future = meridian_core::token::encode(&vv);
+    let r = api
+        .req(
+            Method::GET,
+            "/v1/kv/default/k",
+            &[("meridian-token", &future), ("meridian-wait-ms", "100")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (503, "behind_token"));
+    assert_eq!(r.json()["lacking"][0]["region"], json!("us-east"));
+    assert_eq!(r.json()["lacking"][0]["need"], json!(99));
+    // A token it has seen: answered at once.
+    let own = s["token"].as_str().unwrap();
+    let r = api
+        .req(
+            Method::GET,
+            "/v1/kv/default/k",
+            &[("meridian-token", own)],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let api = Api::start("openapi").await;
+    let served = api.get("/v1/openapi.json").await.json();
+    let file: Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+    assert_eq!(served, file, "the served document is the one in the repo");
+    let documented: BTreeSet<(String, String)> = file["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (p.clone(), m.clone()))
+        })
+        .collect();
+    let routes: BTreeSet<(String, String)> = meridian_server::api::ROUTES
+        .iter()
+        .flat_map(|(p, ms)| ms.iter().map(move |m| (p.to_string(), m.to_string())))
+        .collect();
+    assert_eq!(documented, routes, "openapi.json and api::ROUTES disagree");
+    // Every documented route exists: the router answers it with something
+    // other than its no-route or wrong-method fallback.
+    for (path, method) in &routes {
+        let concrete = path
+            .replace("{keyspace}", "default")
+            .replace("{key}", "k")
+            .replace("{name}", "default");
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let r = api.req(m, &concrete, &[], Bytes::new()).await;
+        if r.headers
+            .get("content-type")
+            .is_some_and(|c| c == "application/json")
+        {
+            let code = r.json()["error"].as_str().unwrap_or("").to_string();
+            assert!(
+                code != "no_route" && code != "method_not_allowed",
+                "{method} {path} is not routed"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_cleanly_and_data_survives_restart() {
+    let mut api = Api::start("restart").await;
+    for i in 0..50 {
+        api.json(Method::PUT, &format!("/v1/kv/default/k{i}"), json!(i))
+            .await;
+    }
+    assert!(
+        api.node.terminate(Duration::from_secs(10)).await.unwrap(),
+        "exit 0 on SIGTERM"
+    );
+    api.node.restart().await.unwrap();
+    for i in [0, 17, 49] {
+        assert_eq!(
+            api.get(&format!("/v1/kv/default/k{i}")).await.json()["value"],
+            json!(i)
+        );
+    }
+    assert_eq!(api.get("/v1/status").await.json()["ops"], json!(50));
+}

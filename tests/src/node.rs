@@ -1,0 +1,328 @@
+//! One region as a real process: start, stop, SIGKILL, SIGSTOP, restart.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use meridian_client::Client;
+use tokio::process::{Child, Command};
+
+/// Why a node could not be managed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Spawning or signalling failed.
+    #[error("node {region}: {what}: {source}")]
+    Io {
+        /// The region.
+        region: String,
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The process did not come up.
+    #[error("node {region} did not start within {secs} s; its log ({log}) ends with:\n{tail}")]
+    NotReady {
+        /// The region.
+        region: String,
+        /// How long we waited.
+        secs: u64,
+        /// The log file.
+        log: String,
+        /// Its last lines.
+        tail: String,
+    },
+    /// The process exited while starting.
+    #[error("node {region} exited while starting ({status}); its log ends with:\n{tail}")]
+    Exited {
+        /// The region.
+        region: String,
+        /// Exit status.
+        status: String,
+        /// Its last lines.
+        tail: String,
+    },
+}
+
+/// The `meridian` binary the harness runs: `$MERIDIAN_BIN`, else the one
+/// cargo built next to the running test (`target/<profile>/meridian`).
+pub fn meridian_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MERIDIAN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/meridian
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("meridian")
+}
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// Region name.
+    pub region: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Client API address; port 0 picks one on first start (kept on restart).
+    pub listen: SocketAddr,
+    /// Extra `meridian serve` arguments.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl NodeSpec {
+    /// A node of `region` with its data under `data_dir`, on a free port.
+    pub fn new(region: &str, data_dir: &Path) -> Self {
+        Self {
+            region: region.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A running (or stopped) `meridian serve` process.
+pub struct Node {
+    /// How it runs.
+    pub spec: NodeSpec,
+    bin: PathBuf,
+    child: Option<Child>,
+    addr: SocketAddr,
+    log: PathBuf,
+    starts: u32,
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Node {
+    /// Starts `bin serve` with `spec` and waits until it answers `/healthz`.
+    pub async fn start(bin: &Path, spec: NodeSpec) -> Result<Node, NodeError> {
+        let log = spec.data_dir.with_file_name(format!("{}.log", spec.region));
+        let mut node = Node {
+            addr: spec.listen,
+            spec,
+            bin: bin.to_path_buf(),
+            child: None,
+            log,
+            starts: 0,
+        };
+        node.launch().await?;
+        Ok(node)
+    }
+
+    async fn launch(&mut self) -> Result<(), NodeError> {
+        let io = |what| {
+            let region = self.spec.region.clone();
+            move |source| NodeError::Io {
+                region,
+                what,
+                source,
+            }
+        };
+        if let Some(parent) = self.log.parent() {
+            std::fs::create_dir_all(parent).map_err(io("create log dir"))?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(io("open log"))?;
+        let mark = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("serve")
+            .arg("--region")
+            .arg(&self.spec.region)
+            .arg("--data-dir")
+            .arg(&self.spec.data_dir)
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .args(&self.spec.args)
+            .env("MERIDIAN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io("clone log"))?)
+            .stderr(log)
+            .kill_on_drop(true);
+        for (k, v) in &self.spec.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(io("spawn"))?;
+        self.starts += 1;
+        // Wait for the line `meridian serve` prints once it listens.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(NodeError::Exited {
+                    region: self.spec.region.clone(),
+                    status: status.to_string(),
+                    tail: tail(&self.log, 30),
+                });
+            }
+            let text = std::fs::read(&self.log).unwrap_or_default();
+            let fresh =
+                String::from_utf8_lossy(&text[(mark as usize).min(text.len())..]).into_owned();
+            if let Some(addr) = fresh
+                .lines()
+                .rev()
+                .find_map(|l| l.split("listening on http://").nth(1))
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+            {
+                self.addr = addr;
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.start_kill();
+                return Err(NodeError::NotReady {
+                    region: self.spec.region.clone(),
+                    secs: 60,
+                    log: self.log.display().to_string(),
+                    tail: tail(&self.log, 30),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The client API address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client of this node.
+    pub fn client(&self) -> Client {
+        // The URL is always well-formed.
+        Client::new(&self.url()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The process's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// How many times the process was started.
+    pub fn starts(&self) -> u32 {
+        self.starts
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    fn signal(&self, sig: &str) -> Result<(), NodeError> {
+        let Some(pid) = self.pid() else { return Ok(()) };
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .map_err(|source| NodeError::Io {
+                region: self.spec.region.clone(),
+                what: "kill",
+                source,
+            })?;
+        if !status.success() {
+            return Err(NodeError::Io {
+                region: self.spec.region.clone(),
+                what: "kill",
+                source: std::io::Error::other(format!("kill -{sig} {pid} failed")),
+            });
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub async fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    /// SIGTERM, and wait (up to `within`) for a clean exit; returns whether
+    /// it exited with status 0.
+    pub async fn terminate(&mut self, within: Duration) -> Result<bool, NodeError> {
+        self.signal("TERM")?;
+        let Some(mut c) = self.child.take() else {
+            return Ok(false);
+        };
+        match tokio::time::timeout(within, c.wait()).await {
+            Ok(Ok(status)) => Ok(status.success()),
+            _ => {
+                let _ = c.start_kill();
+                let _ = c.wait().await;
+                Ok(false)
+            }
+        }
+    }
+
+    /// SIGSTOP: the process freezes (sockets stay open, nothing answers).
+    pub fn pause(&self) -> Result<(), NodeError> {
+        self.signal("STOP")
+    }
+
+    /// SIGCONT after [`Node::pause`].
+    pub fn resume(&self) -> Result<(), NodeError> {
+        self.signal("CONT")
+    }
+
+    /// Starts the process again on the same port and data directory.
+    pub async fn restart(&mut self) -> Result<(), NodeError> {
+        self.kill9().await;
+        // The port was picked by the first start: keep it, so peers and
+        // links pointing at it stay right. Retry while the old socket lingers.
+        let mut last = None;
+        for _ in 0..50 {
+            match self.launch().await {
+                Ok(()) => return Ok(()),
+                Err(e @ NodeError::Exited { .. })
+                    if e.to_string().contains("Address already in use") =>
+                {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| NodeError::Io {
+            region: self.spec.region.clone(),
+            what: "restart",
+            source: std::io::Error::other("gave up"),
+        }))
+    }
+
+    /// Waits until `/healthz` answers.
+    pub async fn wait_healthy(&self, within: Duration) -> bool {
+        let c = self.client();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if c.healthy().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+}
