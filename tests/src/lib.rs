@@ -2,11 +2,21 @@
 //! clusters on one machine and judge what they did.
 //!
 //! Modules:
+//! - [`cluster`]: a cluster of real `meridian serve` processes behind the
+//!   link emulator, with a fault API (partition, heal, latency, kill,
+//!   restart, pause, clock skew) and a convergence check.
 //! - [`link`]: the WAN link emulator, a userspace TCP proxy per directed
 //!   region pair that adds latency, jitter, loss, bandwidth caps and
 //!   partitions, controlled from Rust, over HTTP or from the command line.
 //! - [`node`]: one region as a real `meridian serve` process: start, SIGKILL,
 //!   SIGTERM, SIGSTOP/SIGCONT, restart on the same port and data.
+//! - [`workload`]: writers that record every outcome, and checkers that
+//!   demand every acknowledged write.
+//! - [`sim`]: deterministic, seeded simulation of whole clusters in one
+//!   thread (real engines over a simulated, faulty network).
 
+pub mod cluster;
 pub mod link;
 pub mod node;
+pub mod sim;
+pub mod workload;

@@ -9,6 +9,8 @@
 //!   in-memory backends and the suite they pass.
 //! - [`engine`]: the engine itself (events in, effects out), keyspaces,
 //!   requests, the conflict ledger, readers.
+//! - [`replication`]: the peer wire format and the per-peer shipping
+//!   state machine.
 //! - [`token`]: causal tokens.
 //!
 //! Time and storage come in from outside: the engine never reads a clock
@@ -17,6 +19,7 @@
 pub mod engine;
 pub mod log;
 pub mod op;
+pub mod replication;
 pub mod state;
 pub mod token;
 

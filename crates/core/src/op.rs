@@ -162,6 +162,12 @@ impl fmt::Display for Key {
     }
 }
 
+impl AsRef<Op> for Op {
+    fn as_ref(&self) -> &Op {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,6 +83,61 @@ pub struct Config {
     /// Tests only: shift this region's wall clock by this many ms.
     #[serde(default)]
     pub clock_skew_ms: i64,
+    /// Address of the peer API (replication from other regions).
+    #[serde(default)]
+    pub peer_listen: Option<SocketAddr>,
+    /// The other regions and their peer URLs.
+    #[serde(default)]
+    pub peers: Vec<PeerEntry>,
+    /// File holding the cluster secret (at least 16 bytes) that signs every
+    /// peer message.
+    #[serde(default)]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The cluster secret itself (prefer `cluster_secret_file`; set through
+    /// `MERIDIAN_CLUSTER_SECRET`).
+    #[serde(default)]
+    pub cluster_secret: Option<String>,
+    /// Replication tuning.
+    #[serde(default)]
+    pub replication: ReplicationConfig,
+}
+
+/// A peer region.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// Its region name.
+    pub name: String,
+    /// Its peer API, `http://host:port`.
+    pub url: String,
+}
+
+fn default_linger_ms() -> u64 {
+    5
+}
+fn default_batch_ops() -> usize {
+    4096
+}
+
+/// Replication tuning.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// How long a sender waits for more ops before sending a small batch, ms.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Most ops per batch.
+    #[serde(default = "default_batch_ops")]
+    pub max_batch_ops: usize,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            linger_ms: default_linger_ms(),
+            max_batch_ops: default_batch_ops(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -96,6 +151,11 @@ impl Default for Config {
             max_clock_offset_ms: default_max_clock_offset_ms(),
             keyspaces: Vec::new(),
             clock_skew_ms: 0,
+            peer_listen: None,
+            peers: Vec::new(),
+            cluster_secret_file: None,
+            cluster_secret: None,
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -159,6 +219,18 @@ pub struct Overrides {
     /// `--data-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// `--peer-listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<SocketAddr>,
+    /// `--peer NAME=URL` (replaces the file's list when given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<PeerEntry>>,
+    /// `--cluster-secret-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// `--clock-skew-ms` (tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_skew_ms: Option<i64>,
 }
 
 /// Top-level keys the environment may set (`MERIDIAN_<KEY>`, nested with `__`).
@@ -170,6 +242,10 @@ const ENV_KEYS: &[&str] = &[
     "checkpoint_interval_ms",
     "max_clock_offset_ms",
     "clock_skew_ms",
+    "peer_listen",
+    "cluster_secret",
+    "cluster_secret_file",
+    "replication",
 ];
 
 impl Config {
@@ -265,7 +341,76 @@ impl Config {
             }
             keyspaces.push(def);
         }
+        let mut peers = Vec::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            let name = RegionId::new(p.name.clone())
+                .map_err(|e| field(format!("peers[{i}].name"), e.to_string()))?;
+            if name == region {
+                return Err(field(
+                    format!("peers[{i}].name"),
+                    "a region is not its own peer",
+                ));
+            }
+            if peers.iter().any(|(n, _): &(RegionId, String)| *n == name) {
+                return Err(field(
+                    format!("peers[{i}].name"),
+                    format!("peer {name} is listed twice"),
+                ));
+            }
+            let url = p.url.trim_end_matches('/').to_string();
+            let ok = url
+                .strip_prefix("http://")
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+            if !ok {
+                return Err(field(
+                    format!("peers[{i}].url"),
+                    format!("{:?} must look like http://host:port", p.url),
+                ));
+            }
+            peers.push((name, url));
+        }
+        let secret = match (&self.cluster_secret_file, &self.cluster_secret) {
+            (Some(f), _) => {
+                let bytes = std::fs::read(f).map_err(|e| {
+                    field(
+                        "cluster_secret_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    )
+                })?;
+                Some(
+                    crate::peer::auth::Secret::new(&bytes)
+                        .map_err(|e| field("cluster_secret_file", e.to_string()))?,
+                )
+            }
+            (None, Some(s)) => Some(
+                crate::peer::auth::Secret::new(s.as_bytes())
+                    .map_err(|e| field("cluster_secret", e.to_string()))?,
+            ),
+            (None, None) => None,
+        };
+        if (!peers.is_empty() || self.peer_listen.is_some()) && secret.is_none() {
+            return Err(field(
+                "cluster_secret_file",
+                "replication needs a cluster secret (--cluster-secret-file, MERIDIAN_CLUSTER_SECRET or `cluster_secret_file`)",
+            ));
+        }
+        if !peers.is_empty() && self.peer_listen.is_none() {
+            return Err(field(
+                "peer_listen",
+                "regions with peers need a peer listener (--peer-listen or `peer_listen`) so the peers can reach them",
+            ));
+        }
+        if !(1..=100_000).contains(&self.replication.max_batch_ops) {
+            return Err(field("replication.max_batch_ops", "must be in 1..=100000"));
+        }
+        if self.replication.linger_ms > 1_000 {
+            return Err(field("replication.linger_ms", "must be at most 1000"));
+        }
         Ok(Valid {
+            peer_listen: self.peer_listen,
+            peers,
+            secret,
+            replication: self.replication.clone(),
             region,
             listen: self.listen,
             data_dir: self.data_dir.clone(),
@@ -301,6 +446,14 @@ pub struct Valid {
     pub keyspaces: Vec<KeyspaceDef>,
     /// Wall-clock shift (tests).
     pub clock_skew_ms: i64,
+    /// Peer API address.
+    pub peer_listen: Option<SocketAddr>,
+    /// Peers: region and peer URL.
+    pub peers: Vec<(RegionId, String)>,
+    /// The cluster secret.
+    pub secret: Option<crate::peer::auth::Secret>,
+    /// Replication tuning.
+    pub replication: ReplicationConfig,
 }
 
 #[cfg(test)]

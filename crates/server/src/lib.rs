@@ -4,14 +4,18 @@
 //! - [`api`]: the client HTTP API (routes, errors, bodies, rendering).
 //! - [`region`]: one region's runtime: data directory, recovery, the writer
 //!   thread (group commit).
-//! - [`serve`]: `meridian serve`.
+//! - [`peer`]: replication over the network: peer API, senders, tail.
+//! - [`serve`]: running a region (`meridian serve`).
+//! - [`dev`]: `meridian dev`, three regions behind the link emulator.
 //! - [`config`]: configuration file, environment, validation.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`shutdown`]: signals and shutdown tokens.
 
 pub mod api;
 pub mod config;
+pub mod dev;
 pub mod metrics;
+pub mod peer;
 pub mod region;
 pub mod serve;
 pub mod shutdown;

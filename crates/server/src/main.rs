@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use meridian_server::config::{Config, Overrides};
+use meridian_server::config::{Config, Overrides, PeerEntry};
 
 // glibc malloc spent a fifth of a write-heavy profile in its arena locks
 // (buffers are allocated on tokio workers and freed on the writer thread).
@@ -23,6 +23,35 @@ struct Cli {
 enum Command {
     /// Run one region.
     Serve(ServeArgs),
+    /// Run a three-region cluster on this machine (us-east, eu-west,
+    /// ap-south) with WAN latencies between them.
+    Dev(DevArgs),
+    /// Run the WAN link emulator on its own.
+    Link(meridian_harness::link::LinkArgs),
+    /// Exit 0 if a region answers GET /healthz (for container health checks).
+    Health(HealthArgs),
+}
+
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// The region's client API.
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    url: String,
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    /// Keep the regions' data here (default: a temporary directory, removed on exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// One-way latency of every link in ms (0: none). Default: 40 ms
+    /// us-east/eu-west, 90 ms us-east/ap-south, 80 ms eu-west/ap-south.
+    #[arg(long)]
+    latency: Option<u64>,
+    /// Client port of us-east; eu-west and ap-south follow. Peer APIs at +100,
+    /// links at +200, the link control API at +300.
+    #[arg(long, default_value_t = 7070)]
+    base_port: u16,
 }
 
 #[derive(clap::Args)]
@@ -43,13 +72,36 @@ struct ServeArgs {
     /// Everything after the damage is dropped: use only after reading the error.
     #[arg(long)]
     repair_log: bool,
+    /// Peer API address (replication from other regions).
+    #[arg(long)]
+    peer_listen: Option<std::net::SocketAddr>,
+    /// A peer region: NAME=URL of its peer API (repeat for each peer).
+    #[arg(long = "peer", value_parser = parse_peer)]
+    peers: Vec<PeerEntry>,
+    /// File holding the cluster secret (or set MERIDIAN_CLUSTER_SECRET).
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
+    /// Tests only: shift this region's wall clock by this many ms.
+    #[arg(long, allow_hyphen_values = true)]
+    clock_skew_ms: Option<i64>,
+}
+
+fn parse_peer(s: &str) -> Result<PeerEntry, String> {
+    let (name, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=URL (e.g. eu-west=http://10.0.0.2:7171)"))?;
+    Ok(PeerEntry {
+        name: name.trim().to_string(),
+        url: url.trim().to_string(),
+    })
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -71,6 +123,10 @@ fn main() -> ExitCode {
                     region: a.region,
                     listen: a.listen,
                     data_dir: a.data_dir,
+                    peer_listen: a.peer_listen,
+                    peers: (!a.peers.is_empty()).then_some(a.peers),
+                    cluster_secret_file: a.cluster_secret_file,
+                    clock_skew_ms: a.clock_skew_ms,
                 };
                 let cfg = Config::load(a.config.as_deref(), &overrides)
                     .and_then(|c| c.validate())
@@ -79,6 +135,25 @@ fn main() -> ExitCode {
                     .await
                     .map_err(|e| e.to_string())
             }
+            Command::Dev(a) => meridian_server::dev::run(meridian_server::dev::DevOptions {
+                data_dir: a.data_dir,
+                latency: a.latency,
+                base_port: a.base_port,
+            })
+            .await
+            .map_err(|e| e.to_string()),
+            Command::Health(a) => {
+                let c = meridian_client::Client::new(&a.url).map_err(|e| e.to_string())?;
+                if c.healthy().await {
+                    println!("ok");
+                    Ok(())
+                } else {
+                    Err(format!("{} does not answer /healthz", a.url))
+                }
+            }
+            Command::Link(a) => meridian_harness::link::run(a, meridian_server::shutdown::signal())
+                .await
+                .map_err(|e| e.to_string()),
         }
     });
     match result {

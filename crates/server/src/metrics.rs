@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::peer::status::Peers;
+use crate::peer::tail::Feed;
 use crate::region::status::LogInfo;
 
 /// Labels of request metrics.
@@ -40,7 +42,11 @@ pub struct Metrics {
     /// Handles of the request histograms by (op, write), made once.
     handles: std::sync::RwLock<std::collections::HashMap<(&'static str, bool), Histogram>>,
     view: Arc<OnceLock<View>>,
+    peers: Arc<OnceLock<PeerView>>,
 }
+
+/// The peer links and the feed, once replication starts.
+type PeerView = (Arc<Peers>, Option<Arc<Feed>>);
 
 struct View {
     shared: Arc<Shared>,
@@ -57,6 +63,17 @@ impl std::fmt::Debug for View {
 
 #[derive(Debug)]
 struct EngineCollector(Arc<OnceLock<View>>);
+
+struct PeerCollector {
+    peers: Arc<OnceLock<PeerView>>,
+    view: Arc<OnceLock<View>>,
+}
+
+impl std::fmt::Debug for PeerCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerCollector")
+    }
+}
 
 fn latency_family() -> Family<OpLabels, Histogram> {
     Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.0, 20)))
@@ -100,7 +117,12 @@ impl Metrics {
             commit_seconds.clone(),
         );
         let view = Arc::new(OnceLock::new());
+        let peers = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(EngineCollector(view.clone())));
+        registry.register_collector(Box::new(PeerCollector {
+            peers: peers.clone(),
+            view: view.clone(),
+        }));
         Arc::new(Self {
             registry: std::sync::Mutex::new(registry),
             write_seconds,
@@ -110,6 +132,7 @@ impl Metrics {
             commit_seconds,
             handles: std::sync::RwLock::new(std::collections::HashMap::new()),
             view,
+            peers,
         })
     }
 
@@ -154,6 +177,11 @@ impl Metrics {
             reader,
             region,
         });
+    }
+
+    /// Connects the peer links (once replication starts).
+    pub fn attach_peers(&self, peers: Arc<Peers>, feed: Option<Arc<Feed>>) {
+        let _ = self.peers.set((peers, feed));
     }
 
     /// The text exposition.
@@ -267,6 +295,124 @@ impl Collector for EngineCollector {
             "state_bytes",
             "State store size on disk",
             v.reader.disk_bytes() as i64,
+        )?;
+        Ok(())
+    }
+}
+
+fn per_peer(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    counter_type: bool,
+    values: &[(String, i64)],
+) -> Result<(), std::fmt::Error> {
+    let ty = if counter_type {
+        ConstCounter::new(0u64).metric_type()
+    } else {
+        ConstGauge::new(0i64).metric_type()
+    };
+    let mut fam = enc.encode_descriptor(name, help, None, ty)?;
+    for (peer, v) in values {
+        let labels = [("peer", peer.clone())];
+        if counter_type {
+            ConstCounter::new((*v).max(0) as u64).encode(fam.encode_family(&labels)?)?;
+        } else {
+            ConstGauge::new(*v).encode(fam.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+impl Collector for PeerCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some((peers, feed)) = self.peers.get() else {
+            return Ok(());
+        };
+        let ours = self
+            .view
+            .get()
+            .map(|v| v.shared.get().vv.clone())
+            .unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let each = |f: &dyn Fn(&crate::peer::status::PeerStatus) -> i64| -> Vec<(String, i64)> {
+            peers
+                .links
+                .iter()
+                .map(|l| (l.name.to_string(), f(l)))
+                .collect()
+        };
+        per_peer(
+            &mut enc,
+            "repl_lag_ops",
+            "Ops this region has that the peer has not acknowledged",
+            false,
+            &each(&|l| l.lag_ops(&ours) as i64),
+        )?;
+        per_peer(
+            &mut enc,
+            "repl_lag_ms",
+            "Age of the oldest op the peer has not acknowledged, ms",
+            false,
+            &each(&|l| l.lag_ms(&ours, feed.as_deref(), now) as i64),
+        )?;
+        per_peer(
+            &mut enc,
+            "repl_sent_bytes",
+            "Payload bytes sent to the peer",
+            true,
+            &each(&|l| l.bytes.load(Relaxed) as i64),
+        )?;
+        per_peer(
+            &mut enc,
+            "repl_sent_batches",
+            "Batches sent to the peer",
+            true,
+            &each(&|l| l.batches.load(Relaxed) as i64),
+        )?;
+        per_peer(
+            &mut enc,
+            "repl_sent_ops",
+            "Ops sent to the peer (resends included)",
+            true,
+            &each(&|l| l.ops.load(Relaxed) as i64),
+        )?;
+        per_peer(
+            &mut enc,
+            "repl_state_transfers",
+            "State transfers completed to the peer",
+            true,
+            &each(&|l| l.transfers.load(Relaxed) as i64),
+        )?;
+        per_peer(
+            &mut enc,
+            "repl_session_errors",
+            "Replication sessions that ended in an error",
+            true,
+            &each(&|l| l.errors.load(Relaxed) as i64),
+        )?;
+        per_peer(
+            &mut enc,
+            "repl_clock_offset_ms",
+            "Estimated clock offset of the peer (peer minus this region), ms",
+            false,
+            &each(&|l| l.clock_offset_ms().unwrap_or(0)),
+        )?;
+        counter(
+            &mut enc,
+            "peer_auth_failures",
+            "Peer requests refused: missing or bad signature",
+            peers.auth_failures.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "peer_batches_received",
+            "Op batches received from peers",
+            peers.batches_received.load(Relaxed),
         )?;
         Ok(())
     }

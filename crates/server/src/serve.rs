@@ -1,13 +1,21 @@
-//! `meridian serve`: one region, from configuration to graceful exit.
+//! Running a region: the client API, the peer API and one sender per peer,
+//! from configuration to a graceful stop. `meridian serve` runs one;
+//! `meridian dev` runs three in one process.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
 
 use crate::api::{self, AppInner};
 use crate::config::Valid;
 use crate::metrics::Metrics;
+use crate::peer::receiver::{self, PeerApi};
+use crate::peer::sender::{Sender, SenderOptions};
+use crate::peer::status::{PeerStatus, Peers};
 use crate::region::{Region, StartError};
-use crate::shutdown;
+use crate::shutdown::{self, Shutdown, Trigger};
 
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,11 +23,11 @@ pub enum ServeError {
     /// The region could not start.
     #[error(transparent)]
     Start(#[from] StartError),
-    /// The listener could not bind.
+    /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
         /// Why.
         source: std::io::Error,
     },
@@ -31,22 +39,97 @@ pub enum ServeError {
     Writer(#[from] crate::region::writer::WriterError),
 }
 
-/// Runs a region until SIGTERM or SIGINT: stops accepting, finishes
-/// in-flight requests, makes everything durable, returns.
-pub async fn run(cfg: Valid, repair_log: bool) -> Result<(), ServeError> {
+/// A region that is serving.
+pub struct Running {
+    /// Its name.
+    pub region: String,
+    /// The client API address.
+    pub addr: SocketAddr,
+    /// The peer API address, when it has one.
+    pub peer_addr: Option<SocketAddr>,
+    trigger: Trigger,
+    tasks: Vec<JoinHandle<()>>,
+    servers: Vec<JoinHandle<std::io::Result<()>>>,
+    state: Arc<AppInner>,
+    inner: Region,
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut stop: Shutdown,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.wait().await })
+            .await
+    })
+}
+
+/// Starts a region: recovery, listeners, senders. Returns once it serves.
+pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> {
     let metrics = Metrics::new(&cfg.region);
+    let replicating = cfg.secret.is_some();
     let open_cfg = cfg.clone();
     let m = metrics.clone();
-    let region = tokio::task::spawn_blocking(move || Region::open(&open_cfg, repair_log, false, m))
-        .await
-        .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
+    let region =
+        tokio::task::spawn_blocking(move || Region::open(&open_cfg, repair_log, replicating, m))
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+    let (trigger, stop) = shutdown::channel();
+    let listener = bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
+
+    let mut peers = Peers::default();
+    for (name, url) in &cfg.peers {
+        peers.links.push(PeerStatus::new(name.clone(), url.clone()));
+    }
+    let peers = Arc::new(peers);
+    metrics.attach_peers(peers.clone(), region.feed.clone());
+
+    let mut tasks = Vec::new();
+    let mut servers = Vec::new();
+    let mut peer_addr = None;
+    if let (Some(secret), Some(feed)) = (cfg.secret.clone(), region.feed.clone()) {
+        if let Some(pl) = cfg.peer_listen {
+            let l = bind(pl).await?;
+            peer_addr = Some(l.local_addr()?);
+            let api = Arc::new(PeerApi {
+                secret: secret.clone(),
+                writer: region.writer.clone(),
+                reader: region.reader.clone(),
+                peers: peers.clone(),
+                clock: region.clock,
+            });
+            servers.push(serve_on(l, receiver::router(api), stop.clone()));
+        }
+        let opts = SenderOptions {
+            limits: meridian_core::replication::BatchLimits {
+                max_ops: cfg.replication.max_batch_ops,
+                ..Default::default()
+            },
+            linger: Duration::from_millis(cfg.replication.linger_ms),
+        };
+        for link in &peers.links {
+            let s = Sender::new(
+                region.replica.clone(),
+                link.clone(),
+                secret.clone(),
+                feed.clone(),
+                region.reader.clone(),
+                region.clock,
+                opts,
+            );
+            tasks.push(tokio::spawn(s.run(stop.clone())));
+        }
+    }
+
     let state = Arc::new(AppInner {
         replica: region.replica.clone(),
         reader: region.reader.clone(),
@@ -55,21 +138,60 @@ pub async fn run(cfg: Valid, repair_log: bool) -> Result<(), ServeError> {
         metrics,
         log_info: region.log_info.clone(),
         started: Instant::now(),
+        peers,
+        feed: region.feed.clone(),
+        clock: region.clock,
     });
-    let checkpoints = region.spawn_checkpoints(Duration::from_millis(cfg.checkpoint_interval_ms));
-    tracing::info!(region = %cfg.region, replica = %region.replica, %addr, "serving");
-    // The line harnesses and scripts wait for.
-    println!("meridian: region {} listening on http://{addr}", cfg.region);
-    let app = api::router(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown::signal())
-        .await?;
+    tasks.push(region.spawn_checkpoints(Duration::from_millis(cfg.checkpoint_interval_ms)));
+    servers.push(serve_on(listener, api::router(state.clone()), stop));
+    tracing::info!(region = %cfg.region, replica = %region.replica, %addr, peer_api = ?peer_addr, "serving");
+    Ok(Running {
+        region: cfg.region.to_string(),
+        addr,
+        peer_addr,
+        trigger,
+        tasks,
+        servers,
+        state,
+        inner: region,
+    })
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests, stops the senders,
+    /// makes everything durable.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.trigger.fire();
+        for s in self.servers {
+            let _ = s.await;
+        }
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        drop(self.state);
+        let region = self.inner;
+        tokio::task::spawn_blocking(move || region.join())
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+        Ok(())
+    }
+}
+
+/// Runs one region until SIGTERM or SIGINT.
+pub async fn run(cfg: Valid, repair_log: bool) -> Result<(), ServeError> {
+    let r = start(cfg, repair_log).await?;
+    // The lines harnesses and scripts wait for.
+    if let Some(p) = r.peer_addr {
+        println!("meridian: region {} peer API on http://{p}", r.region);
+    }
+    println!(
+        "meridian: region {} listening on http://{}",
+        r.region, r.addr
+    );
+    shutdown::signal().await;
     tracing::info!("stopping: draining writes");
-    checkpoints.abort();
-    drop(state);
-    tokio::task::spawn_blocking(move || region.join())
-        .await
-        .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+    r.stop().await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -165,6 +165,9 @@ pub struct Committed {
     pub vv: VersionVector,
     /// The ops, in log order.
     pub applied: Vec<Applied>,
+    /// The group holds transferred state, which the op log does not: call
+    /// [`Engine::checkpoint`] before acknowledging it.
+    pub needs_checkpoint: bool,
 }
 
 /// What became of the ops of a received batch.
@@ -208,6 +211,9 @@ struct Group {
     vv: VersionVector,
     registry: Option<Arc<Registry>>,
     hlc: Hlc,
+    /// State arrived by transfer (not in the op log): the group must be made
+    /// durable in the state store itself before it is acknowledged.
+    installed: bool,
 }
 
 /// Identifies a sealed group.
@@ -343,7 +349,7 @@ impl<B: Backend> Engine<B> {
     /// Closes the current group (if it holds anything) so it can be logged;
     /// staging goes on in a new group layered on top of it.
     pub fn seal(&mut self) -> Option<GroupId> {
-        if self.current.ops.is_empty() {
+        if self.current.ops.is_empty() && !self.current.installed {
             return None;
         }
         let mut g = std::mem::take(&mut self.current);
@@ -530,6 +536,46 @@ impl<B: Backend> Engine<B> {
         self.stage(op, Source::Remote)
     }
 
+    /// Merges objects transferred from a peer's state snapshot into the
+    /// current group (state transfer). Merging is a join, so a page applied
+    /// twice, or over newer local state, changes nothing wrong.
+    pub fn install(&mut self, entries: Vec<(KeyspaceName, Key, Object)>) -> Result<(), WriteError> {
+        for (ks, key, obj) in entries {
+            let entry = self.load(&ks, &key, obj.policy())?;
+            entry.obj.merge(&obj);
+            if ks.is_system()
+                && let Some(def) = definition_of(&entry.obj) {
+                    self.digests.entry(def.name.clone()).or_insert(0);
+                    self.registry.insert(def);
+                }
+        }
+        self.current.installed = true;
+        Ok(())
+    }
+
+    /// Ends a state transfer: the state now reflects every op in `vv`.
+    /// Buffered ops that were waiting on them become ready.
+    pub fn adopt(
+        &mut self,
+        now_ms: u64,
+        vv: &VersionVector,
+        hlc: Hlc,
+    ) -> Result<usize, WriteError> {
+        self.vv.merge(vv);
+        self.clock.restore(hlc);
+        self.current.installed = true;
+        let mut staged = 0;
+        while let Some(next) = self.buffer.pop_ready(&self.vv) {
+            if self.clock.check(next.hlc, now_ms).is_err() {
+                self.stats.held_for_clock += 1;
+                continue;
+            }
+            self.stage_remote(now_ms, next)?;
+            staged += 1;
+        }
+        Ok(staged)
+    }
+
     /// Applies a log record during startup recovery (skipping what the
     /// state already holds). Call [`Engine::commit`] after the last one, and
     /// now and then during a long replay to bound memory.
@@ -648,12 +694,14 @@ impl<B: Backend> Engine<B> {
         let mut all = Committed {
             vv: self.shared.get().vv.clone(),
             applied: Vec::new(),
+            needs_checkpoint: false,
         };
         while let Some(id) = self.sealed.front().map(|g| GroupId(g.id)) {
             let more = self.sealed.len() > 1;
             let c = self.commit_group(id, if more { None } else { last_lsn })?;
             all.vv = c.vv;
             all.applied.extend(c.applied);
+            all.needs_checkpoint |= c.needs_checkpoint;
         }
         if self.sealed.is_empty() && all.applied.is_empty() {
             // Nothing staged: still record the log position (recovery).
@@ -736,7 +784,11 @@ impl<B: Backend> Engine<B> {
                 counters: s.counters,
             })
             .collect();
-        Ok(Committed { vv: g.vv, applied })
+        Ok(Committed {
+            vv: g.vv,
+            applied,
+            needs_checkpoint: g.installed,
+        })
     }
 
     fn write_checkpoint(

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use meridian_crdt::{Crdt, Object, VersionVector};
+use meridian_crdt::{Crdt, Hlc, Object, VersionVector};
 
 use super::keyspaces::KeyspaceDef;
 use super::ledger::{self, LedgerEntry, LedgerQuery};
 use super::{Published, Shared, store};
 use crate::op::{Key, KeyspaceName};
-use crate::state::{Backend, StoreError};
+use crate::state::{Backend, ReadSnapshot, StoreError};
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -171,8 +171,76 @@ impl<B: Backend> Reader<B> {
         Ok(ledger::query(&*self.backend, names.iter(), q)?)
     }
 
+    /// A consistent snapshot of the whole state with the version vector it
+    /// reflects, for a state transfer to a peer.
+    pub fn transfer_snapshot(&self) -> Result<StateSnapshot<B::Snap>, ReadError> {
+        let snap = self.backend.snapshot()?;
+        let ckpt = match snap.get(store::META, b"checkpoint")? {
+            Some(bytes) => meridian_crdt::codec::decode::<store::Checkpoint>(&bytes, 1 << 20)
+                .map_err(|e| StoreError::Decode {
+                    what: "checkpoint".into(),
+                    reason: e.to_string(),
+                })?,
+            None => store::Checkpoint::default(),
+        };
+        let sys = KeyspaceName::system();
+        let mut keyspaces = vec![sys.clone(), KeyspaceName::default_keyspace()];
+        let mut start = Vec::new();
+        loop {
+            let page = snap.scan(&store::table(&sys), b"", &start, 256)?;
+            if page.is_empty() {
+                break;
+            }
+            for (k, _) in &page {
+                if let Ok(name) = KeyspaceName::new(String::from_utf8_lossy(k).into_owned())
+                    && !keyspaces.contains(&name) {
+                        keyspaces.push(name);
+                    }
+                start = k.clone();
+                start.push(0);
+            }
+        }
+        Ok(StateSnapshot {
+            snap,
+            vv: ckpt.vv,
+            hlc: ckpt.hlc,
+            keyspaces,
+        })
+    }
+
     /// Bytes the state store occupies on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.backend.disk_bytes()
+    }
+}
+
+/// The whole state at one moment, for a state transfer.
+pub struct StateSnapshot<S> {
+    snap: S,
+    /// Every op this covers is reflected in the snapshot, and no other.
+    pub vv: VersionVector,
+    /// The highest HLC the state had seen.
+    pub hlc: Hlc,
+    /// The keyspaces to send (the system keyspace first).
+    pub keyspaces: Vec<KeyspaceName>,
+}
+
+impl<S: ReadSnapshot> StateSnapshot<S> {
+    /// Up to `limit` encoded objects of `ks` with keys after `after`.
+    pub fn page(
+        &self,
+        ks: &KeyspaceName,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<crate::state::Entry>, StoreError> {
+        let start = match after {
+            Some(a) => {
+                let mut s = a.to_vec();
+                s.push(0);
+                s
+            }
+            None => Vec::new(),
+        };
+        self.snap.scan(&store::table(ks), b"", &start, limit)
     }
 }

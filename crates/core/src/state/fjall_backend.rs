@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{PoisonError, RwLock};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
-use super::{Backend, Batch, Entry, StoreError};
+use super::{Backend, Batch, Entry, ReadSnapshot, StoreError};
 
 /// State on disk in a fjall database.
 ///
@@ -73,7 +73,68 @@ impl FjallBackend {
     }
 }
 
+/// A fjall MVCC snapshot across every table.
+pub struct FjallSnapshot {
+    db: Database,
+    snap: fjall::Snapshot,
+}
+
+impl FjallSnapshot {
+    fn table(&self, name: &str) -> Result<Option<Keyspace>, StoreError> {
+        if !valid_table(name) || !self.db.keyspace_exists(name) {
+            return Ok(None);
+        }
+        self.db
+            .keyspace(name, KeyspaceCreateOptions::default)
+            .map(Some)
+            .map_err(err)
+    }
+}
+
+impl ReadSnapshot for FjallSnapshot {
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(ks) = self.table(table)? else {
+            return Ok(None);
+        };
+        Ok(self.snap.get(&ks, key).map_err(err)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        table: &str,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let Some(ks) = self.table(table)? else {
+            return Ok(Vec::new());
+        };
+        let from = if start > prefix { start } else { prefix };
+        let mut out = Vec::new();
+        for guard in self.snap.range(&ks, from.to_vec()..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = guard.into_inner().map_err(err)?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
 impl Backend for FjallBackend {
+    type Snap = FjallSnapshot;
+
+    fn snapshot(&self) -> Result<FjallSnapshot, StoreError> {
+        Ok(FjallSnapshot {
+            db: self.db.clone(),
+            snap: self.db.snapshot(),
+        })
+    }
+
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(ks) = self.table(table, false)? else {
             return Ok(None);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{Backend, Batch, Entry, StoreError};
+use super::{Backend, Batch, Entry, ReadSnapshot, StoreError};
 
 type Tables = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
 
@@ -43,7 +43,51 @@ impl MemBackend {
     }
 }
 
+/// A copy of a [`MemBackend`]'s tables at one moment.
+pub struct MemSnapshot(Tables);
+
+fn scan_tables(
+    tables: &Tables,
+    table: &str,
+    prefix: &[u8],
+    start: &[u8],
+    limit: usize,
+) -> Vec<Entry> {
+    let Some(t) = tables.get(table) else {
+        return Vec::new();
+    };
+    let from = if start > prefix { start } else { prefix };
+    t.range(from.to_vec()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .take(limit)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+impl ReadSnapshot for MemSnapshot {
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.get(table).and_then(|t| t.get(key)).cloned())
+    }
+
+    fn scan(
+        &self,
+        table: &str,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        Ok(scan_tables(&self.0, table, prefix, start, limit))
+    }
+}
+
 impl Backend for MemBackend {
+    type Snap = MemSnapshot;
+
+    fn snapshot(&self) -> Result<MemSnapshot, StoreError> {
+        let g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(MemSnapshot(g.live.clone()))
+    }
+
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(g.live.get(table).and_then(|t| t.get(key)).cloned())
@@ -73,15 +117,7 @@ impl Backend for MemBackend {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(t) = g.live.get(table) else {
-            return Ok(Vec::new());
-        };
-        let from = if start > prefix { start } else { prefix };
-        Ok(t.range(from.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(scan_tables(&g.live, table, prefix, start, limit))
     }
 
     fn persist(&self) -> Result<(), StoreError> {

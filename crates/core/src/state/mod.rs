@@ -66,6 +66,22 @@ impl Batch {
     }
 }
 
+/// A consistent read-only view of a [`Backend`]: every read through it sees
+/// the store as it was when the snapshot was taken, across tables.
+pub trait ReadSnapshot: Send + 'static {
+    /// The value of `key` in `table`.
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// As [`Backend::scan`], at the snapshot.
+    fn scan(
+        &self,
+        table: &str,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
+}
+
 /// A byte-level ordered key-value store with atomic batches.
 ///
 /// # Correctness
@@ -79,6 +95,12 @@ impl Batch {
 /// - Tables are created on first write; reading a table that does not exist
 ///   finds nothing.
 pub trait Backend: Send + Sync + 'static {
+    /// A consistent read-only view of the store at one moment.
+    type Snap: ReadSnapshot;
+
+    /// Takes a snapshot: later writes are not visible through it.
+    fn snapshot(&self) -> Result<Self::Snap, StoreError>;
+
     /// The value of `key` in `table`.
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 

@@ -3,7 +3,7 @@
 //! Call [`run_all`] from the backend's tests with a constructor of fresh,
 //! empty stores and, for backends that persist to disk, a way to reopen one.
 
-use super::{Backend, Batch};
+use super::{Backend, Batch, ReadSnapshot};
 
 /// Runs every check. `fresh` makes an empty store; `reopen`, when given, is
 /// called with `true` to open the same on-disk store again (dropping the
@@ -18,6 +18,7 @@ pub fn run_all<B: Backend>(
     missing_tables_are_empty(&fresh());
     scan_orders_filters_and_limits(&fresh());
     delete_removes(&fresh());
+    snapshots_do_not_see_later_writes(&fresh());
     if let Some(reopen) = reopen {
         persisted_batches_survive_reopen(reopen);
     }
@@ -88,6 +89,21 @@ fn delete_removes(s: &impl Backend) {
     s.write(b).unwrap();
     assert_eq!(s.get("t", b"x").unwrap(), None);
     assert!(s.scan("t", b"x", b"", 10).unwrap().is_empty());
+}
+
+fn snapshots_do_not_see_later_writes(s: &impl Backend) {
+    put(s, "t", b"a", b"1");
+    put(s, "u", b"a", b"1");
+    let snap = s.snapshot().unwrap();
+    let mut b = Batch::new();
+    b.put("t", b"a".to_vec(), b"2".to_vec());
+    b.put("u", b"b".to_vec(), b"2".to_vec());
+    b.put("new", b"x".to_vec(), b"2".to_vec());
+    s.write(b).unwrap();
+    assert_eq!(snap.get("t", b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(snap.scan("u", b"", b"", 10).unwrap().len(), 1);
+    assert_eq!(snap.get("new", b"x").unwrap(), None);
+    assert_eq!(s.get("t", b"a").unwrap(), Some(b"2".to_vec()));
 }
 
 fn persisted_batches_survive_reopen<B: Backend>(reopen: &mut dyn FnMut(bool) -> Option<B>) {

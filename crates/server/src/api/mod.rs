@@ -69,6 +69,12 @@ pub struct AppInner {
     pub log_info: Arc<LogInfo>,
     /// When the region started.
     pub started: Instant,
+    /// Peer links.
+    pub peers: Arc<crate::peer::status::Peers>,
+    /// Committed ops (for lag figures), when replicating.
+    pub feed: Option<Arc<crate::peer::tail::Feed>>,
+    /// The region's wall clock.
+    pub clock: crate::region::clock::WallClock,
 }
 
 /// Handler state: cheap to clone.

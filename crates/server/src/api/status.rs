@@ -48,7 +48,8 @@ pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Respons
         "causal_buffered": p.stats.buffered,
         "held_for_clock": p.stats.held_for_clock,
         "uptime_s": app.started.elapsed().as_secs(),
-        "peers": [],
+        "peers": app.peers.links.iter().map(|l| l.to_json(&p.vv, app.feed.as_deref(), app.clock.now_ms())).collect::<Vec<_>>(),
+        "peer_auth_failures": app.peers.auth_failures.load(std::sync::atomic::Ordering::Relaxed),
     });
     Ok(respond(StatusCode::OK, &h, &body, Some(&p.vv)))
 }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Valid;
 use crate::metrics::Metrics;
+use crate::peer::tail::Feed;
 use clock::WallClock;
 use identity::DataDir;
 use status::LogInfo;
@@ -88,6 +89,29 @@ impl WriterHandle {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// Merges a page of a state transfer (and, on the last page, adopts the
+    /// snapshot's version vector); answers once it is durable.
+    pub async fn install(
+        &self,
+        entries: Vec<(
+            meridian_core::KeyspaceName,
+            meridian_core::Key,
+            meridian_crdt::Object,
+        )>,
+        adopt: Option<(VersionVector, meridian_crdt::Hlc)>,
+    ) -> Result<Result<VersionVector, WriteError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Install {
+                entries,
+                adopt,
+                reply,
+            })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
     /// Asks for a checkpoint (state fsync, log retention).
     pub async fn checkpoint(&self) -> Result<(), Stopped> {
         self.tx.send(Command::Checkpoint).await.map_err(|_| Stopped)
@@ -108,8 +132,8 @@ pub struct Region {
     pub clock: WallClock,
     /// Op log figures.
     pub log_info: Arc<LogInfo>,
-    /// Committed ops, for replication (taken once by whoever ships them).
-    pub committed: Option<mpsc::UnboundedReceiver<Vec<Arc<Op>>>>,
+    /// Committed ops and the log index, for replication (when asked for).
+    pub feed: Option<Arc<Feed>>,
     thread: Option<JoinHandle<Result<(), writer::WriterError>>>,
     _dir: DataDir,
 }
@@ -117,8 +141,8 @@ pub struct Region {
 impl Region {
     /// Claims the data directory, recovers state and log, creates the
     /// configured keyspaces and starts the writer thread.
-    /// `ship` asks for the committed-ops feed ([`Region::committed`]) that
-    /// replication consumes; leave it off when nothing will read it.
+    /// `ship` asks for the committed-ops feed ([`Region::feed`]) that
+    /// replication reads; leave it off when nothing will.
     pub fn open(
         cfg: &Valid,
         repair_log: bool,
@@ -189,12 +213,8 @@ impl Region {
         log_info.update(&log);
         let (tx, rx) = mpsc::channel(16_384);
         let (vv_tx, vv_rx) = watch::channel(engine.vv().clone());
-        let (committed_tx, committed_rx) = if ship {
-            let (t, r) = mpsc::unbounded_channel();
-            (Some(t), Some(r))
-        } else {
-            (None, None)
-        };
+        let feed =
+            ship.then(|| Arc::new(Feed::new(200_000, cfg.data_dir.join("log"), log.index())));
         let reader = engine.reader();
         let replica = dir.replica.clone();
         metrics.attach(
@@ -211,7 +231,7 @@ impl Region {
             clock,
             metrics,
             log_info: log_info.clone(),
-            committed: committed_tx,
+            feed: feed.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("meridian-writer".into())
@@ -224,7 +244,7 @@ impl Region {
             vv: vv_rx,
             clock,
             log_info,
-            committed: committed_rx,
+            feed,
             thread: Some(thread),
             _dir: dir,
         })

@@ -20,12 +20,14 @@ use meridian_core::engine::Applied;
 use meridian_core::{
     Engine, FjallBackend, KeyspaceDef, Log, LogError, Lsn, Op, Received, WriteError, WriteRequest,
 };
-use meridian_crdt::{Version, VersionVector};
+use meridian_core::{Key, KeyspaceName};
+use meridian_crdt::{Hlc, Object, Version, VersionVector};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock::WallClock;
 use super::status::LogInfo;
 use crate::metrics::Metrics;
+use crate::peer::tail::Feed;
 
 /// Most commands taken from the channel at once.
 const MAX_TAKE: usize = 4096;
@@ -75,6 +77,16 @@ pub enum Command {
         /// Where the answer goes (after they are durable).
         reply: oneshot::Sender<Result<(Received, VersionVector), WriteError>>,
     },
+    /// Part of a state transfer: objects to merge, and at the end the
+    /// version vector they reflect.
+    Install {
+        /// Objects to merge.
+        entries: Vec<(KeyspaceName, Key, Object)>,
+        /// The last page: adopt this version vector and HLC.
+        adopt: Option<(VersionVector, Hlc)>,
+        /// Where the answer goes (after the state is durable).
+        reply: oneshot::Sender<Result<VersionVector, WriteError>>,
+    },
     /// Time to make the state store durable and trim the log.
     Checkpoint,
 }
@@ -86,6 +98,7 @@ enum Pending {
         Received,
         oneshot::Sender<Result<(Received, VersionVector), WriteError>>,
     ),
+    Install(oneshot::Sender<Result<VersionVector, WriteError>>),
 }
 
 /// What the writer owns, handed over at start.
@@ -105,7 +118,7 @@ pub struct Writer {
     /// Log facts for status.
     pub log_info: Arc<LogInfo>,
     /// Committed ops go here, for replication.
-    pub committed: Option<mpsc::UnboundedSender<Vec<Arc<Op>>>>,
+    pub feed: Option<Arc<Feed>>,
 }
 
 /// Why the writer stopped.
@@ -144,7 +157,7 @@ struct Committer {
     clock: WallClock,
     metrics: Arc<Metrics>,
     log_info: Arc<LogInfo>,
-    committed: Option<mpsc::UnboundedSender<Vec<Arc<Op>>>>,
+    feed: Option<Arc<Feed>>,
 }
 
 impl Writer {
@@ -159,7 +172,7 @@ impl Writer {
             clock,
             metrics,
             log_info,
-            committed,
+            feed,
         } = self;
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -178,7 +191,7 @@ impl Writer {
             clock,
             metrics,
             log_info,
-            committed,
+            feed,
         };
         let committer = std::thread::Builder::new()
             .name("meridian-commit".into())
@@ -259,6 +272,23 @@ fn stage(g: &mut Inner, now: u64, cmd: Command) -> Result<(), WriteError> {
                 let _ = reply.send(Err(e));
             }
         },
+        Command::Install {
+            entries,
+            adopt,
+            reply,
+        } => {
+            let r = g.engine.install(entries).and_then(|()| match adopt {
+                Some((vv, hlc)) => g.engine.adopt(now, &vv, hlc).map(|_| ()),
+                None => Ok(()),
+            });
+            match r {
+                Ok(()) => g.pending.push(Pending::Install(reply)),
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
         Command::Checkpoint => g.checkpoint = true,
     }
     Ok(())
@@ -314,36 +344,44 @@ impl Committer {
                 continue;
             };
             let n = g.engine.group_len(id) as u64;
-            let inner = &mut *g;
-            let first = inner.log.append(inner.engine.group_ops(id))?;
-            let last = Lsn(first.0 + n - 1);
-            let handle = g.log.sync_handle()?;
-            drop(g);
+            let (last, first) = if n > 0 {
+                let inner = &mut *g;
+                let first = inner.log.append(inner.engine.group_ops(id))?;
+                let last = Lsn(first.0 + n - 1);
+                let handle = g.log.sync_handle()?;
+                drop(g);
+                let t = Instant::now();
+                handle.sync_data().map_err(|source| {
+                    WriteError::Log(LogError::Io {
+                        path: "op log fdatasync".into(),
+                        source,
+                    })
+                })?;
+                self.metrics
+                    .fsync_seconds
+                    .observe(t.elapsed().as_secs_f64());
+                self.metrics.group_ops.observe(n as f64);
+                g = self.shared.lock();
+                (Some(last), first)
+            } else {
+                (None, Lsn(0))
+            };
 
             let t = Instant::now();
-            handle.sync_data().map_err(|source| {
-                WriteError::Log(LogError::Io {
-                    path: "op log fdatasync".into(),
-                    source,
-                })
-            })?;
-            self.metrics
-                .fsync_seconds
-                .observe(t.elapsed().as_secs_f64());
-            self.metrics.group_ops.observe(n as f64);
-
-            let t = Instant::now();
-            let mut g = self.shared.lock();
-            let committed = g.engine.commit_group(id, Some(last))?;
+            let committed = g.engine.commit_group(id, last)?;
+            if committed.needs_checkpoint {
+                // Transferred state is not in the op log: make it durable
+                // in the state store before anyone hears of it.
+                self.checkpoint(&mut g)?;
+            }
             self.log_info.update(&g.log);
+            let index = self.feed.as_ref().map(|_| g.log.index());
             drop(g);
             self.vv_tx.send_replace(committed.vv.clone());
-            answer(pending, &committed.applied, &committed.vv);
-            if let Some(tx) = &self.committed
-                && !committed.applied.is_empty()
-            {
-                let _ = tx.send(committed.applied.into_iter().map(|a| a.op).collect());
+            if let (Some(feed), Some(index)) = (&self.feed, index) {
+                feed.push(first, committed.applied.iter().map(|a| a.op.clone()), index);
             }
+            answer(pending, &committed.applied, &committed.vv);
             self.metrics
                 .commit_seconds
                 .observe(t.elapsed().as_secs_f64());
@@ -384,6 +422,9 @@ fn answer(pending: Vec<Pending>, applied: &[Applied], vv: &VersionVector) {
             }
             Pending::Receive(r, reply) => {
                 let _ = reply.send(Ok((r, vv.clone())));
+            }
+            Pending::Install(reply) => {
+                let _ = reply.send(Ok(vv.clone()));
             }
         }
     }

@@ -1,0 +1,9 @@
+//! Replication between regions, free of I/O: the wire format of op batches
+//! and acks ([`wire`]) and the per-peer shipping state machine ([`peer`]).
+//! The server's peer tasks and the simulator both drive these.
+
+pub mod peer;
+pub mod wire;
+
+pub use peer::{BatchLimits, PeerSync, needs_state_transfer, start_lsn};
+pub use wire::{Ack, Batch};

@@ -1,0 +1,171 @@
+//! `meridian dev`: a three-region cluster on this machine, in one process,
+//! with peer traffic through the link emulator at realistic latencies.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use meridian_crdt::RegionId;
+use meridian_harness::link::{LinkEmulator, LinkSpec};
+
+use crate::config::{Config, ReplicationConfig, Valid};
+use crate::peer::auth::Secret;
+use crate::serve::{self, Running, ServeError};
+use crate::shutdown;
+
+/// The regions of the dev cluster.
+pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
+
+/// One-way latency between two dev regions, ms: roughly what light in fibre
+/// and real routes give (US east to Europe, to India; Europe to India).
+pub fn default_latency(a: &str, b: &str) -> u64 {
+    match (a.min(b), a.max(b)) {
+        ("eu-west", "us-east") => 40,
+        ("ap-south", "us-east") => 90,
+        ("ap-south", "eu-west") => 80,
+        _ => 50,
+    }
+}
+
+/// Options of `meridian dev`.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// Keep data here (else a temporary directory, removed on exit).
+    pub data_dir: Option<PathBuf>,
+    /// One latency for every link, ms (0: none); `None`: the realistic defaults.
+    pub latency: Option<u64>,
+    /// Client API of the first region; the others follow (peer APIs at +100,
+    /// links at +200, link control at +300).
+    pub base_port: u16,
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Runs the dev cluster until Ctrl-C.
+pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
+    let (root, temporary) = match &opts.data_dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("meridian-dev-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&root)?;
+    let secret_path = root.join("cluster-secret");
+    if !secret_path.exists() {
+        std::fs::write(&secret_path, uuid::Uuid::new_v4().simple().to_string())?;
+    }
+    let secret = Secret::new(&std::fs::read(&secret_path)?)
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+
+    // Links first: region i reaches region j through link (i, j).
+    let emu = LinkEmulator::new(meridian_harness::link::seed_from_time());
+    let mut link_port = opts.base_port + 200;
+    let mut link_addr = std::collections::BTreeMap::new();
+    for (i, from) in REGIONS.iter().enumerate() {
+        for (j, to) in REGIONS.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let ms = opts.latency.unwrap_or_else(|| default_latency(from, to));
+            let listen = emu
+                .add_link_on(
+                    from,
+                    to,
+                    addr(link_port),
+                    addr(opts.base_port + 100 + j as u16),
+                    LinkSpec::latency(ms),
+                )
+                .await
+                .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+            link_addr.insert((i, j), listen);
+            link_port += 1;
+        }
+    }
+    let control = emu
+        .serve_control(addr(opts.base_port + 300))
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+
+    let mut running: Vec<Running> = Vec::new();
+    for (i, name) in REGIONS.iter().enumerate() {
+        let peers = REGIONS
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(j, p)| {
+                (
+                    RegionId::new(*p).unwrap_or_else(|e| unreachable!("{e}")),
+                    format!("http://{}", link_addr[&(i, j)]),
+                )
+            })
+            .collect();
+        let base = Config {
+            region: name.to_string(),
+            data_dir: root.join(name),
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+        let cfg = Valid {
+            listen: addr(opts.base_port + i as u16),
+            peer_listen: Some(addr(opts.base_port + 100 + i as u16)),
+            peers,
+            secret: Some(secret.clone()),
+            replication: ReplicationConfig::default(),
+            ..base
+        };
+        running.push(serve::start(cfg, false).await?);
+    }
+
+    println!("meridian dev: three regions on this machine");
+    for r in &running {
+        let (a, b) = REGIONS
+            .iter()
+            .filter(|o| **o != r.region)
+            .map(|o| {
+                (
+                    o,
+                    opts.latency
+                        .unwrap_or_else(|| default_latency(&r.region, o)),
+                )
+            })
+            .fold((String::new(), String::new()), |(mut s, _), (o, ms)| {
+                if !s.is_empty() {
+                    s.push_str(", ");
+                }
+                s.push_str(&format!("{o} {ms} ms"));
+                (s, String::new())
+            });
+        let _ = b;
+        println!("  {:<9} http://{}   (links: {a})", r.region, r.addr);
+    }
+    println!(
+        "  link control http://{control}   (e.g. curl -X POST http://{control}/partition -d '{{\"a\":\"us-east\",\"b\":\"eu-west\"}}')"
+    );
+    println!(
+        "  data in {}{}",
+        root.display(),
+        if temporary { " (removed on exit)" } else { "" }
+    );
+    println!();
+    println!("try:");
+    let (a, b) = (running[0].addr, running[1].addr);
+    println!("  curl -X PUT http://{a}/v1/kv/default/hello -d '{{\"msg\": \"hi from us-east\"}}'");
+    println!("  curl http://{b}/v1/kv/default/hello          # eu-west, ~40 ms later");
+    println!("  curl http://{a}/v1/status");
+    println!();
+    println!("Ctrl-C stops the cluster.");
+
+    shutdown::signal().await;
+    println!("stopping...");
+    for r in running {
+        r.stop().await?;
+    }
+    emu.shutdown().await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    Ok(())
+}

@@ -1,0 +1,448 @@
+//! One sender per peer: ships the ops the peer lacks, from any origin, in
+//! log order, batched by size and by a short linger, several batches in
+//! flight; falls back to reading the log from disk when the peer is behind
+//! the in-memory tail, and to a state transfer when it is behind the log's
+//! retention. Reconnects with jittered exponential backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use meridian_core::log::LogCursor;
+use meridian_core::replication::wire::{self, Ack, Hello, StatePage};
+use meridian_core::replication::{BatchLimits, PeerSync, needs_state_transfer};
+use meridian_core::{FjallBackend, Op, Reader};
+use meridian_crdt::ReplicaId;
+use tokio::task::JoinSet;
+
+use super::auth::Secret;
+use super::status::{LinkState, PeerStatus};
+use super::tail::Feed;
+use crate::region::clock::WallClock;
+use crate::shutdown::Shutdown;
+
+/// Batches in flight per peer.
+const MAX_IN_FLIGHT: usize = 4;
+/// Longest wait for one peer request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a session with a peer ended.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Could not connect or talk.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The peer answered with an error status.
+    #[error("peer answered {status}: {body}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Its body.
+        body: String,
+    },
+    /// The peer's answer did not verify or decode.
+    #[error("bad answer: {0}")]
+    BadAnswer(String),
+    /// Reading our own log or state failed.
+    #[error("local: {0}")]
+    Local(String),
+}
+
+/// Tuning of a sender.
+#[derive(Clone, Copy, Debug)]
+pub struct SenderOptions {
+    /// Batch bounds.
+    pub limits: BatchLimits,
+    /// How long to wait for more ops before sending a small batch.
+    pub linger: Duration,
+}
+
+impl Default for SenderOptions {
+    fn default() -> Self {
+        Self {
+            limits: BatchLimits::default(),
+            linger: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Ships this region's ops to one peer.
+pub struct Sender {
+    me: ReplicaId,
+    peer: Arc<PeerStatus>,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+    secret: Secret,
+    feed: Arc<Feed>,
+    reader: Reader<FjallBackend>,
+    clock: WallClock,
+    opts: SenderOptions,
+}
+
+/// A peer-API client over HTTP/2 (prior knowledge): one connection per peer,
+/// many requests in flight on it.
+pub fn peer_client() -> HyperClient<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    HyperClient::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .http2_only(true)
+        .http2_initial_stream_window_size(Some(8 << 20))
+        .http2_initial_connection_window_size(Some(32 << 20))
+        .http2_keep_alive_interval(Some(Duration::from_secs(10)))
+        .http2_keep_alive_timeout(Duration::from_secs(20))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// Sends a signed request and verifies the signed answer.
+pub async fn call(
+    http: &HyperClient<HttpConnector, Full<Bytes>>,
+    secret: &Secret,
+    me: &str,
+    url: &str,
+    path: &str,
+    label: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, PeerError> {
+    let signed = secret.sign(label, me, body);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{url}{path}"))
+        .header("meridian-peer", me)
+        .header("content-type", "application/vnd.meridian.peer")
+        .body(Full::new(Bytes::from(signed)))
+        .map_err(|e| PeerError::Transport(e.to_string()))?;
+    let fut = async {
+        let resp = http
+            .request(req)
+            .await
+            .map_err(|e| PeerError::Transport(format!("{e:?}")))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| PeerError::Transport(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(PeerError::Status {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+            });
+        }
+        Ok(body)
+    };
+    let body = tokio::time::timeout(REQUEST_TIMEOUT, fut)
+        .await
+        .map_err(|_| PeerError::Transport(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
+    // Answers are signed for the caller: an ack cannot be replayed to another region.
+    secret
+        .open("ack", me, &body)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| PeerError::BadAnswer("answer signature does not verify".into()))
+}
+
+fn jitter(base: Duration, salt: u64) -> Duration {
+    // No RNG crate: mix the clock's nanoseconds with a per-peer salt.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let x = (nanos ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % 1000;
+    base / 2 + base * x as u32 / 2000
+}
+
+impl Sender {
+    /// A sender to `peer`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        me: ReplicaId,
+        peer: Arc<PeerStatus>,
+        secret: Secret,
+        feed: Arc<Feed>,
+        reader: Reader<FjallBackend>,
+        clock: WallClock,
+        opts: SenderOptions,
+    ) -> Self {
+        Self {
+            me,
+            peer,
+            http: peer_client(),
+            secret,
+            feed,
+            reader,
+            clock,
+            opts,
+        }
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        let salt = self
+            .peer
+            .name
+            .as_str()
+            .bytes()
+            .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                r = self.session() => {
+                    if let Err(e) = r {
+                        tracing::warn!(peer = %self.peer.name, error = %e, "replication session ended");
+                        self.peer.error(&e.to_string());
+                    }
+                }
+            }
+            if started.elapsed() > Duration::from_secs(5) {
+                backoff = Duration::from_millis(100);
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(jitter(backoff, salt)) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            self.peer.set_state(LinkState::Connecting);
+        }
+    }
+
+    async fn call(&self, path: &str, label: &str, body: &[u8]) -> Result<Ack, PeerError> {
+        let sent = self.clock.now_ms();
+        let t = Instant::now();
+        let bytes = call(
+            &self.http,
+            &self.secret,
+            self.me.region.as_str(),
+            &self.peer.url,
+            path,
+            label,
+            body,
+        )
+        .await?;
+        let ack = wire::decode_ack(&bytes).map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        let rtt = t.elapsed().as_millis() as u64;
+        let offset = ack.now_ms as i64 - (sent + rtt / 2) as i64;
+        self.peer
+            .acked(&ack.vv, Some(offset), ack.held, ack.buffered);
+        Ok(ack)
+    }
+
+    async fn session(&mut self) -> Result<(), PeerError> {
+        let hello = wire::encode_hello(&Hello {
+            from: self.me.clone(),
+            now_ms: self.clock.now_ms(),
+        })
+        .map_err(|e| PeerError::Local(e.to_string()))?;
+        let ack = self.call("/peer/v1/hello", "hello", &hello).await?;
+        self.peer.set_state(LinkState::Connected);
+        tracing::info!(peer = %self.peer.name, ops = ack.vv.total(), "replication session started");
+        let mut sync = PeerSync::new();
+        sync.connected(&ack.vv, self.feed.index().start_for(&ack.vv));
+        let mut disk: Option<LogCursor> = None;
+        let mut in_flight: JoinSet<Result<Ack, PeerError>> = JoinSet::new();
+        let mut ends = self.feed.subscribe();
+        loop {
+            let ours = self.reader.published().vv.clone();
+            let index = self.feed.index();
+            if in_flight.is_empty() && needs_state_transfer(&ours, &index.floors(), sync.shipped())
+            {
+                self.transfer(&mut sync).await?;
+                disk = None;
+                continue;
+            }
+            if in_flight.len() < MAX_IN_FLIGHT {
+                let pending = self.feed.end().0.saturating_sub(sync.cursor().0);
+                if pending > 0
+                    && (pending as usize) < self.opts.limits.max_ops
+                    && in_flight.is_empty()
+                {
+                    // A small batch: give it a moment to fill up.
+                    tokio::time::sleep(self.opts.linger).await;
+                }
+                let batch = self.fill(&mut sync, &mut disk)?;
+                if !batch.is_empty() {
+                    let body = wire::encode(&self.me, self.clock.now_ms(), &batch)
+                        .map_err(|e| PeerError::Local(e.to_string()))?;
+                    self.peer
+                        .bytes
+                        .fetch_add(body.len() as u64, Ordering::Relaxed);
+                    self.peer.batches.fetch_add(1, Ordering::Relaxed);
+                    self.peer
+                        .ops
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    let http = self.http.clone();
+                    let secret = self.secret.clone();
+                    let me = self.me.region.to_string();
+                    let url = self.peer.url.clone();
+                    let peer = self.peer.clone();
+                    let clock = self.clock;
+                    in_flight.spawn(async move {
+                        let sent = clock.now_ms();
+                        let t = Instant::now();
+                        let bytes =
+                            call(&http, &secret, &me, &url, "/peer/v1/ops", "ops", &body).await?;
+                        let ack = wire::decode_ack(&bytes)
+                            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+                        let offset =
+                            ack.now_ms as i64 - (sent + t.elapsed().as_millis() as u64 / 2) as i64;
+                        peer.acked(&ack.vv, Some(offset), ack.held, ack.buffered);
+                        Ok(ack)
+                    });
+                    continue;
+                }
+            }
+            tokio::select! {
+                done = in_flight.join_next(), if !in_flight.is_empty() => {
+                    match done {
+                        Some(Ok(Ok(ack))) => sync.on_ack(&ack.vv),
+                        Some(Ok(Err(e))) => return Err(e),
+                        Some(Err(e)) => return Err(PeerError::Local(e.to_string())),
+                        None => {}
+                    }
+                }
+                _ = ends.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    // Ops held back by the peer (clock skew) or dropped from
+                    // its full causal buffer: resend what it has not acked.
+                    if in_flight.is_empty() && sync.shipped() != sync.acked() {
+                        sync.on_failure(self.feed.index().start_for(sync.acked()));
+                        disk = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next batch: from the in-memory tail, or from disk when the peer
+    /// is behind it.
+    fn fill(
+        &self,
+        sync: &mut PeerSync,
+        disk: &mut Option<LogCursor>,
+    ) -> Result<Vec<Arc<Op>>, PeerError> {
+        let limits = self.opts.limits;
+        let size = |op: &Op| {
+            op.mutations
+                .iter()
+                .map(|m| m.key.as_str().len() + 64 + approx_op_size(&m.op))
+                .sum::<usize>()
+        };
+        let end = self.feed.end();
+        loop {
+            if sync.cursor() >= end {
+                return Ok(Vec::new());
+            }
+            if let Some(ops) = self.feed.read(sync.cursor(), limits.max_ops * 4) {
+                *disk = None;
+                return Ok(sync.fill(ops, limits, size));
+            }
+            // Behind the tail: read the log from disk.
+            let cursor = match disk {
+                Some(c) if c.position() == sync.cursor() => c,
+                _ => disk.insert(LogCursor::new(&self.feed.log_dir, sync.cursor())),
+            };
+            let ops = cursor
+                .read(end, limits.max_ops * 4)
+                .map_err(|e| PeerError::Local(e.to_string()))?;
+            if ops.is_empty() {
+                // Nothing readable at the cursor (retention removed it, or a
+                // record is being written): start over from the index.
+                *disk = None;
+                return Ok(Vec::new());
+            }
+            let before = sync.cursor();
+            let batch = sync.fill(
+                ops.into_iter().map(|(l, op)| (l, Arc::new(op))),
+                limits,
+                size,
+            );
+            if !batch.is_empty() || sync.cursor() == before {
+                return Ok(batch);
+            }
+            // Everything read was already covered: read on.
+        }
+    }
+
+    /// Sends a whole state snapshot, page by page, then resumes from the log.
+    async fn transfer(&mut self, sync: &mut PeerSync) -> Result<(), PeerError> {
+        self.peer.set_state(LinkState::Transferring);
+        let reader = self.reader.clone();
+        let snap = tokio::task::spawn_blocking(move || reader.transfer_snapshot())
+            .await
+            .map_err(|e| PeerError::Local(e.to_string()))?
+            .map_err(|e| PeerError::Local(e.to_string()))?;
+        let snap = Arc::new(snap);
+        let id = self.clock.now_ms();
+        tracing::info!(peer = %self.peer.name, ops = snap.vv.total(), "state transfer: starting");
+        let mut pages = 0u64;
+        for ks in snap.keyspaces.clone() {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let s = snap.clone();
+                let ks2 = ks.clone();
+                let a = after.clone();
+                let page = tokio::task::spawn_blocking(move || s.page(&ks2, a.as_deref(), 1000))
+                    .await
+                    .map_err(|e| PeerError::Local(e.to_string()))?
+                    .map_err(|e| PeerError::Local(e.to_string()))?;
+                if page.is_empty() {
+                    break;
+                }
+                after = page.last().map(|(k, _)| k.clone());
+                let entries = page
+                    .into_iter()
+                    .filter_map(|(k, v)| {
+                        let key = meridian_core::Key::new(String::from_utf8_lossy(&k).into_owned())
+                            .ok()?;
+                        Some((ks.clone(), key, serde_bytes::ByteBuf::from(v)))
+                    })
+                    .collect();
+                let body = wire::encode_state(&StatePage {
+                    transfer: id,
+                    vv: snap.vv.clone(),
+                    hlc: snap.hlc,
+                    entries,
+                    done: false,
+                })
+                .map_err(|e| PeerError::Local(e.to_string()))?;
+                self.peer
+                    .bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                self.call("/peer/v1/state", "state", &body).await?;
+                pages += 1;
+            }
+        }
+        let body = wire::encode_state(&StatePage {
+            transfer: id,
+            vv: snap.vv.clone(),
+            hlc: snap.hlc,
+            entries: Vec::new(),
+            done: true,
+        })
+        .map_err(|e| PeerError::Local(e.to_string()))?;
+        let ack = self.call("/peer/v1/state", "state", &body).await?;
+        self.peer.transfers.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(peer = %self.peer.name, pages, "state transfer: done");
+        sync.connected(&ack.vv, self.feed.index().start_for(&ack.vv));
+        self.peer.set_state(LinkState::Connected);
+        Ok(())
+    }
+}
+
+fn approx_op_size(op: &meridian_crdt::ObjectOp) -> usize {
+    use meridian_crdt::{LwwOp, MvOp, ObjectOp};
+    match op {
+        ObjectOp::Lww(LwwOp::Set(v)) | ObjectOp::Mv(MvOp::Put { value: v, .. }) => v.len(),
+        _ => 64,
+    }
+}

@@ -1,0 +1,376 @@
+//! A cluster of real `meridian serve` processes, every peer connection
+//! through the link emulator, and the faults tests inflict on it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use meridian_harness::cluster::Cluster;
+//! let mut c = Cluster::builder().regions(["us-east", "eu-west", "ap-south"]).latency_ms(40).start().await?;
+//! c.client("us-east").put("default", "k", &serde_json::json!(1)).await?;
+//! c.partition("us-east", "eu-west")?;
+//! c.heal();
+//! c.wait_converged(std::time::Duration::from_secs(30)).await?;
+//! c.stop().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use meridian_client::Client;
+use serde_json::Value;
+
+use crate::link::{LinkEmulator, LinkError, LinkSpec};
+use crate::node::{Node, NodeError, NodeSpec, meridian_bin};
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A process.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The link emulator.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// A region name not in the cluster.
+    #[error("no region {0} in this cluster")]
+    NoSuchRegion(String),
+    /// Setting up directories, ports.
+    #[error("setup: {0}")]
+    Setup(String),
+    /// The regions did not converge in time.
+    #[error("not converged after {secs} s: {detail}")]
+    NotConverged {
+        /// How long we waited.
+        secs: u64,
+        /// What differed.
+        detail: String,
+    },
+}
+
+/// Builds a [`Cluster`].
+pub struct ClusterBuilder {
+    regions: Vec<String>,
+    latency: BTreeMap<(String, String), u64>,
+    default_latency: u64,
+    dir: Option<PathBuf>,
+    args: Vec<String>,
+    skew: BTreeMap<String, i64>,
+    seed: u64,
+}
+
+/// A running cluster.
+pub struct Cluster {
+    /// The regions, in the order given.
+    pub regions: Vec<String>,
+    nodes: BTreeMap<String, Node>,
+    peer_addr: BTreeMap<String, SocketAddr>,
+    emu: LinkEmulator,
+    dir: PathBuf,
+    remove_dir: bool,
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| ClusterError::Setup(e.to_string()))
+}
+
+impl Cluster {
+    /// A builder: three regions (`us-east`, `eu-west`, `ap-south`), no latency.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
+            latency: BTreeMap::new(),
+            default_latency: 0,
+            dir: None,
+            args: Vec::new(),
+            skew: BTreeMap::new(),
+            seed: 1,
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// The regions.
+    pub fn regions<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.regions = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// One-way latency of every link, ms.
+    pub fn latency_ms(mut self, ms: u64) -> Self {
+        self.default_latency = ms;
+        self
+    }
+
+    /// One-way latency between `a` and `b` (both directions), ms.
+    pub fn pair_latency_ms(mut self, a: &str, b: &str, ms: u64) -> Self {
+        self.latency.insert((a.to_string(), b.to_string()), ms);
+        self.latency.insert((b.to_string(), a.to_string()), ms);
+        self
+    }
+
+    /// Where the regions' data and logs go (default: a fresh temporary
+    /// directory, removed by [`Cluster::stop`]).
+    pub fn dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Extra `meridian serve` arguments for every region.
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Starts `region` with its wall clock shifted by `ms`.
+    pub fn clock_skew_ms(mut self, region: &str, ms: i64) -> Self {
+        self.skew.insert(region.to_string(), ms);
+        self
+    }
+
+    /// Seed of the link emulator's random draws.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Starts the link emulator and every region, and waits until each serves.
+    pub async fn start(self) -> Result<Cluster, ClusterError> {
+        let (dir, remove_dir) = match self.dir {
+            Some(d) => (d, false),
+            None => {
+                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let d = std::env::temp_dir().join(format!(
+                    "meridian-cluster-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ));
+                let _ = std::fs::remove_dir_all(&d);
+                (d, true)
+            }
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| ClusterError::Setup(e.to_string()))?;
+        let secret = dir.join("cluster-secret");
+        std::fs::write(&secret, "harness-cluster-secret-0123456789")
+            .map_err(|e| ClusterError::Setup(e.to_string()))?;
+        let mut peer_addr = BTreeMap::new();
+        for r in &self.regions {
+            peer_addr.insert(r.clone(), SocketAddr::from(([127, 0, 0, 1], free_port()?)));
+        }
+        let emu = LinkEmulator::new(self.seed);
+        let mut via = BTreeMap::new();
+        for from in &self.regions {
+            for to in &self.regions {
+                if from == to {
+                    continue;
+                }
+                let ms = self
+                    .latency
+                    .get(&(from.clone(), to.clone()))
+                    .copied()
+                    .unwrap_or(self.default_latency);
+                let listen = emu
+                    .add_link(from, to, peer_addr[to], LinkSpec::latency(ms))
+                    .await?;
+                via.insert((from.clone(), to.clone()), listen);
+            }
+        }
+        let mut nodes = BTreeMap::new();
+        for r in &self.regions {
+            let mut spec = NodeSpec::new(r, &dir.join(r));
+            spec.args = vec![
+                "--peer-listen".into(),
+                peer_addr[r].to_string(),
+                "--cluster-secret-file".into(),
+                secret.display().to_string(),
+            ];
+            for other in self.regions.iter().filter(|o| *o != r) {
+                spec.args.push("--peer".into());
+                spec.args.push(format!(
+                    "{other}=http://{}",
+                    via[&(r.clone(), other.clone())]
+                ));
+            }
+            if let Some(ms) = self.skew.get(r) {
+                spec.args.push(format!("--clock-skew-ms={ms}"));
+            }
+            spec.args.extend(self.args.iter().cloned());
+            let node = Node::start(&meridian_bin(), spec).await?;
+            nodes.insert(r.clone(), node);
+        }
+        Ok(Cluster {
+            regions: self.regions,
+            nodes,
+            peer_addr,
+            emu,
+            dir,
+            remove_dir,
+        })
+    }
+}
+
+impl Cluster {
+    fn node(&self, region: &str) -> Result<&Node, ClusterError> {
+        self.nodes
+            .get(region)
+            .ok_or_else(|| ClusterError::NoSuchRegion(region.to_string()))
+    }
+
+    fn node_mut(&mut self, region: &str) -> Result<&mut Node, ClusterError> {
+        self.nodes
+            .get_mut(region)
+            .ok_or_else(|| ClusterError::NoSuchRegion(region.to_string()))
+    }
+
+    /// A client of `region`'s API.
+    ///
+    /// # Panics
+    /// When `region` is not in the cluster (a test bug).
+    pub fn client(&self, region: &str) -> Client {
+        self.node(region)
+            .map(Node::client)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `region`'s client URL.
+    pub fn url(&self, region: &str) -> Result<String, ClusterError> {
+        Ok(self.node(region)?.url())
+    }
+
+    /// `region`'s peer API, directly (not through a link).
+    pub fn peer_url(&self, region: &str) -> Result<String, ClusterError> {
+        self.peer_addr
+            .get(region)
+            .map(|a| format!("http://{a}"))
+            .ok_or_else(|| ClusterError::NoSuchRegion(region.to_string()))
+    }
+
+    /// The link emulator (for finer control).
+    pub fn links(&self) -> &LinkEmulator {
+        &self.emu
+    }
+
+    /// The directory holding data, logs and the cluster secret.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn partition(&self, a: &str, b: &str) -> Result<(), ClusterError> {
+        self.emu.partition(a, b)?;
+        Ok(())
+    }
+
+    /// Cuts `region` off from every other region.
+    pub fn partition_off(&self, region: &str) -> Result<(), ClusterError> {
+        self.emu.isolate(region)?;
+        Ok(())
+    }
+
+    /// Heals every partition.
+    pub fn heal(&self) {
+        self.emu.heal_all();
+    }
+
+    /// Sets the one-way latency between `a` and `b`, ms.
+    pub fn latency(&self, a: &str, b: &str, ms: u64) -> Result<(), ClusterError> {
+        self.emu.set_latency_pair(a, b, ms)?;
+        Ok(())
+    }
+
+    /// SIGKILL.
+    pub async fn kill(&mut self, region: &str) -> Result<(), ClusterError> {
+        self.node_mut(region)?.kill9().await;
+        Ok(())
+    }
+
+    /// Starts a killed (or running: it is killed first) region again.
+    pub async fn restart(&mut self, region: &str) -> Result<(), ClusterError> {
+        self.node_mut(region)?.restart().await?;
+        Ok(())
+    }
+
+    /// Restarts `region` with its wall clock shifted by `ms` (0: correct).
+    pub async fn set_clock_skew(&mut self, region: &str, ms: i64) -> Result<(), ClusterError> {
+        let node = self.node_mut(region)?;
+        node.spec.args.retain(|a| !a.starts_with("--clock-skew-ms"));
+        node.spec.args.push(format!("--clock-skew-ms={ms}"));
+        node.restart().await?;
+        Ok(())
+    }
+
+    /// SIGSTOP.
+    pub fn pause(&self, region: &str) -> Result<(), ClusterError> {
+        self.node(region)?.pause()?;
+        Ok(())
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self, region: &str) -> Result<(), ClusterError> {
+        self.node(region)?.resume()?;
+        Ok(())
+    }
+
+    /// Every region's `/v1/status`.
+    pub async fn statuses(&self) -> BTreeMap<String, Result<Value, String>> {
+        let mut out = BTreeMap::new();
+        for r in &self.regions {
+            let s = self.client(r).status().await.map_err(|e| e.to_string());
+            out.insert(r.clone(), s);
+        }
+        out
+    }
+
+    /// Waits until every region reports the same version vector and the same
+    /// digest for every keyspace; returns how long it took.
+    pub async fn wait_converged(&self, within: Duration) -> Result<Duration, ClusterError> {
+        let start = Instant::now();
+        let mut detail = String::new();
+        while start.elapsed() < within {
+            let st = self.statuses().await;
+            let views: Vec<(String, Value, Value)> = st
+                .iter()
+                .filter_map(|(r, s)| {
+                    let s = s.as_ref().ok()?;
+                    Some((r.clone(), s["vv"].clone(), s["keyspaces"].clone()))
+                })
+                .collect();
+            if views.len() == self.regions.len()
+                && views
+                    .windows(2)
+                    .all(|w| w[0].1 == w[1].1 && w[0].2 == w[1].2)
+            {
+                return Ok(start.elapsed());
+            }
+            detail = st
+                .iter()
+                .map(|(r, s)| match s {
+                    Ok(v) => format!("{r}: {} ops", v["ops"]),
+                    Err(e) => format!("{r}: {e}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(ClusterError::NotConverged {
+            secs: within.as_secs(),
+            detail,
+        })
+    }
+
+    /// Stops every region (SIGTERM, then SIGKILL if it lingers) and the
+    /// links; removes the directory if the cluster made it.
+    pub async fn stop(mut self) {
+        for node in self.nodes.values_mut() {
+            let _ = node.terminate(Duration::from_secs(10)).await;
+        }
+        self.emu.shutdown().await;
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

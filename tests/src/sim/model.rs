@@ -1,0 +1,104 @@
+//! What clients were told, and what every region must therefore hold.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use meridian_core::Op;
+use meridian_crdt::{Dot, ObjectOp, OrSetOp};
+
+use super::region::SimRegion;
+
+/// The acknowledged (and possibly-applied) writes of a run.
+#[derive(Default)]
+pub struct Model {
+    /// Unique puts acknowledged: key -> value.
+    pub puts: BTreeMap<String, i64>,
+    /// Puts whose outcome is unknown.
+    pub maybe_puts: BTreeMap<String, i64>,
+    /// Counter key -> (acknowledged sum, unknown-outcome sum).
+    pub counters: BTreeMap<String, (i64, i64)>,
+    /// Every durable op, by dot (the reference for set semantics).
+    pub ops: BTreeMap<Dot, Arc<Op>>,
+    /// Writes acknowledged.
+    pub acked: u64,
+    /// Writes of unknown outcome.
+    pub indeterminate: u64,
+}
+
+impl Model {
+    /// The members a set key must have: those with an add that no remove (or
+    /// clear) of them had observed.
+    fn expected_set(&self, key: &str) -> BTreeSet<String> {
+        let mut adds: Vec<(&Dot, String)> = Vec::new();
+        let mut removes: Vec<(&Op, Option<Vec<String>>)> = Vec::new();
+        for (dot, op) in &self.ops {
+            for m in &op.mutations {
+                if m.keyspace.as_str() != "s" || m.key.as_str() != key {
+                    continue;
+                }
+                match &m.op {
+                    ObjectOp::Set(OrSetOp::Update { add, remove }) => {
+                        for v in add {
+                            adds.push((dot, v.as_str().to_string()));
+                        }
+                        if !remove.is_empty() {
+                            removes.push((
+                                op,
+                                Some(remove.iter().map(|v| v.as_str().to_string()).collect()),
+                            ));
+                        }
+                    }
+                    ObjectOp::Set(OrSetOp::Clear) => removes.push((op, None)),
+                    _ => {}
+                }
+            }
+        }
+        adds.into_iter()
+            .filter(|(dot, v)| {
+                !removes.iter().any(|(r, which)| {
+                    r.deps.covers(dot) && which.as_ref().is_none_or(|w| w.contains(v))
+                })
+            })
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// Checks one region's final state against what clients were told.
+    pub fn check(&self, r: &SimRegion) -> Result<(), String> {
+        let puts = r.lww_values()?;
+        for (k, v) in &self.puts {
+            if puts.get(k) != Some(v) {
+                return Err(format!(
+                    "{}: acknowledged put {k}={v} reads {:?}",
+                    r.name,
+                    puts.get(k)
+                ));
+            }
+        }
+        for (k, v) in &puts {
+            if self.puts.get(k).or_else(|| self.maybe_puts.get(k)) != Some(v) {
+                return Err(format!("{}: key {k}={v} was never written", r.name));
+            }
+        }
+        for (k, (acked, maybe)) in &self.counters {
+            let got = r.counter(k)?;
+            if got < i128::from(*acked) || got > i128::from(acked + maybe) {
+                return Err(format!(
+                    "{}: counter {k} = {got}, acknowledged increments sum to {acked} (+{maybe} unknown)",
+                    r.name
+                ));
+            }
+        }
+        for key in ["s0", "s1", "s2"] {
+            let want = self.expected_set(key);
+            let got = r.set(key)?;
+            if got != want {
+                return Err(format!(
+                    "{}: set {key} = {got:?}, add-wins semantics say {want:?}",
+                    r.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}

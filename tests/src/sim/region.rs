@@ -1,0 +1,456 @@
+//! One simulated region: a real engine on the in-memory backend, a durable
+//! op log (a vector that survives crashes), and a shipping state machine per
+//! peer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use meridian_core::replication::{BatchLimits, PeerSync, needs_state_transfer, wire};
+use meridian_core::{
+    Change, Engine, EngineConfig, Key, KeyspaceDef, KeyspaceName, Lsn, MemBackend, MutationRequest,
+    Op, WriteRequest,
+};
+use meridian_crdt::{
+    Crdt, Json, Object, Policy, RegionId, ReplicaId, Seq, Value, VersionVector, codec,
+};
+use uuid::Uuid;
+
+use super::model::Model;
+use super::net::{Msg, Transfer};
+use super::{Rng, SimReport};
+
+/// One region of the simulation.
+pub struct SimRegion {
+    /// Its name.
+    pub name: &'static str,
+    id: ReplicaId,
+    skew_ms: i64,
+    /// Whether it runs.
+    pub up: bool,
+    backend: MemBackend,
+    engine: Option<Engine<MemBackend>>,
+    /// The durable op log: survives crashes; its front is trimmed by retention.
+    log: Vec<(Lsn, Arc<Op>)>,
+    next_lsn: u64,
+    peers: Vec<PeerSync>,
+    connected: Vec<bool>,
+    writes: u64,
+}
+
+fn cfg() -> EngineConfig {
+    EngineConfig {
+        max_clock_offset_ms: 500,
+        causal_buffer_ops: 10_000,
+    }
+}
+
+impl SimRegion {
+    /// A fresh region.
+    pub fn new(name: &'static str, incarnation: u128, regions: usize, skew_ms: i64) -> Self {
+        let id = ReplicaId::new(
+            RegionId::new(name).unwrap_or_else(|e| panic!("{e}")),
+            Uuid::from_u128(incarnation),
+        );
+        let backend = MemBackend::new();
+        let engine = Engine::open(id.clone(), cfg(), Arc::new(backend.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            name,
+            id,
+            skew_ms,
+            up: true,
+            backend,
+            engine: Some(engine),
+            log: Vec::new(),
+            next_lsn: 1,
+            peers: vec![PeerSync::new(); regions],
+            connected: vec![false; regions],
+            writes: 0,
+        }
+    }
+
+    fn local(&self, now: u64) -> u64 {
+        now.saturating_add_signed(self.skew_ms)
+    }
+
+    /// Clocks are fixed (the heal).
+    pub fn fix_clock(&mut self) {
+        self.skew_ms = 0;
+    }
+
+    fn engine(&mut self) -> Result<&mut Engine<MemBackend>, String> {
+        self.engine
+            .as_mut()
+            .ok_or_else(|| format!("{} is down", self.name))
+    }
+
+    fn engine_ref(&self) -> &Engine<MemBackend> {
+        self.engine
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is down", self.name))
+    }
+
+    /// Logs what is staged and commits it; returns the committed ops.
+    fn commit(&mut self) -> Result<Vec<Arc<Op>>, String> {
+        let staged: Vec<Op> = self.engine()?.staged().cloned().collect();
+        for op in staged {
+            self.log.push((Lsn(self.next_lsn), Arc::new(op)));
+            self.next_lsn += 1;
+        }
+        let last = Lsn(self.next_lsn - 1);
+        let c = self
+            .engine()?
+            .commit(Some(last))
+            .map_err(|e| e.to_string())?;
+        if c.needs_checkpoint {
+            self.engine()?.checkpoint().map_err(|e| e.to_string())?;
+        }
+        Ok(c.applied.into_iter().map(|a| a.op).collect())
+    }
+
+    /// Creates the simulation's keyspaces here.
+    pub fn define_keyspaces(&mut self, now: u64) {
+        let t = self.local(now);
+        let e = self.engine().unwrap_or_else(|e| panic!("{e}"));
+        for (name, policy) in [("n", Policy::Counter), ("s", Policy::Set)] {
+            let def = KeyspaceDef::new(
+                KeyspaceName::new(name).unwrap_or_else(|e| panic!("{e}")),
+                policy,
+            );
+            e.define(t, def).unwrap_or_else(|e| panic!("{e}"));
+        }
+        self.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// One client write, with a small chance of crashing before it is
+    /// durable (lost, never acknowledged) or after (durable, never
+    /// acknowledged: outcome unknown to the client).
+    pub fn client_write(
+        &mut self,
+        now: u64,
+        rng: &mut Rng,
+        model: &mut Model,
+        report: &mut SimReport,
+    ) -> Result<String, String> {
+        let t = self.local(now);
+        self.writes += 1;
+        let key_n = format!("{}-{}", self.name, self.writes);
+        let (ks, key, change, desc) = match rng.below(10) {
+            0..=3 => {
+                let v = rng.below(1000) as i64;
+                (
+                    "default",
+                    key_n.clone(),
+                    Change::Put {
+                        value: Value::Json(Json::parse(&v.to_string()).map_err(|e| e.to_string())?),
+                        context: None,
+                    },
+                    format!("put {key_n}={v}"),
+                )
+            }
+            4..=6 => {
+                let by = 1 + rng.below(5) as i64;
+                let k = format!("c{}", rng.below(3));
+                ("n", k.clone(), Change::Incr(by), format!("incr {k} {by}"))
+            }
+            7..=8 => {
+                let k = format!("s{}", rng.below(3));
+                let e = format!("\"e{}\"", rng.below(6));
+                (
+                    "s",
+                    k.clone(),
+                    Change::Add(vec![Json::parse(&e).map_err(|e| e.to_string())?]),
+                    format!("add {k} {e}"),
+                )
+            }
+            _ => {
+                let k = format!("s{}", rng.below(3));
+                let e = format!("\"e{}\"", rng.below(6));
+                (
+                    "s",
+                    k.clone(),
+                    Change::Remove(vec![Json::parse(&e).map_err(|e| e.to_string())?]),
+                    format!("remove {k} {e}"),
+                )
+            }
+        };
+        // The keyspace may not have replicated here yet: then the write is refused.
+        let req = WriteRequest {
+            mutations: vec![MutationRequest {
+                keyspace: ks.to_string(),
+                key: Key::new(key.clone()).map_err(|e| e.to_string())?,
+                change: change.clone(),
+            }],
+        };
+        if self.engine()?.submit(t, req).is_err() {
+            return Ok(format!("{desc}: refused"));
+        }
+        let fate = rng.below(100);
+        if fate < 2 {
+            self.crash();
+            report.crashes += 1;
+            return Ok(format!("{desc}: crashed before the log"));
+        }
+        let ops = self.commit()?;
+        for op in &ops {
+            model.ops.insert(op.dot.clone(), op.clone());
+        }
+        let acked = fate >= 4;
+        if !acked {
+            // Durable, but the region died before answering.
+            self.crash();
+            report.crashes += 1;
+            model.indeterminate += 1;
+        } else {
+            model.acked += 1;
+        }
+        match (&change, acked) {
+            (
+                Change::Put {
+                    value: Value::Json(j),
+                    ..
+                },
+                true,
+            ) => {
+                model.puts.insert(key, j.as_str().parse().unwrap_or(0));
+            }
+            (
+                Change::Put {
+                    value: Value::Json(j),
+                    ..
+                },
+                false,
+            ) => {
+                model
+                    .maybe_puts
+                    .insert(key, j.as_str().parse().unwrap_or(0));
+            }
+            (Change::Incr(by), true) => model.counters.entry(key).or_default().0 += by,
+            (Change::Incr(by), false) => model.counters.entry(key).or_default().1 += by,
+            _ => {}
+        }
+        Ok(format!(
+            "{desc}: {}",
+            if acked {
+                "acked"
+            } else {
+                "durable, crashed before the answer"
+            }
+        ))
+    }
+
+    /// The next message for peer `to`: ops it lacks, or a state transfer
+    /// when it needs ops this log no longer has.
+    pub fn next_message(&mut self, to: usize, now: u64) -> Result<Option<Msg>, String> {
+        let start = self.log.first().map_or(Lsn(self.next_lsn), |(l, _)| *l);
+        if !self.connected[to] {
+            self.peers[to].on_failure(start);
+            self.connected[to] = true;
+        }
+        let ours = self.engine()?.reader().published().vv.clone();
+        let floors: BTreeMap<ReplicaId, Seq> =
+            self.log.iter().fold(BTreeMap::new(), |mut m, (_, op)| {
+                m.entry(op.dot.replica.clone())
+                    .and_modify(|s: &mut Seq| *s = (*s).min(op.dot.seq))
+                    .or_insert(op.dot.seq);
+                m
+            });
+        if needs_state_transfer(&ours, &floors, self.peers[to].shipped()) {
+            let snap = self
+                .engine()?
+                .reader()
+                .transfer_snapshot()
+                .map_err(|e| e.to_string())?;
+            let mut entries = Vec::new();
+            for ks in &snap.keyspaces {
+                let mut after: Option<Vec<u8>> = None;
+                loop {
+                    let page = snap
+                        .page(ks, after.as_deref(), 100)
+                        .map_err(|e| e.to_string())?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    for (k, v) in page {
+                        let key = Key::new(String::from_utf8_lossy(&k).into_owned())
+                            .map_err(|e| e.to_string())?;
+                        entries.push((ks.clone(), key, v));
+                        after = Some(k);
+                    }
+                }
+            }
+            // Ops after the snapshot follow from the log.
+            self.peers[to].sent_state(&snap.vv);
+            return Ok(Some(Msg::State(Arc::new(Transfer {
+                entries,
+                vv: snap.vv,
+                hlc: snap.hlc,
+            }))));
+        }
+        let limits = BatchLimits {
+            max_ops: 40,
+            max_bytes: 64 << 10,
+        };
+        let batch = self.peers[to].fill(self.log.iter().cloned(), limits, |_| 100);
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let bytes = wire::encode(&self.id, self.local(now), &batch).map_err(|e| e.to_string())?;
+        Ok(Some(Msg::Batch(bytes)))
+    }
+
+    /// A batch arrived: apply, make durable, answer with the version vector.
+    pub fn receive(&mut self, bytes: &[u8], now: u64) -> Result<(VersionVector, u64), String> {
+        let batch =
+            wire::decode(bytes).map_err(|e| format!("{}: undecodable batch: {e}", self.name))?;
+        let t = self.local(now);
+        let r = self
+            .engine()?
+            .receive(t, batch.ops)
+            .map_err(|e| e.to_string())?;
+        self.commit()?;
+        Ok((self.vv(), r.held.len() as u64))
+    }
+
+    /// A state transfer arrived: merge it, adopt its version vector, make it
+    /// durable, answer.
+    pub fn install(&mut self, t: &Transfer, now: u64) -> Result<VersionVector, String> {
+        let mut entries = Vec::new();
+        for (ks, key, bytes) in &t.entries {
+            let obj: Object = codec::decode(bytes, 1 << 24).map_err(|e| e.to_string())?;
+            entries.push((ks.clone(), key.clone(), obj));
+        }
+        let local = self.local(now);
+        let e = self.engine()?;
+        e.install(entries).map_err(|e| e.to_string())?;
+        e.adopt(local, &t.vv, t.hlc).map_err(|e| e.to_string())?;
+        self.commit()?;
+        Ok(self.vv())
+    }
+
+    /// An ack from peer `from`.
+    pub fn on_ack(&mut self, from: usize, vv: &VersionVector) {
+        self.peers[from].on_ack(vv);
+    }
+
+    /// Forget what was in flight to every peer (a timeout).
+    pub fn reset_peers(&mut self) {
+        self.connected.iter_mut().for_each(|c| *c = false);
+    }
+
+    /// Makes the state durable, then may drop a prefix of the log below the
+    /// checkpoint (retention), which later forces state transfers.
+    pub fn checkpoint_and_trim(&mut self, _now: u64, rng: &mut Rng) -> Result<(), String> {
+        let lsn = self.engine()?.checkpoint().map_err(|e| e.to_string())?;
+        if rng.chance(40) {
+            let keep_from = self.log.len() / 2;
+            let cut = self.log[..keep_from]
+                .iter()
+                .take_while(|(l, _)| *l <= lsn)
+                .count();
+            self.log.drain(..cut);
+        }
+        Ok(())
+    }
+
+    /// Loses everything not persisted; the log stays.
+    pub fn crash(&mut self) {
+        self.backend.crash();
+        self.engine = None;
+        self.up = false;
+        self.reset_peers();
+        self.peers.iter_mut().for_each(|p| *p = PeerSync::new());
+    }
+
+    /// Reopens the engine and replays the log.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let mut e = Engine::open(self.id.clone(), cfg(), Arc::new(self.backend.clone()))
+            .map_err(|e| e.to_string())?;
+        for (_, op) in &self.log {
+            e.replay((**op).clone()).map_err(|e| e.to_string())?;
+        }
+        e.commit(Some(Lsn(self.next_lsn - 1)))
+            .map_err(|e| e.to_string())?;
+        self.engine = Some(e);
+        self.up = true;
+        self.skew_ms = self.skew_ms.clamp(-100, 100);
+        Ok(())
+    }
+
+    /// The published version vector.
+    pub fn vv(&self) -> VersionVector {
+        self.engine_ref().reader().published().vv.clone()
+    }
+
+    /// Ops waiting in the causal buffer.
+    pub fn buffered(&self) -> usize {
+        self.engine_ref().reader().published().stats.buffered
+    }
+
+    /// Nothing waiting.
+    pub fn idle(&self) -> bool {
+        self.buffered() == 0
+    }
+
+    /// Digest per keyspace.
+    pub fn digests(&self) -> BTreeMap<KeyspaceName, u128> {
+        self.engine_ref().reader().published().digests.clone()
+    }
+
+    /// Each op at most once in the log.
+    pub fn check_log_has_no_duplicates(&self) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        for (_, op) in &self.log {
+            if !seen.insert(op.dot.clone()) {
+                return Err(format!("{}: op {} logged twice", self.name, op.dot));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every live lww value of `default`.
+    pub fn lww_values(&self) -> Result<BTreeMap<String, i64>, String> {
+        let listing = self
+            .engine_ref()
+            .reader()
+            .list("default", "", None, 1000)
+            .map_err(|e| e.to_string())?;
+        let mut out = BTreeMap::new();
+        for (k, obj) in listing.items {
+            if let Object::Lww(r) = obj
+                && let Some(Value::Json(j)) = r.value()
+            {
+                out.insert(k.as_str().to_string(), j.as_str().parse().unwrap_or(-1));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A counter's value (0 when absent).
+    pub fn counter(&self, key: &str) -> Result<i128, String> {
+        let read = self
+            .engine_ref()
+            .reader()
+            .get("n", &Key::new(key).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        Ok(match read.object {
+            Some(Object::Counter(c)) => c.value(),
+            _ => 0,
+        })
+    }
+
+    /// A set's members.
+    pub fn set(&self, key: &str) -> Result<BTreeSet<String>, String> {
+        let read = self
+            .engine_ref()
+            .reader()
+            .get("s", &Key::new(key).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        Ok(match read.object {
+            Some(Object::Set(s)) if s.is_live() => {
+                s.iter().map(|j| j.as_str().to_string()).collect()
+            }
+            _ => BTreeSet::new(),
+        })
+    }
+}
