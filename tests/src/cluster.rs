@@ -58,6 +58,8 @@ pub struct ClusterBuilder {
     args: Vec<String>,
     skew: BTreeMap<String, i64>,
     seed: u64,
+    env: Vec<(String, String)>,
+    bin: Option<PathBuf>,
 }
 
 /// A running cluster.
@@ -89,6 +91,8 @@ impl Cluster {
             args: Vec::new(),
             skew: BTreeMap::new(),
             seed: 1,
+            env: Vec::new(),
+            bin: None,
         }
     }
 }
@@ -129,6 +133,18 @@ impl ClusterBuilder {
     /// Starts `region` with its wall clock shifted by `ms`.
     pub fn clock_skew_ms(mut self, region: &str, ms: i64) -> Self {
         self.skew.insert(region.to_string(), ms);
+        self
+    }
+
+    /// An environment variable for every region (e.g. a `MERIDIAN_` setting).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The `meridian` binary to run (default: [`meridian_bin`]).
+    pub fn binary(mut self, bin: &Path) -> Self {
+        self.bin = Some(bin.to_path_buf());
         self
     }
 
@@ -199,7 +215,9 @@ impl ClusterBuilder {
                 spec.args.push(format!("--clock-skew-ms={ms}"));
             }
             spec.args.extend(self.args.iter().cloned());
-            let node = Node::start(&meridian_bin(), spec).await?;
+            spec.env = self.env.clone();
+            let bin = self.bin.clone().unwrap_or_else(meridian_bin);
+            let node = Node::start(&bin, spec).await?;
             nodes.insert(r.clone(), node);
         }
         Ok(Cluster {
@@ -369,7 +387,15 @@ impl Cluster {
             let _ = node.terminate(Duration::from_secs(10)).await;
         }
         self.emu.shutdown().await;
+    }
+}
+
+impl Drop for Cluster {
+    /// A test that panics still cleans up: the processes die with their
+    /// `Node`s (kill on drop), and the data directory goes here.
+    fn drop(&mut self) {
         if self.remove_dir {
+            self.nodes.clear();
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

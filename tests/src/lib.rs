@@ -2,6 +2,8 @@
 //! clusters on one machine and judge what they did.
 //!
 //! Modules:
+//! - [`bench`]: `meridian bench`: load generation with latency and
+//!   replication-lag percentiles, and the WAN replication benchmark.
 //! - [`cluster`]: a cluster of real `meridian serve` processes behind the
 //!   link emulator, with a fault API (partition, heal, latency, kill,
 //!   restart, pause, clock skew) and a convergence check.
@@ -15,6 +17,7 @@
 //! - [`sim`]: deterministic, seeded simulation of whole clusters in one
 //!   thread (real engines over a simulated, faulty network).
 
+pub mod bench;
 pub mod cluster;
 pub mod link;
 pub mod node;

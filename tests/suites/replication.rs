@@ -30,7 +30,7 @@ async fn write_for(c: &Cluster, writers: usize, ms: u64) -> History {
     for t in tasks {
         t.await.unwrap();
     }
-    
+
     history.lock().unwrap().clone()
 }
 
@@ -251,4 +251,82 @@ async fn reqwest_free_metrics(url: &str) -> String {
             .to_vec(),
     )
     .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_behind_the_log_retention_gets_a_state_transfer() {
+    // Tiny log segments and retention, frequent checkpoints: the log forgets
+    // fast, so a region cut off for a while can only catch up by state transfer.
+    let c = Cluster::builder()
+        .regions(["us-east", "eu-west"])
+        .env("MERIDIAN_OP_LOG__SEGMENT_MB", "1")
+        .env("MERIDIAN_OP_LOG__RETENTION_MB", "1")
+        .env("MERIDIAN_CHECKPOINT_INTERVAL_MS", "200")
+        .start()
+        .await
+        .unwrap();
+    let east = c.client("us-east");
+    east.define_keyspace("hits", &json!({"policy": "counter"}))
+        .await
+        .unwrap();
+    east.put("default", "before", &json!("cut")).await.unwrap();
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    c.partition("us-east", "eu-west").unwrap();
+    let pad = "x".repeat(1000);
+    for i in 0..4000 {
+        east.put("default", &format!("k{i:05}"), &json!({"i": i, "pad": pad}))
+            .await
+            .unwrap();
+    }
+    east.incr("hits", "n", 7).await.unwrap();
+    east.delete("default", "before").await.unwrap();
+    // Wait until retention has dropped the ops eu-west lacks.
+    let mut trimmed = false;
+    for _ in 0..100 {
+        let s = east.status().await.unwrap();
+        if s["log"]["start_lsn"].as_u64().unwrap() > 10 {
+            trimmed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(trimmed, "retention should have dropped the oldest segments");
+    c.heal();
+    c.wait_converged(Duration::from_secs(60)).await.unwrap();
+    let west = c.client("eu-west");
+    assert_eq!(
+        west.get("default", "k03999")
+            .await
+            .unwrap()
+            .unwrap()
+            .value()
+            .unwrap()["i"],
+        json!(3999)
+    );
+    assert_eq!(
+        west.get("hits", "n").await.unwrap().unwrap().value(),
+        Some(&json!(7))
+    );
+    assert!(
+        west.get("default", "before").await.unwrap().is_none(),
+        "the delete came too"
+    );
+    // The sender counts the transfer when the last page's ack comes back.
+    let mut link = json!(null);
+    for _ in 0..100 {
+        link = east.status().await.unwrap()["peers"][0].clone();
+        if link["state_transfers"].as_u64().unwrap() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        link["state_transfers"].as_u64().unwrap() >= 1,
+        "eu-west must have caught up by state transfer: {link}"
+    );
+    // Writes after the transfer flow as ops again.
+    east.put("default", "after", &json!(1)).await.unwrap();
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    assert!(west.get("default", "after").await.unwrap().is_some());
+    c.stop().await;
 }

@@ -261,11 +261,12 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
+        // `split` runs first: nested keys arrive as `op_log.segment_mb`.
         let env = Env::prefixed("MERIDIAN_").split("__").filter(|k| {
             let k = k.as_str().to_ascii_lowercase();
             ENV_KEYS
                 .iter()
-                .any(|p| k == *p || k.starts_with(&format!("{p}__")))
+                .any(|p| k == *p || k.starts_with(&format!("{p}.")))
         });
         fig = fig.merge(env).merge(Serialized::globals(overrides));
         fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
@@ -495,6 +496,22 @@ mod tests {
         assert!(e.contains("listen"), "{e}");
         let e = with_file("regoin = \"eu\"\n").unwrap_err().to_string();
         assert!(e.contains("regoin"), "{e}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error
+    fn the_environment_overrides_the_file_and_other_variables_are_left_alone() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("m.toml", "region = \"eu-west\"\ndata_dir = \"/tmp/x\"\n")?;
+            jail.set_env("MERIDIAN_OP_LOG__SEGMENT_MB", "3");
+            jail.set_env("MERIDIAN_REGION", "ap-south");
+            jail.set_env("MERIDIAN_BIN", "/not/a/config/key");
+            let c = Config::load(Some(std::path::Path::new("m.toml")), &Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.op_log.segment_mb, 3);
+            assert_eq!(c.region, "ap-south");
+            Ok(())
+        });
     }
 
     #[test]

@@ -30,6 +30,11 @@ enum Command {
     Link(meridian_harness::link::LinkArgs),
     /// Exit 0 if a region answers GET /healthz (for container health checks).
     Health(HealthArgs),
+    /// Benchmarks: load running regions, or replication on a local cluster.
+    Bench {
+        #[command(subcommand)]
+        cmd: meridian_harness::bench::BenchCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -150,6 +155,10 @@ fn main() -> ExitCode {
                 } else {
                     Err(format!("{} does not answer /healthz", a.url))
                 }
+            }
+            Command::Bench { cmd } => {
+                let bin = std::env::current_exe().map_err(|e| e.to_string())?;
+                meridian_harness::bench::run(cmd, bin).await
             }
             Command::Link(a) => meridian_harness::link::run(a, meridian_server::shutdown::signal())
                 .await

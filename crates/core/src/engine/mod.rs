@@ -544,10 +544,11 @@ impl<B: Backend> Engine<B> {
             let entry = self.load(&ks, &key, obj.policy())?;
             entry.obj.merge(&obj);
             if ks.is_system()
-                && let Some(def) = definition_of(&entry.obj) {
-                    self.digests.entry(def.name.clone()).or_insert(0);
-                    self.registry.insert(def);
-                }
+                && let Some(def) = definition_of(&entry.obj)
+            {
+                self.digests.entry(def.name.clone()).or_insert(0);
+                self.registry.insert(def);
+            }
         }
         self.current.installed = true;
         Ok(())
@@ -815,6 +816,13 @@ impl<B: Backend> Engine<B> {
     pub fn checkpoint(&self) -> Result<Lsn, StoreError> {
         self.backend.persist()?;
         Ok(Lsn(self.lsn))
+    }
+
+    /// What a checkpoint taken now would cover, and the store to persist:
+    /// lets a driver run the (slow) fsync without holding the engine.
+    /// Persisting `store` makes every op at or below the LSN durable.
+    pub fn checkpoint_handle(&self) -> (Lsn, Arc<B>) {
+        (Lsn(self.lsn), self.backend.clone())
     }
 
     fn publish(&mut self, as_of: Option<(VersionVector, Arc<Registry>)>) {

@@ -193,9 +193,10 @@ impl<B: Backend> Reader<B> {
             }
             for (k, _) in &page {
                 if let Ok(name) = KeyspaceName::new(String::from_utf8_lossy(k).into_owned())
-                    && !keyspaces.contains(&name) {
-                        keyspaces.push(name);
-                    }
+                    && !keyspaces.contains(&name)
+                {
+                    keyspaces.push(name);
+                }
                 start = k.clone();
                 start.push(0);
             }

@@ -70,7 +70,11 @@ fn open<'a>(
 ) -> Result<(String, &'a [u8]), Box<Response>> {
     let body = match body {
         Ok(b) => b,
-        Err(r) => return Err(Box::new(ApiError::new(r.status(), "bad_body", r.body_text()).into_response())),
+        Err(r) => {
+            return Err(Box::new(
+                ApiError::new(r.status(), "bad_body", r.body_text()).into_response(),
+            ));
+        }
     };
     let from = h
         .get("meridian-peer")

@@ -27,8 +27,9 @@ use super::tail::Feed;
 use crate::region::clock::WallClock;
 use crate::shutdown::Shutdown;
 
-/// Batches in flight per peer.
-const MAX_IN_FLIGHT: usize = 4;
+/// Batches in flight per peer: enough to keep a long link busy (a batch
+/// leaves every few ms; an 80 ms link has a 160 ms round trip).
+const MAX_IN_FLIGHT: usize = 64;
 /// Longest wait for one peer request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -251,6 +252,7 @@ impl Sender {
         let mut disk: Option<LogCursor> = None;
         let mut in_flight: JoinSet<Result<Ack, PeerError>> = JoinSet::new();
         let mut ends = self.feed.subscribe();
+        let mut last_send = Instant::now() - self.opts.linger;
         loop {
             let ours = self.reader.published().vv.clone();
             let index = self.feed.index();
@@ -262,15 +264,19 @@ impl Sender {
             }
             if in_flight.len() < MAX_IN_FLIGHT {
                 let pending = self.feed.end().0.saturating_sub(sync.cursor().0);
-                if pending > 0
-                    && (pending as usize) < self.opts.limits.max_ops
-                    && in_flight.is_empty()
-                {
-                    // A small batch: give it a moment to fill up.
-                    tokio::time::sleep(self.opts.linger).await;
+                if pending > 0 && (pending as usize) < self.opts.limits.max_ops {
+                    // Less than a full batch: let it fill for up to one linger
+                    // since the last send (a lone write after a quiet spell
+                    // waits at most that long; a steady stream goes out in
+                    // batches of a linger's worth).
+                    let since = last_send.elapsed();
+                    if since < self.opts.linger {
+                        tokio::time::sleep(self.opts.linger - since).await;
+                    }
                 }
                 let batch = self.fill(&mut sync, &mut disk)?;
                 if !batch.is_empty() {
+                    last_send = Instant::now();
                     let body = wire::encode(&self.me, self.clock.now_ms(), &batch)
                         .map_err(|e| PeerError::Local(e.to_string()))?;
                     self.peer

@@ -16,6 +16,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use meridian_core::Backend as _;
 use meridian_core::engine::Applied;
 use meridian_core::{
     Engine, FjallBackend, KeyspaceDef, Log, LogError, Lsn, Op, Received, WriteError, WriteRequest,
@@ -327,7 +328,17 @@ impl Committer {
             }
             if g.checkpoint {
                 g.checkpoint = false;
-                self.checkpoint(&mut g)?;
+                // The state fsync can take a while: run it without the
+                // engine, so writes keep flowing, then trim the log.
+                let (lsn, store) = g.engine.checkpoint_handle();
+                drop(g);
+                store.persist()?;
+                g = self.shared.lock();
+                let removed = g.log.enforce_retention(lsn, self.clock.now_ms())?;
+                if removed > 0 {
+                    tracing::info!(segments = removed, "op log: retention removed segments");
+                }
+                self.log_info.update(&g.log);
             }
             let pending = std::mem::take(&mut g.pending);
             let Some(id) = g.engine.seal() else {

@@ -1,0 +1,240 @@
+//! `meridian bench geo`: replication across emulated WAN links, on a local
+//! three-region cluster of real processes.
+//!
+//! 1. Local writes at a fixed rate into one region, with 0 ms links and then
+//!    with the WAN latency: a write's latency must not depend on the WAN.
+//! 2. At the WAN latency: replication lag (ack in one region to visible in
+//!    the next) and bytes on the wire per replicated op.
+//! 3. A region cut off for a while under the same write rate, then healed:
+//!    the backlog it built and the time to converge.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::hist::Percentiles;
+use super::load::{self, Dist, LoadSpec, Mix};
+use crate::cluster::Cluster;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct GeoSpec {
+    /// The `meridian` binary.
+    pub bin: PathBuf,
+    /// Where data goes (a real disk).
+    pub dir: PathBuf,
+    /// One-way WAN latency, ms.
+    pub latency_ms: u64,
+    /// Writes per second.
+    pub rate: f64,
+    /// Length of each measured phase.
+    pub duration: Duration,
+    /// How long the region stays cut off in phase 3 (0: skip).
+    pub partition: Duration,
+    /// Value size, bytes.
+    pub value_size: usize,
+}
+
+/// The figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GeoReport {
+    /// Local write latency with 0 ms links.
+    pub local_at_0: Percentiles,
+    /// Local write latency with WAN links.
+    pub local_at_wan: Percentiles,
+    /// Replication lag at WAN latency (raw: includes the one-way delay).
+    pub lag: Percentiles,
+    /// The one-way delay subtracted for the "above the wire" figures.
+    pub latency_ms: u64,
+    /// Bytes on the wire per replicated op, sender to receiver.
+    pub bytes_per_op_forward: f64,
+    /// Bytes on the wire per replicated op, both directions (acks included).
+    pub bytes_per_op_total: f64,
+    /// Key plus value bytes of one op.
+    pub payload_bytes: u64,
+    /// Ops the cut-off region held that the others lacked at the heal.
+    pub backlog_ops: u64,
+    /// From heal to equal version vectors and digests everywhere, ms.
+    pub converge_ms: u64,
+    /// How long the region was cut off, s.
+    pub partition_s: u64,
+}
+
+fn writes(
+    urls: Vec<String>,
+    spec: &GeoSpec,
+    duration: Duration,
+    probe: Option<String>,
+) -> LoadSpec {
+    LoadSpec {
+        urls,
+        duration,
+        concurrency: 512,
+        rate: Some(spec.rate),
+        value_size: spec.value_size,
+        keys: 10_000_000,
+        dist: Dist::Uniform,
+        mix: Mix {
+            put: 1,
+            get: 0,
+            incr: 0,
+            add: 0,
+        },
+        probe_every: if probe.is_some() { 1 } else { 0 },
+        probe_to: probe,
+        write_concern: None,
+        progress: false,
+    }
+}
+
+/// Runs all three phases.
+pub async fn run(spec: GeoSpec) -> Result<GeoReport, String> {
+    let _ = std::fs::remove_dir_all(&spec.dir);
+    std::fs::create_dir_all(&spec.dir).map_err(|e| e.to_string())?;
+    let c = Cluster::builder()
+        .binary(&spec.bin)
+        .dir(&spec.dir)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    let east = c.url("us-east").map_err(|e| e.to_string())?;
+    let west = c.url("eu-west").map_err(|e| e.to_string())?;
+    let mut r = GeoReport {
+        latency_ms: spec.latency_ms,
+        // Keys are "bench-" and 8 digits; values value_size bytes.
+        payload_bytes: 14 + spec.value_size as u64,
+        ..GeoReport::default()
+    };
+
+    eprintln!("phase 1a: {} writes/s into us-east, 0 ms links", spec.rate);
+    let at0 = load::run(writes(vec![east.clone()], &spec, spec.duration, None)).await?;
+    r.local_at_0 = at0.regions[0].write_latency;
+    for (a, b) in [
+        ("us-east", "eu-west"),
+        ("us-east", "ap-south"),
+        ("eu-west", "ap-south"),
+    ] {
+        c.latency(a, b, spec.latency_ms)
+            .map_err(|e| e.to_string())?;
+    }
+    c.wait_converged(Duration::from_secs(60))
+        .await
+        .map_err(|e| e.to_string())?;
+
+    eprintln!(
+        "phase 1b+2: {} writes/s into us-east, {} ms links, each read in eu-west with its token",
+        spec.rate, spec.latency_ms
+    );
+    let before = c.links().stats("us-east", "eu-west").ok_or("no link")?;
+    let wan = load::run(writes(
+        vec![east.clone()],
+        &spec,
+        spec.duration,
+        Some(west.clone()),
+    ))
+    .await?;
+    r.local_at_wan = wan.regions[0].write_latency;
+    r.lag = wan.lag.unwrap_or_default();
+    c.wait_converged(Duration::from_secs(60))
+        .await
+        .map_err(|e| e.to_string())?;
+    let after = c.links().stats("us-east", "eu-west").ok_or("no link")?;
+    // Every write went into us-east and crossed this link once (acks come back on it).
+    let replicated = wan.regions[0].ok.max(1) as f64;
+    r.bytes_per_op_forward = (after.bytes_forward - before.bytes_forward) as f64 / replicated;
+    r.bytes_per_op_total = (after.bytes_forward + after.bytes_reverse
+        - before.bytes_forward
+        - before.bytes_reverse) as f64
+        / replicated;
+
+    if !spec.partition.is_zero() {
+        eprintln!(
+            "phase 3: us-east cut off for {} s under {} writes/s",
+            spec.partition.as_secs(),
+            spec.rate
+        );
+        c.partition_off("us-east").map_err(|e| e.to_string())?;
+        let cut = writes(
+            vec![east.clone(), west.clone()],
+            &spec,
+            spec.partition,
+            None,
+        );
+        load::run(cut).await?;
+        let s = c
+            .client("us-east")
+            .status()
+            .await
+            .map_err(|e| e.to_string())?;
+        r.backlog_ops = s["peers"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p["lag_ops"].as_u64())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        r.partition_s = spec.partition.as_secs();
+        let t = Instant::now();
+        c.heal();
+        c.wait_converged(Duration::from_secs(120))
+            .await
+            .map_err(|e| e.to_string())?;
+        r.converge_ms = t.elapsed().as_millis() as u64;
+    }
+    c.stop().await;
+    let _ = std::fs::remove_dir_all(&spec.dir);
+    Ok(r)
+}
+
+impl GeoReport {
+    /// The report as a table for people.
+    pub fn table(&self) -> String {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let l = self.latency_ms as f64;
+        let mut out = String::new();
+        out.push_str("| figure | value | target |\n|---|---:|---|\n");
+        out.push_str(&format!(
+            "| local write p50 / p99, 0 ms links | {:.2} / {:.2} ms | |\n",
+            self.local_at_0.p50, self.local_at_0.p99
+        ));
+        out.push_str(&format!(
+            "| local write p50 / p99, {} ms links | {:.2} / {:.2} ms | |\n",
+            self.latency_ms, self.local_at_wan.p50, self.local_at_wan.p99
+        ));
+        out.push_str(&format!(
+            "| ratio p50 / p99 | {:.2} / {:.2} | <= 1.2 |\n",
+            ratio(self.local_at_wan.p50, self.local_at_0.p50),
+            ratio(self.local_at_wan.p99, self.local_at_0.p99)
+        ));
+        out.push_str(&format!(
+            "| replication lag p50 / p99 (ack in us-east to visible in eu-west) | {:.1} / {:.1} ms | |\n",
+            self.lag.p50, self.lag.p99
+        ));
+        out.push_str(&format!(
+            "| ... minus the {} ms one-way delay | {:.1} / {:.1} ms | p99 <= 15 ms |\n",
+            self.latency_ms,
+            self.lag.p50 - l,
+            self.lag.p99 - l
+        ));
+        out.push_str(&format!(
+            "| bytes on the wire per replicated op (forward / with acks) | {:.0} / {:.0} (key+value {}: {:.2}x / {:.2}x) | <= 1.5x |\n",
+            self.bytes_per_op_forward,
+            self.bytes_per_op_total,
+            self.payload_bytes,
+            self.bytes_per_op_forward / self.payload_bytes as f64,
+            self.bytes_per_op_total / self.payload_bytes as f64
+        ));
+        if self.partition_s > 0 {
+            out.push_str(&format!(
+                "| convergence after a {} s partition (backlog {} ops) | {:.2} s | <= 5 s |\n",
+                self.partition_s,
+                self.backlog_ops,
+                self.converge_ms as f64 / 1000.0
+            ));
+        }
+        out
+    }
+}
