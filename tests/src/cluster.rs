@@ -289,6 +289,26 @@ impl Cluster {
         Ok(())
     }
 
+    /// Heals the link between `a` and `b` only.
+    pub fn heal_pair(&self, a: &str, b: &str) -> Result<(), ClusterError> {
+        self.emu.heal(a, b)?;
+        Ok(())
+    }
+
+    /// Stops `region` cleanly (SIGTERM); [`Cluster::restart`] starts it again.
+    pub async fn stop_region(&mut self, region: &str) -> Result<(), ClusterError> {
+        let clean = self
+            .node_mut(region)?
+            .terminate(Duration::from_secs(10))
+            .await?;
+        if !clean {
+            return Err(ClusterError::Setup(format!(
+                "{region} did not exit cleanly on SIGTERM"
+            )));
+        }
+        Ok(())
+    }
+
     /// Heals every partition.
     pub fn heal(&self) {
         self.emu.heal_all();

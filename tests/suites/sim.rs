@@ -30,12 +30,13 @@ fn many_seeds_converge_and_lose_nothing() {
                 total.crashes += r.crashes;
                 total.transfers += r.transfers;
                 total.held += r.held;
+                total.collected += r.collected;
             }
             Err(f) => failures.push(f.to_string()),
         }
     }
     println!(
-        "{n} seeds: {} acknowledged writes checked ({} of unknown outcome), {} batches delivered, {} duplicated, {} messages lost, {} crashes, {} state transfers, {} ops held for clock skew",
+        "{n} seeds: {} acknowledged writes checked ({} of unknown outcome), {} batches delivered, {} duplicated, {} messages lost, {} crashes, {} state transfers, {} ops held for clock skew, {} stable tombstones collected",
         total.acked,
         total.indeterminate,
         total.batches,
@@ -43,7 +44,8 @@ fn many_seeds_converge_and_lose_nothing() {
         total.lost,
         total.crashes,
         total.transfers,
-        total.held
+        total.held,
+        total.collected
     );
     assert!(
         failures.is_empty(),
@@ -57,8 +59,8 @@ fn many_seeds_converge_and_lose_nothing() {
         total.acked
     );
     assert!(
-        total.transfers > 0 && total.crashes > 0 && total.duplicated > 0,
-        "every fault must occur"
+        total.transfers > 0 && total.crashes > 0 && total.duplicated > 0 && total.collected > 0,
+        "every fault (and tombstone collection) must occur"
     );
 }
 

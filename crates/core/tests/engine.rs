@@ -555,3 +555,52 @@ fn pipelined_groups_stage_on_each_other_but_commit_in_order() {
     let ks = KeyspaceName::new("n").unwrap();
     assert_eq!(a.digests[&ks], b.digests[&ks]);
 }
+
+#[test]
+fn only_causally_stable_lww_tombstones_are_collected() {
+    use meridian_core::engine::StableCut;
+    let mut r = Region::new("us-east");
+    r.put("default", "gone", "1");
+    r.put("default", "live", "2");
+    r.write(vec![("default", "gone", Change::Delete { context: None })])
+        .unwrap();
+    let delete = r.log.last().unwrap().clone();
+    let digest_before = r.engine.reader().published().digests.clone();
+    let raw = |r: &Region| {
+        r.engine
+            .reader()
+            .get("default", &Key::new("gone").unwrap())
+            .unwrap()
+            .object
+    };
+    // Not stable: a region has not applied the delete.
+    let mut behind = r.engine.vv().clone();
+    behind = behind.meet(&[(replica("us-east"), Seq(2))].into_iter().collect());
+    let cut = StableCut {
+        stable: behind,
+        watermark: meridian_crdt::Hlc::new(u64::MAX >> 17, 0).unwrap(),
+    };
+    assert_eq!(r.engine.collect(&cut, 100).unwrap(), 0);
+    // Stable, but an op stamped below the delete could still arrive.
+    let cut = StableCut {
+        stable: r.engine.vv().clone(),
+        watermark: delete.hlc,
+    };
+    assert_eq!(r.engine.collect(&cut, 100).unwrap(), 0);
+    // Stable and below the watermark: collected; the live key stays.
+    let later = meridian_crdt::Hlc::new(delete.hlc.wall_ms() + 1, 0).unwrap();
+    let cut = StableCut {
+        stable: r.engine.vv().clone(),
+        watermark: later,
+    };
+    assert_eq!(r.engine.collect(&cut, 100).unwrap(), 1);
+    r.commit();
+    assert!(raw(&r).is_none(), "the tombstone is gone from the store");
+    assert!(r.get("default", "live").is_some());
+    assert_eq!(
+        r.engine.reader().published().digests,
+        digest_before,
+        "tombstones weigh nothing in digests"
+    );
+    assert_eq!(r.engine.reader().published().stats.tombstones_collected, 1);
+}

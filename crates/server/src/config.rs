@@ -100,6 +100,19 @@ pub struct Config {
     /// Replication tuning.
     #[serde(default)]
     pub replication: ReplicationConfig,
+    /// How often to compare state with a peer (anti-entropy), ms; 0: never.
+    #[serde(default = "default_ae_ms")]
+    pub anti_entropy_interval_ms: u64,
+    /// How often to collect stable tombstones, ms; 0: never.
+    #[serde(default = "default_gc_ms")]
+    pub tombstone_gc_interval_ms: u64,
+}
+
+fn default_ae_ms() -> u64 {
+    30_000
+}
+fn default_gc_ms() -> u64 {
+    60_000
 }
 
 /// A peer region.
@@ -156,6 +169,8 @@ impl Default for Config {
             cluster_secret_file: None,
             cluster_secret: None,
             replication: ReplicationConfig::default(),
+            anti_entropy_interval_ms: default_ae_ms(),
+            tombstone_gc_interval_ms: default_gc_ms(),
         }
     }
 }
@@ -246,6 +261,8 @@ const ENV_KEYS: &[&str] = &[
     "cluster_secret",
     "cluster_secret_file",
     "replication",
+    "anti_entropy_interval_ms",
+    "tombstone_gc_interval_ms",
 ];
 
 impl Config {
@@ -408,6 +425,8 @@ impl Config {
             return Err(field("replication.linger_ms", "must be at most 1000"));
         }
         Ok(Valid {
+            anti_entropy_interval_ms: self.anti_entropy_interval_ms,
+            tombstone_gc_interval_ms: self.tombstone_gc_interval_ms,
             peer_listen: self.peer_listen,
             peers,
             secret,
@@ -455,6 +474,10 @@ pub struct Valid {
     pub secret: Option<crate::peer::auth::Secret>,
     /// Replication tuning.
     pub replication: ReplicationConfig,
+    /// Anti-entropy interval, ms (0: off).
+    pub anti_entropy_interval_ms: u64,
+    /// Tombstone collection interval, ms (0: off).
+    pub tombstone_gc_interval_ms: u64,
 }
 
 #[cfg(test)]

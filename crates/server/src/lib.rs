@@ -4,6 +4,7 @@
 //! - [`api`]: the client HTTP API (routes, errors, bodies, rendering).
 //! - [`region`]: one region's runtime: data directory, recovery, the writer
 //!   thread (group commit).
+//! - [`maintenance`]: anti-entropy and tombstone collection.
 //! - [`peer`]: replication over the network: peer API, senders, tail.
 //! - [`serve`]: running a region (`meridian serve`).
 //! - [`dev`]: `meridian dev`, three regions behind the link emulator.
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod config;
 pub mod dev;
+pub mod maintenance;
 pub mod metrics;
 pub mod peer;
 pub mod region;

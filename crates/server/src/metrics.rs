@@ -261,6 +261,12 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "engine_tombstones_collected",
+            "Stable tombstones removed",
+            p.stats.tombstones_collected,
+        )?;
+        counter(
+            &mut enc,
             "engine_siblings_pruned",
             "mv siblings replaced because of the sibling cap",
             p.stats.siblings_pruned,
@@ -401,6 +407,26 @@ impl Collector for PeerCollector {
             "Estimated clock offset of the peer (peer minus this region), ms",
             false,
             &each(&|l| l.clock_offset_ms().unwrap_or(0)),
+        )?;
+        per_peer(
+            &mut enc,
+            "ae_rounds",
+            "Anti-entropy comparisons completed with the peer",
+            true,
+            &each(&|l| l.ae_rounds.load(Relaxed) as i64),
+        )?;
+        per_peer(
+            &mut enc,
+            "ae_repairs",
+            "Keys repaired by anti-entropy with the peer (here or there)",
+            true,
+            &each(&|l| l.repairs.load(Relaxed) as i64),
+        )?;
+        counter(
+            &mut enc,
+            "read_repairs",
+            "Keys repaired by quorum reads",
+            peers.read_repairs.load(Relaxed),
         )?;
         counter(
             &mut enc,

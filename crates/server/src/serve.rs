@@ -13,7 +13,7 @@ use crate::config::Valid;
 use crate::metrics::Metrics;
 use crate::peer::receiver::{self, PeerApi};
 use crate::peer::sender::{Sender, SenderOptions};
-use crate::peer::status::{PeerStatus, Peers};
+use crate::peer::status::Peers;
 use crate::region::{Region, StartError};
 use crate::shutdown::{self, Shutdown, Trigger};
 
@@ -86,11 +86,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     let listener = bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
 
-    let mut peers = Peers::default();
-    for (name, url) in &cfg.peers {
-        peers.links.push(PeerStatus::new(name.clone(), url.clone()));
-    }
-    let peers = Arc::new(peers);
+    let peers = Arc::new(Peers::new(&cfg.peers));
     metrics.attach_peers(peers.clone(), region.feed.clone());
 
     let mut tasks = Vec::new();
@@ -116,6 +112,24 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             },
             linger: Duration::from_millis(cfg.replication.linger_ms),
         };
+        let m = crate::maintenance::Maintenance {
+            reader: region.reader.clone(),
+            writer: region.writer.clone(),
+            peers: peers.clone(),
+            client: crate::peer::client::PeerClient::new(
+                &cfg.region,
+                secret.clone(),
+                cfg.peers.clone(),
+            ),
+        };
+        if cfg.anti_entropy_interval_ms > 0 && !peers.links.is_empty() {
+            let every = Duration::from_millis(cfg.anti_entropy_interval_ms);
+            tasks.push(tokio::spawn(m.clone().anti_entropy(every, stop.clone())));
+        }
+        if cfg.tombstone_gc_interval_ms > 0 {
+            let every = Duration::from_millis(cfg.tombstone_gc_interval_ms);
+            tasks.push(tokio::spawn(m.collect_tombstones(every, stop.clone())));
+        }
         for link in &peers.links {
             let s = Sender::new(
                 region.replica.clone(),
@@ -141,6 +155,10 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         peers,
         feed: region.feed.clone(),
         clock: region.clock,
+        peer_client: cfg
+            .secret
+            .clone()
+            .map(|s| crate::peer::client::PeerClient::new(&cfg.region, s, cfg.peers.clone())),
     });
     tasks.push(region.spawn_checkpoints(Duration::from_millis(cfg.checkpoint_interval_ms)));
     servers.push(serve_on(listener, api::router(state.clone()), stop));

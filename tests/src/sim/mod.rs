@@ -99,6 +99,8 @@ pub struct SimReport {
     pub held: u64,
     /// Steps to quiescence after the heal.
     pub settle_steps: u64,
+    /// Stable tombstones collected.
+    pub collected: u64,
 }
 
 /// Why a run failed: what was wrong, and how to replay it.
@@ -177,7 +179,7 @@ impl Sim {
                 } else {
                     rng.below(201) as i64 - 100
                 };
-                SimRegion::new(names[i], i as u128 + 1, cfg.regions, skew)
+                SimRegion::new(&names[..cfg.regions], i, skew)
             })
             .collect();
         let mut sim = Self {
@@ -258,11 +260,18 @@ impl Sim {
                     self.note(format!("restart {}", self.regions[r].name));
                 }
             }
-            91..=94 => {
+            91..=92 => {
                 let r = self.rng.below(n as u64) as usize;
                 if self.regions[r].up {
                     let now = self.now;
                     self.regions[r].checkpoint_and_trim(now, &mut self.rng)?;
+                }
+            }
+            93..=94 => {
+                let r = self.rng.below(n as u64) as usize;
+                if self.regions[r].up {
+                    let collected = self.regions[r].collect_tombstones()?;
+                    self.report.collected += collected;
                 }
             }
             _ => {
@@ -318,11 +327,12 @@ impl Sim {
                 let (ack, held) = self.regions[to].receive(&bytes, now)?;
                 self.report.held += held;
                 let delay = 5 + self.rng.below(200);
-                self.net.send(now + delay, to, from, Msg::Ack(ack));
+                let hlc = self.regions[to].hlc();
+                self.net.send(now + delay, to, from, Msg::Ack(ack, hlc));
             }
-            Msg::Ack(vv) => {
+            Msg::Ack(vv, hlc) => {
                 if self.regions[to].up {
-                    self.regions[to].on_ack(from, &vv);
+                    self.regions[to].on_ack(from, &vv, hlc);
                 }
             }
             Msg::State(t) => {
@@ -333,7 +343,8 @@ impl Sim {
                     self.regions[from].name, self.regions[to].name
                 ));
                 let delay = 5 + self.rng.below(200);
-                self.net.send(now + delay, to, from, Msg::Ack(ack));
+                let hlc = self.regions[to].hlc();
+                self.net.send(now + delay, to, from, Msg::Ack(ack, hlc));
             }
         }
         Ok(())
@@ -370,6 +381,15 @@ impl Sim {
             let converged = self.regions.iter().all(|r| r.vv() == first && r.idle());
             if converged && round > 0 {
                 self.report.settle_steps = round;
+                // Quiet and converged: tombstones are stable now; collect
+                // them everywhere (the checks that follow must still hold).
+                for r in &mut self.regions {
+                    self.report.collected += r.collect_tombstones()?;
+                }
+                let after = self.regions[0].digests();
+                if self.regions.iter().any(|r| r.digests() != after) {
+                    return Err("collecting stable tombstones made regions differ".into());
+                }
                 return Ok(());
             }
             if round % 10 == 9 {

@@ -63,9 +63,39 @@ impl Model {
             .collect()
     }
 
+    /// What an LWW key must hold: the value of its highest-stamped write, or
+    /// nothing if that write is a delete.
+    fn expected_lww(&self, key: &str) -> Option<i64> {
+        self.ops
+            .values()
+            .filter_map(|op| {
+                op.mutations
+                    .iter()
+                    .find(|m| m.keyspace.as_str() == "default" && m.key.as_str() == key)
+                    .map(|m| (op.hlc, op.dot.replica.clone(), m.op.clone()))
+            })
+            .max_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)))
+            .and_then(|(_, _, op)| match op {
+                ObjectOp::Lww(meridian_crdt::LwwOp::Set(meridian_crdt::Value::Json(j))) => {
+                    j.as_str().parse().ok()
+                }
+                _ => None,
+            })
+    }
+
     /// Checks one region's final state against what clients were told.
     pub fn check(&self, r: &SimRegion) -> Result<(), String> {
-        let puts = r.lww_values()?;
+        let mut puts = r.lww_values()?;
+        for key in ["shared-0", "shared-1", "shared-2"] {
+            let want = self.expected_lww(key);
+            let got = puts.remove(key);
+            if got != want {
+                return Err(format!(
+                    "{}: {key} = {got:?}, last-writer-wins says {want:?}",
+                    r.name
+                ));
+            }
+        }
         for (k, v) in &self.puts {
             if puts.get(k) != Some(v) {
                 return Err(format!(

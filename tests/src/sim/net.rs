@@ -23,8 +23,8 @@ pub struct Transfer {
 pub enum Msg {
     /// An encoded op batch (the real wire format).
     Batch(Vec<u8>),
-    /// An ack: the receiver's durable version vector.
-    Ack(VersionVector),
+    /// An ack: the receiver's durable version vector and its clock.
+    Ack(VersionVector, Hlc),
     /// A state transfer.
     State(Arc<Transfer>),
 }

@@ -5,13 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use meridian_core::replication::{BatchLimits, PeerSync, needs_state_transfer, wire};
+use meridian_core::replication::{
+    BatchLimits, PeerKnowledge, PeerSync, needs_state_transfer, stable_cut, wire,
+};
 use meridian_core::{
     Change, Engine, EngineConfig, Key, KeyspaceDef, KeyspaceName, Lsn, MemBackend, MutationRequest,
     Op, WriteRequest,
 };
 use meridian_crdt::{
-    Crdt, Json, Object, Policy, RegionId, ReplicaId, Seq, Value, VersionVector, codec,
+    Crdt, Hlc, Json, Object, Policy, RegionId, ReplicaId, Seq, Value, VersionVector, codec,
 };
 use uuid::Uuid;
 
@@ -34,6 +36,11 @@ pub struct SimRegion {
     next_lsn: u64,
     peers: Vec<PeerSync>,
     connected: Vec<bool>,
+    /// Per peer: its clock and version vector at its latest ack.
+    last_ack: Vec<Option<(Hlc, VersionVector)>>,
+    /// Every region's name, by index (this one's at `index`).
+    names: Vec<&'static str>,
+    index: usize,
     writes: u64,
 }
 
@@ -46,7 +53,10 @@ fn cfg() -> EngineConfig {
 
 impl SimRegion {
     /// A fresh region.
-    pub fn new(name: &'static str, incarnation: u128, regions: usize, skew_ms: i64) -> Self {
+    pub fn new(names: &[&'static str], index: usize, skew_ms: i64) -> Self {
+        let name = names[index];
+        let incarnation = index as u128 + 1;
+        let regions = names.len();
         let id = ReplicaId::new(
             RegionId::new(name).unwrap_or_else(|e| panic!("{e}")),
             Uuid::from_u128(incarnation),
@@ -65,6 +75,9 @@ impl SimRegion {
             next_lsn: 1,
             peers: vec![PeerSync::new(); regions],
             connected: vec![false; regions],
+            last_ack: vec![None; regions],
+            names: names.to_vec(),
+            index,
             writes: 0,
         }
     }
@@ -135,7 +148,7 @@ impl SimRegion {
         let t = self.local(now);
         self.writes += 1;
         let key_n = format!("{}-{}", self.name, self.writes);
-        let (ks, key, change, desc) = match rng.below(10) {
+        let (ks, key, change, desc) = match rng.below(14) {
             0..=3 => {
                 let v = rng.below(1000) as i64;
                 (
@@ -163,7 +176,7 @@ impl SimRegion {
                     format!("add {k} {e}"),
                 )
             }
-            _ => {
+            9 => {
                 let k = format!("s{}", rng.below(3));
                 let e = format!("\"e{}\"", rng.below(6));
                 (
@@ -171,6 +184,30 @@ impl SimRegion {
                     k.clone(),
                     Change::Remove(vec![Json::parse(&e).map_err(|e| e.to_string())?]),
                     format!("remove {k} {e}"),
+                )
+            }
+            10..=11 => {
+                // Keys every region writes and deletes: LWW with tombstones
+                // that get collected.
+                let k = format!("shared-{}", rng.below(3));
+                let v = 1000 + rng.below(1000) as i64;
+                (
+                    "default",
+                    k.clone(),
+                    Change::Put {
+                        value: Value::Json(Json::parse(&v.to_string()).map_err(|e| e.to_string())?),
+                        context: None,
+                    },
+                    format!("put {k}={v}"),
+                )
+            }
+            _ => {
+                let k = format!("shared-{}", rng.below(3));
+                (
+                    "default",
+                    k.clone(),
+                    Change::Delete { context: None },
+                    format!("delete {k}"),
                 )
             }
         };
@@ -204,7 +241,9 @@ impl SimRegion {
         } else {
             model.acked += 1;
         }
+        let shared = key.starts_with("shared-");
         match (&change, acked) {
+            _ if shared => {} // judged against every op, not per write
             (
                 Change::Put {
                     value: Value::Json(j),
@@ -328,9 +367,44 @@ impl SimRegion {
         Ok(self.vv())
     }
 
-    /// An ack from peer `from`.
-    pub fn on_ack(&mut self, from: usize, vv: &VersionVector) {
+    /// An ack from peer `from`, with its clock.
+    pub fn on_ack(&mut self, from: usize, vv: &VersionVector, hlc: Hlc) {
         self.peers[from].on_ack(vv);
+        if self.last_ack[from].as_ref().is_none_or(|(h, _)| hlc >= *h) {
+            self.last_ack[from] = Some((hlc, vv.clone()));
+        }
+    }
+
+    /// This region's clock as published.
+    pub fn hlc(&self) -> Hlc {
+        self.engine_ref().reader().published().hlc
+    }
+
+    /// Collects stable tombstones, computing the cut as the server does:
+    /// what every peer acknowledged, and the lowest clock among peers whose
+    /// own ops up to their ack are all here.
+    pub fn collect_tombstones(&mut self) -> Result<u64, String> {
+        let p = self.engine_ref().reader().published();
+        let mut peers = Vec::new();
+        for (i, ack) in self.last_ack.iter().enumerate() {
+            if i == self.index {
+                continue;
+            }
+            peers.push(PeerKnowledge {
+                region: RegionId::new(self.names[i]).map_err(|e| e.to_string())?,
+                acked: self.peers[i].acked().clone(),
+                last_ack: ack.clone(),
+            });
+        }
+        let Some(cut) = stable_cut(&p.vv, p.hlc, &peers) else {
+            return Ok(0);
+        };
+        let n = self
+            .engine()?
+            .collect(&cut, 1000)
+            .map_err(|e| e.to_string())?;
+        self.commit()?;
+        Ok(n as u64)
     }
 
     /// Forget what was in flight to every peer (a timeout).

@@ -87,6 +87,17 @@ pub struct EngineStats {
     pub siblings_pruned: u64,
     /// Conflicts recorded since start, per keyspace.
     pub conflicts: BTreeMap<KeyspaceName, u64>,
+    /// Stable tombstones removed since start.
+    pub tombstones_collected: u64,
+}
+
+/// What tombstone collection may rely on: see [`Engine::collect`].
+#[derive(Clone, Debug, Default)]
+pub struct StableCut {
+    /// Ops every region is known to have applied.
+    pub stable: VersionVector,
+    /// Every op that can still arrive here is stamped above this.
+    pub watermark: Hlc,
 }
 
 /// What readers see: the state of the last commit.
@@ -111,6 +122,8 @@ pub struct Published {
 /// The handle through which the writer publishes and readers look.
 pub struct Shared {
     published: RwLock<Arc<Published>>,
+    /// Per keyspace, the digest tree as of the last commit.
+    trees: RwLock<BTreeMap<KeyspaceName, store::Tree>>,
 }
 
 impl Shared {
@@ -127,6 +140,15 @@ impl Shared {
             .published
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(p);
+    }
+
+    /// A keyspace's digest tree (256 bucket digests) as of the last commit.
+    pub fn tree(&self, ks: &KeyspaceName) -> Option<store::Tree> {
+        self.trees
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(ks)
+            .cloned()
     }
 }
 
@@ -190,6 +212,8 @@ pub struct Received {
 struct Dirty {
     obj: Object,
     old: Old,
+    /// Collected (a stable tombstone): remove the key from the store.
+    removed: bool,
 }
 
 enum Old {
@@ -240,6 +264,7 @@ pub struct Engine<B: Backend> {
     buffer: CausalBuffer,
     lsn: u64,
     stats: EngineStats,
+    gc_cursor: Option<(KeyspaceName, Vec<u8>)>,
 }
 
 impl<B: Backend> Engine<B> {
@@ -269,8 +294,11 @@ impl<B: Backend> Engine<B> {
         }
         let names: Vec<KeyspaceName> = registry.iter().map(|d| d.name.clone()).collect();
         let mut digests = BTreeMap::new();
+        let mut trees = BTreeMap::new();
         for ks in names.iter().chain(std::iter::once(&sys)) {
-            digests.insert(ks.clone(), store::load_digest(&*backend, ks)?);
+            let tree = store::compute_tree(&*backend, ks)?;
+            digests.insert(ks.clone(), store::tree_digest(&tree));
+            trees.insert(ks.clone(), tree);
         }
         let ledger = Ledger::load(&*backend, names.iter())?;
         let buffer = CausalBuffer::new(cfg.causal_buffer_ops);
@@ -289,6 +317,7 @@ impl<B: Backend> Engine<B> {
                     lsn: ckpt.lsn,
                     stats: EngineStats::default(),
                 })),
+                trees: RwLock::new(trees),
             }),
             vv: ckpt.vv,
             registry,
@@ -301,6 +330,7 @@ impl<B: Backend> Engine<B> {
             buffer,
             lsn: ckpt.lsn,
             stats: EngineStats::default(),
+            gc_cursor: None,
         };
         engine.publish(None);
         Ok(engine)
@@ -542,6 +572,7 @@ impl<B: Backend> Engine<B> {
     pub fn install(&mut self, entries: Vec<(KeyspaceName, Key, Object)>) -> Result<(), WriteError> {
         for (ks, key, obj) in entries {
             let entry = self.load(&ks, &key, obj.policy())?;
+            entry.removed = false;
             entry.obj.merge(&obj);
             if ks.is_system()
                 && let Some(def) = definition_of(&entry.obj)
@@ -577,6 +608,92 @@ impl<B: Backend> Engine<B> {
         Ok(staged)
     }
 
+    /// Stages the removal of last-writer-wins tombstones that are causally
+    /// stable under `cut`, reading at most `budget` stored objects from where
+    /// the previous call stopped. Returns how many it removed.
+    ///
+    /// # Correctness
+    /// A tombstone goes only when every region has applied its delete
+    /// (`cut.stable` covers it), so no region can bring the old value back by
+    /// a state transfer; and when its timestamp is below `cut.watermark`, so
+    /// every op that could still arrive here is stamped above it and would
+    /// win against it anyway: a concurrent older write can never resurrect the
+    /// key. Tombstones of other policies are kept.
+    pub fn collect(&mut self, cut: &StableCut, budget: usize) -> Result<usize, WriteError> {
+        let mut names: Vec<KeyspaceName> = self
+            .registry
+            .iter()
+            .filter(|d| d.policy == Policy::Lww)
+            .map(|d| d.name.clone())
+            .collect();
+        names.sort();
+        let mut scanned = 0;
+        let mut removed = 0;
+        while scanned < budget {
+            let Some(ks) = names
+                .iter()
+                .find(|n| self.gc_cursor.as_ref().is_none_or(|(c, _)| *n >= c))
+                .cloned()
+            else {
+                self.gc_cursor = None;
+                break;
+            };
+            let start = match &self.gc_cursor {
+                Some((c, k)) if *c == ks => {
+                    let mut s = k.clone();
+                    s.push(0);
+                    s
+                }
+                _ => Vec::new(),
+            };
+            let page = self.backend.scan(
+                &store::table(&ks),
+                b"",
+                &start,
+                (budget - scanned).min(1024),
+            )?;
+            if page.is_empty() {
+                // Next keyspace.
+                let next = names.iter().find(|n| **n > ks).cloned();
+                self.gc_cursor = next.map(|n| (n, Vec::new()));
+                if self.gc_cursor.is_none() {
+                    break;
+                }
+                continue;
+            }
+            for (k, v) in &page {
+                scanned += 1;
+                let obj = store::decode_object(&ks, k, v)?;
+                let Object::Lww(reg) = &obj else { continue };
+                let stable = reg.is_tombstone()
+                    && reg
+                        .version()
+                        .is_some_and(|ver| cut.stable.covers(&ver.dot) && ver.hlc < cut.watermark);
+                if !stable {
+                    continue;
+                }
+                let Ok(key) = Key::new(String::from_utf8_lossy(k).into_owned()) else {
+                    continue;
+                };
+                let slot = (ks.clone(), key.clone());
+                let busy = self.current.dirty.contains_key(&slot)
+                    || self.sealed.iter().any(|g| g.dirty.contains_key(&slot));
+                if busy {
+                    continue;
+                }
+                let entry = self.load(&ks, &key, Policy::Lww)?;
+                entry.removed = true;
+                self.current.installed = true;
+                removed += 1;
+            }
+            if let Some((k, _)) = page.last() {
+                self.gc_cursor = Some((ks, k.clone()));
+            }
+        }
+        self.stats.tombstones_collected += removed as u64;
+        Ok(removed)
+    }
+
     /// Applies a log record during startup recovery (skipping what the
     /// state already holds). Call [`Engine::commit`] after the last one, and
     /// now and then during a long replay to bound memory.
@@ -609,6 +726,7 @@ impl<B: Backend> Engine<B> {
                 .unwrap_or(m.op.policy());
             let bound = self.cfg.max_clock_offset_ms;
             let entry = self.load(&m.keyspace, &m.key, policy)?;
+            entry.removed = false;
             let conflicts = entry.obj.apply(&m.op, &meta);
             counters.push(match &entry.obj {
                 Object::Counter(c) => Some(c.value()),
@@ -663,18 +781,25 @@ impl<B: Backend> Engine<B> {
                 Some(obj) => Dirty {
                     obj,
                     old: Old::Pending,
+                    removed: false,
                 },
                 None => match self
                     .backend
                     .get(&store::table(ks), key.as_str().as_bytes())?
                 {
-                    Some(bytes) => Dirty {
-                        obj: store::decode_object(ks, key.as_str().as_bytes(), &bytes)?,
-                        old: Old::Stored(store::contribution(key.as_str().as_bytes(), &bytes)),
-                    },
+                    Some(bytes) => {
+                        let obj = store::decode_object(ks, key.as_str().as_bytes(), &bytes)?;
+                        let old = store::object_contribution(key.as_str().as_bytes(), &obj, &bytes);
+                        Dirty {
+                            obj,
+                            old: Old::Stored(old),
+                            removed: false,
+                        }
+                    }
                     None => Dirty {
                         obj: Object::empty(policy),
                         old: Old::Stored(0),
+                        removed: false,
                     },
                 },
             };
@@ -742,7 +867,7 @@ impl<B: Backend> Engine<B> {
         let mut batch = Batch::new();
         for ((ks, key), d) in g.dirty.drain() {
             let bytes = codec::encode(&d.obj).map_err(|e| StoreError::Backend(e.to_string()))?;
-            let new = store::contribution(key.as_str().as_bytes(), &bytes);
+            let new = store::object_contribution(key.as_str().as_bytes(), &d.obj, &bytes);
             let old = match d.old {
                 Old::Stored(h) => h,
                 Old::Pending => self
@@ -751,9 +876,26 @@ impl<B: Backend> Engine<B> {
                     .copied()
                     .unwrap_or(0),
             };
+            let new = if d.removed { 0 } else { new };
             let digest = self.digests.entry(ks.clone()).or_insert(0);
             *digest = digest.wrapping_sub(old).wrapping_add(new);
-            batch.put(&store::table(&ks), key.as_str().as_bytes().to_vec(), bytes);
+            {
+                let mut trees = self
+                    .shared
+                    .trees
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let tree = trees
+                    .entry(ks.clone())
+                    .or_insert_with(|| vec![0; store::BUCKETS]);
+                let b = &mut tree[store::bucket_of(key.as_str().as_bytes())];
+                *b = b.wrapping_sub(old).wrapping_add(new);
+            }
+            if d.removed {
+                batch.delete(&store::table(&ks), key.as_str().as_bytes().to_vec());
+            } else {
+                batch.put(&store::table(&ks), key.as_str().as_bytes().to_vec(), bytes);
+            }
             if later_waiting {
                 self.recent.insert((ks, key), new);
             }
@@ -798,9 +940,6 @@ impl<B: Backend> Engine<B> {
         vv: VersionVector,
         hlc: Hlc,
     ) -> Result<(), StoreError> {
-        for (ks, d) in &self.digests {
-            batch.put(store::META, store::digest_key(ks), d.to_le_bytes().to_vec());
-        }
         let (k, v) = store::checkpoint_entry(&store::Checkpoint {
             vv,
             lsn: self.lsn,

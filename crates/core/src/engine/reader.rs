@@ -209,6 +209,52 @@ impl<B: Backend> Reader<B> {
         })
     }
 
+    /// A keyspace's digest tree (256 bucket digests).
+    pub fn tree(&self, ks: &KeyspaceName) -> Option<store::Tree> {
+        self.shared.tree(ks)
+    }
+
+    /// The keys of `buckets` in `ks` with their digest contributions (a full
+    /// scan of the keyspace: anti-entropy calls it only for buckets that
+    /// differ).
+    pub fn bucket_entries(
+        &self,
+        ks: &KeyspaceName,
+        buckets: &[u16],
+    ) -> Result<Vec<(Key, u128)>, ReadError> {
+        let want: std::collections::BTreeSet<usize> = buckets.iter().map(|b| *b as usize).collect();
+        let table = store::table(ks);
+        let mut out = Vec::new();
+        let mut start = Vec::new();
+        loop {
+            let page = self.backend.scan(&table, b"", &start, 1024)?;
+            if page.is_empty() {
+                break;
+            }
+            for (k, v) in &page {
+                if want.contains(&store::bucket_of(k)) {
+                    let obj = store::decode_object(ks, k, v)?;
+                    let c = store::object_contribution(k, &obj, v);
+                    if let Ok(key) = Key::new(String::from_utf8_lossy(k).into_owned()) {
+                        out.push((key, c));
+                    }
+                }
+            }
+            if let Some((k, _)) = page.last() {
+                start = k.clone();
+                start.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The raw encoded object of a key (for peers).
+    pub fn raw(&self, ks: &KeyspaceName, key: &Key) -> Result<Option<Vec<u8>>, ReadError> {
+        Ok(self
+            .backend
+            .get(&store::table(ks), key.as_str().as_bytes())?)
+    }
+
     /// Bytes the state store occupies on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.backend.disk_bytes()

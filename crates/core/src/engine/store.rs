@@ -58,7 +58,19 @@ pub fn decode_object(ks: &KeyspaceName, key: &[u8], bytes: &[u8]) -> Result<Obje
     })
 }
 
-/// Contribution of one stored object to its keyspace's digest.
+/// Contribution of one object to its keyspace's digest: 0 for a dead one
+/// (a tombstone), so digests cover live data and collecting a tombstone
+/// changes nothing there.
+pub fn object_contribution(key: &[u8], obj: &meridian_crdt::Object, encoded: &[u8]) -> u128 {
+    use meridian_crdt::Crdt;
+    if obj.is_live() {
+        contribution(key, encoded)
+    } else {
+        0
+    }
+}
+
+/// Contribution of one stored (live) object to its keyspace's digest.
 ///
 /// A keyspace's digest is the wrapping sum of these over its keys: it does
 /// not depend on the order keys were written in, and is updated in O(1) per
@@ -75,19 +87,47 @@ pub fn contribution(key: &[u8], encoded: &[u8]) -> u128 {
     u128::from_le_bytes(first)
 }
 
-/// The meta key of a keyspace's digest.
-pub fn digest_key(ks: &KeyspaceName) -> Vec<u8> {
-    format!("digest.{ks}").into_bytes()
+/// Buckets of a keyspace's digest tree.
+pub const BUCKETS: usize = 256;
+
+/// The bucket of a key in its keyspace's digest tree: spread by a hash of
+/// the key alone, so every region puts a key in the same bucket.
+pub fn bucket_of(key: &[u8]) -> usize {
+    Sha256::digest(key)[0] as usize
 }
 
-/// Loads a keyspace's digest (0 when it has no keys).
-pub fn load_digest(b: &impl Backend, ks: &KeyspaceName) -> Result<u128, StoreError> {
-    Ok(match b.get(META, &digest_key(ks))? {
-        Some(bytes) if bytes.len() == 16 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&bytes);
-            u128::from_le_bytes(a)
+/// A keyspace's digest tree: per bucket, the wrapping sum of the
+/// contributions of its keys. The keyspace digest is the sum of the buckets.
+/// Two regions whose trees differ in a bucket differ in a key of that bucket;
+/// anti-entropy compares the 256 buckets first and only then the keys of the
+/// buckets that differ.
+pub type Tree = Vec<u128>;
+
+/// Computes a keyspace's tree by reading every object (at startup: damage
+/// done to the files while the region was down shows up as a difference).
+pub fn compute_tree(b: &impl Backend, ks: &KeyspaceName) -> Result<Tree, StoreError> {
+    let mut tree = vec![0u128; BUCKETS];
+    let table = table(ks);
+    let mut start = Vec::new();
+    loop {
+        let page = b.scan(&table, b"", &start, 1024)?;
+        if page.is_empty() {
+            break;
         }
-        _ => 0,
-    })
+        for (k, v) in &page {
+            let obj = decode_object(ks, k, v)?;
+            let t = &mut tree[bucket_of(k)];
+            *t = t.wrapping_add(object_contribution(k, &obj, v));
+        }
+        if let Some((k, _)) = page.last() {
+            start = k.clone();
+            start.push(0);
+        }
+    }
+    Ok(tree)
+}
+
+/// The digest of a tree.
+pub fn tree_digest(tree: &Tree) -> u128 {
+    tree.iter().fold(0u128, |a, b| a.wrapping_add(*b))
 }

@@ -3,7 +3,9 @@
 //! The server's peer tasks and the simulator both drive these.
 
 pub mod peer;
+pub mod stability;
 pub mod wire;
 
 pub use peer::{BatchLimits, PeerSync, needs_state_transfer, start_lsn};
+pub use stability::{PeerKnowledge, stable_cut};
 pub use wire::{Ack, Batch};

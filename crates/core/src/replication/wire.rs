@@ -212,6 +212,10 @@ pub struct Ack {
     pub held: u32,
     /// Ops waiting in its causal buffer.
     pub buffered: u32,
+    /// The receiver's hybrid logical clock when it answered: every op it
+    /// creates later is stamped above it (used for tombstone collection).
+    #[serde(default)]
+    pub hlc: Hlc,
 }
 
 /// Encodes an ack.
@@ -335,4 +339,69 @@ pub fn encode_hello(h: &Hello) -> Result<Vec<u8>, WireError> {
 /// Decodes a hello.
 pub fn decode_hello(bytes: &[u8]) -> Result<Hello, WireError> {
     Ok(codec::decode(bytes, 4096)?)
+}
+
+/// A peer asks for one key's object (quorum reads, anti-entropy).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRequest {
+    /// The keyspace.
+    pub keyspace: KeyspaceName,
+    /// The keys.
+    pub keys: Vec<Key>,
+}
+
+/// The answer: each key's encoded object (`None`: never written), and the
+/// version vector the state reflected when read (read after the objects).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectReply {
+    /// The answering region's version vector.
+    pub vv: VersionVector,
+    /// Per requested key, its encoded object.
+    pub objects: Vec<Option<serde_bytes::ByteBuf>>,
+}
+
+/// A peer asks for digests (anti-entropy).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DigestRequest {
+    /// Only these keyspaces (empty: all).
+    pub keyspaces: Vec<KeyspaceName>,
+    /// Also the bucket digests of these keyspaces.
+    pub buckets_of: Vec<KeyspaceName>,
+}
+
+/// Digests of a region's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DigestReply {
+    /// The version vector the digests reflect.
+    pub vv: VersionVector,
+    /// Per keyspace: its digest.
+    pub keyspaces: Vec<(KeyspaceName, u128)>,
+    /// Per keyspace asked for: its bucket digests.
+    pub buckets: Vec<(KeyspaceName, Vec<u128>)>,
+}
+
+/// A peer asks for the (key, contribution) pairs of some buckets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketRequest {
+    /// The keyspace.
+    pub keyspace: KeyspaceName,
+    /// The buckets.
+    pub buckets: Vec<u16>,
+}
+
+/// The keys of those buckets with their digest contributions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketReply {
+    /// `(key, contribution)`.
+    pub entries: Vec<(Key, u128)>,
+}
+
+/// Encodes any peer message.
+pub fn encode_msg<T: Serialize>(m: &T) -> Result<Vec<u8>, WireError> {
+    Ok(codec::encode(m)?)
+}
+
+/// Decodes any peer message, bounded.
+pub fn decode_msg<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    Ok(codec::decode(bytes, MAX_BATCH_BYTES)?)
 }

@@ -19,6 +19,28 @@ pub const WRITE_CONCERN: &str = "meridian-write-concern";
 pub const TIMEOUT_MS: &str = "meridian-timeout-ms";
 /// The version of a value answered as raw bytes.
 pub const VERSION: &str = "meridian-version";
+/// How a read is served: `local` (default) or `quorum`.
+pub const READ: &str = "meridian-read";
+
+/// How a read is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// This region's state.
+    Local,
+    /// A majority of regions, merged, with read repair.
+    Quorum,
+}
+
+/// The read mode a request asks for.
+pub fn read_mode(h: &HeaderMap) -> Result<ReadMode, ApiError> {
+    match text(h, READ)?.map(str::trim) {
+        None | Some("local") => Ok(ReadMode::Local),
+        Some("quorum") => Ok(ReadMode::Quorum),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "header {READ}: {other:?} is not a read mode: expected local or quorum"
+        ))),
+    }
+}
 
 /// Default wait for a causal token.
 pub const DEFAULT_WAIT_MS: u64 = 2_000;

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::body::{self, Format};
 use super::error::ApiError;
-use super::{AppInner, AppState, MAX_KV_BODY, headers, render, respond, wait_for};
+use super::{AppInner, AppState, MAX_KV_BODY, consistency, headers, render, respond, wait_for};
 use crate::region::writer::WriteDone;
 
 /// An op sent by `POST /v1/kv/{keyspace}/{key}` (and inside batches).
@@ -122,24 +122,29 @@ async fn wait_token(app: &AppInner, h: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Sends a write to the writer and waits for it to be durable.
+/// Sends a write to the writer, waits for it to be durable here, then for
+/// its write concern.
 pub async fn write(
     app: &AppInner,
     h: &HeaderMap,
     req: WriteRequest,
 ) -> Result<WriteDone, ApiError> {
-    // Parsed now so a bad header is refused before anything is written;
-    // waiting for other regions comes with replication.
-    let _concern = headers::write_concern(h)?;
+    // Headers are checked before anything is written.
+    let concern = consistency::concern_for(app, h, &req)?;
+    let timeout = headers::timeout_ms(h, consistency::DEFAULT_CONCERN_TIMEOUT_MS)?;
     wait_token(app, h).await?;
-    match app.writer.write(req).await {
-        Ok(r) => Ok(r?),
-        Err(stopped) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            stopped.to_string(),
-        )),
-    }
+    let done = match app.writer.write(req).await {
+        Ok(r) => r?,
+        Err(stopped) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopping",
+                stopped.to_string(),
+            ));
+        }
+    };
+    consistency::wait_concern(app, &done, concern, timeout).await?;
+    Ok(done)
 }
 
 fn written(h: &HeaderMap, done: &WriteDone, extra: Option<(&str, serde_json::Value)>) -> Response {
@@ -271,8 +276,21 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
     let (keyspace, key) = path_parts(path)?;
+    let mode = headers::read_mode(&h)?;
     wait_token(&app, &h).await?;
-    let read = app.reader.get(&keyspace, &key)?;
+    let read = match mode {
+        headers::ReadMode::Local => app.reader.get(&keyspace, &key)?,
+        headers::ReadMode::Quorum => {
+            let timeout = headers::timeout_ms(&h, consistency::DEFAULT_QUORUM_TIMEOUT_MS)?;
+            let q = consistency::quorum_read(&app, &keyspace, &key, timeout).await?;
+            let def = app.reader.get(&keyspace, &key)?.def;
+            meridian_core::Read {
+                def,
+                object: q.object,
+                vv: q.vv,
+            }
+        }
+    };
     observe(&app, "get", t, false);
     let Some(obj) = read.live() else {
         let body = json!({

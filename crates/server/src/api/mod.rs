@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod body;
 pub mod conflicts;
+pub mod consistency;
 pub mod error;
 pub mod headers;
 pub mod keyspaces;
@@ -75,6 +76,8 @@ pub struct AppInner {
     pub feed: Option<Arc<crate::peer::tail::Feed>>,
     /// The region's wall clock.
     pub clock: crate::region::clock::WallClock,
+    /// Signed calls to peers (quorum reads, read repair), when replicating.
+    pub peer_client: Option<crate::peer::client::PeerClient>,
 }
 
 /// Handler state: cheap to clone.

@@ -47,6 +47,8 @@ pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Respons
         "state_bytes": app.reader.disk_bytes(),
         "causal_buffered": p.stats.buffered,
         "held_for_clock": p.stats.held_for_clock,
+        "tombstones_collected": p.stats.tombstones_collected,
+        "read_repairs": app.peers.read_repairs.load(std::sync::atomic::Ordering::Relaxed),
         "uptime_s": app.started.elapsed().as_secs(),
         "peers": app.peers.links.iter().map(|l| l.to_json(&p.vv, app.feed.as_deref(), app.clock.now_ms())).collect::<Vec<_>>(),
         "peer_auth_failures": app.peers.auth_failures.load(std::sync::atomic::Ordering::Relaxed),

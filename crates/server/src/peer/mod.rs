@@ -5,6 +5,7 @@
 //! `meridian_core::replication`.
 
 pub mod auth;
+pub mod client;
 pub mod receiver;
 pub mod sender;
 pub mod status;

@@ -50,6 +50,9 @@ pub fn router(api: Arc<PeerApi>) -> Router {
         .route("/peer/v1/hello", post(hello))
         .route("/peer/v1/ops", post(ops))
         .route("/peer/v1/state", post(state))
+        .route("/peer/v1/read", post(read))
+        .route("/peer/v1/ae/digests", post(digests))
+        .route("/peer/v1/ae/buckets", post(buckets))
         .layer(DefaultBodyLimit::max(MAX_PEER_BODY))
         .fallback(|| async { ApiError::not_found("no such peer endpoint") })
         .with_state(api)
@@ -95,6 +98,13 @@ fn answer(api: &PeerApi, from: &str, ack: &Ack) -> Response {
     }
 }
 
+fn answer_msg<T: serde::Serialize>(api: &PeerApi, from: &str, msg: &T) -> Response {
+    match wire::encode_msg(msg) {
+        Ok(bytes) => (StatusCode::OK, api.secret.sign("ack", from, &bytes)).into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}
+
 fn stopping(e: impl std::fmt::Display) -> Response {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()).into_response()
 }
@@ -120,6 +130,7 @@ async fn hello(
             now_ms: api.clock.now_ms(),
             held: 0,
             buffered: p.stats.buffered as u32,
+            hlc: p.hlc,
         },
     )
 }
@@ -147,6 +158,7 @@ async fn ops(
                 now_ms: api.clock.now_ms(),
                 held: r.held.len() as u32,
                 buffered: r.buffered as u32,
+                hlc: api.reader.published().hlc,
             },
         ),
         Ok(Err(e)) => ApiError::from(e).into_response(),
@@ -187,9 +199,105 @@ async fn state(
                 now_ms: api.clock.now_ms(),
                 held: 0,
                 buffered: 0,
+                hlc: api.reader.published().hlc,
             },
         ),
         Ok(Err(e)) => ApiError::from(e).into_response(),
         Err(e) => stopping(e),
+    }
+}
+
+async fn read(
+    State(api): State<Arc<PeerApi>>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (from, payload) = match open(&api, &h, "read", &body) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let req: wire::ObjectRequest = match wire::decode_msg(payload) {
+        Ok(r) => r,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    let reader = api.reader.clone();
+    let got = tokio::task::spawn_blocking(move || {
+        let mut objects = Vec::with_capacity(req.keys.len());
+        for k in &req.keys {
+            objects.push(
+                reader
+                    .raw(&req.keyspace, k)?
+                    .map(serde_bytes::ByteBuf::from),
+            );
+        }
+        // After the objects: the vector covers everything they reflect.
+        let vv = reader.published().vv.clone();
+        Ok::<_, meridian_core::ReadError>(wire::ObjectReply { vv, objects })
+    })
+    .await;
+    match got {
+        Ok(Ok(reply)) => answer_msg(&api, &from, &reply),
+        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}
+
+async fn digests(
+    State(api): State<Arc<PeerApi>>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (from, payload) = match open(&api, &h, "digests", &body) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let req: wire::DigestRequest = match wire::decode_msg(payload) {
+        Ok(r) => r,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    let p = api.reader.published();
+    let keyspaces = p
+        .digests
+        .iter()
+        .filter(|(k, _)| req.keyspaces.is_empty() || req.keyspaces.contains(k))
+        .map(|(k, d)| (k.clone(), *d))
+        .collect();
+    let buckets = req
+        .buckets_of
+        .iter()
+        .filter_map(|k| api.reader.tree(k).map(|t| (k.clone(), t)))
+        .collect();
+    answer_msg(
+        &api,
+        &from,
+        &wire::DigestReply {
+            vv: p.vv.clone(),
+            keyspaces,
+            buckets,
+        },
+    )
+}
+
+async fn buckets(
+    State(api): State<Arc<PeerApi>>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (from, payload) = match open(&api, &h, "buckets", &body) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let req: wire::BucketRequest = match wire::decode_msg(payload) {
+        Ok(r) => r,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    let reader = api.reader.clone();
+    let got =
+        tokio::task::spawn_blocking(move || reader.bucket_entries(&req.keyspace, &req.buckets))
+            .await;
+    match got {
+        Ok(Ok(entries)) => answer_msg(&api, &from, &wire::BucketReply { entries }),
+        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
     }
 }

@@ -234,7 +234,7 @@ impl Sender {
         let rtt = t.elapsed().as_millis() as u64;
         let offset = ack.now_ms as i64 - (sent + rtt / 2) as i64;
         self.peer
-            .acked(&ack.vv, Some(offset), ack.held, ack.buffered);
+            .acked(&ack.vv, ack.hlc, Some(offset), ack.held, ack.buffered);
         Ok(ack)
     }
 
@@ -301,7 +301,7 @@ impl Sender {
                             .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
                         let offset =
                             ack.now_ms as i64 - (sent + t.elapsed().as_millis() as u64 / 2) as i64;
-                        peer.acked(&ack.vv, Some(offset), ack.held, ack.buffered);
+                        peer.acked(&ack.vv, ack.hlc, Some(offset), ack.held, ack.buffered);
                         Ok(ack)
                     });
                     continue;

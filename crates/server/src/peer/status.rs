@@ -40,6 +40,8 @@ struct Inner {
     clock_offset_ms: Option<i64>,
     peer_held: u64,
     peer_buffered: u64,
+    /// The peer's clock at its latest ack, with the version vector it acked then.
+    last_ack: Option<(meridian_crdt::Hlc, VersionVector)>,
 }
 
 /// One peer link's figures.
@@ -60,11 +62,20 @@ pub struct PeerStatus {
     pub transfers: AtomicU64,
     /// Failed sessions (errors that forced a reconnect).
     pub errors: AtomicU64,
+    /// Anti-entropy repairs: keys fixed here or at the peer after comparing.
+    pub repairs: AtomicU64,
+    /// Anti-entropy comparisons completed.
+    pub ae_rounds: AtomicU64,
+    acks: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl PeerStatus {
-    /// A link not yet connected.
-    pub fn new(name: RegionId, url: String) -> Arc<Self> {
+    /// A link not yet connected; `acks` is poked on every ack.
+    pub fn new(
+        name: RegionId,
+        url: String,
+        acks: Arc<tokio::sync::watch::Sender<u64>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             name,
             url,
@@ -75,12 +86,16 @@ impl PeerStatus {
                 clock_offset_ms: None,
                 peer_held: 0,
                 peer_buffered: 0,
+                last_ack: None,
             }),
             bytes: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             transfers: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            repairs: AtomicU64::new(0),
+            ae_rounds: AtomicU64::new(0),
+            acks,
         })
     }
 
@@ -106,21 +121,33 @@ impl PeerStatus {
         g.state = LinkState::Backoff;
     }
 
-    /// Records what the peer acknowledged.
+    /// Records what the peer acknowledged (and its clock then).
     pub fn acked(
         &self,
         vv: &VersionVector,
+        hlc: meridian_crdt::Hlc,
         clock_offset_ms: Option<i64>,
         held: u32,
         buffered: u32,
     ) {
-        let mut g = self.lock();
-        g.acked.merge(vv);
-        if clock_offset_ms.is_some() {
-            g.clock_offset_ms = clock_offset_ms;
+        {
+            let mut g = self.lock();
+            g.acked.merge(vv);
+            if clock_offset_ms.is_some() {
+                g.clock_offset_ms = clock_offset_ms;
+            }
+            g.peer_held += u64::from(held);
+            g.peer_buffered = u64::from(buffered);
+            if g.last_ack.as_ref().is_none_or(|(h, _)| hlc >= *h) {
+                g.last_ack = Some((hlc, vv.clone()));
+            }
         }
-        g.peer_held += u64::from(held);
-        g.peer_buffered = u64::from(buffered);
+        self.acks.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The peer's clock at its latest ack and the version vector of that ack.
+    pub fn last_ack(&self) -> Option<(meridian_crdt::Hlc, VersionVector)> {
+        self.lock().last_ack.clone()
     }
 
     /// What the peer holds durably, as far as we know.
@@ -172,6 +199,8 @@ impl PeerStatus {
             "batches_sent": self.batches.load(Ordering::Relaxed),
             "ops_sent": self.ops.load(Ordering::Relaxed),
             "state_transfers": self.transfers.load(Ordering::Relaxed),
+            "anti_entropy_rounds": self.ae_rounds.load(Ordering::Relaxed),
+            "anti_entropy_repairs": self.repairs.load(Ordering::Relaxed),
             "errors": self.errors.load(Ordering::Relaxed),
             "last_error": g.last_error,
             "clock_offset_ms": g.clock_offset_ms,
@@ -182,7 +211,7 @@ impl PeerStatus {
 }
 
 /// Every peer link of the region, plus refused requests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Peers {
     /// The links.
     pub links: Vec<Arc<PeerStatus>>,
@@ -190,4 +219,35 @@ pub struct Peers {
     pub auth_failures: AtomicU64,
     /// Peer batches received.
     pub batches_received: AtomicU64,
+    /// Read repairs made by quorum reads (keys pushed to a region that was behind).
+    pub read_repairs: AtomicU64,
+    acks: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Peers {
+    /// Links to `peers` (region, peer URL).
+    pub fn new(peers: &[(RegionId, String)]) -> Self {
+        let (tx, _) = tokio::sync::watch::channel(0);
+        let acks = Arc::new(tx);
+        Self {
+            links: peers
+                .iter()
+                .map(|(n, u)| PeerStatus::new(n.clone(), u.clone(), acks.clone()))
+                .collect(),
+            auth_failures: AtomicU64::new(0),
+            batches_received: AtomicU64::new(0),
+            read_repairs: AtomicU64::new(0),
+            acks,
+        }
+    }
+
+    /// Wakes on every ack from any peer.
+    pub fn subscribe_acks(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.acks.subscribe()
+    }
+
+    /// Regions in the cluster, this one included.
+    pub fn regions(&self) -> usize {
+        self.links.len() + 1
+    }
 }

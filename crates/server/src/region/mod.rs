@@ -112,6 +112,20 @@ impl WriterHandle {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// Collects stable tombstones; answers how many went.
+    pub async fn collect(
+        &self,
+        cut: meridian_core::engine::StableCut,
+        budget: usize,
+    ) -> Result<Result<usize, WriteError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Collect { cut, budget, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
     /// Asks for a checkpoint (state fsync, log retention).
     pub async fn checkpoint(&self) -> Result<(), Stopped> {
         self.tx.send(Command::Checkpoint).await.map_err(|_| Stopped)

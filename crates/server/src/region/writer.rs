@@ -88,6 +88,15 @@ pub enum Command {
         /// Where the answer goes (after the state is durable).
         reply: oneshot::Sender<Result<VersionVector, WriteError>>,
     },
+    /// Collect stable tombstones (see `Engine::collect`).
+    Collect {
+        /// What every region has applied, and the timestamp watermark.
+        cut: meridian_core::engine::StableCut,
+        /// Most stored objects to look at.
+        budget: usize,
+        /// How many were collected (after they are gone).
+        reply: oneshot::Sender<Result<usize, WriteError>>,
+    },
     /// Time to make the state store durable and trim the log.
     Checkpoint,
 }
@@ -100,6 +109,7 @@ enum Pending {
         oneshot::Sender<Result<(Received, VersionVector), WriteError>>,
     ),
     Install(oneshot::Sender<Result<VersionVector, WriteError>>),
+    Collect(usize, oneshot::Sender<Result<usize, WriteError>>),
 }
 
 /// What the writer owns, handed over at start.
@@ -290,6 +300,13 @@ fn stage(g: &mut Inner, now: u64, cmd: Command) -> Result<(), WriteError> {
                 }
             }
         }
+        Command::Collect { cut, budget, reply } => match g.engine.collect(&cut, budget) {
+            Ok(n) => g.pending.push(Pending::Collect(n, reply)),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        },
         Command::Checkpoint => g.checkpoint = true,
     }
     Ok(())
@@ -436,6 +453,9 @@ fn answer(pending: Vec<Pending>, applied: &[Applied], vv: &VersionVector) {
             }
             Pending::Install(reply) => {
                 let _ = reply.send(Ok(vv.clone()));
+            }
+            Pending::Collect(n, reply) => {
+                let _ = reply.send(Ok(n));
             }
         }
     }

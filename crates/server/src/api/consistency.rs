@@ -1,0 +1,240 @@
+//! The consistency a request asks for: its write concern (how many regions
+//! must hold a write durably before success) and quorum reads (a majority
+//! of regions read, merged, and the ones behind repaired).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use meridian_core::replication::wire::{ObjectReply, ObjectRequest};
+use meridian_core::{Key, KeyspaceName, WriteConcern, WriteRequest};
+use meridian_crdt::{Crdt, Object, VersionVector, codec};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{AppInner, headers, render};
+use crate::region::writer::WriteDone;
+
+/// How long a write waits for its write concern unless the request says.
+pub const DEFAULT_CONCERN_TIMEOUT_MS: u64 = 5_000;
+/// How long a quorum read waits for enough regions unless the request says.
+pub const DEFAULT_QUORUM_TIMEOUT_MS: u64 = 2_000;
+
+/// The write concern of a request: its header, else the strongest default of
+/// the keyspaces it writes.
+pub fn concern_for(
+    app: &AppInner,
+    h: &HeaderMap,
+    req: &WriteRequest,
+) -> Result<WriteConcern, ApiError> {
+    if let Some(c) = headers::write_concern(h)? {
+        return Ok(c);
+    }
+    let p = app.reader.published();
+    Ok(req
+        .mutations
+        .iter()
+        .filter_map(|m| p.registry.get(&m.keyspace).map(|d| d.write_concern))
+        .max()
+        .unwrap_or_default())
+}
+
+/// Waits until `concern` is met for a write durable here, or answers 504:
+/// the write stays durable here and will still replicate; it is never
+/// rolled back.
+pub async fn wait_concern(
+    app: &AppInner,
+    done: &WriteDone,
+    concern: WriteConcern,
+    timeout_ms: u64,
+) -> Result<(), ApiError> {
+    let required = concern.required(app.peers.regions());
+    if required <= 1 {
+        return Ok(());
+    }
+    let dot = &done.version.dot;
+    let mut acks = app.peers.subscribe_acks();
+    let holders = || -> Vec<String> {
+        std::iter::once(app.replica.region.to_string())
+            .chain(
+                app.peers
+                    .links
+                    .iter()
+                    .filter(|l| l.acked_vv().covers(dot))
+                    .map(|l| l.name.to_string()),
+            )
+            .collect()
+    };
+    let wait = async {
+        loop {
+            if holders().len() >= required {
+                return;
+            }
+            if acks.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let held = holders();
+    Err(ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "write_concern_timeout",
+        format!(
+            "write concern {concern} needs {required} regions; {} held the write durably after {timeout_ms} ms ({}). The write is durable in {} and will still replicate: it is not rolled back",
+            held.len(),
+            held.join(", "),
+            app.replica.region
+        ),
+    )
+    .with(json!({
+        "version": render::version(&done.version),
+        "token": &*done.token,
+        "held_by": held,
+        "required": required,
+        "write_concern": concern,
+    })))
+}
+
+/// A quorum read's outcome.
+pub struct QuorumRead {
+    /// The merged state (`None`: no region has the key).
+    pub object: Option<Object>,
+    /// Covers everything the merged state reflects.
+    pub vv: VersionVector,
+    /// Regions read.
+    pub regions: Vec<String>,
+}
+
+/// Reads `key` in a majority of regions (this one and the fastest peers),
+/// merges what they hold, and repairs, in the background, every region read
+/// whose state was behind the merge.
+pub async fn quorum_read(
+    app: &AppInner,
+    keyspace: &str,
+    key: &Key,
+    timeout_ms: u64,
+) -> Result<QuorumRead, ApiError> {
+    let local = app.reader.get(keyspace, key)?;
+    let ks = local.def.name.clone();
+    let needed = app.peers.regions() / 2 + 1;
+    let mut views: Vec<(Option<String>, Option<Object>)> = vec![(None, local.object.clone())];
+    let mut vv = local.vv.clone();
+    let mut regions = vec![app.replica.region.to_string()];
+    if needed > 1 {
+        let Some(pc) = app.peer_client.clone() else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "quorum_unavailable",
+                "this region has no peers configured: a quorum read needs them",
+            ));
+        };
+        let mut calls = tokio::task::JoinSet::new();
+        for (name, url) in pc.peers.iter().cloned() {
+            let pc = pc.clone();
+            let req = ObjectRequest {
+                keyspace: ks.clone(),
+                keys: vec![key.clone()],
+            };
+            calls.spawn(async move {
+                let r: Result<ObjectReply, _> = pc.call(&url, "/peer/v1/read", "read", &req).await;
+                (name, url, r)
+            });
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+        while regions.len() < needed {
+            let next = tokio::time::timeout_at(deadline, calls.join_next()).await;
+            let Ok(Some(Ok((name, url, Ok(reply))))) = next else {
+                if matches!(next, Ok(Some(_))) {
+                    continue; // that peer failed; others may answer
+                }
+                break;
+            };
+            let obj = match reply.objects.first().cloned().flatten() {
+                Some(bytes) => Some(codec::decode::<Object>(&bytes, 256 << 20).map_err(|e| {
+                    ApiError::internal(format!("region {name} sent an undecodable object: {e}"))
+                })?),
+                None => None,
+            };
+            vv.merge(&reply.vv);
+            regions.push(name.to_string());
+            views.push((Some(url), obj));
+        }
+        calls.abort_all();
+        if regions.len() < needed {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "quorum_unavailable",
+                format!(
+                    "a quorum read needs {needed} of {} regions; only {} answered within {timeout_ms} ms ({})",
+                    app.peers.regions(),
+                    regions.len(),
+                    regions.join(", ")
+                ),
+            ));
+        }
+    }
+    let merged = views
+        .iter()
+        .fold(None::<Object>, |acc, (_, o)| match (acc, o) {
+            (None, o) => o.clone(),
+            (Some(mut a), Some(b)) => {
+                a.merge(b);
+                Some(a)
+            }
+            (a, None) => a,
+        });
+    if let Some(m) = &merged {
+        let behind: Vec<Option<String>> = views
+            .iter()
+            .filter(|(_, o)| o.as_ref() != Some(m))
+            .map(|(url, _)| url.clone())
+            .collect();
+        if !behind.is_empty() {
+            repair(app, ks, key.clone(), m.clone(), behind);
+        }
+    }
+    Ok(QuorumRead {
+        object: merged,
+        vv,
+        regions,
+    })
+}
+
+/// Pushes `merged` to the regions that were behind (`None`: this one).
+fn repair(app: &AppInner, ks: KeyspaceName, key: Key, merged: Object, behind: Vec<Option<String>>) {
+    let writer = app.writer.clone();
+    let pc = app.peer_client.clone();
+    let peers = app.peers.clone();
+    tokio::spawn(async move {
+        let mut done = BTreeSet::new();
+        for target in behind {
+            let ok = match &target {
+                None => matches!(
+                    writer
+                        .install(vec![(ks.clone(), key.clone(), merged.clone())], None)
+                        .await,
+                    Ok(Ok(_))
+                ),
+                Some(url) => match &pc {
+                    Some(pc) => pc
+                        .push(url, &[(ks.clone(), key.clone(), merged.clone())])
+                        .await
+                        .is_ok(),
+                    None => false,
+                },
+            };
+            if ok {
+                peers.read_repairs.fetch_add(1, Ordering::Relaxed);
+                done.insert(target.unwrap_or_else(|| "local".into()));
+            }
+        }
+        tracing::debug!(keyspace = %ks, key = %key, repaired = ?done, "read repair");
+    });
+}
