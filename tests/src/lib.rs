@@ -12,14 +12,19 @@
 //!   partitions, controlled from Rust, over HTTP or from the command line.
 //! - [`node`]: one region as a real `meridian serve` process: start, SIGKILL,
 //!   SIGTERM, SIGSTOP/SIGCONT, restart on the same port and data.
-//! - [`workload`]: writers that record every outcome, and checkers that
-//!   demand every acknowledged write.
+//! - [`workload`]: mixed client sessions that record every outcome (ok,
+//!   failed, indeterminate).
+//! - [`check`]: checkers over a history and the final state (set-full,
+//!   counters, convergence, read-your-writes, LWW), each with a report.
+//! - [`nemesis`]: named fault schedules under load, healed and checked.
 //! - [`sim`]: deterministic, seeded simulation of whole clusters in one
 //!   thread (real engines over a simulated, faulty network).
 
 pub mod bench;
+pub mod check;
 pub mod cluster;
 pub mod link;
+pub mod nemesis;
 pub mod node;
 pub mod sim;
 pub mod workload;

@@ -392,7 +392,9 @@ async fn quorum_reads_merge_a_majority_and_repair_regions_behind() {
     // The repair is counted once it is durable.
     let mut counted = 0;
     for _ in 0..100 {
-        counted = west.status().await.unwrap()["read_repairs"].as_u64().unwrap();
+        counted = west.status().await.unwrap()["read_repairs"]
+            .as_u64()
+            .unwrap();
         if counted >= 1 {
             break;
         }

@@ -2,52 +2,30 @@
 //! emulator: partitions under writes, relaying around a cut, a region killed
 //! under load, and forged batches.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use meridian_harness::check;
 use meridian_harness::cluster::Cluster;
 use meridian_harness::workload::{self, History};
 use serde_json::json;
 
-/// Runs `writers` mixed writers per region for `ms` milliseconds.
-async fn write_for(c: &Cluster, writers: usize, ms: u64) -> History {
-    let history = Arc::new(std::sync::Mutex::new(History::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for r in &c.regions {
-        for w in 0..writers {
-            tasks.push(tokio::spawn(workload::mixed_writer(
-                c.client(r),
-                format!("{r}-w{w}"),
-                stop.clone(),
-                history.clone(),
-            )));
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-
-    history.lock().unwrap().clone()
+fn clients(c: &Cluster) -> Vec<(String, meridian_client::Client)> {
+    c.regions.iter().map(|r| (r.clone(), c.client(r))).collect()
 }
 
+/// Runs `writers` mixed writers per region for `ms` milliseconds.
+async fn write_for(c: &Cluster, writers: usize, ms: u64) -> History {
+    let (stop, history, tasks) = workload::start_writers(&clients(c), writers, 3_000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    workload::stop_writers(stop, history, tasks).await
+}
+
+/// Runs every checker and fails with their reports unless all pass.
 async fn check_everywhere(c: &Cluster, h: &History) -> u64 {
-    let mut checked = 0;
-    for r in &c.regions {
-        let v = workload::check_region(&c.client(r), r, h).await.unwrap();
-        assert!(
-            v.ok(),
-            "{r}: {} lost, {} wrong: {:#?}",
-            v.lost,
-            v.wrong,
-            v.problems
-        );
-        checked += v.checked;
-    }
-    checked
+    let v = check::check_all(c, h, Duration::from_secs(60)).await;
+    println!("{}\n{v}", check::summary(h));
+    assert!(v.ok(), "checks failed:\n{v}");
+    v.checked()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +38,7 @@ async fn a_three_way_partition_under_writes_converges_after_heal() {
     c.partition("us-east", "eu-west").unwrap();
     c.partition("us-east", "ap-south").unwrap();
     c.partition("eu-west", "ap-south").unwrap();
-    let h = write_for(&c, 4, 2_500).await;
+    let h = write_for(&c, 4, 4_000).await;
     // While cut off, each region holds only its own writes.
     let s = c.statuses().await;
     let ops: Vec<u64> = s
@@ -129,29 +107,13 @@ async fn a_region_killed_under_load_catches_up_and_loses_nothing() {
         .await
         .unwrap();
     c.wait_converged(Duration::from_secs(30)).await.unwrap();
-    let history = Arc::new(std::sync::Mutex::new(History::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for r in &c.regions {
-        for w in 0..4 {
-            tasks.push(tokio::spawn(workload::mixed_writer(
-                c.client(r),
-                format!("{r}-w{w}"),
-                stop.clone(),
-                history.clone(),
-            )));
-        }
-    }
+    let (stop, history, tasks) = workload::start_writers(&clients(&c), 4, 3_000);
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     c.kill("eu-west").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     c.restart("eu-west").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let h = history.lock().unwrap().clone();
+    let h = workload::stop_writers(stop, history, tasks).await;
     let took = c.wait_converged(Duration::from_secs(60)).await.unwrap();
     let checked = check_everywhere(&c, &h).await;
     println!(

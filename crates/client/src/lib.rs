@@ -11,7 +11,7 @@
 
 mod client;
 mod error;
-mod path;
+pub mod path;
 mod session;
 
 pub use client::{Client, Entry, Options, Written};

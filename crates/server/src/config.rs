@@ -142,6 +142,13 @@ pub struct ReplicationConfig {
     /// Most ops per batch.
     #[serde(default = "default_batch_ops")]
     pub max_batch_ops: usize,
+    /// Tests only: probability that a batch is sent twice.
+    #[serde(default)]
+    pub fault_duplicate: f64,
+    /// Tests only: probability that a batch is held back 0-200 ms, so that
+    /// later batches overtake it.
+    #[serde(default)]
+    pub fault_delay: f64,
 }
 
 impl Default for ReplicationConfig {
@@ -149,6 +156,8 @@ impl Default for ReplicationConfig {
         Self {
             linger_ms: default_linger_ms(),
             max_batch_ops: default_batch_ops(),
+            fault_duplicate: 0.0,
+            fault_delay: 0.0,
         }
     }
 }
@@ -420,6 +429,17 @@ impl Config {
         }
         if !(1..=100_000).contains(&self.replication.max_batch_ops) {
             return Err(field("replication.max_batch_ops", "must be in 1..=100000"));
+        }
+        for (name, p) in [
+            (
+                "replication.fault_duplicate",
+                self.replication.fault_duplicate,
+            ),
+            ("replication.fault_delay", self.replication.fault_delay),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(field(name, "must be a probability in 0..=1"));
+            }
         }
         if self.replication.linger_ms > 1_000 {
             return Err(field("replication.linger_ms", "must be at most 1000"));

@@ -8,12 +8,14 @@
 //! - [`peer`]: replication over the network: peer API, senders, tail.
 //! - [`serve`]: running a region (`meridian serve`).
 //! - [`dev`]: `meridian dev`, three regions behind the link emulator.
+//! - [`ctl`]: `meridian ctl`, operating running regions over their APIs.
 //! - [`config`]: configuration file, environment, validation.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`shutdown`]: signals and shutdown tokens.
 
 pub mod api;
 pub mod config;
+pub mod ctl;
 pub mod dev;
 pub mod maintenance;
 pub mod metrics;

@@ -30,6 +30,9 @@ enum Command {
     Link(meridian_harness::link::LinkArgs),
     /// Exit 0 if a region answers GET /healthz (for container health checks).
     Health(HealthArgs),
+    /// Operate running regions: status, get/put/del/incr/add/remove,
+    /// keyspaces, conflicts.
+    Ctl(meridian_server::ctl::CtlArgs),
     /// Benchmarks: load running regions, or replication on a local cluster.
     Bench {
         #[command(subcommand)]
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
                     Err(format!("{} does not answer /healthz", a.url))
                 }
             }
+            Command::Ctl(a) => meridian_server::ctl::run(a).await,
             Command::Bench { cmd } => {
                 let bin = std::env::current_exe().map_err(|e| e.to_string())?;
                 meridian_harness::bench::run(cmd, bin).await

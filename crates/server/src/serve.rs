@@ -12,7 +12,7 @@ use crate::api::{self, AppInner};
 use crate::config::Valid;
 use crate::metrics::Metrics;
 use crate::peer::receiver::{self, PeerApi};
-use crate::peer::sender::{Sender, SenderOptions};
+use crate::peer::sender::{BatchFaults, Sender, SenderOptions};
 use crate::peer::status::Peers;
 use crate::region::{Region, StartError};
 use crate::shutdown::{self, Shutdown, Trigger};
@@ -111,6 +111,10 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
                 ..Default::default()
             },
             linger: Duration::from_millis(cfg.replication.linger_ms),
+            faults: BatchFaults {
+                duplicate: cfg.replication.fault_duplicate,
+                delay: cfg.replication.fault_delay,
+            },
         };
         let m = crate::maintenance::Maintenance {
             reader: region.reader.clone(),

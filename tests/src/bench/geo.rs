@@ -238,3 +238,73 @@ impl GeoReport {
         out
     }
 }
+
+/// One write concern's figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ConcernRow {
+    /// The concern.
+    pub concern: String,
+    /// Write latency, ms.
+    pub latency: Percentiles,
+    /// Writes answered 504 (concern not met in time).
+    pub timeouts: u64,
+}
+
+/// Write latency under each write concern at WAN latency (closed loop,
+/// `concurrency` writers into us-east).
+pub async fn concerns(spec: GeoSpec, concurrency: usize) -> Result<Vec<ConcernRow>, String> {
+    let _ = std::fs::remove_dir_all(&spec.dir);
+    std::fs::create_dir_all(&spec.dir).map_err(|e| e.to_string())?;
+    let c = Cluster::builder()
+        .binary(&spec.bin)
+        .dir(&spec.dir)
+        .latency_ms(spec.latency_ms)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    let east = c.url("us-east").map_err(|e| e.to_string())?;
+    c.wait_converged(Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for concern in ["local", "one", "majority", "all"] {
+        eprintln!(
+            "write concern {concern}: {concurrency} writers into us-east, {} ms links",
+            spec.latency_ms
+        );
+        let report = load::run(LoadSpec {
+            urls: vec![east.clone()],
+            duration: spec.duration,
+            concurrency,
+            rate: None,
+            value_size: spec.value_size,
+            keys: 1_000_000,
+            dist: Dist::Uniform,
+            mix: Mix {
+                put: 1,
+                get: 0,
+                incr: 0,
+                add: 0,
+            },
+            probe_every: 0,
+            probe_to: None,
+            write_concern: Some(concern.to_string()),
+            progress: false,
+        })
+        .await?;
+        let r = &report.regions[0];
+        rows.push(ConcernRow {
+            concern: concern.to_string(),
+            latency: r.write_latency,
+            timeouts: r
+                .errors
+                .iter()
+                .filter(|(k, _)| k.starts_with("504"))
+                .map(|(_, v)| *v)
+                .sum(),
+        });
+    }
+    c.stop().await;
+    let _ = std::fs::remove_dir_all(&spec.dir);
+    Ok(rows)
+}

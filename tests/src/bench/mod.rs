@@ -35,6 +35,60 @@ pub enum BenchCommand {
     Load(LoadArgs),
     /// Replication over emulated WAN links on a local three-region cluster.
     Geo(GeoArgs),
+    /// Write latency under each write concern over emulated WAN links.
+    Concerns(ConcernArgs),
+    /// A nemesis suite (faults under load, then heal and check) for a while.
+    Nemesis(NemesisArgs),
+}
+
+/// `meridian bench nemesis`.
+#[derive(Debug, clap::Args)]
+pub struct NemesisArgs {
+    /// partition-halves, ring-partition, kill-restart, pause, clock-skew,
+    /// dup-reorder, combined, or all (each in turn).
+    #[arg(long, default_value = "combined")]
+    pub suite: String,
+    /// How long faults and load last (per suite).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Mixed writers per region.
+    #[arg(long, default_value_t = 3)]
+    pub writers: usize,
+    /// One-way latency of every link, ms.
+    #[arg(long, default_value_t = 20)]
+    pub latency: u64,
+    /// Longest pause (SIGSTOP) of a region.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub pause: Duration,
+    /// Convergence bound after heal.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub converge_within: Duration,
+    /// Seed of the fault schedule.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where the regions' data goes.
+    #[arg(long, default_value = "bench/out/nemesis")]
+    pub dir: PathBuf,
+}
+
+/// `meridian bench concerns`.
+#[derive(Debug, clap::Args)]
+pub struct ConcernArgs {
+    /// One-way WAN latency between regions, ms.
+    #[arg(long, default_value_t = 80)]
+    pub latency: u64,
+    /// Writers (closed loop) into us-east.
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// How long each concern runs.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Where the cluster's data goes (a real disk).
+    #[arg(long, default_value = "bench/out/concerns")]
+    pub dir: PathBuf,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `meridian bench load`.
@@ -130,6 +184,72 @@ pub async fn run(cmd: BenchCommand, bin: PathBuf) -> Result<(), String> {
                 );
             } else {
                 print!("{}", report.table());
+            }
+        }
+        BenchCommand::Concerns(a) => {
+            let rows = geo::concerns(
+                geo::GeoSpec {
+                    bin,
+                    dir: a.dir,
+                    latency_ms: a.latency,
+                    rate: 0.0,
+                    duration: a.duration,
+                    partition: Duration::ZERO,
+                    value_size: 100,
+                },
+                a.concurrency,
+            )
+            .await?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!("| write concern | p50 ms | p90 ms | p99 ms | writes | 504s |");
+                println!("|---|---:|---:|---:|---:|---:|");
+                for r in rows {
+                    println!(
+                        "| {} | {:.1} | {:.1} | {:.1} | {} | {} |",
+                        r.concern,
+                        r.latency.p50,
+                        r.latency.p90,
+                        r.latency.p99,
+                        r.latency.count,
+                        r.timeouts
+                    );
+                }
+            }
+        }
+        BenchCommand::Nemesis(a) => {
+            let suites = if a.suite == "all" {
+                crate::nemesis::Suite::ALL.to_vec()
+            } else {
+                vec![crate::nemesis::Suite::parse(&a.suite)?]
+            };
+            let mut failed = Vec::new();
+            for suite in suites {
+                let dir = a.dir.join(suite.name());
+                let _ = std::fs::remove_dir_all(&dir);
+                let out = crate::nemesis::run(&crate::nemesis::Options {
+                    writers_per_region: a.writers,
+                    latency_ms: a.latency,
+                    pause: a.pause,
+                    converge_within: a.converge_within,
+                    seed: a.seed,
+                    binary: Some(bin.clone()),
+                    dir: Some(dir),
+                    ..crate::nemesis::Options::new(suite, a.duration)
+                })
+                .await
+                .map_err(|e| format!("{suite}: {e}"))?;
+                print!("{out}");
+                if !out.ok() {
+                    failed.push(suite.name());
+                }
+            }
+            if !failed.is_empty() {
+                return Err(format!("nemesis checks failed: {}", failed.join(", ")));
             }
         }
         BenchCommand::Geo(a) => {

@@ -62,6 +62,26 @@ pub struct SenderOptions {
     pub limits: BatchLimits,
     /// How long to wait for more ops before sending a small batch.
     pub linger: Duration,
+    /// Injected faults (tests only).
+    pub faults: BatchFaults,
+}
+
+/// Faults a sender injects into its own batches, so that tests see
+/// duplicated and reordered deliveries at the receiver. (The link emulator
+/// works on TCP bytes; duplicating those would corrupt the HTTP/2 stream
+/// rather than deliver a batch twice.)
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchFaults {
+    /// Probability that a batch is sent twice.
+    pub duplicate: f64,
+    /// Probability that a batch is held back 0-200 ms before it is sent.
+    pub delay: f64,
+}
+
+impl BatchFaults {
+    fn any(&self) -> bool {
+        self.duplicate > 0.0 || self.delay > 0.0
+    }
 }
 
 impl Default for SenderOptions {
@@ -69,6 +89,7 @@ impl Default for SenderOptions {
         Self {
             limits: BatchLimits::default(),
             linger: Duration::from_millis(5),
+            faults: BatchFaults::default(),
         }
     }
 }
@@ -149,6 +170,39 @@ pub async fn call(
         .open("ack", me, &body)
         .map(<[u8]>::to_vec)
         .ok_or_else(|| PeerError::BadAnswer("answer signature does not verify".into()))
+}
+
+/// Duplicates or delays one batch, as `faults` says.
+async fn inject(
+    faults: &BatchFaults,
+    http: &HyperClient<HttpConnector, Full<Bytes>>,
+    secret: &Secret,
+    me: &str,
+    url: &str,
+    body: &[u8],
+) {
+    if unit_random(1) < faults.delay {
+        let ms = (unit_random(2) * 200.0) as u64;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if unit_random(3) < faults.duplicate {
+        // The first copy's answer is ignored; the second is the real send.
+        let _ = call(http, secret, me, url, "/peer/v1/ops", "ops", body).await;
+    }
+}
+
+/// A number in `[0, 1)`, good enough for fault injection (no RNG crate).
+fn unit_random(salt: u64) -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = nanos ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // splitmix64's finaliser spreads nearby inputs over the whole range.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn jitter(base: Duration, salt: u64) -> Duration {
@@ -292,7 +346,11 @@ impl Sender {
                     let url = self.peer.url.clone();
                     let peer = self.peer.clone();
                     let clock = self.clock;
+                    let faults = self.opts.faults;
                     in_flight.spawn(async move {
+                        if faults.any() {
+                            inject(&faults, &http, &secret, &me, &url, &body).await;
+                        }
                         let sent = clock.now_ms();
                         let t = Instant::now();
                         let bytes =

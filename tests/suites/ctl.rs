@@ -1,0 +1,82 @@
+//! `meridian ctl` against a real cluster: the binary, its tables, its JSON,
+//! its errors.
+
+use std::process::Output;
+use std::time::Duration;
+
+use meridian_harness::cluster::Cluster;
+use meridian_harness::node::meridian_bin;
+use serde_json::Value;
+
+fn ctl(c: &Cluster, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(meridian_bin());
+    cmd.arg("ctl");
+    for r in &c.regions {
+        cmd.arg("--url").arg(c.url(r).unwrap());
+    }
+    cmd.args(args).output().expect("meridian ctl runs")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "ctl failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_writes_reads_and_reports_convergence() {
+    let c = Cluster::builder().latency_ms(5).start().await.unwrap();
+    let out = stdout(&ctl(
+        &c,
+        &["--region", "eu-west", "put", "default", "k", r#"{"a":1}"#],
+    ));
+    assert!(out.starts_with("ok, version eu-west:"), "{out}");
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    let got = stdout(&ctl(
+        &c,
+        &["--region", "ap-south", "get", "default", "k", "--json"],
+    ));
+    let body: Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(body["value"]["a"], 1, "{got}");
+
+    let table = stdout(&ctl(&c, &["status"]));
+    assert!(table.contains("converged: yes (3 regions"), "{table}");
+    for r in &c.regions {
+        assert!(table.contains(r.as_str()), "{table}");
+    }
+
+    // Cut ap-south off and write elsewhere: status must say so.
+    c.partition_off("ap-south").unwrap();
+    let o = ctl(&c, &["incr", "default", "n"]);
+    assert!(!o.status.success(), "incr on an lww keyspace is refused");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HTTP 422 unsupported_op"));
+    stdout(&ctl(&c, &["put", "default", "x", "1"]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s: Value = serde_json::from_str(&stdout(&ctl(&c, &["status", "--json"]))).unwrap();
+    assert_eq!(s["converged"], false, "{s}");
+    assert!(
+        s["why_not"].to_string().contains("version vectors differ"),
+        "{s}"
+    );
+    c.heal();
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    let s: Value = serde_json::from_str(&stdout(&ctl(&c, &["status", "--json"]))).unwrap();
+    assert_eq!(s["converged"], true, "{s}");
+
+    // Bad input: a clear message and a failing exit status, nothing written.
+    let o = ctl(&c, &["put", "default", "y", "not-json"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("is not JSON") && err.contains("--string"),
+        "{err}"
+    );
+    let o = ctl(&c, &["get", "default", "y"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
+    let o = ctl(&c, &["--region", "mars", "get", "default", "k"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no region named \"mars\""));
+    c.stop().await;
+}
