@@ -154,6 +154,9 @@ pub struct Outcome {
     pub history: History,
     /// The checkers' reports.
     pub verdict: Verdict,
+    /// Batches the senders duplicated and delayed on purpose (suites with
+    /// batch faults; counted since each region's last start).
+    pub batch_faults: Option<(u64, u64)>,
 }
 
 impl Outcome {
@@ -445,6 +448,20 @@ async fn drive(c: &mut Cluster, opts: &Options) -> Result<Outcome, ClusterError>
     let h = workload::stop_writers(stop, history, tasks).await;
     step?;
     s.log("load stopped, every fault healed".into());
+    let mut batch_faults = None;
+    if opts.suite.faulty_batches() {
+        let (mut dup, mut delayed) = (0, 0);
+        for st in c.statuses().await.values().flatten() {
+            for p in st["peers"].as_array().into_iter().flatten() {
+                dup += p["batches_duplicated_by_fault"].as_u64().unwrap_or(0);
+                delayed += p["batches_delayed_by_fault"].as_u64().unwrap_or(0);
+            }
+        }
+        s.log(format!(
+            "senders duplicated {dup} and delayed {delayed} batches"
+        ));
+        batch_faults = Some((dup, delayed));
+    }
     let verdict = check::check_all(c, &h, opts.converge_within).await;
     s.log("checked".into());
     Ok(Outcome {
@@ -454,6 +471,7 @@ async fn drive(c: &mut Cluster, opts: &Options) -> Result<Outcome, ClusterError>
         timeline: s.timeline,
         history: h,
         verdict,
+        batch_faults,
     })
 }
 

@@ -35,6 +35,12 @@ async fn suite(s: Suite, secs: u64) {
         "the workload must make progress:\n{out}"
     );
     assert!(out.verdict.checked() >= out.history.ok / 2, "{out}");
+    if let Some((dup, delayed)) = out.batch_faults {
+        assert!(
+            dup > 0 && delayed > 0,
+            "batches were duplicated and delayed:\n{out}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -539,6 +539,16 @@ mod tests {
         assert!(e.contains("listen"), "{e}");
         let e = with_file("regoin = \"eu\"\n").unwrap_err().to_string();
         assert!(e.contains("regoin"), "{e}");
+
+        let c = with_file(
+            "region = \"eu\"\ndata_dir = \"/tmp/x\"\n[replication]\nfault_duplicate = 1.5\n",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("`replication.fault_duplicate`: must be a probability"),
+            "{e}"
+        );
     }
 
     #[test]

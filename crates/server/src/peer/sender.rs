@@ -175,6 +175,7 @@ pub async fn call(
 /// Duplicates or delays one batch, as `faults` says.
 async fn inject(
     faults: &BatchFaults,
+    peer: &PeerStatus,
     http: &HyperClient<HttpConnector, Full<Bytes>>,
     secret: &Secret,
     me: &str,
@@ -183,10 +184,12 @@ async fn inject(
 ) {
     if unit_random(1) < faults.delay {
         let ms = (unit_random(2) * 200.0) as u64;
+        peer.faults_injected[1].fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if unit_random(3) < faults.duplicate {
         // The first copy's answer is ignored; the second is the real send.
+        peer.faults_injected[0].fetch_add(1, Ordering::Relaxed);
         let _ = call(http, secret, me, url, "/peer/v1/ops", "ops", body).await;
     }
 }
@@ -349,7 +352,7 @@ impl Sender {
                     let faults = self.opts.faults;
                     in_flight.spawn(async move {
                         if faults.any() {
-                            inject(&faults, &http, &secret, &me, &url, &body).await;
+                            inject(&faults, &peer, &http, &secret, &me, &url, &body).await;
                         }
                         let sent = clock.now_ms();
                         let t = Instant::now();
