@@ -29,7 +29,7 @@ use meridian_client::{Client, ClientError};
 use serde_json::Value;
 
 use crate::cluster::Cluster;
-use crate::workload::{Deltas, History};
+use crate::workload::{Deltas, History, Member};
 
 /// Problems printed in full per report; the rest are counted.
 const SHOWN: usize = 12;
@@ -251,6 +251,11 @@ fn members(v: Option<&Value>) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// An add that was acknowledged or may have happened.
+fn tried(fate: &Member) -> bool {
+    fate.added.is_some() || fate.add_unknown
+}
+
 /// set-full over the `tags` sets and the `tags` field of the `docs`.
 pub fn set_full(h: &History, f: &Finals) -> Report {
     let mut rep = Report::new("set-full");
@@ -278,9 +283,9 @@ pub fn set_full(h: &History, f: &Finals) -> Report {
                 }
             }
             for m in &got {
-                if !fates.contains_key(m) {
+                if !fates.get(m).is_some_and(tried) {
                     rep.wrong(format!(
-                        "{region}: tags/{key} holds {m}, which nobody added"
+                        "{region}: tags/{key} holds {m}, which nobody added (or whose add was refused)"
                     ));
                 }
             }
@@ -302,7 +307,7 @@ pub fn set_full(h: &History, f: &Finals) -> Report {
         }
         for r in &reads {
             for m in &r.members {
-                if !fates.contains_key(m) {
+                if !fates.get(m).is_some_and(tried) {
                     rep.wrong(format!(
                         "a read of tags/{key} returned {m}, which nobody added"
                     ));
@@ -521,7 +526,6 @@ pub fn summary(h: &History) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::Member;
 
     fn finals(regions: &[(&str, &str, &str, Value)]) -> Finals {
         let mut f = Finals::default();
@@ -594,6 +598,16 @@ mod tests {
             set_full(&h, &back).wrong,
             2,
             "a removed member and one nobody added"
+        );
+        h.sets
+            .get_mut("s0")
+            .unwrap()
+            .insert("refused".into(), Member::default());
+        let refused = finals(&[("a", "tags", "s0", serde_json::json!(["kept", "refused"]))]);
+        assert_eq!(
+            set_full(&h, &refused).wrong,
+            1,
+            "an add answered 4xx appeared"
         );
     }
 

@@ -184,12 +184,12 @@ async fn inject(
 ) {
     if unit_random(1) < faults.delay {
         let ms = (unit_random(2) * 200.0) as u64;
-        peer.faults_injected[1].fetch_add(1, Ordering::Relaxed);
+        peer.fault_delayed.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if unit_random(3) < faults.duplicate {
         // The first copy's answer is ignored; the second is the real send.
-        peer.faults_injected[0].fetch_add(1, Ordering::Relaxed);
+        peer.fault_duplicated.fetch_add(1, Ordering::Relaxed);
         let _ = call(http, secret, me, url, "/peer/v1/ops", "ops", body).await;
     }
 }

@@ -60,8 +60,10 @@ pub struct PeerStatus {
     pub ops: AtomicU64,
     /// State transfers completed.
     pub transfers: AtomicU64,
-    /// Batches sent twice / held back by injected faults (tests only).
-    pub faults_injected: [AtomicU64; 2],
+    /// Batches sent twice by an injected fault (tests only).
+    pub fault_duplicated: AtomicU64,
+    /// Batches held back by an injected fault (tests only).
+    pub fault_delayed: AtomicU64,
     /// Failed sessions (errors that forced a reconnect).
     pub errors: AtomicU64,
     /// Anti-entropy repairs: keys fixed here or at the peer after comparing.
@@ -94,7 +96,8 @@ impl PeerStatus {
             batches: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             transfers: AtomicU64::new(0),
-            faults_injected: [AtomicU64::new(0), AtomicU64::new(0)],
+            fault_duplicated: AtomicU64::new(0),
+            fault_delayed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             repairs: AtomicU64::new(0),
             ae_rounds: AtomicU64::new(0),
@@ -202,8 +205,8 @@ impl PeerStatus {
             "batches_sent": self.batches.load(Ordering::Relaxed),
             "ops_sent": self.ops.load(Ordering::Relaxed),
             "state_transfers": self.transfers.load(Ordering::Relaxed),
-            "batches_duplicated_by_fault": self.faults_injected[0].load(Ordering::Relaxed),
-            "batches_delayed_by_fault": self.faults_injected[1].load(Ordering::Relaxed),
+            "batches_duplicated_by_fault": self.fault_duplicated.load(Ordering::Relaxed),
+            "batches_delayed_by_fault": self.fault_delayed.load(Ordering::Relaxed),
             "anti_entropy_rounds": self.ae_rounds.load(Ordering::Relaxed),
             "anti_entropy_repairs": self.repairs.load(Ordering::Relaxed),
             "errors": self.errors.load(Ordering::Relaxed),
