@@ -14,7 +14,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -71,13 +71,6 @@ pub struct Cluster {
     emu: LinkEmulator,
     dir: PathBuf,
     remove_dir: bool,
-}
-
-fn free_port() -> Result<u16, ClusterError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| ClusterError::Setup(e.to_string()))
 }
 
 impl Cluster {
@@ -173,10 +166,11 @@ impl ClusterBuilder {
         let secret = dir.join("cluster-secret");
         std::fs::write(&secret, "harness-cluster-secret-0123456789")
             .map_err(|e| ClusterError::Setup(e.to_string()))?;
+        // Links are made first, pointing nowhere (connections to port 1 are
+        // refused, and senders retry); each points at its region's peer API
+        // once that region has started and said which port it bound.
+        let nowhere = SocketAddr::from(([127, 0, 0, 1], 1));
         let mut peer_addr = BTreeMap::new();
-        for r in &self.regions {
-            peer_addr.insert(r.clone(), SocketAddr::from(([127, 0, 0, 1], free_port()?)));
-        }
         let emu = LinkEmulator::new(self.seed);
         let mut via = BTreeMap::new();
         for from in &self.regions {
@@ -190,7 +184,7 @@ impl ClusterBuilder {
                     .copied()
                     .unwrap_or(self.default_latency);
                 let listen = emu
-                    .add_link(from, to, peer_addr[to], LinkSpec::latency(ms))
+                    .add_link(from, to, nowhere, LinkSpec::latency(ms))
                     .await?;
                 via.insert((from.clone(), to.clone()), listen);
             }
@@ -198,12 +192,8 @@ impl ClusterBuilder {
         let mut nodes = BTreeMap::new();
         for r in &self.regions {
             let mut spec = NodeSpec::new(r, &dir.join(r));
-            spec.args = vec![
-                "--peer-listen".into(),
-                peer_addr[r].to_string(),
-                "--cluster-secret-file".into(),
-                secret.display().to_string(),
-            ];
+            spec.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+            spec.args = vec!["--cluster-secret-file".into(), secret.display().to_string()];
             for other in self.regions.iter().filter(|o| *o != r) {
                 spec.args.push("--peer".into());
                 spec.args.push(format!(
@@ -218,6 +208,13 @@ impl ClusterBuilder {
             spec.env = self.env.clone();
             let bin = self.bin.clone().unwrap_or_else(meridian_bin);
             let node = Node::start(&bin, spec).await?;
+            let bound = node.peer_addr().ok_or_else(|| {
+                ClusterError::Setup(format!("{r} did not print its peer API address"))
+            })?;
+            for other in self.regions.iter().filter(|o| *o != r) {
+                emu.set_upstream(other, r, bound)?;
+            }
+            peer_addr.insert(r.clone(), bound);
             nodes.insert(r.clone(), node);
         }
         Ok(Cluster {

@@ -69,6 +69,10 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     /// Client API address; port 0 picks one on first start (kept on restart).
     pub listen: SocketAddr,
+    /// Peer API address, if the node replicates; port 0 picks one on first
+    /// start (kept on restart). Picking it in the server, not by probing for
+    /// a free port beforehand, leaves no window for another process to take it.
+    pub peer_listen: Option<SocketAddr>,
     /// Extra `meridian serve` arguments.
     pub args: Vec<String>,
     /// Extra environment.
@@ -82,6 +86,7 @@ impl NodeSpec {
             region: region.to_string(),
             data_dir: data_dir.to_path_buf(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peer_listen: None,
             args: Vec::new(),
             env: Vec::new(),
         }
@@ -95,6 +100,7 @@ pub struct Node {
     bin: PathBuf,
     child: Option<Child>,
     addr: SocketAddr,
+    peer_addr: Option<SocketAddr>,
     log: PathBuf,
     starts: u32,
 }
@@ -111,6 +117,7 @@ impl Node {
         let log = spec.data_dir.with_file_name(format!("{}.log", spec.region));
         let mut node = Node {
             addr: spec.listen,
+            peer_addr: spec.peer_listen,
             spec,
             bin: bin.to_path_buf(),
             child: None,
@@ -147,6 +154,11 @@ impl Node {
             .arg(&self.spec.data_dir)
             .arg("--listen")
             .arg(self.addr.to_string())
+            .args(
+                self.peer_addr
+                    .iter()
+                    .flat_map(|a| ["--peer-listen".to_string(), a.to_string()]),
+            )
             .args(&self.spec.args)
             .env("MERIDIAN_LOG", "info")
             .stdin(Stdio::null())
@@ -171,13 +183,18 @@ impl Node {
             let text = std::fs::read(&self.log).unwrap_or_default();
             let fresh =
                 String::from_utf8_lossy(&text[(mark as usize).min(text.len())..]).into_owned();
-            if let Some(addr) = fresh
-                .lines()
-                .rev()
-                .find_map(|l| l.split("listening on http://").nth(1))
-                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
-            {
+            let printed = |marker: &str| {
+                fresh
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.split(marker).nth(1))
+                    .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+            };
+            if let Some(addr) = printed("listening on http://") {
                 self.addr = addr;
+                if self.peer_addr.is_some() {
+                    self.peer_addr = printed("peer API on http://");
+                }
                 break;
             }
             if Instant::now() > deadline {
@@ -198,6 +215,11 @@ impl Node {
     /// The client API address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The peer API address (when the spec asked for one).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
     }
 
     /// `http://addr`.
