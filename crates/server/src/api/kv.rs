@@ -184,6 +184,27 @@ fn observe(app: &AppInner, op: &'static str, t: Instant, write: bool) {
     app.metrics.observe(op, write, t.elapsed().as_secs_f64());
 }
 
+/// Writes one change to one key and records the request's latency as `op`.
+async fn write_one(
+    app: &AppInner,
+    h: &HeaderMap,
+    (keyspace, key): (String, Key),
+    change: Change,
+    op: &'static str,
+    t: Instant,
+) -> Result<WriteDone, ApiError> {
+    let req = WriteRequest {
+        mutations: vec![MutationRequest {
+            keyspace,
+            key,
+            change,
+        }],
+    };
+    let done = write(app, h, req).await?;
+    observe(app, op, t, true);
+    Ok(done)
+}
+
 /// `PUT /v1/kv/{keyspace}/{key}`: write the body as the value.
 pub async fn put(
     State(app): State<AppState>,
@@ -192,22 +213,14 @@ pub async fn put(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
-    let (keyspace, key) = path_parts(path)?;
+    let target = path_parts(path)?;
     let bytes = body::bytes(body, MAX_KV_BODY)?;
     let value = decode_value(&h, &bytes)?;
     let change = Change::Put {
         value,
         context: headers::context(&h)?,
     };
-    let req = WriteRequest {
-        mutations: vec![MutationRequest {
-            keyspace,
-            key,
-            change,
-        }],
-    };
-    let done = write(&app, &h, req).await?;
-    observe(&app, "put", t, true);
+    let done = write_one(&app, &h, target, change, "put", t).await?;
     Ok(written(&h, &done, None))
 }
 
@@ -218,18 +231,11 @@ pub async fn delete(
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
-    let (keyspace, key) = path_parts(path)?;
-    let req = WriteRequest {
-        mutations: vec![MutationRequest {
-            keyspace,
-            key,
-            change: Change::Delete {
-                context: headers::context(&h)?,
-            },
-        }],
+    let target = path_parts(path)?;
+    let change = Change::Delete {
+        context: headers::context(&h)?,
     };
-    let done = write(&app, &h, req).await?;
-    observe(&app, "delete", t, true);
+    let done = write_one(&app, &h, target, change, "delete", t).await?;
     Ok(written(&h, &done, None))
 }
 
@@ -241,7 +247,7 @@ pub async fn op(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
-    let (keyspace, key) = path_parts(path)?;
+    let target = path_parts(path)?;
     let bytes = body::bytes(body, MAX_KV_BODY)?;
     let op: OpBody = body::parse(body::format(&h)?, &bytes).map_err(|e| {
         ApiError::bad_request(format!(
@@ -250,15 +256,7 @@ pub async fn op(
         ))
     })?;
     let change = op.into_change()?;
-    let req = WriteRequest {
-        mutations: vec![MutationRequest {
-            keyspace,
-            key,
-            change,
-        }],
-    };
-    let done = write(&app, &h, req).await?;
-    observe(&app, "op", t, true);
+    let done = write_one(&app, &h, target, change, "op", t).await?;
     let extra = done
         .counters
         .first()
