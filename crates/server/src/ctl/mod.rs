@@ -2,11 +2,17 @@
 //! APIs: cluster status (links, lag, version vectors, digests: converged or
 //! not), single-key reads and writes, keyspaces and the conflict ledger.
 //! Readable tables by default, `--json` for scripts.
+//!
+//! - [`status`]: the whole cluster at once, converged or not.
+//! - [`output`]: tables and JSON on stdout.
 
-use std::fmt::Write as _;
+pub mod output;
+pub mod status;
 
 use meridian_client::{Client, ClientError, Options};
 use serde_json::{Value, json};
+
+use output::{list, print_json, table, text, written};
 
 /// Regions used when neither `--url` nor `MERIDIAN_URLS` says otherwise:
 /// the ones `meridian dev` starts.
@@ -143,7 +149,7 @@ pub struct WriteFlags {
 pub async fn run(a: CtlArgs) -> Result<(), String> {
     let urls = urls(&a.urls);
     match &a.cmd {
-        CtlCommand::Status => status(&urls, a.json).await,
+        CtlCommand::Status => status::print(&urls, a.json).await,
         CtlCommand::Keyspaces => {
             let c = pick(&urls, a.region.as_deref()).await?;
             let body = c.keyspaces().await.map_err(explain)?;
@@ -274,42 +280,21 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             write,
         } => {
             let v = parse_value(value, write.string)?;
-            let c = pick(&urls, a.region.as_deref()).await?;
-            let w = c
-                .put_with(keyspace, key, &v, &write_opts(write))
-                .await
-                .map_err(explain)?;
-            written(&w.body, a.json)
+            send(&a, &urls, (keyspace, key), write, Write::Put(v)).await
         }
         CtlCommand::Del {
             keyspace,
             key,
             write,
-        } => {
-            let c = pick(&urls, a.region.as_deref()).await?;
-            let w = c
-                .delete_with(keyspace, key, &write_opts(write))
-                .await
-                .map_err(explain)?;
-            written(&w.body, a.json)
-        }
+        } => send(&a, &urls, (keyspace, key), write, Write::Delete).await,
         CtlCommand::Incr {
             keyspace,
             key,
             by,
             write,
         } => {
-            let c = pick(&urls, a.region.as_deref()).await?;
-            let w = c
-                .op_with(
-                    keyspace,
-                    key,
-                    &json!({"op": "incr", "by": by}),
-                    &write_opts(write),
-                )
-                .await
-                .map_err(explain)?;
-            written(&w.body, a.json)
+            let op = json!({"op": "incr", "by": by});
+            send(&a, &urls, (keyspace, key), write, Write::Op(op)).await
         }
         CtlCommand::Add {
             keyspace,
@@ -323,7 +308,7 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             values,
             write,
         } => {
-            let op = if matches!(a.cmd, CtlCommand::Add { .. }) {
+            let name = if matches!(a.cmd, CtlCommand::Add { .. }) {
                 "add"
             } else {
                 "remove"
@@ -332,19 +317,39 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
                 .iter()
                 .map(|v| parse_value(v, write.string))
                 .collect::<Result<Vec<_>, _>>()?;
-            let c = pick(&urls, a.region.as_deref()).await?;
-            let w = c
-                .op_with(
-                    keyspace,
-                    key,
-                    &json!({"op": op, "values": values}),
-                    &write_opts(write),
-                )
-                .await
-                .map_err(explain)?;
-            written(&w.body, a.json)
+            let op = json!({"op": name, "values": values});
+            send(&a, &urls, (keyspace, key), write, Write::Op(op)).await
         }
     }
+}
+
+/// What a write command sends.
+enum Write {
+    Put(Value),
+    Delete,
+    Op(Value),
+}
+
+/// Sends one write to the chosen region and prints the answer.
+async fn send(
+    a: &CtlArgs,
+    urls: &[String],
+    (keyspace, key): (&str, &str),
+    flags: &WriteFlags,
+    w: Write,
+) -> Result<(), String> {
+    let c = pick(urls, a.region.as_deref()).await?;
+    let opts = Options {
+        write_concern: flags.concern.clone(),
+        ..Options::default()
+    };
+    let answer = match &w {
+        Write::Put(v) => c.put_with(keyspace, key, v, &opts).await,
+        Write::Delete => c.delete_with(keyspace, key, &opts).await,
+        Write::Op(op) => c.op_with(keyspace, key, op, &opts).await,
+    }
+    .map_err(explain)?;
+    written(&answer.body, a.json)
 }
 
 fn urls(given: &[String]) -> Vec<String> {
@@ -365,7 +370,7 @@ fn urls(given: &[String]) -> Vec<String> {
     DEV_URLS.iter().map(|s| s.to_string()).collect()
 }
 
-fn client(url: &str) -> Result<Client, String> {
+pub(crate) fn client(url: &str) -> Result<Client, String> {
     Client::new(url).map_err(|e| format!("{url}: {e}"))
 }
 
@@ -384,13 +389,6 @@ async fn pick(urls: &[String], region: Option<&str>) -> Result<Client, String> {
         }
     }
     Err(format!("no region named {want:?} ({})", seen.join("; ")))
-}
-
-fn write_opts(w: &WriteFlags) -> Options {
-    Options {
-        write_concern: w.concern.clone(),
-        ..Options::default()
-    }
 }
 
 fn parse_value(s: &str, string: bool) -> Result<Value, String> {
@@ -413,238 +411,9 @@ fn explain(e: ClientError) -> String {
     }
 }
 
-fn print_json(v: &Value) -> Result<(), String> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
-    );
-    Ok(())
-}
-
-fn written(body: &Value, as_json: bool) -> Result<(), String> {
-    if as_json {
-        return print_json(body);
-    }
-    let mut line = format!("ok, version {}", text(&body["version"]));
-    if let Some(v) = body.get("value") {
-        let _ = write!(line, ", value {v}");
-    }
-    println!("{line}");
-    println!("# token {}", text(&body["token"]));
-    Ok(())
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn list<'a>(v: &'a Value, field: &str) -> &'a [Value] {
-    v.get(field)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
-}
-
-/// Left-aligned columns separated by two spaces.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            width[i] = width[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let _ = write!(l, "{c:<w$}  ", w = width[i]);
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(headers.to_vec());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
-    }
-    out
-}
-
-/// A version vector as `region:seq` pairs.
-fn vv_text(vv: &Value) -> String {
-    vv.as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| format!("{}:{}", text(&e["region"]), text(&e["seq"])))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The cluster as every region sees it, and whether it has converged.
-pub async fn gather(urls: &[String]) -> Value {
-    let mut regions = Vec::new();
-    for u in urls {
-        let s = match client(u) {
-            Ok(c) => c.status().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        regions.push(match s {
-            Ok(s) => json!({"url": u, "status": s}),
-            Err(e) => json!({"url": u, "error": e}),
-        });
-    }
-    let up: Vec<&Value> = regions.iter().filter_map(|r| r.get("status")).collect();
-    let same = |field: &str| up.windows(2).all(|w| w[0][field] == w[1][field]);
-    let mut why = Vec::new();
-    if up.len() < regions.len() {
-        why.push(format!(
-            "{} of {} regions unreachable",
-            regions.len() - up.len(),
-            regions.len()
-        ));
-    }
-    if !same("vv") {
-        why.push("version vectors differ".to_string());
-    }
-    if !same("keyspaces") {
-        why.push("keyspace digests differ".to_string());
-    }
-    json!({
-        "regions": regions,
-        "converged": why.is_empty(),
-        "why_not": why,
-    })
-}
-
-async fn status(urls: &[String], as_json: bool) -> Result<(), String> {
-    let all = gather(urls).await;
-    if as_json {
-        return print_json(&all);
-    }
-    let regions = list(&all, "regions");
-    let mut rows = Vec::new();
-    let mut links = Vec::new();
-    let mut vvs = Vec::new();
-    for r in regions {
-        let url = text(&r["url"]);
-        let Some(s) = r.get("status") else {
-            rows.push(vec![
-                "?".into(),
-                url,
-                "unreachable".into(),
-                text(&r["error"]),
-                String::new(),
-                String::new(),
-            ]);
-            continue;
-        };
-        let name = text(&s["region"]);
-        rows.push(vec![
-            name.clone(),
-            url,
-            "up".into(),
-            text(&s["ops"]),
-            text(&s["held_for_clock"]),
-            format!("{} s", text(&s["uptime_s"])),
-        ]);
-        vvs.push(vec![name.clone(), vv_text(&s["vv"])]);
-        for p in list(s, "peers") {
-            links.push(vec![
-                format!("{name} -> {}", text(&p["region"])),
-                text(&p["link"]),
-                text(&p["lag_ops"]),
-                text(&p["lag_ms"]),
-                text(&p["clock_offset_ms"]),
-                text(&p["errors"]),
-                text(&p["last_error"]),
-            ]);
-        }
-    }
-    print!(
-        "{}",
-        table(&["REGION", "URL", "STATE", "OPS", "HELD", "UPTIME"], rows)
-    );
-    if !links.is_empty() {
-        println!();
-        print!(
-            "{}",
-            table(
-                &[
-                    "LINK",
-                    "STATE",
-                    "LAG OPS",
-                    "LAG MS",
-                    "CLOCK OFFSET MS",
-                    "ERRORS",
-                    "LAST ERROR"
-                ],
-                links
-            )
-        );
-    }
-    println!();
-    print!("{}", table(&["REGION", "VERSION VECTOR"], vvs));
-    // Digests: one row per keyspace, one column per region.
-    let up: Vec<&Value> = regions.iter().filter_map(|r| r.get("status")).collect();
-    let mut names: Vec<String> = Vec::new();
-    for s in &up {
-        for k in list(s, "keyspaces") {
-            let n = text(&k["name"]);
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
-    }
-    let mut headers = vec!["KEYSPACE".to_string()];
-    headers.extend(up.iter().map(|s| text(&s["region"])));
-    let digest_rows = names
-        .iter()
-        .map(|n| {
-            let mut row = vec![n.clone()];
-            for s in &up {
-                let d = list(s, "keyspaces")
-                    .iter()
-                    .find(|k| text(&k["name"]) == *n)
-                    .map(|k| text(&k["digest"]))
-                    .unwrap_or_else(|| "-".into());
-                row.push(d.chars().take(12).collect());
-            }
-            row
-        })
-        .collect();
-    println!();
-    let h: Vec<&str> = headers.iter().map(String::as_str).collect();
-    print!("{}", table(&h, digest_rows));
-    println!();
-    if all["converged"] == json!(true) {
-        println!(
-            "converged: yes ({} regions, equal version vectors and digests)",
-            regions.len()
-        );
-    } else {
-        let why: Vec<String> = list(&all, "why_not").iter().map(text).collect();
-        println!("converged: no ({})", why.join("; "));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_table_aligns_its_columns() {
-        let t = table(
-            &["A", "BB"],
-            vec![
-                vec!["xxx".into(), "y".into()],
-                vec!["z".into(), "wwww".into()],
-            ],
-        );
-        assert_eq!(t, "A    BB\nxxx  y\nz    wwww\n");
-    }
 
     #[test]
     fn values_are_json_unless_text_is_asked_for() {
@@ -652,11 +421,5 @@ mod tests {
         assert_eq!(parse_value("red", true), Ok(json!("red")));
         let e = parse_value("red", false).unwrap_err();
         assert!(e.contains("--string"), "{e}");
-    }
-
-    #[test]
-    fn a_version_vector_reads_as_region_seq_pairs() {
-        let vv = json!([{"region": "us-east", "incarnation": "x", "seq": 3}, {"region": "eu-west", "incarnation": "y", "seq": 9}]);
-        assert_eq!(vv_text(&vv), "us-east:3 eu-west:9");
     }
 }
