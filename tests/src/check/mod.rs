@@ -21,171 +21,19 @@
 //!   never loses to an earlier acknowledged write of the same session (the
 //!   later one causally followed it); acknowledged unique puts read back.
 
+mod finals;
+mod report;
+
+pub use finals::Finals;
+pub use report::{Report, Verdict};
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::time::Duration;
 
-use meridian_client::{Client, ClientError};
 use serde_json::Value;
 
 use crate::cluster::Cluster;
 use crate::workload::{Deltas, History, Member};
-
-/// Problems printed in full per report; the rest are counted.
-const SHOWN: usize = 12;
-
-/// One checker's verdict.
-#[derive(Clone, Debug, Default)]
-pub struct Report {
-    /// Which checker.
-    pub name: String,
-    /// Things checked.
-    pub checked: u64,
-    /// Acknowledged writes missing.
-    pub lost: u64,
-    /// Things present or observed that must not be.
-    pub wrong: u64,
-    /// Descriptive counts (`stale 3`, `never read 12`, ...).
-    pub counts: Vec<(String, u64)>,
-    /// A line of context (how long convergence took, ...).
-    pub notes: Vec<String>,
-    /// The problems, in full (the first [`SHOWN`] are printed).
-    pub problems: Vec<String>,
-}
-
-impl Report {
-    fn new(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            ..Self::default()
-        }
-    }
-
-    /// True when nothing was lost and nothing wrong.
-    pub fn ok(&self) -> bool {
-        self.lost == 0 && self.wrong == 0
-    }
-
-    fn lost(&mut self, what: String) {
-        self.lost += 1;
-        self.problems.push(format!("lost: {what}"));
-    }
-
-    fn wrong(&mut self, what: String) {
-        self.wrong += 1;
-        self.problems.push(format!("wrong: {what}"));
-    }
-
-    fn count(&mut self, name: &str, n: u64) {
-        self.counts.push((name.to_string(), n));
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:<16} {:<4} checked {:>7}  lost {}  wrong {}",
-            self.name,
-            if self.ok() { "ok" } else { "FAIL" },
-            self.checked,
-            self.lost,
-            self.wrong
-        )?;
-        for (k, v) in &self.counts {
-            write!(f, "  {k} {v}")?;
-        }
-        for n in &self.notes {
-            write!(f, "\n    {n}")?;
-        }
-        for p in self.problems.iter().take(SHOWN) {
-            write!(f, "\n    {p}")?;
-        }
-        if self.problems.len() > SHOWN {
-            write!(f, "\n    ... and {} more", self.problems.len() - SHOWN)?;
-        }
-        Ok(())
-    }
-}
-
-/// Every checker's report on one run.
-#[derive(Clone, Debug, Default)]
-pub struct Verdict {
-    /// The reports, in order.
-    pub reports: Vec<Report>,
-}
-
-impl Verdict {
-    /// True when every report is.
-    pub fn ok(&self) -> bool {
-        self.reports.iter().all(Report::ok)
-    }
-
-    /// Things checked over all reports.
-    pub fn checked(&self) -> u64 {
-        self.reports.iter().map(|r| r.checked).sum()
-    }
-
-    /// Acknowledged writes lost over all reports.
-    pub fn lost(&self) -> u64 {
-        self.reports.iter().map(|r| r.lost).sum()
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for r in &self.reports {
-            writeln!(f, "{r}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Every region's final state: region -> keyspace -> key -> listed body.
-#[derive(Clone, Debug, Default)]
-pub struct Finals {
-    /// The dumps.
-    pub regions: BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>>,
-}
-
-impl Finals {
-    /// Reads every keyspace of every region of `c`.
-    pub async fn read(c: &Cluster) -> Result<Finals, ClientError> {
-        let mut f = Finals::default();
-        for r in &c.regions {
-            f.regions.insert(r.clone(), dump_all(&c.client(r)).await?);
-        }
-        Ok(f)
-    }
-
-    /// `key`'s value in `ks` as `region` holds it.
-    pub fn value(&self, region: &str, ks: &str, key: &str) -> Option<&Value> {
-        self.regions.get(region)?.get(ks)?.get(key)?.get("value")
-    }
-}
-
-async fn dump_all(c: &Client) -> Result<BTreeMap<String, BTreeMap<String, Value>>, ClientError> {
-    let mut out = BTreeMap::new();
-    let spaces = c.keyspaces().await?;
-    let names: Vec<String> = spaces
-        .get("keyspaces")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|k| k.get("name").and_then(Value::as_str).map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    for ks in names {
-        let items = c.dump(&ks).await?;
-        let keyed = items
-            .into_iter()
-            .filter_map(|i| Some((i.get("key")?.as_str()?.to_string(), i)))
-            .collect();
-        out.insert(ks, keyed);
-    }
-    Ok(out)
-}
 
 /// Waits for convergence (at most `within`), then compares full dumps of
 /// every region. Returns the report and the final state (when it could be
