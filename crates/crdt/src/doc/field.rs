@@ -1,0 +1,237 @@
+//! The fields of a document: the rule each follows ([`FieldRule`], from the
+//! keyspace's [`DocSchema`]), its state ([`Field`]) and its ops ([`FieldOp`]).
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Doc, DocOp};
+use crate::conflict::Conflict;
+use crate::counter::{CounterOp, PnCounter};
+use crate::lww::{LwwOp, LwwRegister};
+use crate::mv::{MvOp, MvRegister};
+use crate::orset::{OrSet, OrSetOp};
+use crate::replicated::{Crdt, OpMeta};
+use crate::value::Json;
+
+/// How one field of a document merges.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldRule {
+    /// Last writer wins (the default for fields the schema does not name).
+    Lww,
+    /// A number that only grows: concurrent writes keep the largest.
+    Max,
+    /// A number that only shrinks: concurrent writes keep the smallest.
+    Min,
+    /// A PN-counter; a patch value is an increment.
+    Counter,
+    /// An add-wins set; a patch value is an array to add, or
+    /// `{"add": [...], "remove": [...]}`.
+    Set,
+    /// A nested document with its own rules.
+    Doc(DocSchema),
+}
+
+impl FieldRule {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            FieldRule::Lww => "lww",
+            FieldRule::Max => "max",
+            FieldRule::Min => "min",
+            FieldRule::Counter => "counter",
+            FieldRule::Set => "set",
+            FieldRule::Doc(_) => "doc",
+        }
+    }
+}
+
+/// Field rules of a document; fields not named merge as [`FieldRule::Lww`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DocSchema(pub BTreeMap<String, FieldRule>);
+
+impl DocSchema {
+    /// The rule for `field`.
+    pub fn rule(&self, field: &str) -> &FieldRule {
+        self.0.get(field).unwrap_or(&FieldRule::Lww)
+    }
+}
+
+/// The state of one field. The variant order is the rank used when two
+/// regions disagree on a field's rule (possible only if schemas differ): the
+/// higher rank wins, so every region still ends with the same state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Field {
+    /// See [`FieldRule::Lww`].
+    #[serde(rename = "l")]
+    Lww(LwwRegister<Json>),
+    /// See [`FieldRule::Max`]: the largest of the concurrent values.
+    #[serde(rename = "x")]
+    Max(MvRegister<Json>),
+    /// See [`FieldRule::Min`]: the smallest of the concurrent values.
+    #[serde(rename = "n")]
+    Min(MvRegister<Json>),
+    /// See [`FieldRule::Counter`].
+    #[serde(rename = "c")]
+    Counter(PnCounter),
+    /// See [`FieldRule::Set`].
+    #[serde(rename = "s")]
+    Set(OrSet<Json>),
+    /// See [`FieldRule::Doc`].
+    #[serde(rename = "d")]
+    Doc(Doc),
+}
+
+/// A change to one field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FieldOp {
+    /// Change an lww field.
+    #[serde(rename = "l")]
+    Lww(LwwOp<Json>),
+    /// Change a max field.
+    #[serde(rename = "x")]
+    Max(MvOp<Json>),
+    /// Change a min field.
+    #[serde(rename = "n")]
+    Min(MvOp<Json>),
+    /// Change a counter field.
+    #[serde(rename = "c")]
+    Counter(CounterOp),
+    /// Change a set field.
+    #[serde(rename = "s")]
+    Set(OrSetOp<Json>),
+    /// Change a nested document.
+    #[serde(rename = "d")]
+    Doc(DocOp),
+}
+
+impl FieldOp {
+    fn rank(&self) -> u8 {
+        match self {
+            FieldOp::Lww(_) => 0,
+            FieldOp::Max(_) => 1,
+            FieldOp::Min(_) => 2,
+            FieldOp::Counter(_) => 3,
+            FieldOp::Set(_) => 4,
+            FieldOp::Doc(_) => 5,
+        }
+    }
+
+    pub(super) fn empty_field(&self) -> Field {
+        match self {
+            FieldOp::Lww(_) => Field::Lww(LwwRegister::default()),
+            FieldOp::Max(_) => Field::Max(MvRegister::default()),
+            FieldOp::Min(_) => Field::Min(MvRegister::default()),
+            FieldOp::Counter(_) => Field::Counter(PnCounter::default()),
+            FieldOp::Set(_) => Field::Set(OrSet::default()),
+            FieldOp::Doc(_) => Field::Doc(Doc::default()),
+        }
+    }
+}
+
+impl Field {
+    fn rank(&self) -> u8 {
+        match self {
+            Field::Lww(_) => 0,
+            Field::Max(_) => 1,
+            Field::Min(_) => 2,
+            Field::Counter(_) => 3,
+            Field::Set(_) => 4,
+            Field::Doc(_) => 5,
+        }
+    }
+
+    pub(super) fn apply(&mut self, op: &FieldOp, meta: &OpMeta<'_>) -> Vec<Conflict<Json>> {
+        match op.rank().cmp(&self.rank()) {
+            Ordering::Less => return Vec::new(),
+            Ordering::Greater => *self = op.empty_field(),
+            Ordering::Equal => {}
+        }
+        match (self, op) {
+            (Field::Lww(r), FieldOp::Lww(o)) => r.apply(o, meta),
+            (Field::Max(r), FieldOp::Max(o)) | (Field::Min(r), FieldOp::Min(o)) => r.apply(o, meta),
+            (Field::Counter(c), FieldOp::Counter(o)) => {
+                c.apply(o, meta);
+                Vec::new()
+            }
+            (Field::Set(s), FieldOp::Set(o)) => {
+                s.apply(o, meta);
+                Vec::new()
+            }
+            (Field::Doc(d), FieldOp::Doc(o)) => d.apply(o, meta),
+            _ => Vec::new(), // unreachable: ranks matched above
+        }
+    }
+
+    pub(super) fn merge(&mut self, other: &Field) {
+        match other.rank().cmp(&self.rank()) {
+            Ordering::Less => {}
+            Ordering::Greater => *self = other.clone(),
+            Ordering::Equal => match (self, other) {
+                (Field::Lww(a), Field::Lww(b)) => a.merge(b),
+                (Field::Max(a), Field::Max(b)) | (Field::Min(a), Field::Min(b)) => a.merge(b),
+                (Field::Counter(a), Field::Counter(b)) => a.merge(b),
+                (Field::Set(a), Field::Set(b)) => a.merge(b),
+                (Field::Doc(a), Field::Doc(b)) => a.merge(b),
+                _ => {}
+            },
+        }
+    }
+
+    pub(super) fn is_live(&self) -> bool {
+        match self {
+            Field::Lww(r) => r.is_live(),
+            Field::Max(r) | Field::Min(r) => r.is_live(),
+            Field::Counter(c) => c.is_live(),
+            Field::Set(s) => s.is_live(),
+            Field::Doc(d) => d.is_live(),
+        }
+    }
+
+    pub(super) fn delete_op(&self) -> FieldOp {
+        match self {
+            Field::Lww(r) => FieldOp::Lww(r.delete_op()),
+            Field::Max(r) => FieldOp::Max(r.delete_op(None)),
+            Field::Min(r) => FieldOp::Min(r.delete_op(None)),
+            Field::Counter(c) => FieldOp::Counter(c.delete_op()),
+            Field::Set(s) => FieldOp::Set(s.clear_op()),
+            Field::Doc(d) => FieldOp::Doc(d.delete_op()),
+        }
+    }
+
+    pub(super) fn to_json(&self) -> Option<serde_json::Value> {
+        if !self.is_live() {
+            return None;
+        }
+        Some(match self {
+            Field::Lww(r) => r.value()?.to_value(),
+            Field::Max(r) => extremum(r, Ordering::Greater)?.to_value(),
+            Field::Min(r) => extremum(r, Ordering::Less)?.to_value(),
+            Field::Counter(c) => counter_json(c.value()),
+            Field::Set(s) => serde_json::Value::Array(s.iter().map(Json::to_value).collect()),
+            Field::Doc(d) => serde_json::Value::Object(d.to_json()),
+        })
+    }
+}
+
+pub(super) fn counter_json(v: i128) -> serde_json::Value {
+    match i64::try_from(v) {
+        Ok(n) => serde_json::Value::from(n),
+        // Outside i64 only after concurrent changes overflowed together;
+        // JSON readers cannot hold it exactly, so say it as a float.
+        Err(_) => serde_json::Value::from(v as f64),
+    }
+}
+
+/// The largest (`Greater`) or smallest (`Less`) sibling.
+pub(super) fn extremum(r: &MvRegister<Json>, want: Ordering) -> Option<&Json> {
+    r.siblings().into_iter().map(|(_, v)| v).reduce(|best, v| {
+        if v.cmp_numbers(best) == Some(want) {
+            v
+        } else {
+            best
+        }
+    })
+}
