@@ -1,0 +1,140 @@
+//! Changes that bypass the op stream: a peer's state snapshot merged in
+//! (state transfer: [`Engine::install`], [`Engine::adopt`]) and tombstones
+//! dropped once every region has seen them ([`Engine::collect`]).
+
+use meridian_crdt::{Crdt, Hlc, Object, Policy, VersionVector};
+
+use super::request::WriteError;
+use super::{Engine, StableCut, definition_of, store};
+use crate::op::{Key, KeyspaceName};
+use crate::state::Backend;
+
+impl<B: Backend> Engine<B> {
+    /// Merges objects transferred from a peer's state snapshot into the
+    /// current group (state transfer). Merging is a join, so a page applied
+    /// twice, or over newer local state, changes nothing wrong.
+    pub fn install(&mut self, entries: Vec<(KeyspaceName, Key, Object)>) -> Result<(), WriteError> {
+        for (ks, key, obj) in entries {
+            let entry = self.load(&ks, &key, obj.policy())?;
+            entry.removed = false;
+            entry.obj.merge(&obj);
+            if ks.is_system()
+                && let Some(def) = definition_of(&entry.obj)
+            {
+                self.digests.entry(def.name.clone()).or_insert(0);
+                self.registry.insert(def);
+            }
+        }
+        self.current.installed = true;
+        Ok(())
+    }
+
+    /// Ends a state transfer: the state now reflects every op in `vv`.
+    /// Buffered ops that were waiting on them become ready.
+    pub fn adopt(
+        &mut self,
+        now_ms: u64,
+        vv: &VersionVector,
+        hlc: Hlc,
+    ) -> Result<usize, WriteError> {
+        self.vv.merge(vv);
+        self.clock.restore(hlc);
+        self.current.installed = true;
+        let mut staged = 0;
+        while let Some(next) = self.buffer.pop_ready(&self.vv) {
+            if self.clock.check(next.hlc, now_ms).is_err() {
+                self.stats.held_for_clock += 1;
+                continue;
+            }
+            self.stage_remote(now_ms, next)?;
+            staged += 1;
+        }
+        Ok(staged)
+    }
+
+    /// Stages the removal of last-writer-wins tombstones that are causally
+    /// stable under `cut`, reading at most `budget` stored objects from where
+    /// the previous call stopped. Returns how many it removed.
+    ///
+    /// # Correctness
+    /// A tombstone goes only when every region has applied its delete
+    /// (`cut.stable` covers it), so no region can bring the old value back by
+    /// a state transfer; and when its timestamp is below `cut.watermark`, so
+    /// every op that could still arrive here is stamped above it and would
+    /// win against it anyway: a concurrent older write can never resurrect the
+    /// key. Tombstones of other policies are kept.
+    pub fn collect(&mut self, cut: &StableCut, budget: usize) -> Result<usize, WriteError> {
+        let mut names: Vec<KeyspaceName> = self
+            .registry
+            .iter()
+            .filter(|d| d.policy == Policy::Lww)
+            .map(|d| d.name.clone())
+            .collect();
+        names.sort();
+        let mut scanned = 0;
+        let mut removed = 0;
+        while scanned < budget {
+            let Some(ks) = names
+                .iter()
+                .find(|n| self.gc_cursor.as_ref().is_none_or(|(c, _)| *n >= c))
+                .cloned()
+            else {
+                self.gc_cursor = None;
+                break;
+            };
+            let start = match &self.gc_cursor {
+                Some((c, k)) if *c == ks => {
+                    let mut s = k.clone();
+                    s.push(0);
+                    s
+                }
+                _ => Vec::new(),
+            };
+            let page = self.backend.scan(
+                &store::table(&ks),
+                b"",
+                &start,
+                (budget - scanned).min(1024),
+            )?;
+            if page.is_empty() {
+                // Next keyspace.
+                let next = names.iter().find(|n| **n > ks).cloned();
+                self.gc_cursor = next.map(|n| (n, Vec::new()));
+                if self.gc_cursor.is_none() {
+                    break;
+                }
+                continue;
+            }
+            for (k, v) in &page {
+                scanned += 1;
+                let obj = store::decode_object(&ks, k, v)?;
+                let Object::Lww(reg) = &obj else { continue };
+                let stable = reg.is_tombstone()
+                    && reg
+                        .version()
+                        .is_some_and(|ver| cut.stable.covers(&ver.dot) && ver.hlc < cut.watermark);
+                if !stable {
+                    continue;
+                }
+                let Ok(key) = Key::new(String::from_utf8_lossy(k).into_owned()) else {
+                    continue;
+                };
+                let slot = (ks.clone(), key.clone());
+                let busy = self.current.dirty.contains_key(&slot)
+                    || self.sealed.iter().any(|g| g.dirty.contains_key(&slot));
+                if busy {
+                    continue;
+                }
+                let entry = self.load(&ks, &key, Policy::Lww)?;
+                entry.removed = true;
+                self.current.installed = true;
+                removed += 1;
+            }
+            if let Some((k, _)) = page.last() {
+                self.gc_cursor = Some((ks, k.clone()));
+            }
+        }
+        self.stats.tombstones_collected += removed as u64;
+        Ok(removed)
+    }
+}
