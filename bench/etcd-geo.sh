@@ -62,6 +62,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 cd "$ROOT"
 
 LATENCY="${LATENCY:-80}"
@@ -87,15 +89,6 @@ rm -f "$OUT"/etcd-geo-* "$OUT/etcd-geo.md"
 # Data directories live on the repository's disk, not on a possible tmpfs /tmp:
 # fsync must cost what it costs on a real disk.
 DATA="$(mktemp -d "$OUT/data.XXXXXX")"
-
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-# median VALUES...: the middle value (mean of the two middle ones for an even count).
-median() {
-  printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {
-    if (NR == 0) { print "n/a"; exit }
-    if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 
 [[ "$LATENCY" =~ ^[0-9]+$ ]] || die "LATENCY must be a whole number of ms, got '$LATENCY'"
 ((LATENCY > 0)) || die "LATENCY must be above 0 (the table divides by the round trip)"
@@ -202,26 +195,8 @@ hosts_file() {
   done
 }
 
-# wait_http URL SECONDS PID: until URL answers 2xx; fails early if PID dies.
-wait_http() {
-  local url="$1" secs="$2" pid="$3" i
-  for ((i = 0; i < secs * 10; i++)); do
-    if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then return 0; fi
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
 # ---------------------------------------------------------------- machine facts
-ETCD_VERSION="$(etcd --version | awk '/etcd Version/ {print $3}')"
-WRK_VERSION="$(wrk -v 2>&1 | awk 'NR == 1 {print $2}' || true)"
-ETCD_PKG="$(dpkg-query -W -f '${Version}' etcd-server 2>/dev/null || echo 'not from dpkg')"
-CPU_MODEL="$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-NPROC="$(nproc)"
-FS_TYPE="$(stat -f -c %T "$DATA")"
-GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
-[[ "$FS_TYPE" == tmpfs ]] && log "WARNING: $DATA is on tmpfs: fsync is free there, etcd is not durable"
+machine_facts "$DATA"
 log "etcd $ETCD_VERSION (package $ETCD_PKG), wrk $WRK_VERSION, $NPROC cores ($CPU_MODEL)"
 
 # ---------------------------------------------------------------- links
@@ -362,13 +337,6 @@ done
 LEADER_AFTER="$(leader_name m1)"
 
 # ---------------------------------------------------------------- results
-# to_ms VALUE: wrk latency ("812.00us", "1.23ms", "1.02s") in milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    n = v + 0
-    if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n *= 1; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
-    printf "%.2f", n }'
-}
 
 declare -A RPS P50 P99 NON2XX SOCKERR
 ANY_ERRORS=0

@@ -34,6 +34,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 cd "$ROOT"
 
 DURATION="${DURATION:-10}"
@@ -57,15 +59,6 @@ rm -f "$OUT"/peers-* "$OUT/peers.md"
 # Data directories live on the repository's disk, not on a possible tmpfs /tmp:
 # fsync must cost what it costs on a real disk.
 DATA="$(mktemp -d "$OUT/data.XXXXXX")"
-
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-# median VALUES...: the middle value (mean of the two middle ones for an even count).
-median() {
-  printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {
-    if (NR == 0) { print "n/a"; exit }
-    if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
 
 # ---------------------------------------------------------------- cleanup
 PIDS=()
@@ -109,26 +102,8 @@ for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$BARE_PORT" "$MERIDIAN_PORT"; do
   if port_busy "$port"; then die "port $port is already in use on 127.0.0.1"; fi
 done
 
-# wait_http URL SECONDS PID: until URL answers 2xx; fails early if PID dies.
-wait_http() {
-  local url="$1" secs="$2" pid="$3" i
-  for ((i = 0; i < secs * 10; i++)); do
-    if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then return 0; fi
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
 # ---------------------------------------------------------------- machine facts
-ETCD_VERSION="$(etcd --version | awk '/etcd Version/ {print $3}')"
-WRK_VERSION="$(wrk -v 2>&1 | awk 'NR == 1 {print $2}' || true)"
-ETCD_PKG="$(dpkg-query -W -f '${Version}' etcd-server 2>/dev/null || echo 'not from dpkg')"
-CPU_MODEL="$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-NPROC="$(nproc)"
-FS_TYPE="$(stat -f -c %T "$DATA")"
-GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
-[[ "$FS_TYPE" == tmpfs ]] && log "WARNING: $DATA is on tmpfs: fsync is free there, etcd is not durable"
+machine_facts "$DATA"
 
 # Cheap fsync probe on the data dir's filesystem: 3 x 200 4 KiB writes with
 # O_DSYNC (each write waits for the disk); the median per-write time is printed.
@@ -273,13 +248,6 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 # ---------------------------------------------------------------- results
-# to_ms VALUE: wrk latency ("812.00us", "1.23ms", "1.02s") in milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    n = v + 0
-    if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n *= 1; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
-    printf "%.2f", n }'
-}
 
 declare -A RPS P50 P99 NON2XX SOCKERR WRKCPU SRVCPU OTHERCPU
 ANY_ERRORS=0
