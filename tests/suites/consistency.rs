@@ -9,6 +9,19 @@ use meridian_client::{ClientError, Options, Session};
 use meridian_harness::cluster::Cluster;
 use serde_json::{Value, json};
 
+/// Polls `/v1/status` until the counter `field` is above 0 or `within`
+/// passes; returns its last value.
+async fn status_count(c: &meridian_client::Client, field: &str, within: Duration) -> u64 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let n = c.status().await.unwrap()[field].as_u64().unwrap();
+        if n > 0 || std::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn concern(c: &str, timeout_ms: u64) -> Options {
     Options {
         write_concern: Some(c.into()),
@@ -390,16 +403,7 @@ async fn quorum_reads_merge_a_majority_and_repair_regions_behind() {
         "read repair wrote the merge back where it was missing"
     );
     // The repair is counted once it is durable.
-    let mut counted = 0;
-    for _ in 0..100 {
-        counted = west.status().await.unwrap()["read_repairs"]
-            .as_u64()
-            .unwrap();
-        if counted >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let counted = status_count(&west, "read_repairs", Duration::from_secs(2)).await;
     assert!(counted >= 1, "read repairs counted");
     // Without a majority reachable, a quorum read says so.
     c.partition_off("eu-west").unwrap();
@@ -526,16 +530,7 @@ async fn a_key_deleted_during_a_partition_stays_deleted_when_a_stale_region_rejo
     }
     // Now every region has the delete: the tombstone can go, and the key
     // stays deleted.
-    let mut collected = 0;
-    for _ in 0..100 {
-        collected = east.status().await.unwrap()["tombstones_collected"]
-            .as_u64()
-            .unwrap();
-        if collected > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let collected = status_count(&east, "tombstones_collected", Duration::from_secs(10)).await;
     assert!(collected >= 1, "the stable tombstone is collected");
     c.wait_converged(Duration::from_secs(30)).await.unwrap();
     for r in &c.regions {
