@@ -31,6 +31,16 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
+/// An emulator with one link, us-east -> eu-west, in front of an echo server.
+async fn echo_link(spec: LinkSpec) -> (LinkEmulator, SocketAddr) {
+    let emu = LinkEmulator::new(SEED);
+    let port = emu
+        .add_link("us-east", "eu-west", echo_server().await, spec)
+        .await
+        .unwrap();
+    (emu, port)
+}
+
 /// A server that reads `expect` bytes, then answers one byte.
 async fn sink_server(expect: usize) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -73,16 +83,7 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn round_trip_through_a_100ms_link_takes_at_least_200ms() {
-    let emu = LinkEmulator::new(SEED);
-    let port = emu
-        .add_link(
-            "us-east",
-            "eu-west",
-            echo_server().await,
-            LinkSpec::latency(100),
-        )
-        .await
-        .unwrap();
+    let (emu, port) = echo_link(LinkSpec::latency(100)).await;
     let mut stream = TcpStream::connect(port).await.unwrap();
     let started = Instant::now();
     assert_eq!(round_trip(&mut stream, b"ping").await, b"ping");
@@ -96,16 +97,7 @@ async fn round_trip_through_a_100ms_link_takes_at_least_200ms() {
 
 #[tokio::test]
 async fn zero_latency_link_forwards_bytes_intact_and_counts_them() {
-    let emu = LinkEmulator::new(SEED);
-    let port = emu
-        .add_link(
-            "us-east",
-            "eu-west",
-            echo_server().await,
-            LinkSpec::default(),
-        )
-        .await
-        .unwrap();
+    let (emu, port) = echo_link(LinkSpec::default()).await;
     let mut stream = TcpStream::connect(port).await.unwrap();
     let data = pattern(1 << 20);
     let (mut read, mut write) = stream.split();
@@ -128,12 +120,7 @@ async fn zero_latency_link_forwards_bytes_intact_and_counts_them() {
 
 #[tokio::test]
 async fn jitter_never_reorders_a_stream() {
-    let emu = LinkEmulator::new(SEED);
-    let spec = LinkSpec::latency(5).with_jitter(60).with_loss(0.05);
-    let port = emu
-        .add_link("us-east", "eu-west", echo_server().await, spec)
-        .await
-        .unwrap();
+    let (emu, port) = echo_link(LinkSpec::latency(5).with_jitter(60).with_loss(0.05)).await;
     let mut stream = TcpStream::connect(port).await.unwrap();
     let (mut read, mut write) = stream.split();
     const CHUNKS: u32 = 150;
@@ -296,12 +283,7 @@ async fn latency_changes_apply_to_live_connections() {
 
 #[tokio::test]
 async fn close_probability_one_resets_on_the_first_chunk() {
-    let emu = LinkEmulator::new(SEED);
-    let spec = LinkSpec::default().with_close(1.0);
-    let port = emu
-        .add_link("us-east", "eu-west", echo_server().await, spec)
-        .await
-        .unwrap();
+    let (emu, port) = echo_link(LinkSpec::default().with_close(1.0)).await;
     let mut stream = TcpStream::connect(port).await.unwrap();
     stream.write_all(b"doomed").await.unwrap();
     assert!(is_closed(&mut stream).await);
@@ -346,16 +328,7 @@ async fn bad_specs_and_duplicates_are_rejected_with_the_field_named() {
 
 #[tokio::test]
 async fn shutdown_closes_connections_and_listeners() {
-    let emu = LinkEmulator::new(SEED);
-    let port = emu
-        .add_link(
-            "us-east",
-            "eu-west",
-            echo_server().await,
-            LinkSpec::default(),
-        )
-        .await
-        .unwrap();
+    let (emu, port) = echo_link(LinkSpec::default()).await;
     let mut open = TcpStream::connect(port).await.unwrap();
     assert_eq!(round_trip(&mut open, b"hi").await, b"hi");
     emu.shutdown().await;
@@ -542,16 +515,7 @@ async fn runner_starts_links_from_arguments() {
 
 #[tokio::test]
 async fn a_partition_healed_at_once_still_cuts_open_connections() {
-    let emu = LinkEmulator::new(SEED);
-    let port = emu
-        .add_link(
-            "us-east",
-            "eu-west",
-            echo_server().await,
-            LinkSpec::default(),
-        )
-        .await
-        .unwrap();
+    let (emu, port) = echo_link(LinkSpec::default()).await;
     let mut open = TcpStream::connect(port).await.unwrap();
     assert_eq!(round_trip(&mut open, b"before").await, b"before");
     // No await between the two: connection tasks only see the end state.
