@@ -335,6 +335,19 @@ impl Node {
         }))
     }
 
+    /// Waits (up to `within`) for the process to exit by itself; its exit
+    /// status, or `None` if it is still running.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        match tokio::time::timeout(within, c.wait()).await {
+            Ok(Ok(status)) => {
+                self.child = None;
+                Some(status)
+            }
+            _ => None,
+        }
+    }
+
     /// Waits until `/healthz` answers.
     pub async fn wait_healthy(&self, within: Duration) -> bool {
         let c = self.client();

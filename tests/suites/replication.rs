@@ -292,3 +292,61 @@ async fn a_region_behind_the_log_retention_gets_a_state_transfer() {
     assert!(west.get("default", "after").await.unwrap().is_some());
     c.stop().await;
 }
+
+/// A string of about `n` bytes, distinct per `tag`.
+fn big_string(tag: usize, n: usize) -> serde_json::Value {
+    json!(format!("{tag:08}{}", "m".repeat(n - 8)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_legal_ops_of_every_policy_cross_a_healed_partition() {
+    // Before the byte-bounded batches, the sender sized batches by a 64-byte
+    // guess per op and kept resending one 40 MB batch the receiver refused.
+    let c = Cluster::builder().latency_ms(5).start().await.unwrap();
+    let east = c.client("us-east");
+    for (name, def) in [
+        ("bl", json!({"policy": "lww"})),
+        ("bm", json!({"policy": "mv"})),
+        ("bc", json!({"policy": "counter"})),
+        ("bs", json!({"policy": "set"})),
+        ("bd", json!({"policy": "doc"})),
+    ] {
+        east.define_keyspace(name, &def).await.unwrap();
+    }
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    c.partition_off("eu-west").unwrap();
+    const MB: usize = 1_000_000;
+    for i in 0..40 {
+        east.add("bs", &format!("s{}", i % 4), &[big_string(i, MB)])
+            .await
+            .unwrap_or_else(|e| panic!("set add {i}: {e}"));
+    }
+    for i in 0..20 {
+        east.put("bm", "siblings", &big_string(i, MB))
+            .await
+            .unwrap();
+        east.put("bl", &format!("l{i}"), &big_string(i, MB))
+            .await
+            .unwrap();
+        east.patch("bd", "doc", &json!({ format!("f{i}"): big_string(i, MB) }))
+            .await
+            .unwrap();
+        east.incr("bc", "n", 1).await.unwrap();
+    }
+    // One op near the op budget: a batch of 15 values of 1 MB.
+    let ops: Vec<serde_json::Value> = (0..15)
+        .map(|i| json!({"keyspace": "bl", "key": format!("batch-{i}"), "op": "put", "value": big_string(i, MB)}))
+        .collect();
+    east.batch(&ops, &Default::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.heal();
+    let took = c.wait_converged(Duration::from_secs(120)).await.unwrap();
+    let west = c.client("eu-west");
+    let n = west.get("bc", "n").await.unwrap().expect("counter");
+    assert_eq!(n.value(), Some(&json!(20)));
+    for key in ["batch-14", "l19"] {
+        assert!(west.get("bl", key).await.unwrap().is_some(), "{key}");
+    }
+    println!("largest legal ops: ~95 MB written behind a partition, converged {took:?} after heal");
+    c.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Meridian's replication engine: everything a region does with data, free of
 //! HTTP and of any async runtime.
 //!
+//! - [`budget`]: the encoded-size limits every accepted write fits.
 //! - [`op`]: ops, the unit of logging, shipping and applying; keyspace names
 //!   and keys.
 //! - [`log`]: the op log (segmented, checksummed, group-committed) with
@@ -16,6 +17,7 @@
 //! Time and storage come in from outside: the engine never reads a clock
 //! (callers pass `now_ms`) and never touches a socket.
 
+pub mod budget;
 pub mod engine;
 pub mod log;
 pub mod op;

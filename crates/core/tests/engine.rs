@@ -5,92 +5,10 @@ use std::sync::Arc;
 
 use meridian_core::engine::ledger::LedgerQuery;
 use meridian_core::*;
-use meridian_crdt::{Crdt, Json, Object, Policy, RegionId, ReplicaId, Seq, Value};
-use uuid::Uuid;
+use meridian_crdt::{Crdt, Json, Object, Policy, Seq, Value};
 
-fn replica(name: &str) -> ReplicaId {
-    ReplicaId::new(
-        RegionId::new(name).unwrap(),
-        Uuid::from_u128(name.len() as u128),
-    )
-}
-
-/// One region driven by hand: the "log" is a Vec of durable ops.
-struct Region {
-    engine: Engine<MemBackend>,
-    backend: MemBackend,
-    log: Vec<Op>,
-    now: u64,
-}
-
-impl Region {
-    fn new(name: &str) -> Self {
-        let backend = MemBackend::new();
-        let engine = Engine::open(
-            replica(name),
-            EngineConfig::default(),
-            Arc::new(backend.clone()),
-        )
-        .unwrap();
-        Self {
-            engine,
-            backend,
-            log: Vec::new(),
-            now: 1_000_000,
-        }
-    }
-
-    fn commit(&mut self) -> Committed {
-        self.log.extend(self.engine.staged().cloned());
-        self.engine
-            .commit(Some(Lsn(self.log.len() as u64)))
-            .unwrap()
-    }
-
-    fn write(&mut self, muts: Vec<(&str, &str, Change)>) -> Result<Committed, WriteError> {
-        self.now += 1;
-        let req = WriteRequest {
-            mutations: muts
-                .into_iter()
-                .map(|(ks, k, change)| MutationRequest {
-                    keyspace: ks.into(),
-                    key: Key::new(k).unwrap(),
-                    change,
-                })
-                .collect(),
-        };
-        self.engine.submit(self.now, req)?;
-        Ok(self.commit())
-    }
-
-    fn put(&mut self, ks: &str, k: &str, json: &str) -> Committed {
-        self.write(vec![(
-            ks,
-            k,
-            Change::Put {
-                value: Value::Json(Json::parse(json).unwrap()),
-                context: None,
-            },
-        )])
-        .unwrap()
-    }
-
-    fn get(&self, ks: &str, k: &str) -> Option<Object> {
-        self.engine
-            .reader()
-            .get(ks, &Key::new(k).unwrap())
-            .unwrap()
-            .live()
-            .cloned()
-    }
-
-    fn define(&mut self, name: &str, policy: Policy) {
-        self.now += 1;
-        let def = KeyspaceDef::new(KeyspaceName::new(name).unwrap(), policy);
-        assert!(self.engine.define(self.now, def).unwrap());
-        self.commit();
-    }
-}
+mod common;
+use common::{Region, replica};
 
 fn lww_value(o: &Object) -> String {
     match o {

@@ -54,6 +54,24 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
     Ok(())
 }
 
+/// The length of [`encode`]'s output for `value`, counted without
+/// allocating it: what budgets are checked against.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, EncodeError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(1);
+    rmp_serde::encode::write(&mut c, value)?;
+    Ok(c.0)
+}
+
 /// Decodes what [`encode`] wrote, refusing inputs over `max_len` bytes before
 /// reading them, unknown versions, nesting deeper than [`MAX_DEPTH`] and
 /// trailing bytes.
@@ -97,6 +115,7 @@ mod tests {
     fn round_trip_and_refusals() {
         let bytes = encode(&(1u8, "x")).unwrap();
         assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(encoded_len(&(1u8, "x")).unwrap(), bytes.len());
         assert_eq!(
             decode::<(u8, String)>(&bytes, 100).unwrap(),
             (1, "x".into())

@@ -158,8 +158,17 @@ impl Maintenance {
                 .filter(|k| theirs_map.get(*k) != ours_map.get(*k))
                 .cloned()
                 .collect();
-            for chunk in keys.chunks(256) {
-                let (here, there) = self.reconcile(url, &ks, chunk).await?;
+            // The peer answers a prefix bounded by bytes: ask again for the rest.
+            let mut rest = &keys[..];
+            while !rest.is_empty() {
+                let chunk = &rest[..rest.len().min(256)];
+                let (answered, here, there) = self.reconcile(url, &ks, chunk).await?;
+                if answered == 0 {
+                    return Err(PeerError::BadAnswer(
+                        "anti-entropy read answered no object".into(),
+                    ));
+                }
+                rest = &rest[answered..];
                 c.repaired_here += here;
                 c.repaired_there += there;
             }
@@ -167,13 +176,15 @@ impl Maintenance {
         Ok(Some(c))
     }
 
-    /// Merges `keys` both ways with the peer at `url`.
+    /// Merges a prefix of `keys` both ways with the peer at `url`: as many
+    /// as the peer answered (the first number returned), then how many
+    /// were repaired here and there.
     async fn reconcile(
         &self,
         url: &str,
         ks: &KeyspaceName,
         keys: &[Key],
-    ) -> Result<(usize, usize), PeerError> {
+    ) -> Result<(usize, usize, usize), PeerError> {
         let theirs: ObjectReply = self
             .client
             .call(
@@ -188,16 +199,15 @@ impl Maintenance {
             .await?;
         let mut fix_here = Vec::new();
         let mut fix_there = Vec::new();
+        let answered = theirs.objects.len().min(keys.len());
         for (key, their_bytes) in keys.iter().zip(theirs.objects) {
             let their_obj = their_bytes
-                .map(|b| codec::decode::<Object>(&b, 256 << 20))
+                .map(|b| codec::decode::<Object>(&b, meridian_core::budget::MAX_OBJECT_READ))
                 .transpose()
                 .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
-            let our_obj = self
-                .reader
-                .raw(ks, key)
-                .map_err(local)?
-                .and_then(|b| codec::decode::<Object>(&b, 256 << 20).ok());
+            let our_obj = self.reader.raw(ks, key).map_err(local)?.and_then(|b| {
+                codec::decode::<Object>(&b, meridian_core::budget::MAX_OBJECT_READ).ok()
+            });
             let merged = match (&our_obj, &their_obj) {
                 (Some(a), Some(b)) => {
                     let mut m = a.clone();
@@ -226,7 +236,7 @@ impl Maintenance {
         if !fix_there.is_empty() {
             self.client.push(url, &fix_there).await?;
         }
-        Ok((here, there))
+        Ok((answered, here, there))
     }
 
     /// Compares with every peer in turn, every `every`, until `shutdown`.

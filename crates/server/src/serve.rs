@@ -34,6 +34,9 @@ pub enum ServeError {
     /// The server failed while running.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// The writer failed while serving (a failed fsync, a full disk).
+    #[error("fatal: {0}")]
+    Fatal(String),
     /// The writer stopped with a fatal error.
     #[error(transparent)]
     Writer(#[from] crate::region::writer::WriterError),
@@ -163,6 +166,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             .secret
             .clone()
             .map(|s| crate::peer::client::PeerClient::new(&cfg.region, s, cfg.peers.clone())),
+        fatal: region.fatal.clone(),
     });
     tasks.push(region.spawn_checkpoints(Duration::from_millis(cfg.checkpoint_interval_ms)));
     servers.push(serve_on(listener, api::router(state.clone()), stop));
@@ -211,7 +215,19 @@ pub async fn run(cfg: Valid, repair_log: bool) -> Result<(), ServeError> {
         "meridian: region {} listening on http://{}",
         r.region, r.addr
     );
-    shutdown::signal().await;
+    let mut fatal = r.inner.fatal.clone();
+    tokio::select! {
+        _ = shutdown::signal() => {}
+        e = fatal.wait_for(Option::is_some) => {
+            let e = e.ok().and_then(|v| v.clone()).unwrap_or_default();
+            tracing::error!(error = %e, "the writer failed: stopping");
+            // Answer health checks with the failure for a moment, so an
+            // orchestrator polling sees why, then stop and exit non-zero.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = r.stop().await;
+            return Err(ServeError::Fatal(e.to_string()));
+        }
+    }
     tracing::info!("stopping: draining writes");
     r.stop().await?;
     tracing::info!("stopped cleanly");

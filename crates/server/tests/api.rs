@@ -2,116 +2,14 @@
 //! every endpoint, and every error a client can provoke.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use meridian_harness::node::{Node, NodeSpec};
+use http::Method;
 use serde_json::{Value, json};
 
-struct Resp {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
-    }
-    /// The error body's message contains `needle`.
-    fn says(&self, needle: &str) -> bool {
-        self.json()["message"]
-            .as_str()
-            .is_some_and(|m| m.contains(needle))
-    }
-
-    fn code(&self) -> String {
-        self.json()["error"].as_str().unwrap_or("").to_string()
-    }
-    fn token(&self) -> Option<String> {
-        self.headers
-            .get("meridian-token")
-            .map(|v| v.to_str().unwrap().to_string())
-    }
-}
-
-struct Api {
-    node: Node,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Api {
-    async fn start(tag: &str) -> Api {
-        let dir = std::env::temp_dir().join(format!("meridian-api-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let spec = NodeSpec::new("us-east", &dir.join("data"));
-        let node = Node::start(std::path::Path::new(env!("CARGO_BIN_EXE_meridian")), spec)
-            .await
-            .expect("start");
-        Api {
-            node,
-            http: HyperClient::builder(TokioExecutor::new()).build(HttpConnector::new()),
-            _dir: TempDir(dir),
-        }
-    }
-
-    async fn req(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Resp {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("{}{}", self.node.url(), path));
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        let resp = self
-            .http
-            .request(b.body(Full::new(body.into())).unwrap())
-            .await
-            .expect("request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Resp {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn json(&self, method: Method, path: &str, body: Value) -> Resp {
-        self.req(
-            method,
-            path,
-            &[("content-type", "application/json")],
-            serde_json::to_vec(&body).unwrap(),
-        )
-        .await
-    }
-
-    async fn get(&self, path: &str) -> Resp {
-        self.req(Method::GET, path, &[], Bytes::new()).await
-    }
-}
+mod common;
+use common::Api;
 
 #[tokio::test]
 async fn put_get_delete_and_not_found() {

@@ -305,7 +305,12 @@ impl SimRegion {
                 let mut after: Option<Vec<u8>> = None;
                 loop {
                     let page = snap
-                        .page(ks, after.as_deref(), 100)
+                        .page(
+                            ks,
+                            after.as_deref(),
+                            100,
+                            meridian_core::budget::PAGE_TARGET,
+                        )
                         .map_err(|e| e.to_string())?;
                     if page.is_empty() {
                         break;

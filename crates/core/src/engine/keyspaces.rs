@@ -142,10 +142,14 @@ impl KeyspaceDef {
 
     /// Checks the fields against each other and their ranges.
     pub fn validate(&self) -> Result<(), DefError> {
-        if !(1..=1024).contains(&self.sibling_cap) {
+        let cap = crate::budget::MAX_SIBLING_CAP;
+        if !(1..=cap).contains(&self.sibling_cap) {
             return Err(DefError::Field {
                 field: "sibling_cap",
-                reason: format!("{} is outside 1..=1024", self.sibling_cap),
+                reason: format!(
+                    "{} is outside 1..={cap} ({cap} siblings of the largest value fill the object budget)",
+                    self.sibling_cap
+                ),
             });
         }
         if self.ledger_capacity > 1_000_000 {
@@ -225,7 +229,7 @@ mod tests {
         d.sibling_cap = 0;
         assert_eq!(
             d.validate().unwrap_err().to_string(),
-            "sibling_cap: 0 is outside 1..=1024"
+            "sibling_cap: 0 is outside 1..=16 (16 siblings of the largest value fill the object budget)"
         );
         let d: Result<KeyspaceDef, _> =
             serde_json::from_str(r#"{"name":"x","policy":"lww","colour":"red"}"#);

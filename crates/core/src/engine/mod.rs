@@ -42,6 +42,7 @@ use meridian_crdt::{
     Clock, ClockError, Crdt, Dot, Hlc, Object, OpMeta, Policy, ReplicaId, Seq, Value, VersionVector,
 };
 
+use crate::budget;
 use crate::log::Lsn;
 use crate::op::{Key, KeyspaceName, Mutation, Op};
 use crate::state::{Backend, Batch, StoreError};
@@ -450,8 +451,42 @@ impl<B: Backend> Engine<B> {
                     max: MAX_VALUE,
                 });
             }
+            // A client's context can claim anything; clamp it to what this
+            // region has seen, so a forged one cannot cover writes that do
+            // not exist yet (which would make them invisible).
+            let clamped;
+            let change = match change {
+                Change::Put {
+                    value,
+                    context: Some(c),
+                } => {
+                    clamped = Change::Put {
+                        value: value.clone(),
+                        context: Some(c.meet(&self.vv)),
+                    };
+                    &clamped
+                }
+                Change::Delete { context: Some(c) } => {
+                    clamped = Change::Delete {
+                        context: Some(c.meet(&self.vv)),
+                    };
+                    &clamped
+                }
+                other => other,
+            };
             let me = self.me.clone();
             let current = self.load(&def.name, key, def.policy)?;
+            // A key holding state of a higher-ranked policy (written under a
+            // concurrent definition of the keyspace that lost) ignores ops of
+            // the keyspace's policy in every region: refuse, never ack a no-op.
+            if current.obj.policy() > def.policy {
+                return Err(WriteError::TypeClash {
+                    keyspace: def.name.to_string(),
+                    key: key.to_string(),
+                    held: current.obj.policy(),
+                    policy: def.policy,
+                });
+            }
             let built = build::build(&def, &current.obj, &me, change)?;
             pruned += built.pruned;
             mutations.push(Mutation {
@@ -474,6 +509,15 @@ impl<B: Backend> Engine<B> {
                     name: def.name.to_string(),
                     existing: existing.policy,
                     requested: def.policy,
+                    current: Box::new(existing.clone()),
+                });
+            }
+            if let Some((field, from, to)) = existing.schema.first_change(&def.schema) {
+                return Err(WriteError::SchemaChange {
+                    name: def.name.to_string(),
+                    field,
+                    from,
+                    to,
                     current: Box::new(existing.clone()),
                 });
             }
@@ -516,7 +560,54 @@ impl<B: Backend> Engine<B> {
             deps: self.vv.clone(),
             mutations,
         };
+        self.check_budget(&op)?;
         self.stage(op, Source::Local)
+    }
+
+    /// Refuses a local op that is over the op budget or would leave an
+    /// object over the object budget (see [`crate::budget`]); nothing is
+    /// staged then. Remote ops are never refused for size: their origin
+    /// checked them, and refusing them would wedge replication.
+    fn check_budget(&mut self, op: &Op) -> Result<(), WriteError> {
+        let encode_err = |e: codec::EncodeError| StoreError::Backend(e.to_string());
+        let len = codec::encoded_len(op).map_err(encode_err)?;
+        if len > budget::MAX_OP {
+            let largest = op
+                .mutations
+                .iter()
+                .max_by_key(|m| codec::encoded_len(&m.op).unwrap_or(usize::MAX));
+            return Err(WriteError::OpTooLarge {
+                keyspace: largest.map(|m| m.keyspace.to_string()).unwrap_or_default(),
+                key: largest.map(|m| m.key.to_string()).unwrap_or_default(),
+                len,
+                max: budget::MAX_OP,
+            });
+        }
+        let meta = OpMeta {
+            dot: &op.dot,
+            hlc: op.hlc,
+            deps: &op.deps,
+        };
+        for m in &op.mutations {
+            let policy = self
+                .registry
+                .get(m.keyspace.as_str())
+                .map_or(m.op.policy(), |d| d.policy);
+            let mut trial = self.load(&m.keyspace, &m.key, policy)?.obj.clone();
+            // Conflicts found on the trial copy are recorded when the op
+            // is staged for real.
+            let _ = trial.apply(&m.op, &meta);
+            let len = codec::encoded_len(&trial).map_err(encode_err)?;
+            if len > budget::MAX_OBJECT {
+                return Err(WriteError::ObjectTooLarge {
+                    keyspace: m.keyspace.to_string(),
+                    key: m.key.to_string(),
+                    len,
+                    max: budget::MAX_OBJECT,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Takes ops shipped by a peer: duplicates are ignored, ops whose causal

@@ -273,14 +273,17 @@ pub struct StateSnapshot<S> {
 }
 
 impl<S: ReadSnapshot> StateSnapshot<S> {
-    /// Up to `limit` encoded objects of `ks` with keys after `after`.
+    /// Encoded objects of `ks` with keys after `after`: at most `limit` of
+    /// them and, keys and objects together, at most `max_bytes` (a larger
+    /// object comes alone).
     pub fn page(
         &self,
         ks: &KeyspaceName,
         after: Option<&[u8]>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<crate::state::Entry>, StoreError> {
-        let start = match after {
+        let mut start = match after {
             Some(a) => {
                 let mut s = a.to_vec();
                 s.push(0);
@@ -288,6 +291,28 @@ impl<S: ReadSnapshot> StateSnapshot<S> {
             }
             None => Vec::new(),
         };
-        self.snap.scan(&store::table(ks), b"", &start, limit)
+        let table = store::table(ks);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while out.len() < limit {
+            // Small scans, so a page of large objects never reads many ahead.
+            let chunk = self
+                .snap
+                .scan(&table, b"", &start, (limit - out.len()).min(16))?;
+            if chunk.is_empty() {
+                break;
+            }
+            for (k, v) in chunk {
+                let n = k.len() + v.len();
+                if !out.is_empty() && bytes + n > max_bytes {
+                    return Ok(out);
+                }
+                bytes += n;
+                start.clone_from(&k);
+                start.push(0);
+                out.push((k, v));
+            }
+        }
+        Ok(out)
     }
 }

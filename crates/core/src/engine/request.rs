@@ -7,10 +7,7 @@ use crate::log::LogError;
 use crate::op::{Key, NameError};
 use crate::state::StoreError;
 
-/// Most mutations in one atomic write (`POST /v1/batch`).
-pub const MAX_MUTATIONS: usize = 1000;
-/// Largest value, in bytes.
-pub const MAX_VALUE: usize = 1 << 20;
+pub use crate::budget::{MAX_MUTATIONS, MAX_VALUE};
 
 /// One atomic write: one op, however many keys it touches.
 #[derive(Clone, Debug)]
@@ -119,6 +116,66 @@ pub enum WriteError {
         len: usize,
         /// The limit.
         max: usize,
+    },
+    /// The op a write would make is over the op budget.
+    #[error(
+        "the write to {keyspace}/{key} makes an op of {len} encoded bytes, over the {max}-byte op limit"
+    )]
+    OpTooLarge {
+        /// The keyspace of the write's largest mutation.
+        keyspace: String,
+        /// Its key.
+        key: String,
+        /// The op's encoded size.
+        len: usize,
+        /// The limit ([`crate::budget::MAX_OP`]).
+        max: usize,
+    },
+    /// The object a write would leave is over the object budget.
+    #[error(
+        "the write would grow {keyspace}/{key} to {len} encoded bytes, over the {max}-byte object limit"
+    )]
+    ObjectTooLarge {
+        /// The keyspace.
+        keyspace: String,
+        /// The key.
+        key: String,
+        /// The object's encoded size after the write.
+        len: usize,
+        /// The limit ([`crate::budget::MAX_OBJECT`]).
+        max: usize,
+    },
+    /// The key holds state of another policy that the keyspace's ops
+    /// cannot change (a concurrent definition of the keyspace).
+    #[error(
+        "{keyspace}/{key} holds {held} state from a concurrent definition of the keyspace; {policy} writes cannot change it"
+    )]
+    TypeClash {
+        /// The keyspace.
+        keyspace: String,
+        /// The key.
+        key: String,
+        /// The policy of the state it holds.
+        held: Policy,
+        /// The keyspace's policy.
+        policy: Policy,
+    },
+    /// A doc keyspace's schema would change the rule of a field: writes
+    /// under the new rule could not change what the old one stored.
+    #[error(
+        "keyspace {name:?}: the rule of field {field:?} cannot change from {from} to {to} (documents may hold {from} state for it)"
+    )]
+    SchemaChange {
+        /// The keyspace.
+        name: String,
+        /// The field.
+        field: String,
+        /// Its rule now.
+        from: &'static str,
+        /// The rule asked for.
+        to: &'static str,
+        /// The existing definition.
+        current: Box<KeyspaceDef>,
     },
     /// A counter would leave the 64-bit range.
     #[error(transparent)]

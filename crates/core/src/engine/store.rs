@@ -12,7 +12,7 @@ use crate::state::{Backend, StoreError};
 /// The table of engine metadata.
 pub const META: &str = "meta";
 /// Largest encoded object accepted when reading state back.
-pub const MAX_OBJECT: usize = 256 << 20;
+pub const MAX_OBJECT: usize = crate::budget::MAX_OBJECT_READ;
 
 const CHECKPOINT: &[u8] = b"checkpoint";
 

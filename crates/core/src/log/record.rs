@@ -12,7 +12,7 @@ pub const HEADER_LEN: usize = 12;
 
 /// Largest payload a record may carry. Checked before any allocation, on
 /// write and on read.
-pub const MAX_RECORD: usize = 64 << 20;
+pub const MAX_RECORD: usize = crate::budget::MAX_RECORD;
 
 /// Appends one framed record to `out`.
 ///

@@ -34,7 +34,8 @@ pub struct PeerSync {
 pub struct BatchLimits {
     /// Most ops.
     pub max_ops: usize,
-    /// Most payload bytes (approximate: the sum of the ops' encoded sizes).
+    /// Most payload bytes: the sum of the ops' encoded sizes stays at or
+    /// below it, except that an op larger than it travels alone.
     pub max_bytes: usize,
 }
 
@@ -42,7 +43,7 @@ impl Default for BatchLimits {
     fn default() -> Self {
         Self {
             max_ops: 4096,
-            max_bytes: 1 << 20,
+            max_bytes: crate::budget::BATCH_TARGET,
         }
     }
 }
@@ -112,16 +113,21 @@ impl PeerSync {
             if lsn > self.cursor {
                 break; // a hole: the rest must come from elsewhere
             }
-            if out.len() >= limits.max_ops || (bytes >= limits.max_bytes && !out.is_empty()) {
+            if out.len() >= limits.max_ops {
                 break;
             }
-            self.cursor = Lsn(lsn.0 + 1);
             // Anything not next in the peer's sequence for its origin is
             // either covered already or (after a reset) re-shipped in order.
             if self.shipped.covers(&op.dot) {
+                self.cursor = Lsn(lsn.0 + 1);
                 continue;
             }
-            bytes += size_of(&op);
+            let size = size_of(&op);
+            if !out.is_empty() && bytes + size > limits.max_bytes {
+                break; // the next batch starts with it
+            }
+            self.cursor = Lsn(lsn.0 + 1);
+            bytes += size;
             self.shipped.add(&op.dot);
             out.push(op);
         }
@@ -250,6 +256,26 @@ mod tests {
         let later = vec![(Lsn(5), op(&a, 5))];
         assert!(p.fill(later, lim, |_| 1).is_empty());
         assert_eq!(p.fill(l, lim, |_| 1).len(), 1);
+    }
+
+    #[test]
+    fn batches_stay_within_their_bytes_and_a_large_op_travels_alone() {
+        let a = rep("a");
+        let l = log(&[op(&a, 1), op(&a, 2), op(&a, 3), op(&a, 4)]);
+        let mut p = PeerSync::new();
+        p.connected(&VersionVector::new(), Lsn(1));
+        let lim = BatchLimits {
+            max_ops: 100,
+            max_bytes: 100,
+        };
+        // Sizes 40, 70, 300, 10: [1], [2], [3] alone, [4].
+        let size = |o: &Op| [40, 70, 300, 10][o.dot.seq.0 as usize - 1];
+        let seqs = |b: Vec<Arc<Op>>| b.iter().map(|o| o.dot.seq.0).collect::<Vec<_>>();
+        assert_eq!(seqs(p.fill(l.clone(), lim, size)), vec![1]);
+        assert_eq!(seqs(p.fill(l.clone(), lim, size)), vec![2]);
+        assert_eq!(seqs(p.fill(l.clone(), lim, size)), vec![3]);
+        assert_eq!(seqs(p.fill(l.clone(), lim, size)), vec![4]);
+        assert!(p.fill(l, lim, size).is_empty());
     }
 
     #[test]

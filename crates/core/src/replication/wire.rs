@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::op::{Key, KeyspaceName, Mutation, Op};
 
 /// Largest encoded batch accepted.
-pub const MAX_BATCH_BYTES: usize = 32 << 20;
+pub const MAX_BATCH_BYTES: usize = crate::budget::MAX_BATCH;
 /// Most ops in one batch.
 pub const MAX_BATCH_OPS: usize = 100_000;
 
@@ -319,7 +319,7 @@ pub fn encode_state(page: &StatePage) -> Result<Vec<u8>, WireError> {
 
 /// Decodes a state page.
 pub fn decode_state(bytes: &[u8]) -> Result<StatePage, WireError> {
-    Ok(codec::decode(bytes, MAX_BATCH_BYTES)?)
+    Ok(codec::decode(bytes, crate::budget::MAX_PAGE)?)
 }
 
 /// The first message of a session: who is calling, and when.
@@ -401,7 +401,8 @@ pub fn encode_msg<T: Serialize>(m: &T) -> Result<Vec<u8>, WireError> {
     Ok(codec::encode(m)?)
 }
 
-/// Decodes any peer message, bounded.
+/// Decodes any peer message, bounded (by the page limit: an answer may
+/// carry one object of up to [`crate::budget::MAX_OBJECT_READ`]).
 pub fn decode_msg<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    Ok(codec::decode(bytes, MAX_BATCH_BYTES)?)
+    Ok(codec::decode(bytes, crate::budget::MAX_PAGE)?)
 }

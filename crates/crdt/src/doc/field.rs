@@ -35,7 +35,8 @@ pub enum FieldRule {
 }
 
 impl FieldRule {
-    pub(super) fn name(&self) -> &'static str {
+    /// The rule's name, as in schemas.
+    pub fn name(&self) -> &'static str {
         match self {
             FieldRule::Lww => "lww",
             FieldRule::Max => "max",
@@ -56,6 +57,39 @@ impl DocSchema {
     /// The rule for `field`.
     pub fn rule(&self, field: &str) -> &FieldRule {
         self.0.get(field).unwrap_or(&FieldRule::Lww)
+    }
+
+    /// The first field (dotted path) whose rule differs between `self` and
+    /// `new`, with both rules' names: fields neither names are `lww` in both,
+    /// so naming a field `lww` or dropping an `lww` rule changes nothing.
+    pub fn first_change(&self, new: &DocSchema) -> Option<(String, &'static str, &'static str)> {
+        self.change_at("", new)
+    }
+
+    fn change_at(
+        &self,
+        prefix: &str,
+        new: &DocSchema,
+    ) -> Option<(String, &'static str, &'static str)> {
+        let names: std::collections::BTreeSet<&String> =
+            self.0.keys().chain(new.0.keys()).collect();
+        for name in names {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            match (self.rule(name), new.rule(name)) {
+                (FieldRule::Doc(a), FieldRule::Doc(b)) => {
+                    if let Some(c) = a.change_at(&path, b) {
+                        return Some(c);
+                    }
+                }
+                (a, b) if a != b => return Some((path, a.name(), b.name())),
+                _ => {}
+            }
+        }
+        None
     }
 }
 
@@ -108,7 +142,7 @@ pub enum FieldOp {
 }
 
 impl FieldOp {
-    fn rank(&self) -> u8 {
+    pub(super) fn rank(&self) -> u8 {
         match self {
             FieldOp::Lww(_) => 0,
             FieldOp::Max(_) => 1,
@@ -132,7 +166,19 @@ impl FieldOp {
 }
 
 impl Field {
-    fn rank(&self) -> u8 {
+    /// The name of the rule this state follows.
+    pub(super) fn rule_name(&self) -> &'static str {
+        match self {
+            Field::Lww(_) => "lww",
+            Field::Max(_) => "max",
+            Field::Min(_) => "min",
+            Field::Counter(_) => "counter",
+            Field::Set(_) => "set",
+            Field::Doc(_) => "doc",
+        }
+    }
+
+    pub(super) fn rank(&self) -> u8 {
         match self {
             Field::Lww(_) => 0,
             Field::Max(_) => 1,

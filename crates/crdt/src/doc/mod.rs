@@ -34,6 +34,18 @@ pub enum DocError {
         /// What the rule accepts.
         expected: &'static str,
     },
+    /// The field holds state of another rule that outranks the schema's.
+    #[error(
+        "field {path} holds {held} state (from a schema another region had), which writes under the rule {rule} cannot change"
+    )]
+    RuleClash {
+        /// Dotted path of the field.
+        path: String,
+        /// The schema's rule for it.
+        rule: &'static str,
+        /// The rule of the state it holds.
+        held: &'static str,
+    },
     /// A counter field would overflow.
     #[error("field {path}: {source}")]
     Counter {
@@ -180,6 +192,19 @@ impl Doc {
                     FieldOp::Doc(nested.patch_at(&path, replica, m, sub)?)
                 }
             };
+            // A field held in a state of a higher rank (written under a
+            // rule this schema no longer has, or by a region whose schema
+            // differed) ignores ops of a lower one: refuse rather than
+            // accept a write that would change nothing.
+            if let Some(f) = current
+                && f.rank() > op.rank()
+            {
+                return Err(DocError::RuleClash {
+                    path,
+                    rule: rule.name(),
+                    held: f.rule_name(),
+                });
+            }
             ops.insert(name.clone(), op);
         }
         Ok(DocOp(ops))

@@ -157,9 +157,14 @@ pub async fn quorum_read(
                 break;
             };
             let obj = match reply.objects.first().cloned().flatten() {
-                Some(bytes) => Some(codec::decode::<Object>(&bytes, 256 << 20).map_err(|e| {
-                    ApiError::internal(format!("region {name} sent an undecodable object: {e}"))
-                })?),
+                Some(bytes) => Some(
+                    codec::decode::<Object>(&bytes, meridian_core::budget::MAX_OBJECT_READ)
+                        .map_err(|e| {
+                            ApiError::internal(format!(
+                                "region {name} sent an undecodable object: {e}"
+                            ))
+                        })?,
+                ),
                 None => None,
             };
             vv.merge(&reply.vv);

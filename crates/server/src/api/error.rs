@@ -82,6 +82,22 @@ impl From<WriteError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_ops", message)
             }
             W::ValueTooLarge { .. } => ApiError::too_large(message),
+            W::OpTooLarge {
+                keyspace,
+                key,
+                len,
+                max,
+            } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "op_too_large", message).with(
+                json!({"keyspace": keyspace, "key": key, "encoded_bytes": len, "limit": max}),
+            ),
+            W::ObjectTooLarge {
+                keyspace,
+                key,
+                len,
+                max,
+            } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "object_too_large", message).with(
+                json!({"keyspace": keyspace, "key": key, "encoded_bytes": len, "limit": max}),
+            ),
             W::Unsupported { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_op", message)
             }
@@ -94,6 +110,11 @@ impl From<WriteError> for ApiError {
             W::Definition(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_keyspace", message),
             W::PolicyChange { current, .. } => {
                 ApiError::new(StatusCode::CONFLICT, "policy_change", message)
+                    .with(json!({"existing": *current}))
+            }
+            W::TypeClash { .. } => ApiError::new(StatusCode::CONFLICT, "type_clash", message),
+            W::SchemaChange { current, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "schema_change", message)
                     .with(json!({"existing": *current}))
             }
             W::Clock(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock", message),

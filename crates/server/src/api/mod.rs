@@ -78,6 +78,8 @@ pub struct AppInner {
     pub clock: crate::region::clock::WallClock,
     /// Signed calls to peers (quorum reads, read repair), when replicating.
     pub peer_client: Option<crate::peer::client::PeerClient>,
+    /// The writer's fatal error, once it has had one.
+    pub fatal: watch::Receiver<Option<Arc<str>>>,
 }
 
 /// Handler state: cheap to clone.

@@ -56,8 +56,20 @@ pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Respons
     Ok(respond(StatusCode::OK, &h, &body, Some(&p.vv)))
 }
 
-/// `GET /healthz`: 200 while the region serves.
+/// `GET /healthz`: 200 while the region serves; 503 naming the error once
+/// the writer has failed (the process then exits non-zero).
 pub async fn healthz(State(app): State<AppState>) -> Response {
+    if let Some(e) = app.fatal.borrow().clone() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "status": "failed",
+                "region": app.replica.region.as_str(),
+                "error": &*e,
+            })),
+        )
+            .into_response();
+    }
     (
         StatusCode::OK,
         axum::Json(json!({"status": "ok", "region": app.replica.region.as_str()})),

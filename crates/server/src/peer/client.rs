@@ -8,7 +8,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use meridian_core::replication::wire::{self, StatePage};
-use meridian_core::{Key, KeyspaceName};
+use meridian_core::{Key, KeyspaceName, budget};
 use meridian_crdt::{Hlc, Object, RegionId, VersionVector, codec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -64,24 +64,30 @@ impl PeerClient {
                     .map_err(|e| PeerError::Local(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let page = StatePage {
-            transfer: 0,
-            vv: VersionVector::new(),
-            hlc: Hlc::ZERO,
-            entries,
-            done: false,
-        };
-        let body = wire::encode_state(&page).map_err(|e| PeerError::Local(e.to_string()))?;
-        call(
-            &self.http,
-            &self.secret,
-            &self.me,
-            url,
-            "/peer/v1/state",
-            "state",
-            &body,
-        )
-        .await?;
+        // Pages bounded by bytes, as a state transfer's are.
+        let pages = budget::split_by_bytes(entries, budget::PAGE_TARGET, |(_, k, b)| {
+            k.as_str().len() + b.len()
+        });
+        for entries in pages {
+            let page = StatePage {
+                transfer: 0,
+                vv: VersionVector::new(),
+                hlc: Hlc::ZERO,
+                entries,
+                done: false,
+            };
+            let body = wire::encode_state(&page).map_err(|e| PeerError::Local(e.to_string()))?;
+            call(
+                &self.http,
+                &self.secret,
+                &self.me,
+                url,
+                "/peer/v1/state",
+                "state",
+                &body,
+            )
+            .await?;
+        }
         Ok(())
     }
 }

@@ -27,8 +27,10 @@ use crate::api::error::ApiError;
 use crate::region::WriterHandle;
 use crate::region::clock::WallClock;
 
-/// Largest peer request body.
-pub const MAX_PEER_BODY: usize = 40 << 20;
+/// Largest peer request body (a batch: its limit and room for the tag).
+pub const MAX_PEER_BODY: usize = meridian_core::budget::MAX_BATCH + (64 << 10);
+/// Largest state-transfer page body (one object of the largest readable size).
+pub const MAX_STATE_BODY: usize = meridian_core::budget::MAX_PAGE + (64 << 10);
 
 /// What the peer API shares.
 pub struct PeerApi {
@@ -49,7 +51,10 @@ pub fn router(api: Arc<PeerApi>) -> Router {
     Router::new()
         .route("/peer/v1/hello", post(hello))
         .route("/peer/v1/ops", post(ops))
-        .route("/peer/v1/state", post(state))
+        .route(
+            "/peer/v1/state",
+            post(state).layer(DefaultBodyLimit::max(MAX_STATE_BODY)),
+        )
         .route("/peer/v1/read", post(read))
         .route("/peer/v1/ae/digests", post(digests))
         .route("/peer/v1/ae/buckets", post(buckets))
@@ -181,7 +186,7 @@ async fn state(
     };
     let mut entries = Vec::with_capacity(page.entries.len());
     for (ks, key, bytes) in page.entries {
-        match codec::decode::<Object>(&bytes, 256 << 20) {
+        match codec::decode::<Object>(&bytes, meridian_core::budget::MAX_OBJECT_READ) {
             Ok(obj) => entries.push((ks, key, obj)),
             Err(e) => {
                 return ApiError::bad_request(format!("state object {ks}/{key}: {e}"))
@@ -222,13 +227,18 @@ async fn read(
     };
     let reader = api.reader.clone();
     let got = tokio::task::spawn_blocking(move || {
+        // A prefix of the keys asked for, bounded by bytes (at least one):
+        // the caller asks again for the rest.
         let mut objects = Vec::with_capacity(req.keys.len());
+        let mut bytes = 0;
         for k in &req.keys {
-            objects.push(
-                reader
-                    .raw(&req.keyspace, k)?
-                    .map(serde_bytes::ByteBuf::from),
-            );
+            let obj = reader.raw(&req.keyspace, k)?;
+            let n = obj.as_ref().map_or(0, Vec::len) + k.as_str().len();
+            if !objects.is_empty() && bytes + n > meridian_core::budget::PAGE_TARGET {
+                break;
+            }
+            bytes += n;
+            objects.push(obj.map(serde_bytes::ByteBuf::from));
         }
         // After the objects: the vector covers everything they reflect.
         let vv = reader.published().vv.clone();

@@ -17,8 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use meridian_core::log::LogCursor;
 use meridian_core::replication::wire::{self, Ack, Hello, StatePage};
 use meridian_core::replication::{BatchLimits, PeerSync, needs_state_transfer};
-use meridian_core::{FjallBackend, Op, Reader};
-use meridian_crdt::ReplicaId;
+use meridian_core::{FjallBackend, Op, Reader, budget};
+use meridian_crdt::{ReplicaId, codec};
 use tokio::task::JoinSet;
 
 use super::auth::Secret;
@@ -398,12 +398,8 @@ impl Sender {
         disk: &mut Option<LogCursor>,
     ) -> Result<Vec<Arc<Op>>, PeerError> {
         let limits = self.opts.limits;
-        let size = |op: &Op| {
-            op.mutations
-                .iter()
-                .map(|m| m.key.as_str().len() + 64 + approx_op_size(&m.op))
-                .sum::<usize>()
-        };
+        // Exact encoded sizes: the receiver's limit is on encoded bytes.
+        let size = |op: &Op| codec::encoded_len(op).unwrap_or(budget::MAX_OP);
         let end = self.feed.end();
         loop {
             if sync.cursor() >= end {
@@ -458,10 +454,12 @@ impl Sender {
                 let s = snap.clone();
                 let ks2 = ks.clone();
                 let a = after.clone();
-                let page = tokio::task::spawn_blocking(move || s.page(&ks2, a.as_deref(), 1000))
-                    .await
-                    .map_err(|e| PeerError::Local(e.to_string()))?
-                    .map_err(|e| PeerError::Local(e.to_string()))?;
+                let page = tokio::task::spawn_blocking(move || {
+                    s.page(&ks2, a.as_deref(), 1000, budget::PAGE_TARGET)
+                })
+                .await
+                .map_err(|e| PeerError::Local(e.to_string()))?
+                .map_err(|e| PeerError::Local(e.to_string()))?;
                 if page.is_empty() {
                     break;
                 }
@@ -503,13 +501,5 @@ impl Sender {
         sync.connected(&ack.vv, self.feed.index().start_for(&ack.vv));
         self.peer.set_state(LinkState::Connected);
         Ok(())
-    }
-}
-
-fn approx_op_size(op: &meridian_crdt::ObjectOp) -> usize {
-    use meridian_crdt::{LwwOp, MvOp, ObjectOp};
-    match op {
-        ObjectOp::Lww(LwwOp::Set(v)) | ObjectOp::Mv(MvOp::Put { value: v, .. }) => v.len(),
-        _ => 64,
     }
 }

@@ -148,6 +148,8 @@ pub struct Region {
     pub log_info: Arc<LogInfo>,
     /// Committed ops and the log index, for replication (when asked for).
     pub feed: Option<Arc<Feed>>,
+    /// The writer's fatal error, once it has had one.
+    pub fatal: watch::Receiver<Option<Arc<str>>>,
     thread: Option<JoinHandle<Result<(), writer::WriterError>>>,
     _dir: DataDir,
 }
@@ -227,10 +229,17 @@ impl Region {
         log_info.update(&log);
         let (tx, rx) = mpsc::channel(16_384);
         let (vv_tx, vv_rx) = watch::channel(engine.vv().clone());
-        let feed =
-            ship.then(|| Arc::new(Feed::new(200_000, cfg.data_dir.join("log"), log.index())));
+        let feed = ship.then(|| {
+            Arc::new(Feed::new(
+                200_000,
+                meridian_core::budget::FEED_BYTES,
+                cfg.data_dir.join("log"),
+                log.index(),
+            ))
+        });
         let reader = engine.reader();
         let replica = dir.replica.clone();
+        let (fatal_tx, fatal_rx) = watch::channel(None);
         metrics.attach(
             engine.shared(),
             log_info.clone(),
@@ -246,6 +255,7 @@ impl Region {
             metrics,
             log_info: log_info.clone(),
             feed: feed.clone(),
+            fatal: fatal_tx,
         };
         let thread = std::thread::Builder::new()
             .name("meridian-writer".into())
@@ -259,6 +269,7 @@ impl Region {
             clock,
             log_info,
             feed,
+            fatal: fatal_rx,
             thread: Some(thread),
             _dir: dir,
         })

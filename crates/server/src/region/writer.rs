@@ -130,6 +130,9 @@ pub struct Writer {
     pub log_info: Arc<LogInfo>,
     /// Committed ops go here, for replication.
     pub feed: Option<Arc<Feed>>,
+    /// Set, once, to the fatal error that stopped the writer: health checks
+    /// fail from then on and the process exits non-zero.
+    pub fatal: watch::Sender<Option<Arc<str>>>,
 }
 
 /// Why the writer stopped.
@@ -169,6 +172,7 @@ struct Committer {
     metrics: Arc<Metrics>,
     log_info: Arc<LogInfo>,
     feed: Option<Arc<Feed>>,
+    fatal: watch::Sender<Option<Arc<str>>>,
 }
 
 impl Writer {
@@ -184,6 +188,7 @@ impl Writer {
             metrics,
             log_info,
             feed,
+            fatal,
         } = self;
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -203,6 +208,7 @@ impl Writer {
             metrics,
             log_info,
             feed,
+            fatal: fatal.clone(),
         };
         let committer = std::thread::Builder::new()
             .name("meridian-commit".into())
@@ -228,7 +234,7 @@ impl Writer {
                 break;
             }
             for cmd in batch.drain(..) {
-                if let Err(e) = stage(&mut g, now, cmd) {
+                if let Err(e) = stage(&mut g, now, cmd, &fatal) {
                     tracing::error!(error = %e, "writer: fatal error while staging");
                     g.failed = true;
                     break;
@@ -252,13 +258,26 @@ impl Writer {
     }
 }
 
-fn stage(g: &mut Inner, now: u64, cmd: Command) -> Result<(), WriteError> {
+/// Records the writer's fatal error where health checks see it: before the
+/// failed command's reply is dropped, so no client hears of the failure
+/// before `/healthz` does.
+fn fail(fatal: &watch::Sender<Option<Arc<str>>>, e: WriteError) -> WriteError {
+    fatal.send_replace(Some(Arc::from(e.to_string())));
+    e
+}
+
+fn stage(
+    g: &mut Inner,
+    now: u64,
+    cmd: Command,
+    fatal: &watch::Sender<Option<Arc<str>>>,
+) -> Result<(), WriteError> {
     match cmd {
         Command::Write { req, reply } => {
             let idx = g.engine.staged_len();
             match g.engine.submit(now, req) {
                 Ok(()) => g.pending.push(Pending::Write(idx, reply)),
-                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) if e.is_fatal() => return Err(fail(fatal, e)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -269,7 +288,7 @@ fn stage(g: &mut Inner, now: u64, cmd: Command) -> Result<(), WriteError> {
             Ok(false) => {
                 let _ = reply.send(Ok(DefineDone::Unchanged));
             }
-            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) if e.is_fatal() => return Err(fail(fatal, e)),
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
@@ -278,7 +297,7 @@ fn stage(g: &mut Inner, now: u64, cmd: Command) -> Result<(), WriteError> {
             // Answered after the group commits, even if nothing of it was
             // staged: an ack must not run ahead of durability.
             Ok(r) => g.pending.push(Pending::Receive(r, reply)),
-            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) if e.is_fatal() => return Err(fail(fatal, e)),
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
@@ -294,7 +313,7 @@ fn stage(g: &mut Inner, now: u64, cmd: Command) -> Result<(), WriteError> {
             });
             match r {
                 Ok(()) => g.pending.push(Pending::Install(reply)),
-                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) if e.is_fatal() => return Err(fail(fatal, e)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -302,7 +321,7 @@ fn stage(g: &mut Inner, now: u64, cmd: Command) -> Result<(), WriteError> {
         }
         Command::Collect { cut, budget, reply } => match g.engine.collect(&cut, budget) {
             Ok(n) => g.pending.push(Pending::Collect(n, reply)),
-            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) if e.is_fatal() => return Err(fail(fatal, e)),
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
@@ -314,18 +333,24 @@ fn stage(g: &mut Inner, now: u64, cmd: Command) -> Result<(), WriteError> {
 
 impl Committer {
     fn run(self) -> Result<(), WriteError> {
-        let r = self.run_loop();
+        let mut owed = Vec::new();
+        let r = self.run_loop(&mut owed);
         if let Err(e) = &r {
             tracing::error!(error = %e, "writer: fatal error; the region stops");
+            self.fatal.send_replace(Some(Arc::from(e.to_string())));
             let mut g = self.shared.lock();
             g.failed = true;
-            // Dropping the owed answers tells their clients the region stopped.
+            // Dropping the owed answers tells their clients the region
+            // stopped (after health checks can see why).
             g.pending.clear();
+            owed.clear();
         }
         r
     }
 
-    fn run_loop(&self) -> Result<(), WriteError> {
+    /// `owed`: the answers of the group being committed, kept by the
+    /// caller so a failure is recorded before they are dropped.
+    fn run_loop(&self, owed: &mut Vec<Pending>) -> Result<(), WriteError> {
         loop {
             let mut g = self.shared.lock();
             while !g.engine.has_staged()
@@ -357,14 +382,14 @@ impl Committer {
                 }
                 self.log_info.update(&g.log);
             }
-            let pending = std::mem::take(&mut g.pending);
+            *owed = std::mem::take(&mut g.pending);
             let Some(id) = g.engine.seal() else {
                 // Nothing to write: the owed answers (a receive of
                 // duplicates) stand on what is already committed.
                 let vv = g.engine.reader().published().vv.clone();
                 let closing = g.closing;
                 drop(g);
-                answer(pending, &[], &vv);
+                answer(std::mem::take(owed), &[], &vv);
                 if closing {
                     let mut g = self.shared.lock();
                     return self.checkpoint(&mut g);
@@ -409,7 +434,7 @@ impl Committer {
             if let (Some(feed), Some(index)) = (&self.feed, index) {
                 feed.push(first, committed.applied.iter().map(|a| a.op.clone()), index);
             }
-            answer(pending, &committed.applied, &committed.vv);
+            answer(std::mem::take(owed), &committed.applied, &committed.vv);
             self.metrics
                 .commit_seconds
                 .observe(t.elapsed().as_secs_f64());
