@@ -236,3 +236,26 @@ fn a_segment_whose_creation_was_cut_short_is_dropped() {
     let (_, seen) = open(d.path(), LogOptions::default(), false).unwrap();
     assert_eq!(seen.len(), 4);
 }
+
+#[test]
+fn a_log_with_a_hole_from_a_state_transfer_sends_a_peer_below_it_a_transfer() {
+    // Before: floors were the lowest seq logged, so a peer at seq 20 was fed
+    // from the log, got seq 100 first and could never apply it (stalled).
+    use meridian_core::replication::needs_state_transfer;
+    let d = TestDir::new("log-hole");
+    let (mut log, _) = open(d.path(), LogOptions::default(), false).unwrap();
+    for i in (1..=10).chain(100..=101) {
+        log.append([&op(i, 1_000 + i)]).unwrap();
+    }
+    log.sync().unwrap();
+    let ours: VersionVector = [(me(), Seq(101))].into_iter().collect();
+    let at = |s| -> VersionVector { [(me(), Seq(s))].into_iter().collect() };
+    for floors in [log.floors(), log.index().floors()] {
+        assert_eq!(floors[&me()], Seq(100));
+        assert!(needs_state_transfer(&ours, &floors, &at(20)));
+        assert!(!needs_state_transfer(&ours, &floors, &at(99)));
+    }
+    drop(log);
+    let (log, _) = open(d.path(), LogOptions::default(), false).unwrap();
+    assert_eq!(log.floors()[&me()], Seq(100), "recovery finds the hole too");
+}

@@ -60,7 +60,12 @@ impl<V: Clone + PartialEq> LwwRegister<V> {
         self.current.as_ref().and_then(|e| e.value.as_ref())
     }
 
-    /// The version of the current value or tombstone.
+    /// The newest timestamp the register holds.
+    pub fn max_hlc(&self) -> Option<crate::Hlc> {
+        self.version().map(|v| v.hlc)
+    }
+
+    /// The version of the current value (or tombstone).
     pub fn version(&self) -> Option<&Version> {
         self.current.as_ref().map(|e| &e.version)
     }

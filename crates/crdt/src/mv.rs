@@ -78,6 +78,11 @@ pub struct MvPut<V> {
 }
 
 impl<V: Clone + PartialEq> MvRegister<V> {
+    /// The newest timestamp among the siblings.
+    pub fn max_hlc(&self) -> Option<Hlc> {
+        self.siblings.values().map(|s| s.hlc).max()
+    }
+
     /// The op that writes `value` having seen `seen` (`None` for a blind write
     /// that replaces nothing), keeping at most `cap` siblings (at least 1).
     pub fn put_op(&self, seen: Option<&VersionVector>, value: V, cap: usize) -> MvPut<V> {

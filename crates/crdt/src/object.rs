@@ -150,6 +150,18 @@ impl Object {
         }
     }
 
+    /// The newest timestamp the object holds (registers and doc fields;
+    /// counters and sets order nothing by time): what a region receiving it
+    /// by transfer or repair checks against its clock bound.
+    pub fn max_hlc(&self) -> Option<crate::Hlc> {
+        match self {
+            Object::Lww(r) => r.max_hlc(),
+            Object::Mv(r) => r.max_hlc(),
+            Object::Doc(d) => d.max_hlc(),
+            Object::Counter(_) | Object::Set(_) => None,
+        }
+    }
+
     /// The policy of this state.
     pub fn policy(&self) -> Policy {
         match self {

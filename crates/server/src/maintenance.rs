@@ -200,6 +200,7 @@ impl Maintenance {
         let mut fix_here = Vec::new();
         let mut fix_there = Vec::new();
         let answered = theirs.objects.len().min(keys.len());
+        let theirs_vv = theirs.vv.clone();
         for (key, their_bytes) in keys.iter().zip(theirs.objects) {
             let their_obj = their_bytes
                 .map(|b| codec::decode::<Object>(&b, meridian_core::budget::MAX_OBJECT_READ))
@@ -227,14 +228,15 @@ impl Maintenance {
         }
         let (here, there) = (fix_here.len(), fix_there.len());
         if !fix_here.is_empty() {
-            match self.writer.install(fix_here, None).await {
+            match self.writer.install(fix_here, theirs_vv.clone(), None).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(local(e)),
                 Err(e) => return Err(local(e)),
             }
         }
         if !fix_there.is_empty() {
-            self.client.push(url, &fix_there).await?;
+            let covers = self.reader.upper();
+            self.client.push(url, &fix_there, &covers).await?;
         }
         Ok((answered, here, there))
     }

@@ -336,7 +336,11 @@ impl Sim {
                 }
             }
             Msg::State(t) => {
-                let ack = self.regions[to].install(&t, now)?;
+                let Some(ack) = self.regions[to].install(&t, now)? else {
+                    self.report.held += 1;
+                    self.regions[from].reset_peer(to);
+                    return Ok(());
+                };
                 self.report.transfers += 1;
                 self.note(format!(
                     "state transfer {} -> {}",

@@ -10,7 +10,7 @@ use meridian_core::replication::{
 };
 use meridian_core::{
     Change, Engine, EngineConfig, Key, KeyspaceDef, KeyspaceName, Lsn, MemBackend, MutationRequest,
-    Op, WriteRequest,
+    Op, WriteError, WriteRequest,
 };
 use meridian_crdt::{
     Crdt, Hlc, Json, Object, Policy, RegionId, ReplicaId, Seq, Value, VersionVector, codec,
@@ -287,13 +287,16 @@ impl SimRegion {
             self.connected[to] = true;
         }
         let ours = self.engine()?.reader().published().vv.clone();
-        let floors: BTreeMap<ReplicaId, Seq> =
+        let mut runs = meridian_core::log::Runs::default();
+        let lows: BTreeMap<ReplicaId, Seq> =
             self.log.iter().fold(BTreeMap::new(), |mut m, (_, op)| {
+                runs.note(&op.dot.replica, op.dot.seq);
                 m.entry(op.dot.replica.clone())
                     .and_modify(|s: &mut Seq| *s = (*s).min(op.dot.seq))
                     .or_insert(op.dot.seq);
                 m
             });
+        let floors = runs.floors(&lows);
         if needs_state_transfer(&ours, &floors, self.peers[to].shipped()) {
             let snap = self
                 .engine()?
@@ -357,8 +360,9 @@ impl SimRegion {
     }
 
     /// A state transfer arrived: merge it, adopt its version vector, make it
-    /// durable, answer.
-    pub fn install(&mut self, t: &Transfer, now: u64) -> Result<VersionVector, String> {
+    /// durable, answer. `None` when it is refused for being stamped too far
+    /// ahead of this region's clock (the sender must send it again later).
+    pub fn install(&mut self, t: &Transfer, now: u64) -> Result<Option<VersionVector>, String> {
         let mut entries = Vec::new();
         for (ks, key, bytes) in &t.entries {
             let obj: Object = codec::decode(bytes, 1 << 24).map_err(|e| e.to_string())?;
@@ -366,10 +370,26 @@ impl SimRegion {
         }
         let local = self.local(now);
         let e = self.engine()?;
-        e.install(entries).map_err(|e| e.to_string())?;
-        e.adopt(local, &t.vv, t.hlc).map_err(|e| e.to_string())?;
+        match e
+            .install(local, entries, &t.vv)
+            .and_then(|()| e.adopt(local, &t.vv, t.hlc))
+        {
+            Ok(_) => {}
+            Err(WriteError::Clock(_)) => {
+                // What was merged before the refusal is a join: harmless.
+                self.commit()?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.to_string()),
+        }
         self.commit()?;
-        Ok(self.vv())
+        Ok(Some(self.vv()))
+    }
+
+    /// Forgets what was in flight to peer `to`: the next message starts
+    /// again from what it acknowledged.
+    pub fn reset_peer(&mut self, to: usize) {
+        self.connected[to] = false;
     }
 
     /// An ack from peer `from`, with its clock.

@@ -13,7 +13,26 @@ impl<B: Backend> Engine<B> {
     /// Merges objects transferred from a peer's state snapshot into the
     /// current group (state transfer). Merging is a join, so a page applied
     /// twice, or over newer local state, changes nothing wrong.
-    pub fn install(&mut self, entries: Vec<(KeyspaceName, Key, Object)>) -> Result<(), WriteError> {
+    ///
+    /// Objects stamped further ahead of local time than the clock bound
+    /// refuse the whole page (nothing is staged), as remote ops are held
+    /// back: a fast clock elsewhere can freeze no key here. The sender
+    /// tries again later.
+    ///
+    /// `covers` bounds the ops the objects reflect (the sender's version
+    /// vector): reads' tokens cover it once the objects are visible, so a
+    /// token always covers what its read returned.
+    pub fn install(
+        &mut self,
+        now_ms: u64,
+        entries: Vec<(KeyspaceName, Key, Object)>,
+        covers: &VersionVector,
+    ) -> Result<(), WriteError> {
+        for (_, _, obj) in &entries {
+            if let Some(hlc) = obj.max_hlc() {
+                self.clock.check(hlc, now_ms)?;
+            }
+        }
         for (ks, key, obj) in entries {
             let entry = self.load(&ks, &key, obj.policy())?;
             entry.removed = false;
@@ -26,6 +45,7 @@ impl<B: Backend> Engine<B> {
             }
         }
         self.current.installed = true;
+        self.current.covers.merge(covers);
         Ok(())
     }
 
@@ -37,6 +57,9 @@ impl<B: Backend> Engine<B> {
         vv: &VersionVector,
         hlc: Hlc,
     ) -> Result<usize, WriteError> {
+        // The snapshot's clock is the sender's: one too far ahead would drag
+        // every later local timestamp with it.
+        self.clock.check(hlc, now_ms)?;
         self.vv.merge(vv);
         self.clock.restore(hlc);
         self.current.installed = true;

@@ -122,8 +122,18 @@ pub struct Published {
 }
 
 /// The handle through which the writer publishes and readers look.
+///
+/// # Correctness
+/// A group's state becomes visible in the store a moment before its
+/// version vector is published. So there are two vectors: `published.vv`
+/// (raised after the store write: everything it covers is visible; what a
+/// token is waited against) and `upper` (raised before it: it covers
+/// everything a reader can see; what a read's token is taken from). A token
+/// thus covers what its read returned, and a region serves a token only
+/// once it shows everything the token covers.
 pub struct Shared {
     published: RwLock<Arc<Published>>,
+    upper: RwLock<VersionVector>,
     /// Per keyspace, the digest tree as of the last commit.
     trees: RwLock<BTreeMap<KeyspaceName, store::Tree>>,
 }
@@ -138,10 +148,27 @@ impl Shared {
     }
 
     fn set(&self, p: Published) {
+        self.raise_upper(&p.vv);
         *self
             .published
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(p);
+    }
+
+    /// Covers everything a reader can see in the store now: take a read's
+    /// token from this, after reading the state.
+    pub fn upper(&self) -> VersionVector {
+        self.upper
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn raise_upper(&self, vv: &VersionVector) {
+        self.upper
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merge(vv);
     }
 
     /// A keyspace's digest tree (256 bucket digests) as of the last commit.
@@ -240,6 +267,8 @@ struct Group {
     /// State arrived by transfer (not in the op log): the group must be made
     /// durable in the state store itself before it is acknowledged.
     installed: bool,
+    /// What installed objects may reflect beyond `vv` (see [`Shared`]).
+    covers: VersionVector,
 }
 
 /// Identifies a sealed group.
@@ -310,6 +339,7 @@ impl<B: Backend> Engine<B> {
             clock,
             backend,
             shared: Arc::new(Shared {
+                upper: RwLock::new(ckpt.vv.clone()),
                 published: RwLock::new(Arc::new(Published {
                     vv: ckpt.vv.clone(),
                     registry: Arc::new(registry.clone()),
@@ -661,12 +691,33 @@ impl<B: Backend> Engine<B> {
     /// Applies a log record during startup recovery (skipping what the
     /// state already holds). Call [`Engine::commit`] after the last one, and
     /// now and then during a long replay to bound memory.
+    ///
+    /// # Correctness
+    /// A record is applied only when it is causally ready, exactly as a
+    /// received op: next in its origin's sequence, dependencies covered. The
+    /// log can hold ops whose causal past is in no record (they followed a
+    /// state transfer, which lives in the state store only, and the crash
+    /// came before the state was persisted): those wait in the causal buffer
+    /// instead of raising the version vector past ops the state lacks, and
+    /// peers send the missing past again.
     pub fn replay(&mut self, op: Op) -> Result<(), WriteError> {
         self.clock.restore(op.hlc);
         if self.vv.covers(&op.dot) {
             return Ok(());
         }
-        self.stage(op, Source::Replay)
+        let ready =
+            self.vv.get(&op.dot.replica).next() == Some(op.dot.seq) && self.vv.covers_all(&op.deps);
+        if !ready {
+            if self.buffer.insert(op).is_err() {
+                self.stats.buffer_overflow += 1;
+            }
+            return Ok(());
+        }
+        self.stage(op, Source::Replay)?;
+        while let Some(next) = self.buffer.pop_ready(&self.vv) {
+            self.stage(next, Source::Replay)?;
+        }
+        Ok(())
     }
 
     /// Number of ops in the current group.
@@ -798,6 +849,7 @@ impl<B: Backend> Engine<B> {
             if let Some(l) = last_lsn {
                 self.lsn = l.0;
             }
+            self.shared.raise_upper(&self.vv);
             self.write_checkpoint(Batch::new(), self.vv.clone(), self.clock.last())?;
             self.publish(None);
             all.vv = self.vv.clone();
@@ -880,6 +932,10 @@ impl<B: Backend> Engine<B> {
         if let Some(l) = last_lsn {
             self.lsn = l.0;
         }
+        // Readers can see the group once the batch is written: raise the
+        // vector their tokens come from first.
+        self.shared.raise_upper(&g.vv);
+        self.shared.raise_upper(&g.covers);
         self.write_checkpoint(batch, g.vv.clone(), g.hlc)?;
         self.publish(Some((g.vv.clone(), registry)));
         let applied = g

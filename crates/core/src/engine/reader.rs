@@ -74,6 +74,12 @@ impl<B: Backend> Reader<B> {
         Self { backend, shared }
     }
 
+    /// Covers everything this reader can see in the store now (see
+    /// [`Shared`]): a token for a read taken before this call.
+    pub fn upper(&self) -> VersionVector {
+        self.shared.upper()
+    }
+
     /// The latest published view (version vector, registry, digests).
     pub fn published(&self) -> Arc<Published> {
         self.shared.get()
@@ -97,8 +103,9 @@ impl<B: Backend> Reader<B> {
         let object = bytes
             .map(|b| store::decode_object(&def.name, key.as_str().as_bytes(), &b))
             .transpose()?;
-        // After the state: the vector then covers all the state reflects.
-        let vv = self.shared.get().vv.clone();
+        // After the state, and the upper vector: it covers all the state
+        // reflects, even a group whose vector is not published yet.
+        let vv = self.shared.upper();
         Ok(Read { def, object, vv })
     }
 
@@ -155,7 +162,7 @@ impl<B: Backend> Reader<B> {
                 }
             }
         }
-        let vv = self.shared.get().vv.clone();
+        let vv = self.shared.upper();
         Ok(Listing { items, next, vv })
     }
 

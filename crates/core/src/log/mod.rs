@@ -22,9 +22,11 @@
 
 mod cursor;
 pub mod record;
+pub mod runs;
 pub mod segment;
 
 pub use cursor::LogCursor;
+pub use runs::Runs;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -139,6 +141,8 @@ pub struct LogIndex {
     pub active_origins: BTreeMap<ReplicaId, (Seq, Seq)>,
     /// One past the last record.
     pub end: Lsn,
+    /// Per origin, the run of seqs the log holds at its top.
+    pub runs: Runs,
 }
 
 impl LogIndex {
@@ -148,7 +152,8 @@ impl LogIndex {
         crate::replication::start_lsn(&self.sealed, peer_vv, self.active_first)
     }
 
-    /// Per origin, the lowest seq still in the log.
+    /// Per origin, the lowest seq from which every op up to the highest
+    /// one is in the log (see [`Runs`]).
     pub fn floors(&self) -> BTreeMap<ReplicaId, Seq> {
         let mut out: BTreeMap<ReplicaId, Seq> = BTreeMap::new();
         let all = self
@@ -163,7 +168,7 @@ impl LogIndex {
                     .or_insert(*lo);
             }
         }
-        out
+        self.runs.floors(&out)
     }
 }
 
@@ -176,6 +181,7 @@ pub struct Log {
     file: File,
     buf: Vec<u8>,
     scratch: Vec<u8>,
+    runs: Runs,
 }
 
 impl Log {
@@ -205,6 +211,7 @@ impl Log {
         names.sort();
 
         let mut recovery = Recovery::default();
+        let mut runs = Runs::default();
         let mut metas: Vec<SegmentMeta> = Vec::new();
         let mut expected = names.first().map(|(l, _)| *l).unwrap_or(Lsn(1));
         let mut stop_after: Option<usize> = None;
@@ -248,6 +255,7 @@ impl Log {
                     }
                 })?;
                 meta.note(&op.dot.replica, op.dot.seq, op.hlc.wall_ms(), framed);
+                runs.note(&op.dot.replica, op.dot.seq);
                 replay(lsn, op);
                 Ok(())
             })?;
@@ -320,6 +328,7 @@ impl Log {
                 file,
                 buf: Vec::new(),
                 scratch: Vec::new(),
+                runs,
             },
             recovery,
         ))
@@ -370,6 +379,7 @@ impl Log {
                 source,
             })?;
         for (origin, seq, wall, framed) in notes {
+            self.runs.note(&origin, seq);
             self.active.note(&origin, seq, wall, framed);
         }
         Ok(first)
@@ -425,8 +435,9 @@ impl Log {
         self.segments().map(|s| s.bytes).sum()
     }
 
-    /// Per origin, the lowest seq still in the log: an origin's ops from
-    /// there up are all retained.
+    /// Per origin, the lowest seq from which every op up to the highest
+    /// one is in the log: retention removed what is below the oldest
+    /// segment, and ops that came by state transfer were never logged.
     pub fn floors(&self) -> BTreeMap<ReplicaId, Seq> {
         let mut out: BTreeMap<ReplicaId, Seq> = BTreeMap::new();
         for s in self.segments() {
@@ -436,7 +447,7 @@ impl Log {
                     .or_insert(*lo);
             }
         }
-        out
+        self.runs.floors(&out)
     }
 
     /// What replication needs to know about the log's contents: where each
@@ -452,6 +463,7 @@ impl Log {
             active_first: self.active.first_lsn,
             active_origins: self.active.origins.clone(),
             end: self.end_lsn(),
+            runs: self.runs.clone(),
         }
     }
 

@@ -166,6 +166,16 @@ impl FieldOp {
 }
 
 impl Field {
+    /// The newest timestamp the field holds (registers only).
+    pub fn max_hlc(&self) -> Option<crate::Hlc> {
+        match self {
+            Field::Lww(r) => r.max_hlc(),
+            Field::Max(r) | Field::Min(r) => r.max_hlc(),
+            Field::Doc(d) => d.max_hlc(),
+            Field::Counter(_) | Field::Set(_) => None,
+        }
+    }
+
     /// The name of the rule this state follows.
     pub(super) fn rule_name(&self) -> &'static str {
         match self {

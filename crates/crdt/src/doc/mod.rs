@@ -73,6 +73,11 @@ pub struct Doc {
 pub struct DocOp(pub BTreeMap<String, FieldOp>);
 
 impl Doc {
+    /// The newest timestamp any field holds.
+    pub fn max_hlc(&self) -> Option<crate::Hlc> {
+        self.fields.values().filter_map(Field::max_hlc).max()
+    }
+
     /// The op for a JSON merge patch (RFC 7396 style): each field in `patch`
     /// changes by its rule in `schema`, and `null` deletes the field.
     /// `replica` is the origin (counters need it).

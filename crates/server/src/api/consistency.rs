@@ -202,7 +202,7 @@ pub async fn quorum_read(
             .map(|(url, _)| url.clone())
             .collect();
         if !behind.is_empty() {
-            repair(app, ks, key.clone(), m.clone(), behind);
+            repair(app, ks, key.clone(), m.clone(), vv.clone(), behind);
         }
     }
     Ok(QuorumRead {
@@ -213,7 +213,15 @@ pub async fn quorum_read(
 }
 
 /// Pushes `merged` to the regions that were behind (`None`: this one).
-fn repair(app: &AppInner, ks: KeyspaceName, key: Key, merged: Object, behind: Vec<Option<String>>) {
+/// `covers` bounds what `merged` reflects (the vectors of the regions read).
+fn repair(
+    app: &AppInner,
+    ks: KeyspaceName,
+    key: Key,
+    merged: Object,
+    covers: VersionVector,
+    behind: Vec<Option<String>>,
+) {
     let writer = app.writer.clone();
     let pc = app.peer_client.clone();
     let peers = app.peers.clone();
@@ -223,13 +231,17 @@ fn repair(app: &AppInner, ks: KeyspaceName, key: Key, merged: Object, behind: Ve
             let ok = match &target {
                 None => matches!(
                     writer
-                        .install(vec![(ks.clone(), key.clone(), merged.clone())], None)
+                        .install(
+                            vec![(ks.clone(), key.clone(), merged.clone())],
+                            covers.clone(),
+                            None,
+                        )
                         .await,
                     Ok(Ok(_))
                 ),
                 Some(url) => match &pc {
                     Some(pc) => pc
-                        .push(url, &[(ks.clone(), key.clone(), merged.clone())])
+                        .push(url, &[(ks.clone(), key.clone(), merged.clone())], &covers)
                         .await
                         .is_ok(),
                     None => false,

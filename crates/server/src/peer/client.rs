@@ -55,6 +55,7 @@ impl PeerClient {
         &self,
         url: &str,
         objects: &[(KeyspaceName, Key, Object)],
+        covers: &VersionVector,
     ) -> Result<(), PeerError> {
         let entries = objects
             .iter()
@@ -71,7 +72,7 @@ impl PeerClient {
         for entries in pages {
             let page = StatePage {
                 transfer: 0,
-                vv: VersionVector::new(),
+                vv: covers.clone(),
                 hlc: Hlc::ZERO,
                 entries,
                 done: false,

@@ -194,8 +194,9 @@ async fn state(
             }
         }
     }
+    let covers = page.vv.clone();
     let adopt = page.done.then_some((page.vv, page.hlc));
-    match api.writer.install(entries, adopt).await {
+    match api.writer.install(entries, covers, adopt).await {
         Ok(Ok(vv)) => answer(
             &api,
             &from,
@@ -241,7 +242,7 @@ async fn read(
             objects.push(obj.map(serde_bytes::ByteBuf::from));
         }
         // After the objects: the vector covers everything they reflect.
-        let vv = reader.published().vv.clone();
+        let vv = reader.upper();
         Ok::<_, meridian_core::ReadError>(wire::ObjectReply { vv, objects })
     })
     .await;

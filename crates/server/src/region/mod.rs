@@ -98,12 +98,14 @@ impl WriterHandle {
             meridian_core::Key,
             meridian_crdt::Object,
         )>,
+        covers: VersionVector,
         adopt: Option<(VersionVector, meridian_crdt::Hlc)>,
     ) -> Result<Result<VersionVector, WriteError>, Stopped> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Install {
                 entries,
+                covers,
                 adopt,
                 reply,
             })

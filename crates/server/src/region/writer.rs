@@ -83,6 +83,8 @@ pub enum Command {
     Install {
         /// Objects to merge.
         entries: Vec<(KeyspaceName, Key, Object)>,
+        /// The sender's version vector: bounds what the objects reflect.
+        covers: VersionVector,
         /// The last page: adopt this version vector and HLC.
         adopt: Option<(VersionVector, Hlc)>,
         /// Where the answer goes (after the state is durable).
@@ -304,13 +306,17 @@ fn stage(
         },
         Command::Install {
             entries,
+            covers,
             adopt,
             reply,
         } => {
-            let r = g.engine.install(entries).and_then(|()| match adopt {
-                Some((vv, hlc)) => g.engine.adopt(now, &vv, hlc).map(|_| ()),
-                None => Ok(()),
-            });
+            let r = g
+                .engine
+                .install(now, entries, &covers)
+                .and_then(|()| match adopt {
+                    Some((vv, hlc)) => g.engine.adopt(now, &vv, hlc).map(|_| ()),
+                    None => Ok(()),
+                });
             match r {
                 Ok(()) => g.pending.push(Pending::Install(reply)),
                 Err(e) if e.is_fatal() => return Err(fail(fatal, e)),

@@ -1,0 +1,114 @@
+//! What arrives by state transfer or repair rather than as ops: the same
+//! bounds hold as for ops.
+
+use meridian_core::*;
+use meridian_crdt::ClockError;
+
+mod common;
+use common::Region;
+
+#[test]
+fn a_snapshot_from_a_fast_clock_cannot_drag_this_clock_or_freeze_a_key() {
+    // Before: install and adopt took any HLC, so one fast-clocked region
+    // could push every later local timestamp a minute ahead.
+    let mut fast = Region::new("ap-south");
+    fast.now += 60_000;
+    fast.put("default", "k", "1");
+    let obj = fast.get("default", "k").expect("written");
+    let hlc = fast.engine.clock().last();
+    let vv = fast.engine.vv().clone();
+
+    let mut slow = Region::new("us-east");
+    let before = slow.engine.clock().last();
+    let entry = |o: &meridian_crdt::Object| {
+        vec![(
+            KeyspaceName::default_keyspace(),
+            Key::new("k").unwrap(),
+            o.clone(),
+        )]
+    };
+    let e = slow.engine.install(slow.now, entry(&obj), &vv).unwrap_err();
+    assert!(
+        matches!(e, WriteError::Clock(ClockError::AheadOfLocal { .. })),
+        "{e}"
+    );
+    assert_eq!(slow.engine.staged_len(), 0);
+    let e = slow.engine.adopt(slow.now, &vv, hlc).unwrap_err();
+    assert!(
+        matches!(e, WriteError::Clock(ClockError::AheadOfLocal { .. })),
+        "{e}"
+    );
+    slow.commit();
+    assert_eq!(slow.engine.clock().last(), before, "the clock did not move");
+    assert!(slow.get("default", "k").is_none(), "nothing was installed");
+
+    // Once local time has caught up, the same snapshot is taken.
+    slow.now = fast.now;
+    slow.engine.install(slow.now, entry(&obj), &vv).unwrap();
+    slow.engine.adopt(slow.now, &vv, hlc).unwrap();
+    slow.commit();
+    assert_eq!(slow.get("default", "k"), Some(obj));
+}
+
+fn put(json: &str) -> Change {
+    Change::Put {
+        value: meridian_crdt::Value::Json(meridian_crdt::Json::parse(json).unwrap()),
+        context: None,
+    }
+}
+
+#[test]
+fn a_crash_between_the_log_sync_and_the_state_checkpoint_of_a_transfer_claims_nothing_missing() {
+    // Before: the op adopted after the transfer was replayed from the log
+    // on its own, raising the version vector to seq 4 while the state held
+    // none of seqs 1..3, which were then never asked for again.
+    let mut a = Region::new("us-east");
+    for k in ["k1", "k2", "k3"] {
+        a.write(vec![("default", k, put("1"))]).unwrap();
+    }
+    let snapshot: Vec<_> = ["k1", "k2", "k3"]
+        .iter()
+        .map(|k| {
+            (
+                KeyspaceName::default_keyspace(),
+                Key::new(*k).unwrap(),
+                a.get("default", k).unwrap(),
+            )
+        })
+        .collect();
+    let snap_vv = a.engine.vv().clone();
+    let snap_hlc = a.engine.clock().last();
+    a.write(vec![("default", "k4", put("4"))]).unwrap();
+    let op4 = a.log.last().unwrap().clone();
+
+    let mut b = Region::new("eu-west");
+    b.now = a.now;
+    // Op 4 arrives first and waits; the transfer then makes it ready.
+    let r = b.engine.receive(b.now, vec![op4.clone()]).unwrap();
+    assert_eq!(r.buffered, 1);
+    b.engine.install(b.now, snapshot, &snap_vv).unwrap();
+    assert_eq!(b.engine.adopt(b.now, &snap_vv, snap_hlc).unwrap(), 1);
+    // The group's op (4) is logged and synced; the crash comes before the
+    // state store is persisted (the checkpoint the commit asked for).
+    let c = b.commit();
+    assert!(c.needs_checkpoint);
+    b.backend.crash();
+    b.restart();
+    let vv = b.engine.vv().clone();
+    let me = a.engine.replica().clone();
+    for (seq, key) in [(1, "k1"), (2, "k2"), (3, "k3"), (4, "k4")] {
+        let claimed = vv.get(&me).0 >= seq;
+        let held = b.get("default", key).is_some();
+        assert!(
+            !claimed || held,
+            "vv claims seq {seq} but the state lacks {key}"
+        );
+    }
+    // The sender sends what the region does not claim; it converges.
+    b.engine.receive(b.now, a.log.clone()).unwrap();
+    b.commit();
+    for key in ["k1", "k2", "k3", "k4"] {
+        assert!(b.get("default", key).is_some(), "{key}");
+    }
+    assert_eq!(b.engine.vv().get(&me), a.engine.vv().get(&me));
+}
