@@ -545,3 +545,70 @@ async fn a_key_deleted_during_a_partition_stays_deleted_when_a_stale_region_rejo
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_count_for_the_region_that_sent_them_not_for_the_name_used() {
+    // Before: acks named no replica, so a second name for eu-west and a
+    // "peer" whose URL led back to us-east itself each counted as a region:
+    // write concern `all` answered 200 with two regions holding the write.
+    use meridian_harness::link::{LinkEmulator, LinkSpec};
+    use meridian_harness::node::{Node, NodeSpec, meridian_bin};
+    use std::net::SocketAddr;
+    let dir = std::env::temp_dir().join(format!("meridian-ackbind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "ack-binding-test-secret-0123456789").unwrap();
+    let peer_spec = |region: &str| {
+        let mut s = NodeSpec::new(region, &dir.join(region));
+        s.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        s.args = vec!["--cluster-secret-file".into(), secret.display().to_string()];
+        s
+    };
+    let west = Node::start(&meridian_bin(), peer_spec("eu-west"))
+        .await
+        .unwrap();
+    let west_peer = west.peer_addr().unwrap();
+    // The loop: a link that will lead from us-east back to us-east.
+    let emu = LinkEmulator::new(1);
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], 1));
+    let back = emu
+        .add_link("us-east", "ap-south", nowhere, LinkSpec::latency(0))
+        .await
+        .unwrap();
+    let mut spec = peer_spec("us-east");
+    for (name, addr) in [
+        ("eu-west", west_peer),
+        ("eu-copy", west_peer),
+        ("ap-south", back),
+    ] {
+        spec.args.push("--peer".into());
+        spec.args.push(format!("{name}=http://{addr}"));
+    }
+    let east = Node::start(&meridian_bin(), spec).await.unwrap();
+    emu.set_upstream("us-east", "ap-south", east.peer_addr().unwrap())
+        .unwrap();
+    let c = east.client();
+    // The real peer acknowledges: `one` is met.
+    c.put_with("default", "k1", &json!(1), &concern("one", 10_000))
+        .await
+        .unwrap();
+    // Four names, two regions: `all` cannot be met, and says who holds it.
+    let e = c
+        .put_with("default", "k2", &json!(2), &concern("all", 2_000))
+        .await
+        .unwrap_err();
+    let ClientError::Http { status, body, .. } = e else {
+        panic!("expected a 504, got {e}");
+    };
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["held_by"], json!(["us-east", "eu-west"]), "{body}");
+    // The status says why the other two links count for nothing.
+    let s = c.status().await.unwrap();
+    let text = s["peers"].to_string();
+    assert!(text.contains("leads back to this region"), "{text}");
+    assert!(text.contains("answers as region eu-west"), "{text}");
+    drop(east);
+    drop(west);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -100,6 +100,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             let l = bind(pl).await?;
             peer_addr = Some(l.local_addr()?);
             let api = Arc::new(PeerApi {
+                replica: region.replica.clone(),
                 secret: secret.clone(),
                 writer: region.writer.clone(),
                 reader: region.reader.clone(),

@@ -216,6 +216,11 @@ pub struct Ack {
     /// creates later is stamped above it (used for tombstone collection).
     #[serde(default)]
     pub hlc: Hlc,
+    /// The answering replica: an ack counts for the region (and the
+    /// incarnation) that sent it, whatever name or URL the caller used.
+    /// `None` from peers older than this field.
+    #[serde(default)]
+    pub replica: Option<ReplicaId>,
 }
 
 /// Encodes an ack.

@@ -208,6 +208,28 @@ fn unit_random(salt: u64) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Binds an ack to who sent it: an answer from this region itself (a URL
+/// that leads back here) or from a region other than the link's must not
+/// count as that peer's.
+fn check_sender(me: &ReplicaId, peer: &PeerStatus, ack: &Ack) -> Result<(), PeerError> {
+    let Some(r) = &ack.replica else {
+        return Ok(()); // a peer older than the field
+    };
+    if r == me {
+        return Err(PeerError::BadAnswer(format!(
+            "the URL of peer {} ({}) leads back to this region",
+            peer.name, peer.url
+        )));
+    }
+    if r.region != peer.name {
+        return Err(PeerError::BadAnswer(format!(
+            "peer {} ({}) answers as region {}: its acks cannot count for {}",
+            peer.name, peer.url, r.region, peer.name
+        )));
+    }
+    Ok(())
+}
+
 fn jitter(base: Duration, salt: u64) -> Duration {
     // No RNG crate: mix the clock's nanoseconds with a per-peer salt.
     let nanos = std::time::SystemTime::now()
@@ -288,10 +310,17 @@ impl Sender {
         )
         .await?;
         let ack = wire::decode_ack(&bytes).map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        check_sender(&self.me, &self.peer, &ack)?;
         let rtt = t.elapsed().as_millis() as u64;
         let offset = ack.now_ms as i64 - (sent + rtt / 2) as i64;
-        self.peer
-            .acked(&ack.vv, ack.hlc, Some(offset), ack.held, ack.buffered);
+        self.peer.acked(
+            ack.replica.as_ref(),
+            &ack.vv,
+            ack.hlc,
+            Some(offset),
+            ack.held,
+            ack.buffered,
+        );
         Ok(ack)
     }
 
@@ -302,6 +331,7 @@ impl Sender {
         })
         .map_err(|e| PeerError::Local(e.to_string()))?;
         let ack = self.call("/peer/v1/hello", "hello", &hello).await?;
+        let session_replica = ack.replica.clone();
         self.peer.set_state(LinkState::Connected);
         tracing::info!(peer = %self.peer.name, ops = ack.vv.total(), "replication session started");
         let mut sync = PeerSync::new();
@@ -346,6 +376,7 @@ impl Sender {
                     let http = self.http.clone();
                     let secret = self.secret.clone();
                     let me = self.me.region.to_string();
+                    let me_id = self.me.clone();
                     let url = self.peer.url.clone();
                     let peer = self.peer.clone();
                     let clock = self.clock;
@@ -360,9 +391,17 @@ impl Sender {
                             call(&http, &secret, &me, &url, "/peer/v1/ops", "ops", &body).await?;
                         let ack = wire::decode_ack(&bytes)
                             .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+                        check_sender(&me_id, &peer, &ack)?;
                         let offset =
                             ack.now_ms as i64 - (sent + t.elapsed().as_millis() as u64 / 2) as i64;
-                        peer.acked(&ack.vv, ack.hlc, Some(offset), ack.held, ack.buffered);
+                        peer.acked(
+                            ack.replica.as_ref(),
+                            &ack.vv,
+                            ack.hlc,
+                            Some(offset),
+                            ack.held,
+                            ack.buffered,
+                        );
                         Ok(ack)
                     });
                     continue;
@@ -371,7 +410,16 @@ impl Sender {
             tokio::select! {
                 done = in_flight.join_next(), if !in_flight.is_empty() => {
                     match done {
-                        Some(Ok(Ok(ack))) => sync.on_ack(&ack.vv),
+                        Some(Ok(Ok(ack))) => {
+                            if ack.replica.is_some() && ack.replica != session_replica {
+                                // Wiped and restarted mid-session: what this
+                                // session counted as delivered is void.
+                                return Err(PeerError::BadAnswer(format!(
+                                    "peer {} answers as a new incarnation", self.peer.name
+                                )));
+                            }
+                            sync.on_ack(&ack.vv)
+                        }
                         Some(Ok(Err(e))) => return Err(e),
                         Some(Err(e)) => return Err(PeerError::Local(e.to_string())),
                         None => {}

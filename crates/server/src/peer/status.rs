@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use meridian_crdt::{RegionId, VersionVector};
+use meridian_crdt::{RegionId, ReplicaId, VersionVector};
 use serde_json::json;
 
 use super::tail::Feed;
@@ -42,6 +42,8 @@ struct Inner {
     peer_buffered: u64,
     /// The peer's clock at its latest ack, with the version vector it acked then.
     last_ack: Option<(meridian_crdt::Hlc, VersionVector)>,
+    /// The replica that sent the acks above.
+    replica: Option<ReplicaId>,
 }
 
 /// One peer link's figures.
@@ -91,6 +93,7 @@ impl PeerStatus {
                 peer_held: 0,
                 peer_buffered: 0,
                 last_ack: None,
+                replica: None,
             }),
             bytes: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -127,9 +130,13 @@ impl PeerStatus {
         g.state = LinkState::Backoff;
     }
 
-    /// Records what the peer acknowledged (and its clock then).
+    /// Records what the peer acknowledged (and its clock then). An ack
+    /// from another incarnation than the earlier ones (the peer's data was
+    /// wiped) replaces what they acknowledged instead of adding to it: the
+    /// new incarnation holds only what it says.
     pub fn acked(
         &self,
+        replica: Option<&ReplicaId>,
         vv: &VersionVector,
         hlc: meridian_crdt::Hlc,
         clock_offset_ms: Option<i64>,
@@ -138,6 +145,14 @@ impl PeerStatus {
     ) {
         {
             let mut g = self.lock();
+            if let Some(r) = replica {
+                if g.replica.as_ref().is_some_and(|old| old != r) {
+                    tracing::warn!(peer = %self.name, old = ?g.replica, new = %r, "peer came back as a new incarnation: forgetting its old acks");
+                    g.acked = VersionVector::new();
+                    g.last_ack = None;
+                }
+                g.replica = Some(r.clone());
+            }
             g.acked.merge(vv);
             if clock_offset_ms.is_some() {
                 g.clock_offset_ms = clock_offset_ms;
@@ -257,5 +272,37 @@ impl Peers {
     /// Regions in the cluster, this one included.
     pub fn regions(&self) -> usize {
         self.links.len() + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_crdt::Seq;
+
+    #[test]
+    fn a_new_incarnation_of_a_peer_replaces_what_the_old_one_acknowledged() {
+        // Before: a wiped peer's old acked vector lingered, so writes it no
+        // longer held still counted toward write concerns and stability.
+        let (acks, _) = tokio::sync::watch::channel(0);
+        let link = PeerStatus::new(
+            RegionId::new("eu-west").unwrap(),
+            "http://x".into(),
+            Arc::new(acks),
+        );
+        let old = ReplicaId::new(RegionId::new("eu-west").unwrap(), uuid::Uuid::from_u128(1));
+        let new = ReplicaId::new(RegionId::new("eu-west").unwrap(), uuid::Uuid::from_u128(2));
+        let me = ReplicaId::new(RegionId::new("us-east").unwrap(), uuid::Uuid::from_u128(3));
+        let vv = |s| -> VersionVector { [(me.clone(), Seq(s))].into_iter().collect() };
+        link.acked(Some(&old), &vv(100), meridian_crdt::Hlc::ZERO, None, 0, 0);
+        link.acked(Some(&old), &vv(50), meridian_crdt::Hlc::ZERO, None, 0, 0);
+        assert_eq!(link.acked_vv(), vv(100), "one incarnation's acks add up");
+        link.acked(Some(&new), &vv(3), meridian_crdt::Hlc::ZERO, None, 0, 0);
+        assert_eq!(
+            link.acked_vv(),
+            vv(3),
+            "the wiped peer holds only what it says"
+        );
+        assert_eq!(link.last_ack().map(|(_, v)| v), Some(vv(3)));
     }
 }
