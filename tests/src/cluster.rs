@@ -306,6 +306,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// Waits (up to `within`) for `region`'s process to exit by itself;
+    /// its exit status, or `None` while it runs.
+    pub async fn wait_exit(
+        &mut self,
+        region: &str,
+        within: Duration,
+    ) -> Result<Option<std::process::ExitStatus>, ClusterError> {
+        Ok(self.node_mut(region)?.wait_exit(within).await)
+    }
+
     /// Heals every partition.
     pub fn heal(&self) {
         self.emu.heal_all();

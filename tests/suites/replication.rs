@@ -350,3 +350,84 @@ async fn the_largest_legal_ops_of_every_policy_cross_a_healed_partition() {
     println!("largest legal ops: ~95 MB written behind a partition, converged {took:?} after heal");
     c.stop().await;
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_whose_disk_was_rolled_back_comes_back_as_a_new_incarnation_and_loses_nothing() {
+    // Before: the rolled-back region reissued seqs 21.. that its peers
+    // already held, and they dropped its new writes as duplicates.
+    let mut c = Cluster::builder().latency_ms(5).start().await.unwrap();
+    let east = c.client("us-east");
+    let incarnation = |s: &serde_json::Value| s["replica"]["incarnation"].clone();
+    let first = incarnation(&east.status().await.unwrap());
+    for i in 0..20 {
+        east.put("default", &format!("a{i}"), &json!(i))
+            .await
+            .unwrap();
+    }
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    // A "VM snapshot" of us-east's log and state, taken while it is stopped.
+    let data = c.dir().join("us-east");
+    let snap = c.dir().join("us-east-snapshot");
+    c.stop_region("us-east").await.unwrap();
+    for part in ["log", "state"] {
+        copy_dir(&data.join(part), &snap.join(part));
+    }
+    c.restart("us-east").await.unwrap();
+    for i in 0..30 {
+        east.put("default", &format!("b{i}"), &json!(i))
+            .await
+            .unwrap();
+    }
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    // Roll the disk back; identity.json stays as it is.
+    c.stop_region("us-east").await.unwrap();
+    for part in ["log", "state"] {
+        std::fs::remove_dir_all(data.join(part)).unwrap();
+        copy_dir(&snap.join(part), &data.join(part));
+    }
+    c.restart("us-east").await.unwrap();
+    // Its peers hold seq 50 of this incarnation, it has 20: it retires.
+    let status = c
+        .wait_exit("us-east", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("the rolled-back region stops by itself");
+    assert!(!status.success(), "{status}");
+    let log = std::fs::read_to_string(data.join("..").join("us-east.log")).unwrap_or_default();
+    c.restart("us-east").await.unwrap();
+    let second = incarnation(&east.status().await.unwrap());
+    assert_ne!(first, second, "a new incarnation after the rollback {log}");
+    for i in 0..10 {
+        east.put("default", &format!("c{i}"), &json!(i))
+            .await
+            .unwrap();
+    }
+    c.wait_converged(Duration::from_secs(60)).await.unwrap();
+    for region in ["us-east", "eu-west", "ap-south"] {
+        let cl = c.client(region);
+        for (prefix, n) in [("a", 20), ("b", 30), ("c", 10)] {
+            for i in 0..n {
+                let got = cl.get("default", &format!("{prefix}{i}")).await.unwrap();
+                assert_eq!(
+                    got.and_then(|e| e.value().cloned()),
+                    Some(json!(i)),
+                    "{prefix}{i} in {region}"
+                );
+            }
+        }
+    }
+    c.stop().await;
+}

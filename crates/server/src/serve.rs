@@ -87,12 +87,17 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
     let (trigger, stop) = shutdown::channel();
     let listener = bind(cfg.listen).await?;
+    // No peer answered in time: local writes go on this region's own word.
+    let inc = region.incarnation.clone();
+    let mut tasks = vec![tokio::spawn(async move {
+        tokio::time::sleep(crate::region::incarnation::PEER_CHECK_WAIT).await;
+        inc.confirm_alone();
+    })];
     let addr = listener.local_addr()?;
 
     let peers = Arc::new(Peers::new(&cfg.peers));
     metrics.attach_peers(peers.clone(), region.feed.clone());
 
-    let mut tasks = Vec::new();
     let mut servers = Vec::new();
     let mut peer_addr = None;
     if let (Some(secret), Some(feed)) = (cfg.secret.clone(), region.feed.clone()) {
@@ -147,6 +152,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
                 region.reader.clone(),
                 region.clock,
                 opts,
+                region.incarnation.clone(),
             );
             tasks.push(tokio::spawn(s.run(stop.clone())));
         }

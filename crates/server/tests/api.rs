@@ -686,3 +686,37 @@ async fn sigterm_finishes_cleanly_and_data_survives_restart() {
     }
     assert_eq!(api.get("/v1/status").await.json()["ops"], json!(50));
 }
+
+#[tokio::test]
+async fn a_data_dir_that_lost_its_own_ops_comes_back_as_a_new_incarnation() {
+    // Its identity survived, its log and state did not: reusing the old
+    // incarnation would reissue seqs that peers may already hold.
+    let mut api = Api::start("reincarnate").await;
+    let before = api.get("/v1/status").await.json()["replica"]["incarnation"].clone();
+    assert_eq!(
+        api.json(Method::PUT, "/v1/kv/default/k", json!(1))
+            .await
+            .status,
+        200
+    );
+    assert!(api.node.terminate(Duration::from_secs(10)).await.unwrap());
+    let data = api.dir.0.join("data");
+    for part in ["log", "state"] {
+        std::fs::remove_dir_all(data.join(part)).unwrap();
+    }
+    api.node.restart().await.unwrap();
+    let after = api.get("/v1/status").await.json()["replica"]["incarnation"].clone();
+    assert_ne!(before, after);
+    assert_eq!(
+        api.json(Method::PUT, "/v1/kv/default/k", json!(2))
+            .await
+            .status,
+        200
+    );
+    // A plain restart keeps the incarnation.
+    api.node.restart().await.unwrap();
+    assert_eq!(
+        api.get("/v1/status").await.json()["replica"]["incarnation"],
+        after
+    );
+}

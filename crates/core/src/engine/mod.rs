@@ -373,6 +373,14 @@ impl<B: Backend> Engine<B> {
         &self.me
     }
 
+    /// Continues as a new incarnation `me` (same region): local ops from
+    /// now on are stamped with it, its seqs starting at 1. The old
+    /// incarnation's ops stay what they are: ops of another replica, which
+    /// peers may still send. Call after recovery, before any local write.
+    pub fn reincarnate(&mut self, me: ReplicaId) {
+        self.me = me;
+    }
+
     /// The version vector including staged ops.
     pub fn vv(&self) -> &VersionVector {
         &self.vv

@@ -25,6 +25,7 @@ use super::auth::Secret;
 use super::status::{LinkState, PeerStatus};
 use super::tail::Feed;
 use crate::region::clock::WallClock;
+use crate::region::incarnation::Incarnation;
 use crate::shutdown::Shutdown;
 
 /// Batches in flight per peer: enough to keep a long link busy (a batch
@@ -104,6 +105,8 @@ pub struct Sender {
     reader: Reader<FjallBackend>,
     clock: WallClock,
     opts: SenderOptions,
+    /// Checks each session's first answer for a rollback of this region.
+    incarnation: Arc<Incarnation>,
 }
 
 /// A peer-API client over HTTP/2 (prior knowledge): one connection per peer,
@@ -251,8 +254,10 @@ impl Sender {
         reader: Reader<FjallBackend>,
         clock: WallClock,
         opts: SenderOptions,
+        incarnation: Arc<Incarnation>,
     ) -> Self {
         Self {
+            incarnation,
             me,
             peer,
             http: peer_client(),
@@ -332,6 +337,11 @@ impl Sender {
         .map_err(|e| PeerError::Local(e.to_string()))?;
         let ack = self.call("/peer/v1/hello", "hello", &hello).await?;
         let session_replica = ack.replica.clone();
+        // The peer's view of this region's own ops: more than this region
+        // has proves its log was rolled back (the region then retires).
+        self.incarnation
+            .check_peer(&self.peer.name, &ack.vv, &self.reader.published().vv)
+            .map_err(PeerError::Local)?;
         self.peer.set_state(LinkState::Connected);
         tracing::info!(peer = %self.peer.name, ops = ack.vv.total(), "replication session started");
         let mut sync = PeerSync::new();

@@ -102,17 +102,7 @@ impl DataDir {
                 region: region.clone(),
                 incarnation: Uuid::new_v4(),
             };
-            // Write aside, sync, rename, sync the directory: the identity is
-            // either wholly there or not at all.
-            let tmp = path.join("identity.json.tmp");
-            let mut f = File::create(&tmp).map_err(io(&tmp))?;
-            let text = serde_json::to_string_pretty(&id).unwrap_or_default();
-            f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &id_path).map_err(io(&id_path))?;
-            File::open(path)
-                .and_then(|d| d.sync_all())
-                .map_err(io(path))?;
+            write_identity(path, &id)?;
             (id, true)
         };
         Ok(DataDir {
@@ -122,6 +112,48 @@ impl DataDir {
             _lock: lock,
         })
     }
+}
+
+impl DataDir {
+    /// Gives the directory a new incarnation, durably, and takes it: used
+    /// when this incarnation's own ops may have been lost (its log was
+    /// rolled back or repaired), so the seqs it would issue next could
+    /// collide with ones its peers already hold.
+    pub fn reincarnate(&mut self) -> Result<(), IdentityError> {
+        reincarnate_at(&self.path, &mut self.replica)
+    }
+}
+
+/// Writes a new incarnation of `replica`'s region into the identity file of
+/// `path` (atomically) and updates `replica`.
+pub fn reincarnate_at(path: &Path, replica: &mut ReplicaId) -> Result<(), IdentityError> {
+    let id = IdentityFile {
+        format: 1,
+        region: replica.region.clone(),
+        incarnation: Uuid::new_v4(),
+    };
+    write_identity(path, &id)?;
+    *replica = ReplicaId::new(id.region, id.incarnation);
+    Ok(())
+}
+
+/// Write aside, sync, rename, sync the directory: the identity is either
+/// wholly there or not at all.
+fn write_identity(path: &Path, id: &IdentityFile) -> Result<(), IdentityError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| IdentityError::Io { path: p, source }
+    };
+    let tmp = path.join("identity.json.tmp");
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    let text = serde_json::to_string_pretty(id).unwrap_or_default();
+    f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    let id_path = path.join("identity.json");
+    std::fs::rename(&tmp, &id_path).map_err(io(&id_path))?;
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io(path))
 }
 
 #[cfg(test)]
@@ -145,6 +177,17 @@ mod tests {
         assert!(!second.fresh);
         assert_eq!(second.replica.incarnation, inc);
         drop(second);
+        let mut third = DataDir::claim(d.path(), &east).unwrap();
+        third.reincarnate().unwrap();
+        assert_ne!(third.replica.incarnation, inc);
+        let new_inc = third.replica.incarnation;
+        drop(third);
+        let fourth = DataDir::claim(d.path(), &east).unwrap();
+        assert_eq!(
+            fourth.replica.incarnation, new_inc,
+            "the new incarnation is durable"
+        );
+        drop(fourth);
         let west = RegionId::new("eu-west").unwrap();
         let e = DataDir::claim(d.path(), &west).err().unwrap().to_string();
         assert!(e.contains("belongs to region us-east"), "{e}");

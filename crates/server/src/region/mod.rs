@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod identity;
+pub mod incarnation;
 pub mod status;
 pub mod writer;
 
@@ -21,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::peer::tail::Feed;
 use clock::WallClock;
 use identity::DataDir;
+use incarnation::Incarnation;
 use status::LogInfo;
 use writer::{Command, DefineDone, WriteDone, Writer};
 
@@ -50,11 +52,16 @@ pub struct Stopped;
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
+    incarnation: Arc<Incarnation>,
 }
 
 impl WriterHandle {
-    /// Writes, answering once the write is durable.
+    /// Writes, answering once the write is durable. Waits first until this
+    /// incarnation's seqs are confirmed safe to issue (see [`incarnation`]).
     pub async fn write(&self, req: WriteRequest) -> Result<Result<WriteDone, WriteError>, Stopped> {
+        if !self.incarnation.wait_confirmed().await {
+            return Err(Stopped);
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Write { req, reply })
@@ -68,6 +75,9 @@ impl WriterHandle {
         &self,
         def: KeyspaceDef,
     ) -> Result<Result<DefineDone, WriteError>, Stopped> {
+        if !self.incarnation.wait_confirmed().await {
+            return Err(Stopped);
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Define { def, reply })
@@ -152,6 +162,8 @@ pub struct Region {
     pub feed: Option<Arc<Feed>>,
     /// The writer's fatal error, once it has had one.
     pub fatal: watch::Receiver<Option<Arc<str>>>,
+    /// Whether this incarnation's own seqs are confirmed, or it was retired.
+    pub incarnation: Arc<Incarnation>,
     thread: Option<JoinHandle<Result<(), writer::WriterError>>>,
     _dir: DataDir,
 }
@@ -168,7 +180,7 @@ impl Region {
         metrics: Arc<Metrics>,
     ) -> Result<Region, StartError> {
         let started = Instant::now();
-        let dir = DataDir::claim(&cfg.data_dir, &cfg.region)?;
+        let mut dir = DataDir::claim(&cfg.data_dir, &cfg.region)?;
         let clock = WallClock::new(cfg.clock_skew_ms);
         let backend = Arc::new(FjallBackend::open(&cfg.data_dir.join("state"))?);
         let engine_cfg = EngineConfig {
@@ -205,6 +217,16 @@ impl Region {
         let end = Lsn(log.end_lsn().0.saturating_sub(1));
         engine.commit(Some(end))?;
         engine.checkpoint()?;
+        // Own ops may be gone (the log was cut by --repair-log, or an old
+        // identity came back with none of its ops): the next seqs could be
+        // ones peers already hold. Continue as a new incarnation.
+        let own = engine.vv().get(&dir.replica);
+        if recovery.repaired.is_some() || (!dir.fresh && own == meridian_crdt::Seq::ZERO) {
+            let old = dir.replica.clone();
+            dir.reincarnate()?;
+            engine.reincarnate(dir.replica.clone());
+            tracing::warn!(old = %old, new = %dir.replica, own_ops = own.0, repaired = recovery.repaired.is_some(), "own ops may have been lost: continuing as a new incarnation");
+        }
         tracing::info!(
             region = %cfg.region,
             replica = %dir.replica,
@@ -242,6 +264,13 @@ impl Region {
         let reader = engine.reader();
         let replica = dir.replica.clone();
         let (fatal_tx, fatal_rx) = watch::channel(None);
+        let alone = cfg.peers.is_empty() || cfg.secret.is_none();
+        let incarnation = Arc::new(Incarnation::new(
+            cfg.data_dir.clone(),
+            dir.replica.clone(),
+            fatal_tx.clone(),
+            alone,
+        ));
         metrics.attach(
             engine.shared(),
             log_info.clone(),
@@ -266,12 +295,16 @@ impl Region {
         Ok(Region {
             replica,
             reader,
-            writer: WriterHandle { tx },
+            writer: WriterHandle {
+                tx,
+                incarnation: incarnation.clone(),
+            },
             vv: vv_rx,
             clock,
             log_info,
             feed,
             fatal: fatal_rx,
+            incarnation,
             thread: Some(thread),
             _dir: dir,
         })

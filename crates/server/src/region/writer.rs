@@ -232,7 +232,8 @@ impl Writer {
             }
             let now = clock.now_ms();
             let mut g = shared.lock();
-            if g.failed {
+            if g.failed || fatal.borrow().is_some() {
+                // Failed, or the incarnation was retired: take nothing more.
                 break;
             }
             for cmd in batch.drain(..) {
