@@ -504,11 +504,19 @@ pub struct Valid {
 mod tests {
     use super::*;
 
+    /// Loads `toml` as the config file. Inside a figment jail, so it runs
+    /// apart from the tests that set MERIDIAN_* variables (it once read a
+    /// region another test had set).
+    #[allow(clippy::result_large_err)]
     fn with_file(toml: &str) -> Result<Config, ConfigError> {
-        let dir = meridian_core::testdir::TestDir::new("config");
-        let p = dir.path().join("m.toml");
-        std::fs::write(&p, toml).unwrap();
-        Config::load(Some(&p), &Overrides::default())
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            let p = jail.directory().join("m.toml");
+            std::fs::write(&p, toml).unwrap();
+            out = Some(Config::load(Some(&p), &Overrides::default()));
+            Ok(())
+        });
+        out.expect("the jail ran")
     }
 
     #[test]

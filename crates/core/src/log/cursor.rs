@@ -20,7 +20,7 @@ use crate::op::Op;
 pub struct LogCursor {
     dir: PathBuf,
     next: Lsn,
-    file: Option<(File, Lsn, u64)>,
+    file: Option<(File, Lsn, u64, record::Format)>,
 }
 
 impl LogCursor {
@@ -59,11 +59,22 @@ impl LogCursor {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io(&path)(e)),
         };
+        let mut magic = [0u8; 8];
+        match file.read_exact_at(&mut magic, 0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(io(&path)(e)),
+        }
+        let format = if &magic == segment::MAGIC_V1 {
+            record::Format::V1
+        } else {
+            record::Format::V2
+        };
         // Walk from the segment's start to the wanted record.
         let mut offset = segment::HEADER_LEN as u64;
         let mut lsn = first;
         while lsn < self.next {
-            match read_record(&file, offset).map_err(io(&path))? {
+            match read_record(&file, offset, format).map_err(io(&path))? {
                 Some((_, len)) => {
                     offset += len;
                     lsn.0 += 1;
@@ -71,7 +82,7 @@ impl LogCursor {
                 None => return Ok(false),
             }
         }
-        self.file = Some((file, first, offset));
+        self.file = Some((file, first, offset, format));
         Ok(true)
     }
 
@@ -82,10 +93,10 @@ impl LogCursor {
             if self.file.is_none() && !self.open_segment()? {
                 break;
             }
-            let Some((file, _, offset)) = self.file.as_mut() else {
+            let Some((file, _, offset, format)) = self.file.as_mut() else {
                 break;
             };
-            match read_record(file, *offset).map_err(|source| LogError::Io {
+            match read_record(file, *offset, *format).map_err(|source| LogError::Io {
                 path: self.dir.clone(),
                 source,
             })? {
@@ -119,32 +130,38 @@ impl LogCursor {
 
 /// Reads the record at `offset`: its payload and framed length, or `None`
 /// when no whole, valid record is there (yet).
-fn read_record(file: &File, offset: u64) -> std::io::Result<Option<(Vec<u8>, u64)>> {
-    let mut header = [0u8; record::HEADER_LEN];
+fn read_record(
+    file: &File,
+    offset: u64,
+    format: record::Format,
+) -> std::io::Result<Option<(Vec<u8>, u64)>> {
+    let hl = format.header_len();
+    let mut header = vec![0u8; hl];
     match file.read_exact_at(&mut header, offset) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    if crc32c::crc32c(&header[..4])
-        != u32::from_le_bytes([header[4], header[5], header[6], header[7]])
-        || len > record::MAX_RECORD
-    {
+    // Check the header (and so the length) before allocating for the payload.
+    if !matches!(
+        record::parse(&header, 0, format),
+        record::Parsed::Truncated | record::Parsed::Record { .. }
+    ) {
         return Ok(None);
     }
-    let mut buf = vec![0u8; record::HEADER_LEN + len];
-    buf[..record::HEADER_LEN].copy_from_slice(&header);
-    match file.read_exact_at(
-        &mut buf[record::HEADER_LEN..],
-        offset + record::HEADER_LEN as u64,
-    ) {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len > record::MAX_RECORD {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; hl + len];
+    buf[..hl].copy_from_slice(&header);
+    match file.read_exact_at(&mut buf[hl..], offset + hl as u64) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    match record::parse(&buf, 0) {
-        record::Parsed::Record { payload, next } => Ok(Some((payload.to_vec(), next as u64))),
+    match record::parse(&buf, 0, format) {
+        record::Parsed::Record { payload, next, .. } => Ok(Some((payload.to_vec(), next as u64))),
         _ => Ok(None),
     }
 }

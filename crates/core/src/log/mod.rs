@@ -244,6 +244,7 @@ impl Log {
                 bytes: segment::HEADER_LEN as u64,
                 max_wall_ms: 0,
                 origins: BTreeMap::new(),
+                format: loaded.format,
             };
             let end = segment::scan(&loaded, |payload, framed| {
                 let lsn = Lsn(meta.first_lsn.0 + meta.records);
@@ -302,6 +303,19 @@ impl Log {
             }
         }
 
+        // A version 1 segment is never appended to: new records go to a
+        // version 2 segment after it (or in its place, when it is empty).
+        if let Some(last) = metas.last()
+            && last.format == record::Format::V1
+        {
+            if last.records == 0 {
+                segment::remove(&last.path)?;
+                metas.pop();
+            }
+            let (file, meta) = segment::create(dir, expected)?;
+            metas.push(meta);
+            drop(file);
+        }
         let (active, file) = match metas.pop() {
             Some(meta) => {
                 let file = std::fs::OpenOptions::new()
@@ -336,10 +350,17 @@ impl Log {
 
     /// Appends a group of ops with one write (not yet durable: call
     /// [`Log::sync`]). Returns the LSN of the first.
+    ///
+    /// Append a group only once everything appended before is synced (the
+    /// writer does): the records name the offset their group began at, and
+    /// recovery takes that offset as synced. Groups appended without a sync
+    /// between them only make recovery stricter (a torn tail of them reads
+    /// as corruption).
     pub fn append<'a>(&mut self, ops: impl IntoIterator<Item = &'a Op>) -> Result<Lsn, LogError> {
         self.buf.clear();
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut notes = Vec::new();
+        let mut starts = Vec::new();
         for op in ops {
             scratch.clear();
             scratch.push(codec::FORMAT_VERSION);
@@ -354,7 +375,9 @@ impl Log {
                 });
             }
             let start = self.buf.len();
-            record::frame(&scratch, &mut self.buf);
+            starts.push(start);
+            // The group offset is set below, once the segment is known.
+            record::frame(&scratch, 0, &mut self.buf);
             notes.push((
                 op.dot.replica.clone(),
                 op.dot.seq,
@@ -370,6 +393,12 @@ impl Log {
             && self.active.bytes + self.buf.len() as u64 > self.opts.segment_bytes
         {
             self.roll()?;
+        }
+        // Every record names where its group begins: everything before that
+        // offset was synced before this group was appended (see record.rs).
+        let group = self.active.bytes;
+        for s in &starts {
+            record::set_group(&mut self.buf[*s..], group);
         }
         let first = self.active.end_lsn();
         self.file

@@ -1,8 +1,10 @@
 //! Segment files: a header, then framed records.
 //!
 //! ```text
-//! | magic "MRDNLOG\x01" | first_lsn: u64 LE | crc32c of the 16 bytes before: u32 LE | records... |
+//! | magic "MRDNLOG" + version | first_lsn: u64 LE | crc32c of the 16 bytes before: u32 LE | records... |
 //! ```
+//! Version 2 segments hold [`record::Format::V2`] records; version 1 ones
+//! (written before) are read as they are and never appended to.
 //! Files are named after their first LSN (`00000000000000000001.seg`), so a
 //! directory listing gives their order.
 
@@ -13,11 +15,13 @@ use std::path::{Path, PathBuf};
 
 use meridian_crdt::{ReplicaId, Seq};
 
-use super::record::{self, Parsed};
+use super::record::{self, Format, Parsed};
 use super::{LogError, Lsn};
 
-/// Magic bytes at the start of every segment (the last byte is the format version).
-pub const MAGIC: &[u8; 8] = b"MRDNLOG\x01";
+/// Magic bytes at the start of every new segment (the last byte is the format version).
+pub const MAGIC: &[u8; 8] = b"MRDNLOG\x02";
+/// Magic bytes of a version 1 segment.
+pub const MAGIC_V1: &[u8; 8] = b"MRDNLOG\x01";
 /// Bytes of segment header.
 pub const HEADER_LEN: usize = 20;
 
@@ -36,6 +40,8 @@ pub struct SegmentMeta {
     pub max_wall_ms: u64,
     /// Per origin, the lowest and highest seq of its ops in this segment.
     pub origins: BTreeMap<ReplicaId, (Seq, Seq)>,
+    /// The format of its records.
+    pub format: Format,
 }
 
 impl SegmentMeta {
@@ -47,6 +53,7 @@ impl SegmentMeta {
             bytes: HEADER_LEN as u64,
             max_wall_ms: 0,
             origins: BTreeMap::new(),
+            format: Format::V2,
         }
     }
 
@@ -83,9 +90,13 @@ pub fn parse_name(name: &str) -> Option<Lsn> {
         .flatten()
 }
 
-fn header(first_lsn: Lsn) -> [u8; HEADER_LEN] {
+/// A segment header of the given format.
+pub fn header(first_lsn: Lsn, format: Format) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
-    h[..8].copy_from_slice(MAGIC);
+    h[..8].copy_from_slice(match format {
+        Format::V1 => MAGIC_V1,
+        Format::V2 => MAGIC,
+    });
     h[8..16].copy_from_slice(&first_lsn.0.to_le_bytes());
     let crc = crc32c::crc32c(&h[..16]);
     h[16..].copy_from_slice(&crc.to_le_bytes());
@@ -107,7 +118,7 @@ pub fn create(dir: &Path, first_lsn: Lsn) -> Result<(File, SegmentMeta), LogErro
         .truncate(true)
         .open(&path)
         .map_err(io)?;
-    file.write_all(&header(first_lsn)).map_err(io)?;
+    file.write_all(&header(first_lsn, Format::V2)).map_err(io)?;
     file.sync_all().map_err(io)?;
     sync_dir(dir)?;
     Ok((file, SegmentMeta::new(path, first_lsn)))
@@ -143,10 +154,12 @@ pub enum ScanEnd {
     },
 }
 
-/// A segment read from disk: its bytes and where its header ends.
+/// A segment read from disk: its bytes and record format.
 pub struct Loaded {
     /// The whole file.
     pub bytes: Vec<u8>,
+    /// The format of its records.
+    pub format: Format,
 }
 
 /// Reads a segment file and checks its header against the name's LSN.
@@ -163,14 +176,15 @@ pub fn load(path: &Path, first_lsn: Lsn) -> Result<Option<Loaded>, LogError> {
     if bytes.len() < HEADER_LEN || bytes[..HEADER_LEN].iter().all(|b| *b == 0) {
         return Ok(None);
     }
-    if bytes[..HEADER_LEN] != header(first_lsn) {
-        return Err(LogError::Corrupt {
+    let format = [Format::V2, Format::V1]
+        .into_iter()
+        .find(|f| bytes[..HEADER_LEN] == header(first_lsn, *f))
+        .ok_or_else(|| LogError::Corrupt {
             segment: path.to_path_buf(),
             offset: 0,
             reason: "segment header does not match its file name",
-        });
-    }
-    Ok(Some(Loaded { bytes }))
+        })?;
+    Ok(Some(Loaded { bytes, format }))
 }
 
 /// Walks the records of a loaded segment, handing each payload to `f`.
@@ -179,21 +193,18 @@ pub fn scan(
     mut f: impl FnMut(&[u8], u64) -> Result<(), LogError>,
 ) -> Result<ScanEnd, LogError> {
     let buf = &loaded.bytes;
+    let format = loaded.format;
     let mut at = HEADER_LEN;
     loop {
-        match record::parse(buf, at) {
+        match record::parse(buf, at, format) {
             Parsed::End => return Ok(ScanEnd::Clean),
-            Parsed::Record { payload, next } => {
+            Parsed::Record { payload, next, .. } => {
                 f(payload, (next - at) as u64)?;
                 at = next;
             }
             Parsed::Truncated => return Ok(ScanEnd::TornTail { offset: at as u64 }),
             Parsed::Damaged(reason) => {
-                // Torn if no valid record starts anywhere after the damage;
-                // otherwise something in the middle of the log went bad.
-                let valid_after = (at + 1..buf.len())
-                    .any(|q| matches!(record::parse(buf, q), Parsed::Record { payload, .. } if !payload.is_empty()));
-                return Ok(if valid_after {
+                return Ok(if acknowledged(buf, at, format) {
                     ScanEnd::Corrupt {
                         offset: at as u64,
                         reason,
@@ -204,6 +215,24 @@ pub fn scan(
             }
         }
     }
+}
+
+/// Whether damage at `at` lies in what was synced (so acknowledged) rather
+/// than in the final group, which was never acknowledged if its sync did
+/// not complete: pages of a group can reach the disk out of order, leaving
+/// a hole with valid records after it.
+///
+/// v2: a valid record after the damage whose group began past it proves
+/// the damage was synced. v1 records carry no group: any valid record after
+/// the damage counts as proof (the conservative reading).
+fn acknowledged(buf: &[u8], at: usize, format: Format) -> bool {
+    (at + 1..buf.len()).any(|q| match record::parse(buf, q, format) {
+        Parsed::Record { payload, group, .. } if !payload.is_empty() => match group {
+            Some(g) => g > at as u64,
+            None => true,
+        },
+        _ => false,
+    })
 }
 
 /// Cuts a segment file at `offset` and syncs it.
