@@ -112,3 +112,77 @@ fn a_crash_between_the_log_sync_and_the_state_checkpoint_of_a_transfer_claims_no
     }
     assert_eq!(b.engine.vv().get(&me), a.engine.vv().get(&me));
 }
+
+#[test]
+fn a_collected_key_never_comes_back_through_a_transfer_or_a_repair() {
+    // Before: a state page or repair carrying the value the tombstone had
+    // beaten (a snapshot taken before the delete) put it back after the
+    // tombstone was collected; anti-entropy then spread it everywhere.
+    let mut r = Region::new("us-east");
+    r.put("default", "k", "1");
+    let old_value = r.get("default", "k").unwrap();
+    r.write(vec![("default", "k", Change::Delete { context: None })])
+        .unwrap();
+    let tombstone = r
+        .engine
+        .reader()
+        .get("default", &Key::new("k").unwrap())
+        .unwrap()
+        .object
+        .unwrap();
+    let cut = engine::StableCut {
+        stable: r.engine.vv().clone(),
+        watermark: meridian_crdt::Hlc::new(r.now + 10_000, 0).unwrap(),
+    };
+    assert_eq!(r.engine.collect(&cut, 100).unwrap(), 1);
+    r.commit();
+    let raw = |r: &Region| {
+        r.engine
+            .reader()
+            .get("default", &Key::new("k").unwrap())
+            .unwrap()
+            .object
+    };
+    assert!(raw(&r).is_none(), "collected");
+    // Read from a state before the delete (a snapshot or a reply that
+    // predates it): it may not come back.
+    let before_delete: meridian_crdt::VersionVector =
+        [(r.engine.replica().clone(), meridian_crdt::Seq(1))]
+            .into_iter()
+            .collect();
+    let entry = |o: &meridian_crdt::Object| {
+        vec![(
+            KeyspaceName::default_keyspace(),
+            Key::new("k").unwrap(),
+            o.clone(),
+        )]
+    };
+    for stale in [&old_value, &tombstone] {
+        r.engine
+            .install(r.now, entry(stale), &before_delete)
+            .unwrap();
+        r.commit();
+        assert!(raw(&r).is_none(), "a collected key came back");
+    }
+    // Read from a state that applied the delete: what it sends is current
+    // (a key lost on disk here is repaired this way).
+    let current = r.engine.vv().clone();
+    r.engine
+        .install(r.now, entry(&tombstone), &current)
+        .unwrap();
+    r.commit();
+    assert!(r.get("default", "k").is_none(), "a tombstone is no value");
+    // A write the region never saw is installed as usual.
+    let mut other = Region::new("ap-south");
+    other.now = r.now;
+    other.put("default", "k", "2");
+    let fresh = other.get("default", "k").unwrap();
+    let entries = vec![(
+        KeyspaceName::default_keyspace(),
+        Key::new("k").unwrap(),
+        fresh.clone(),
+    )];
+    r.engine.install(r.now, entries, other.engine.vv()).unwrap();
+    r.commit();
+    assert_eq!(r.get("default", "k"), Some(fresh));
+}

@@ -32,6 +32,8 @@ use crate::shutdown::Shutdown;
 /// What the background loops need.
 #[derive(Clone)]
 pub struct Maintenance {
+    /// This region's replica id.
+    pub replica: meridian_crdt::ReplicaId,
     /// Reads.
     pub reader: Reader<FjallBackend>,
     /// Writes (repairs, collection).
@@ -290,11 +292,12 @@ impl Maintenance {
             .iter()
             .map(|l| PeerKnowledge {
                 region: l.name.clone(),
+                replica: l.replica(),
                 acked: l.acked_vv(),
                 last_ack: l.last_ack(),
             })
             .collect();
-        stable_cut(&ours.vv, ours.hlc, &peers)
+        stable_cut(&self.replica, &ours.vv, ours.hlc, &peers)
     }
 
     /// Collects stable tombstones every `every`, until `shutdown`.

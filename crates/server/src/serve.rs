@@ -126,6 +126,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             },
         };
         let m = crate::maintenance::Maintenance {
+            replica: region.replica.clone(),
             reader: region.reader.clone(),
             writer: region.writer.clone(),
             peers: peers.clone(),

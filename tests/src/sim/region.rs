@@ -415,13 +415,18 @@ impl SimRegion {
             if i == self.index {
                 continue;
             }
+            let region = RegionId::new(self.names[i]).map_err(|e| e.to_string())?;
             peers.push(PeerKnowledge {
-                region: RegionId::new(self.names[i]).map_err(|e| e.to_string())?,
+                replica: Some(ReplicaId::new(
+                    region.clone(),
+                    Uuid::from_u128(i as u128 + 1),
+                )),
+                region,
                 acked: self.peers[i].acked().clone(),
                 last_ack: ack.clone(),
             });
         }
-        let Some(cut) = stable_cut(&p.vv, p.hlc, &peers) else {
+        let Some(cut) = stable_cut(&self.id, &p.vv, p.hlc, &peers) else {
             return Ok(0);
         };
         let n = self

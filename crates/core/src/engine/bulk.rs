@@ -34,6 +34,9 @@ impl<B: Backend> Engine<B> {
             }
         }
         for (ks, key, obj) in entries {
+            if self.collected_before(&ks, &key, &obj, covers)? {
+                continue;
+            }
             let entry = self.load(&ks, &key, obj.policy())?;
             entry.removed = false;
             entry.obj.merge(&obj);
@@ -47,6 +50,51 @@ impl<B: Backend> Engine<B> {
         self.current.installed = true;
         self.current.covers.merge(covers);
         Ok(())
+    }
+
+    /// Whether `obj` (arriving by transfer or repair, read from a state
+    /// covering `covers`) may be one a collected tombstone beat: an `lww`
+    /// value whose op this region applied, for a key it no longer holds,
+    /// read from a state older than the cut of a collection. Merging it back
+    /// would bring a collected key back to life.
+    ///
+    /// A key lost some other way (damage on disk) is still repaired: a
+    /// state covering the collections' cuts has applied every collected
+    /// delete, so what it sends is no stale value.
+    fn collected_before(
+        &mut self,
+        ks: &KeyspaceName,
+        key: &Key,
+        obj: &Object,
+        covers: &VersionVector,
+    ) -> Result<bool, WriteError> {
+        let Object::Lww(reg) = obj else {
+            return Ok(false);
+        };
+        if covers.covers_all(&self.collected_cut) {
+            return Ok(false);
+        }
+        let Some(ver) = reg.version() else {
+            return Ok(false);
+        };
+        if !self.vv.covers(&ver.dot) {
+            return Ok(false);
+        }
+        // Looked up without staging anything (loading would write the key).
+        let slot = (ks.clone(), key.clone());
+        let staged = self
+            .current
+            .dirty
+            .get(&slot)
+            .or_else(|| self.sealed.iter().rev().find_map(|g| g.dirty.get(&slot)));
+        let held = match staged {
+            Some(d) => !d.removed && !matches!(&d.obj, Object::Lww(r) if r.version().is_none()),
+            None => self
+                .backend
+                .get(&store::table(ks), key.as_str().as_bytes())?
+                .is_some(),
+        };
+        Ok(!held)
     }
 
     /// Ends a state transfer: the state now reflects every op in `vv`.
@@ -158,6 +206,9 @@ impl<B: Backend> Engine<B> {
             }
         }
         self.stats.tombstones_collected += removed as u64;
+        if removed > 0 {
+            self.collected_cut.merge(&cut.stable);
+        }
         Ok(removed)
     }
 }

@@ -296,6 +296,9 @@ pub struct Engine<B: Backend> {
     lsn: u64,
     stats: EngineStats,
     gc_cursor: Option<(KeyspaceName, Vec<u8>)>,
+    /// The stable cuts of collections that removed tombstones (since
+    /// start): states older than this may hold values those tombstones beat.
+    collected_cut: VersionVector,
 }
 
 impl<B: Backend> Engine<B> {
@@ -363,6 +366,7 @@ impl<B: Backend> Engine<B> {
             lsn: ckpt.lsn,
             stats: EngineStats::default(),
             gc_cursor: None,
+            collected_cut: VersionVector::new(),
         };
         engine.publish(None);
         Ok(engine)

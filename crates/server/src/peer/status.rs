@@ -166,6 +166,11 @@ impl PeerStatus {
         self.acks.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// The replica (incarnation) the acks came from, once one named it.
+    pub fn replica(&self) -> Option<ReplicaId> {
+        self.lock().replica.clone()
+    }
+
     /// The peer's clock at its latest ack and the version vector of that ack.
     pub fn last_ack(&self) -> Option<(meridian_crdt::Hlc, VersionVector)> {
         self.lock().last_ack.clone()

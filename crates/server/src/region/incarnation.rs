@@ -15,10 +15,12 @@
 //!   (health checks say why) and exits, so it restarts as the new one; the
 //!   old incarnation's ops come back from the peers as anyone's would.
 //!
-//! Local writes wait until one peer has confirmed the region's own seqs (or
-//! [`PEER_CHECK_WAIT`] passed with no peer reachable, when the region takes
-//! writes on its own word), so the check normally runs before any new seq
-//! is issued.
+//! After a restart of an existing incarnation, local writes wait until one
+//! peer has confirmed the region's own seqs (or [`PEER_CHECK_WAIT`] passed
+//! with no peer reachable, when the region takes writes on its own word),
+//! so the check normally runs before any new seq is issued. A new
+//! incarnation (a new data directory, or one just re-incarnated) has issued
+//! nothing and does not wait.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};

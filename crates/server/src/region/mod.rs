@@ -221,7 +221,9 @@ impl Region {
         // identity came back with none of its ops): the next seqs could be
         // ones peers already hold. Continue as a new incarnation.
         let own = engine.vv().get(&dir.replica);
+        let mut new_incarnation = dir.fresh;
         if recovery.repaired.is_some() || (!dir.fresh && own == meridian_crdt::Seq::ZERO) {
+            new_incarnation = true;
             let old = dir.replica.clone();
             dir.reincarnate()?;
             engine.reincarnate(dir.replica.clone());
@@ -264,7 +266,8 @@ impl Region {
         let reader = engine.reader();
         let replica = dir.replica.clone();
         let (fatal_tx, fatal_rx) = watch::channel(None);
-        let alone = cfg.peers.is_empty() || cfg.secret.is_none();
+        // A new incarnation has issued no seq yet: nothing to check.
+        let alone = cfg.peers.is_empty() || cfg.secret.is_none() || new_incarnation;
         let incarnation = Arc::new(Incarnation::new(
             cfg.data_dir.clone(),
             dir.replica.clone(),
