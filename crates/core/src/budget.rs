@@ -75,6 +75,15 @@ const _: () = assert!(MAX_OP + BATCH_OVERHEAD <= MAX_BATCH);
 const _: () = assert!(BATCH_TARGET + MAX_OP + BATCH_OVERHEAD <= MAX_BATCH);
 const _: () = assert!(MAX_OBJECT_READ + (64 << 10) <= MAX_PAGE);
 
+/// How much one op of `op_len` encoded bytes can grow an object's encoding,
+/// whatever its policy: a value or member costs at most its own bytes plus
+/// a version or dot (a replica id, a seq, an HLC: under 128 bytes) per
+/// byte of op, plus framing. The engine measures an object exactly only
+/// when this bound could take it past [`MAX_OBJECT`].
+pub fn growth_bound(op_len: usize) -> usize {
+    op_len.saturating_mul(128).saturating_add(4096)
+}
+
 /// Splits `items` into runs, in order, whose sizes add up to at most
 /// `target`; an item larger than `target` makes a run of its own. Every
 /// page, batch and repair a region sends is cut this way.

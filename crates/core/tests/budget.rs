@@ -162,3 +162,72 @@ fn a_batch_over_the_op_budget_is_refused_whole() {
             .is_none()
     );
 }
+
+#[test]
+fn the_growth_bound_holds_for_the_cheapest_ops_of_every_policy() {
+    // The engine skips measuring an object while its size plus this bound
+    // stays under the budget: the bound must hold for the worst ratio of
+    // growth to op size (tiny members and values, each carrying a dot).
+    use meridian_core::budget::growth_bound;
+    let mut r = Region::new(&"r".repeat(meridian_crdt::RegionId::MAX_LEN));
+    for (ks, policy) in [
+        ("m", Policy::Mv),
+        ("s", Policy::Set),
+        ("d", Policy::Doc),
+        ("c", Policy::Counter),
+    ] {
+        r.define(ks, policy);
+    }
+    let tiny = |i: usize| Json::parse(&(i % 10).to_string()).unwrap();
+    let changes: Vec<(&str, Change)> = vec![
+        (
+            "m",
+            Change::Put {
+                value: Value::Json(tiny(1)),
+                context: None,
+            },
+        ),
+        (
+            "s",
+            Change::Add(
+                (0..500)
+                    .map(|i| Json::parse(&i.to_string()).unwrap())
+                    .collect(),
+            ),
+        ),
+        (
+            "d",
+            Change::Patch(serde_json::from_str(r#"{"a": 1, "b": 2, "c": [1]}"#).unwrap()),
+        ),
+        ("c", Change::Incr(1)),
+        (
+            "default",
+            Change::Put {
+                value: Value::Json(tiny(2)),
+                context: None,
+            },
+        ),
+    ];
+    for round in 0..20 {
+        for (ks, change) in &changes {
+            let key = Key::new("k").unwrap();
+            let before = r
+                .engine
+                .reader()
+                .get(ks, &key)
+                .unwrap()
+                .object
+                .map_or(0, |o| codec::encoded_len(&o).unwrap());
+            let c = r.write(vec![(ks, "k", change.clone())]).unwrap();
+            let op = &c.applied[0].op;
+            let op_len = codec::encoded_len(&op.mutations[0].op).unwrap();
+            let after =
+                codec::encoded_len(&r.engine.reader().get(ks, &key).unwrap().object.unwrap())
+                    .unwrap();
+            assert!(
+                after <= before + growth_bound(op_len),
+                "{ks} round {round}: {before} -> {after} bytes from an op of {op_len}"
+            );
+        }
+    }
+}

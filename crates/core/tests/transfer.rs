@@ -186,3 +186,33 @@ fn a_collected_key_never_comes_back_through_a_transfer_or_a_repair() {
     r.commit();
     assert_eq!(r.get("default", "k"), Some(fresh));
 }
+
+#[test]
+fn a_write_after_an_install_from_a_slightly_fast_clock_orders_after_it() {
+    // Before: install checked the bound but never moved the clock, so the
+    // next local write was stamped below the installed value, lost to it
+    // under LWW everywhere, and was answered 200.
+    let mut fast = Region::new("ap-south");
+    fast.now += 300; // ahead, within the 500 ms bound
+    fast.put("default", "k", "\"theirs\"");
+    let obj = fast.get("default", "k").unwrap();
+    let mut r = Region::new("us-east");
+    let entries = vec![(
+        KeyspaceName::default_keyspace(),
+        Key::new("k").unwrap(),
+        obj,
+    )];
+    let vv = fast.engine.vv().clone();
+    r.engine.install(r.now, entries, &vv).unwrap();
+    r.commit();
+    r.put("default", "k", "\"ours\"");
+    match r.get("default", "k") {
+        Some(meridian_crdt::Object::Lww(reg)) => assert_eq!(
+            reg.value(),
+            Some(&meridian_crdt::Value::Json(
+                meridian_crdt::Json::parse("\"ours\"").unwrap()
+            ))
+        ),
+        other => panic!("{other:?}"),
+    }
+}

@@ -368,6 +368,16 @@ impl Config {
             }
             keyspaces.push(def);
         }
+        let max = meridian_core::budget::MAX_WRITERS;
+        if self.peers.len() + 1 > max {
+            return Err(field(
+                "peers",
+                format!(
+                    "{} regions in all, over the {max} whose concurrent writes the object read limit allows for",
+                    self.peers.len() + 1
+                ),
+            ));
+        }
         let mut peers = Vec::new();
         for (i, p) in self.peers.iter().enumerate() {
             let name = RegionId::new(p.name.clone())
@@ -547,6 +557,18 @@ mod tests {
         assert!(e.contains("listen"), "{e}");
         let e = with_file("regoin = \"eu\"\n").unwrap_err().to_string();
         assert!(e.contains("regoin"), "{e}");
+
+        let peers: String = (0..10)
+            .map(|i| {
+                format!(
+                    "[[peers]]\nname = \"p{i}\"\nurl = \"http://127.0.0.1:{}\"\n",
+                    9000 + i
+                )
+            })
+            .collect();
+        let c = with_file(&format!("region = \"eu\"\ndata_dir = \"/tmp/x\"\n{peers}")).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`peers`: 11 regions in all, over the 10"), "{e}");
 
         let c = with_file(
             "region = \"eu\"\ndata_dir = \"/tmp/x\"\n[replication]\nfault_duplicate = 1.5\n",

@@ -81,18 +81,19 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     let replicating = cfg.secret.is_some();
     let open_cfg = cfg.clone();
     let m = metrics.clone();
-    let region =
+    let mut region =
         tokio::task::spawn_blocking(move || Region::open(&open_cfg, repair_log, replicating, m))
             .await
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+    if region.check_with_peers
+        && let Some(secret) = cfg.secret.clone()
+    {
+        let views = peer_views(&cfg, &region, secret).await;
+        region.settle_incarnation(&views).await?;
+    }
     let (trigger, stop) = shutdown::channel();
     let listener = bind(cfg.listen).await?;
-    // No peer answered in time: local writes go on this region's own word.
-    let inc = region.incarnation.clone();
-    let mut tasks = vec![tokio::spawn(async move {
-        tokio::time::sleep(crate::region::incarnation::PEER_CHECK_WAIT).await;
-        inc.confirm_alone();
-    })];
+    let mut tasks = Vec::new();
     let addr = listener.local_addr()?;
 
     let peers = Arc::new(Peers::new(&cfg.peers));
@@ -189,6 +190,49 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         state,
         inner: region,
     })
+}
+
+/// Every peer's version vector, asked for in parallel (a hello); `None`
+/// for a peer that did not answer within [`PEER_CHECK_WAIT`].
+///
+/// [`PEER_CHECK_WAIT`]: crate::region::incarnation::PEER_CHECK_WAIT
+async fn peer_views(
+    cfg: &Valid,
+    region: &Region,
+    secret: crate::peer::auth::Secret,
+) -> Vec<(
+    meridian_crdt::RegionId,
+    Option<meridian_crdt::VersionVector>,
+)> {
+    use meridian_core::replication::wire::{Ack, Hello};
+    let client = crate::peer::client::PeerClient::new(&cfg.region, secret, cfg.peers.clone());
+    let hello = Hello {
+        from: region.replica.clone(),
+        now_ms: region.clock.now_ms(),
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for (peer, url) in cfg.peers.clone() {
+        let (client, hello) = (client.clone(), hello.clone());
+        calls.spawn(async move {
+            let r: Result<Ack, _> = client.call(&url, "/peer/v1/hello", "hello", &hello).await;
+            // Only the peer itself answering counts.
+            let vv = r
+                .ok()
+                .filter(|a| a.replica.as_ref().is_none_or(|r| r.region == peer))
+                .map(|a| a.vv);
+            (peer, vv)
+        });
+    }
+    let mut views: Vec<_> = cfg.peers.iter().map(|(p, _)| (p.clone(), None)).collect();
+    let deadline = tokio::time::Instant::now() + crate::region::incarnation::PEER_CHECK_WAIT;
+    while let Ok(Some(Ok((peer, vv)))) = tokio::time::timeout_at(deadline, calls.join_next()).await
+    {
+        if let Some(slot) = views.iter_mut().find(|(p, _)| *p == peer) {
+            slot.1 = vv;
+        }
+    }
+    calls.abort_all();
+    views
 }
 
 impl Running {

@@ -720,3 +720,59 @@ async fn a_data_dir_that_lost_its_own_ops_comes_back_as_a_new_incarnation() {
         after
     );
 }
+
+#[tokio::test]
+async fn own_ops_logged_but_not_applied_retire_their_seqs() {
+    // A crash after a state transfer's group was synced, before its state
+    // was checkpointed, leaves own ops in the log whose causal past is gone;
+    // peers may already have them from the log. Reusing their seqs would
+    // give two ops one identity.
+    use meridian_core::log::{Log, LogOptions};
+    use meridian_core::{Key, KeyspaceName, Mutation, Op};
+    use meridian_crdt::{Dot, Hlc, LwwOp, ObjectOp, RegionId, ReplicaId, Seq, VersionVector};
+    let mut api = Api::start("logged-ahead").await;
+    let status = api.get("/v1/status").await.json();
+    let me = ReplicaId::new(
+        RegionId::new("us-east").unwrap(),
+        status["replica"]["incarnation"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(
+        api.json(Method::PUT, "/v1/kv/default/k", json!(1))
+            .await
+            .status,
+        200
+    );
+    assert!(api.node.terminate(Duration::from_secs(10)).await.unwrap());
+    let other = ReplicaId::new(RegionId::new("eu-west").unwrap(), uuid::Uuid::from_u128(5));
+    let deps: VersionVector = [(me.clone(), Seq(1)), (other, Seq(9))]
+        .into_iter()
+        .collect();
+    let op = Op {
+        dot: Dot::new(me.clone(), Seq(2)),
+        hlc: Hlc::new(1_000, 0).unwrap(),
+        deps,
+        mutations: vec![Mutation {
+            keyspace: KeyspaceName::default_keyspace(),
+            key: Key::new("k2").unwrap(),
+            op: ObjectOp::Lww(LwwOp::Set(meridian_crdt::Value::Bytes(vec![1]))),
+        }],
+    };
+    let log_dir = api.dir.0.join("data").join("log");
+    let (mut log, _) = Log::open(&log_dir, LogOptions::default(), false, |_, _| {}).unwrap();
+    log.append([&op]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    api.node.restart().await.unwrap();
+    let after = api.get("/v1/status").await.json()["replica"]["incarnation"].clone();
+    assert_ne!(after, json!(me.incarnation.to_string()));
+    assert_eq!(
+        api.json(Method::PUT, "/v1/kv/default/k", json!(2))
+            .await
+            .status,
+        200
+    );
+}

@@ -159,6 +159,24 @@ async fn every_limit_at_and_over_is_a_4xx_and_the_region_restarts_from_what_it_t
     let seen = api.get("/v1/kv/m/ctx").await.json().to_string();
     assert!(seen.contains("later"), "a later write vanished: {seen}");
 
+    // Tokens: malformed is a 400; one claiming writes that do not exist
+    // waits its bound, then 503 naming what the region lacks.
+    let r = api
+        .req(
+            Method::GET,
+            "/v1/kv/default/v",
+            &[("meridian-token", "%%%")],
+            "",
+        )
+        .await;
+    assert!(is_json_error(&r, 400, "bad_request"), "{}", r.status);
+    let ahead = [
+        ("meridian-token", forged.as_str()),
+        ("meridian-wait-ms", "100"),
+    ];
+    let r = api.req(Method::GET, "/v1/kv/default/v", &ahead, "").await;
+    assert!(is_json_error(&r, 503, "behind_token"), "{}", r.status);
+
     // A schema change that would make patches no-ops: 409, nothing changed.
     let doc = json!({"policy": "doc", "schema": {"likes": "counter"}});
     assert!(api.json(Method::PUT, "/v1/keyspaces/d", doc).await.status < 300);

@@ -324,7 +324,20 @@ impl Sim {
         match msg {
             Msg::Batch(bytes) => {
                 self.report.batches += 1;
-                let (ack, held) = self.regions[to].receive(&bytes, now)?;
+                // Crashes only while faults run (not while settling).
+                let crash = match (lossy, self.rng.below(200)) {
+                    (true, 0) => region::CrashAt::AfterLog,
+                    (true, 1) => region::CrashAt::AfterCommit,
+                    _ => region::CrashAt::Never,
+                };
+                let Some((ack, held)) = self.regions[to].receive(&bytes, now, crash)? else {
+                    self.report.crashes += 1;
+                    self.note(format!(
+                        "{} crashed applying a batch ({crash:?})",
+                        self.regions[to].name
+                    ));
+                    return Ok(());
+                };
                 self.report.held += held;
                 let delay = 5 + self.rng.below(200);
                 let hlc = self.regions[to].hlc();
@@ -336,8 +349,23 @@ impl Sim {
                 }
             }
             Msg::State(t) => {
-                let Some(ack) = self.regions[to].install(&t, now)? else {
-                    self.report.held += 1;
+                // Crash mid-transfer now and then: after the adopted ops are
+                // logged, or after the state commit, before its checkpoint.
+                let crash = match (lossy, self.rng.below(100)) {
+                    (true, 0..=4) => region::CrashAt::AfterLog,
+                    (true, 5..=9) => region::CrashAt::AfterCommit,
+                    _ => region::CrashAt::Never,
+                };
+                let Some(ack) = self.regions[to].install(&t, now, crash)? else {
+                    if crash == region::CrashAt::Never {
+                        self.report.held += 1;
+                    } else {
+                        self.report.crashes += 1;
+                        self.note(format!(
+                            "{} crashed in a state transfer ({crash:?})",
+                            self.regions[to].name
+                        ));
+                    }
                     self.regions[from].reset_peer(to);
                     return Ok(());
                 };

@@ -21,6 +21,17 @@ use super::model::Model;
 use super::net::{Msg, Transfer};
 use super::{Rng, SimReport};
 
+/// Where a commit may be cut short by a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashAt {
+    /// It completes.
+    Never,
+    /// After the group's ops are durable in the log, before the state commit.
+    AfterLog,
+    /// After the state commit, before any checkpoint.
+    AfterCommit,
+}
+
 /// One region of the simulation.
 pub struct SimRegion {
     /// Its name.
@@ -105,20 +116,37 @@ impl SimRegion {
 
     /// Logs what is staged and commits it; returns the committed ops.
     fn commit(&mut self) -> Result<Vec<Arc<Op>>, String> {
+        self.commit_or_crash(CrashAt::Never)?
+            .ok_or_else(|| format!("{} crashed", self.name))
+    }
+
+    /// The commit protocol step by step (log and sync, commit to the state
+    /// store, checkpoint when the group holds transferred state), crashing
+    /// after the step `at` names: `None` when it crashed.
+    fn commit_or_crash(&mut self, at: CrashAt) -> Result<Option<Vec<Arc<Op>>>, String> {
         let staged: Vec<Op> = self.engine()?.staged().cloned().collect();
         for op in staged {
             self.log.push((Lsn(self.next_lsn), Arc::new(op)));
             self.next_lsn += 1;
+        }
+        if at == CrashAt::AfterLog {
+            self.crash();
+            return Ok(None);
         }
         let last = Lsn(self.next_lsn - 1);
         let c = self
             .engine()?
             .commit(Some(last))
             .map_err(|e| e.to_string())?;
+        if at == CrashAt::AfterCommit {
+            // State written to the store, not persisted: a crash loses it.
+            self.crash();
+            return Ok(None);
+        }
         if c.needs_checkpoint {
             self.engine()?.checkpoint().map_err(|e| e.to_string())?;
         }
-        Ok(c.applied.into_iter().map(|a| a.op).collect())
+        Ok(Some(c.applied.into_iter().map(|a| a.op).collect()))
     }
 
     /// Creates the simulation's keyspaces here.
@@ -347,7 +375,13 @@ impl SimRegion {
     }
 
     /// A batch arrived: apply, make durable, answer with the version vector.
-    pub fn receive(&mut self, bytes: &[u8], now: u64) -> Result<(VersionVector, u64), String> {
+    /// `None` when the region crashed at `crash` before answering.
+    pub fn receive(
+        &mut self,
+        bytes: &[u8],
+        now: u64,
+        crash: CrashAt,
+    ) -> Result<Option<(VersionVector, u64)>, String> {
         let batch =
             wire::decode(bytes).map_err(|e| format!("{}: undecodable batch: {e}", self.name))?;
         let t = self.local(now);
@@ -355,14 +389,22 @@ impl SimRegion {
             .engine()?
             .receive(t, batch.ops)
             .map_err(|e| e.to_string())?;
-        self.commit()?;
-        Ok((self.vv(), r.held.len() as u64))
+        if self.commit_or_crash(crash)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some((self.vv(), r.held.len() as u64)))
     }
 
     /// A state transfer arrived: merge it, adopt its version vector, make it
     /// durable, answer. `None` when it is refused for being stamped too far
-    /// ahead of this region's clock (the sender must send it again later).
-    pub fn install(&mut self, t: &Transfer, now: u64) -> Result<Option<VersionVector>, String> {
+    /// ahead of this region's clock, or the region crashed at `crash` in
+    /// the middle of it (the sender must send it again later).
+    pub fn install(
+        &mut self,
+        t: &Transfer,
+        now: u64,
+        crash: CrashAt,
+    ) -> Result<Option<VersionVector>, String> {
         let mut entries = Vec::new();
         for (ks, key, bytes) in &t.entries {
             let obj: Object = codec::decode(bytes, 1 << 24).map_err(|e| e.to_string())?;
@@ -382,7 +424,9 @@ impl SimRegion {
             }
             Err(e) => return Err(e.to_string()),
         }
-        self.commit()?;
+        if self.commit_or_crash(crash)?.is_none() {
+            return Ok(None);
+        }
         Ok(Some(self.vv()))
     }
 

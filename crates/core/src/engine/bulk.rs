@@ -28,10 +28,17 @@ impl<B: Backend> Engine<B> {
         entries: Vec<(KeyspaceName, Key, Object)>,
         covers: &VersionVector,
     ) -> Result<(), WriteError> {
+        let mut newest = None;
         for (_, _, obj) in &entries {
             if let Some(hlc) = obj.max_hlc() {
                 self.clock.check(hlc, now_ms)?;
+                newest = newest.max(Some(hlc));
             }
+        }
+        // Later local writes must order after what is installed, or they
+        // would lose to it under LWW while answered 200.
+        if let Some(hlc) = newest {
+            self.clock.observe(hlc, now_ms)?;
         }
         for (ks, key, obj) in entries {
             if self.collected_before(&ks, &key, &obj, covers)? {
@@ -40,6 +47,7 @@ impl<B: Backend> Engine<B> {
             let entry = self.load(&ks, &key, obj.policy())?;
             entry.removed = false;
             entry.obj.merge(&obj);
+            entry.size = None; // a merge can grow it by anything: measure next time
             if ks.is_system()
                 && let Some(def) = definition_of(&entry.obj)
             {

@@ -243,7 +243,15 @@ struct Dirty {
     old: Old,
     /// Collected (a stable tombstone): remove the key from the store.
     removed: bool,
+    /// An upper bound of the object's encoded size (`None`: unknown), so
+    /// the object budget is checked exactly only near its limit.
+    size: Option<usize>,
+    /// The exact size the next staged op leaves, when the budget check
+    /// measured it.
+    measured: Option<usize>,
 }
+
+use budget::growth_bound;
 
 enum Old {
     /// Read from the state store: its contribution then.
@@ -630,12 +638,19 @@ impl<B: Backend> Engine<B> {
             hlc: op.hlc,
             deps: &op.deps,
         };
+        let mut measured = Vec::new();
         for m in &op.mutations {
             let policy = self
                 .registry
                 .get(m.keyspace.as_str())
                 .map_or(m.op.policy(), |d| d.policy);
-            let mut trial = self.load(&m.keyspace, &m.key, policy)?.obj.clone();
+            let op_len = codec::encoded_len(&m.op).map_err(encode_err)?;
+            let entry = self.load(&m.keyspace, &m.key, policy)?;
+            let bound = entry.size.map(|s| s.saturating_add(growth_bound(op_len)));
+            if bound.is_some_and(|b| b <= budget::MAX_OBJECT) {
+                continue; // far from the limit: no need to measure
+            }
+            let mut trial = entry.obj.clone();
             // Conflicts found on the trial copy are recorded when the op
             // is staged for real.
             let _ = trial.apply(&m.op, &meta);
@@ -647,6 +662,13 @@ impl<B: Backend> Engine<B> {
                     len,
                     max: budget::MAX_OBJECT,
                 });
+            }
+            measured.push((m.keyspace.clone(), m.key.clone(), len));
+        }
+        // Only once the whole op fits: its staging takes these sizes.
+        for (ks, key, len) in measured {
+            if let Some(d) = self.current.dirty.get_mut(&(ks, key)) {
+                d.measured = Some(len);
             }
         }
         Ok(())
@@ -752,9 +774,15 @@ impl<B: Backend> Engine<B> {
                 .map(|d| d.policy)
                 .unwrap_or(m.op.policy());
             let bound = self.cfg.max_clock_offset_ms;
+            let op_len =
+                codec::encoded_len(&m.op).map_err(|e| StoreError::Backend(e.to_string()))?;
             let entry = self.load(&m.keyspace, &m.key, policy)?;
             entry.removed = false;
             let conflicts = entry.obj.apply(&m.op, &meta);
+            entry.size = match entry.measured.take() {
+                Some(exact) => Some(exact),
+                None => entry.size.map(|s| s.saturating_add(growth_bound(op_len))),
+            };
             counters.push(match &entry.obj {
                 Object::Counter(c) => Some(c.value()),
                 _ => None,
@@ -803,12 +831,14 @@ impl<B: Backend> Engine<B> {
                 .iter()
                 .rev()
                 .find_map(|g| g.dirty.get(&slot))
-                .map(|d| d.obj.clone());
+                .map(|d| (d.obj.clone(), d.size));
             let d = match earlier {
-                Some(obj) => Dirty {
+                Some((obj, size)) => Dirty {
                     obj,
                     old: Old::Pending,
                     removed: false,
+                    size,
+                    measured: None,
                 },
                 None => match self
                     .backend
@@ -821,12 +851,16 @@ impl<B: Backend> Engine<B> {
                             obj,
                             old: Old::Stored(old),
                             removed: false,
+                            size: Some(bytes.len()),
+                            measured: None,
                         }
                     }
                     None => Dirty {
                         obj: Object::empty(policy),
                         old: Old::Stored(0),
                         removed: false,
+                        size: Some(64),
+                        measured: None,
                     },
                 },
             };

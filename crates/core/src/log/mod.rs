@@ -459,6 +459,11 @@ impl Log {
         self.sealed.iter().chain(std::iter::once(&self.active))
     }
 
+    /// The highest seq of `origin` in the log.
+    pub fn last_seq(&self, origin: &ReplicaId) -> Option<Seq> {
+        self.runs.last(origin)
+    }
+
     /// Total bytes on disk.
     pub fn bytes(&self) -> u64 {
         self.segments().map(|s| s.bytes).sum()

@@ -39,6 +39,11 @@ impl Runs {
         }
     }
 
+    /// The highest seq of `origin` logged (after everything noted so far).
+    pub fn last(&self, origin: &ReplicaId) -> Option<Seq> {
+        self.0.get(origin).map(|(_, last)| *last)
+    }
+
     /// Per origin, the lowest seq from which every op up to the highest
     /// logged one is in the log, given `retained`: the lowest seq per origin
     /// still in the log's segments (retention removes from the bottom).

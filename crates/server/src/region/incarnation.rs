@@ -4,23 +4,22 @@
 //! log or state was lost or rolled back (a restored disk, a VM snapshot,
 //! `--repair-log`) while its identity survived, it would issue seqs its
 //! peers already hold, and they would drop the new writes as duplicates.
-//! Two checks keep that from happening:
+//! Three checks keep that from happening:
 //!
 //! - at start, a region that knows it may have lost its own ops (a repaired
-//!   log, or an identity with no own op recovered) continues as a new
-//!   incarnation (see `Region::open`);
+//!   log, own ops logged but not applied, or a known identity with no own
+//!   op recovered) continues as a new incarnation (`Region::open`);
+//! - an existing incarnation restarted with peers asks every peer for its
+//!   version vector before it takes a write, and goes on as it is only if
+//!   all answered and none holds an own op it lacks; otherwise it continues
+//!   as a new incarnation (`Region::settle_incarnation`, called by `serve`
+//!   before the client API opens);
 //! - every replication session starts with the peer's version vector: a
-//!   peer holding more of this incarnation's ops than this region has
-//!   proves a rollback. The region then records a new incarnation, fails
-//!   (health checks say why) and exits, so it restarts as the new one; the
-//!   old incarnation's ops come back from the peers as anyone's would.
-//!
-//! After a restart of an existing incarnation, local writes wait until one
-//! peer has confirmed the region's own seqs (or [`PEER_CHECK_WAIT`] passed
-//! with no peer reachable, when the region takes writes on its own word),
-//! so the check normally runs before any new seq is issued. A new
-//! incarnation (a new data directory, or one just re-incarnated) has issued
-//! nothing and does not wait.
+//!   peer holding more of this incarnation's ops than this region has (a
+//!   rollback nothing above caught) retires it: the region records a new
+//!   incarnation, stops taking writes, fails health checks with the reason
+//!   and exits, so it restarts as the new one. The old incarnation's ops
+//!   come back from the peers as anyone's would.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,38 +30,36 @@ use tokio::sync::watch;
 
 use super::identity;
 
-/// How long local writes wait for a peer to confirm this incarnation's seqs
-/// after a start, before the region takes them anyway.
+/// How long a restarted region waits for its peers' version vectors before
+/// it continues as a new incarnation instead.
 pub const PEER_CHECK_WAIT: Duration = Duration::from_secs(3);
 
-/// This incarnation's standing: confirmed by a peer, or retired.
+/// This incarnation's standing.
 pub struct Incarnation {
     dir: PathBuf,
     replica: Mutex<ReplicaId>,
     fatal: watch::Sender<Option<Arc<str>>>,
-    confirmed: watch::Sender<bool>,
 }
 
 impl Incarnation {
     /// For `replica` in data directory `dir`; `fatal` is the writer's
-    /// failure signal; `confirmed` starts true when there are no peers.
-    pub fn new(
-        dir: PathBuf,
-        replica: ReplicaId,
-        fatal: watch::Sender<Option<Arc<str>>>,
-        confirmed: bool,
-    ) -> Self {
+    /// failure signal (a retired incarnation stops the region through it).
+    pub fn new(dir: PathBuf, replica: ReplicaId, fatal: watch::Sender<Option<Arc<str>>>) -> Self {
         Self {
             dir,
             replica: Mutex::new(replica),
             fatal,
-            confirmed: watch::channel(confirmed).0,
         }
     }
 
+    /// The region continues as `replica`.
+    pub fn set_replica(&self, replica: ReplicaId) {
+        *self.replica.lock().unwrap_or_else(PoisonError::into_inner) = replica;
+    }
+
     /// Checks a peer's version vector against this region's own: `Err`
-    /// (and the region retired) when the peer holds own ops this region
-    /// lacks; otherwise local writes may go.
+    /// (and the incarnation retired) when the peer holds own ops this region
+    /// lacks.
     pub fn check_peer(
         &self,
         peer: &RegionId,
@@ -84,33 +81,7 @@ impl Incarnation {
             self.retire(&reason);
             return Err(reason);
         }
-        self.confirmed.send_replace(true);
         Ok(())
-    }
-
-    /// Lets local writes go without a peer's word (none reachable in time).
-    pub fn confirm_alone(&self) {
-        if !*self.confirmed.borrow() {
-            tracing::warn!(
-                wait_ms = PEER_CHECK_WAIT.as_millis() as u64,
-                "no peer confirmed this incarnation's seqs in time: taking writes on this region's own word"
-            );
-        }
-        self.confirmed.send_replace(true);
-    }
-
-    /// Waits until local writes may go; `false` if the region was retired.
-    pub async fn wait_confirmed(&self) -> bool {
-        if *self.confirmed.borrow() {
-            return self.fatal.borrow().is_none();
-        }
-        let mut rx = self.confirmed.subscribe();
-        let mut fatal = self.fatal.subscribe();
-        let confirmed = tokio::select! {
-            r = rx.wait_for(|c| *c) => r.is_ok(),
-            _ = fatal.wait_for(Option::is_some) => false,
-        };
-        confirmed && self.fatal.borrow().is_none()
     }
 
     fn retire(&self, reason: &str) {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use meridian_core::{
     Engine, EngineConfig, FjallBackend, KeyspaceDef, Log, Lsn, Op, Reader, WriteError, WriteRequest,
 };
-use meridian_crdt::{ReplicaId, VersionVector};
+use meridian_crdt::{RegionId, ReplicaId, VersionVector};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Valid;
@@ -52,16 +52,11 @@ pub struct Stopped;
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
-    incarnation: Arc<Incarnation>,
 }
 
 impl WriterHandle {
-    /// Writes, answering once the write is durable. Waits first until this
-    /// incarnation's seqs are confirmed safe to issue (see [`incarnation`]).
+    /// Writes, answering once the write is durable.
     pub async fn write(&self, req: WriteRequest) -> Result<Result<WriteDone, WriteError>, Stopped> {
-        if !self.incarnation.wait_confirmed().await {
-            return Err(Stopped);
-        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Write { req, reply })
@@ -75,9 +70,6 @@ impl WriterHandle {
         &self,
         def: KeyspaceDef,
     ) -> Result<Result<DefineDone, WriteError>, Stopped> {
-        if !self.incarnation.wait_confirmed().await {
-            return Err(Stopped);
-        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Define { def, reply })
@@ -138,6 +130,16 @@ impl WriterHandle {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// Continues as `replica` (a new incarnation).
+    async fn reincarnate(&self, replica: ReplicaId) -> Result<(), Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Reincarnate { replica, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
     /// Asks for a checkpoint (state fsync, log retention).
     pub async fn checkpoint(&self) -> Result<(), Stopped> {
         self.tx.send(Command::Checkpoint).await.map_err(|_| Stopped)
@@ -162,8 +164,12 @@ pub struct Region {
     pub feed: Option<Arc<Feed>>,
     /// The writer's fatal error, once it has had one.
     pub fatal: watch::Receiver<Option<Arc<str>>>,
-    /// Whether this incarnation's own seqs are confirmed, or it was retired.
+    /// Retires this incarnation if a peer proves its log was rolled back.
     pub incarnation: Arc<Incarnation>,
+    /// Started an existing incarnation with peers: ask them, before taking
+    /// writes, whether they hold own ops this region lacks
+    /// ([`Region::settle_incarnation`]).
+    pub check_with_peers: bool,
     thread: Option<JoinHandle<Result<(), writer::WriterError>>>,
     _dir: DataDir,
 }
@@ -222,12 +228,19 @@ impl Region {
         // ones peers already hold. Continue as a new incarnation.
         let own = engine.vv().get(&dir.replica);
         let mut new_incarnation = dir.fresh;
-        if recovery.repaired.is_some() || (!dir.fresh && own == meridian_crdt::Seq::ZERO) {
+        // Own ops logged but not applied (their causal past came by a state
+        // transfer the crash took back) may have been shipped: their seqs
+        // must never be issued again.
+        let logged_ahead = log.last_seq(&dir.replica).is_some_and(|s| s > own);
+        if recovery.repaired.is_some()
+            || logged_ahead
+            || (!dir.fresh && own == meridian_crdt::Seq::ZERO)
+        {
             new_incarnation = true;
             let old = dir.replica.clone();
             dir.reincarnate()?;
             engine.reincarnate(dir.replica.clone());
-            tracing::warn!(old = %old, new = %dir.replica, own_ops = own.0, repaired = recovery.repaired.is_some(), "own ops may have been lost: continuing as a new incarnation");
+            tracing::warn!(old = %old, new = %dir.replica, own_ops = own.0, repaired = recovery.repaired.is_some(), logged_ahead, "own ops may have been lost: continuing as a new incarnation");
         }
         tracing::info!(
             region = %cfg.region,
@@ -266,14 +279,13 @@ impl Region {
         let reader = engine.reader();
         let replica = dir.replica.clone();
         let (fatal_tx, fatal_rx) = watch::channel(None);
-        // A new incarnation has issued no seq yet: nothing to check.
-        let alone = cfg.peers.is_empty() || cfg.secret.is_none() || new_incarnation;
         let incarnation = Arc::new(Incarnation::new(
             cfg.data_dir.clone(),
             dir.replica.clone(),
             fatal_tx.clone(),
-            alone,
         ));
+        // A new incarnation has issued no seq yet: nothing to check.
+        let check_with_peers = !new_incarnation && !cfg.peers.is_empty() && cfg.secret.is_some();
         metrics.attach(
             engine.shared(),
             log_info.clone(),
@@ -298,19 +310,61 @@ impl Region {
         Ok(Region {
             replica,
             reader,
-            writer: WriterHandle {
-                tx,
-                incarnation: incarnation.clone(),
-            },
+            writer: WriterHandle { tx },
             vv: vv_rx,
             clock,
             log_info,
             feed,
             fatal: fatal_rx,
             incarnation,
+            check_with_peers,
             thread: Some(thread),
             _dir: dir,
         })
+    }
+
+    /// Decides, before any local write, whether this incarnation's next
+    /// seqs are safe: `views` are the peers' version vectors (`None` for a
+    /// peer that did not answer in time). Only when every peer answered and
+    /// none holds an own op this region lacks does it go on as it is;
+    /// otherwise it continues as a new incarnation, so no seq a peer may hold
+    /// is ever issued again. Returns whether it re-incarnated.
+    pub async fn settle_incarnation(
+        &mut self,
+        views: &[(RegionId, Option<VersionVector>)],
+    ) -> Result<bool, StartError> {
+        let ours = self.reader.published().vv.get(&self.replica);
+        let ahead = views.iter().find_map(|(peer, v)| {
+            v.as_ref()
+                .map(|v| v.get(&self.replica))
+                .filter(|s| *s > ours)
+                .map(|s| (peer.clone(), s))
+        });
+        let silent: Vec<&RegionId> = views
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(p, _)| p)
+            .collect();
+        if ahead.is_none() && silent.is_empty() {
+            return Ok(false);
+        }
+        let old = self.replica.clone();
+        self._dir.reincarnate()?;
+        let new = self._dir.replica.clone();
+        self.writer.reincarnate(new.clone()).await.map_err(|_| {
+            StartError::Store(meridian_core::StoreError::Backend("writer stopped".into()))
+        })?;
+        self.incarnation.set_replica(new.clone());
+        self.replica = new.clone();
+        match ahead {
+            Some((peer, seq)) => {
+                tracing::warn!(old = %old, new = %new, %peer, peer_seq = seq.0, own_seq = ours.0, "a peer holds own ops this region lacks (its disk was rolled back): continuing as a new incarnation")
+            }
+            None => {
+                tracing::warn!(old = %old, new = %new, silent = ?silent, "not every peer answered at start, so a rollback cannot be ruled out: continuing as a new incarnation")
+            }
+        }
+        Ok(true)
     }
 
     /// Starts a task that asks for a checkpoint every `every`, until the

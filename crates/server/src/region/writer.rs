@@ -101,6 +101,13 @@ pub enum Command {
     },
     /// Time to make the state store durable and trim the log.
     Checkpoint,
+    /// Continue as a new incarnation (before any local write is taken).
+    Reincarnate {
+        /// The new replica id.
+        replica: meridian_crdt::ReplicaId,
+        /// Answered once local ops are stamped with it.
+        reply: oneshot::Sender<()>,
+    },
 }
 
 enum Pending {
@@ -334,6 +341,10 @@ fn stage(
             }
         },
         Command::Checkpoint => g.checkpoint = true,
+        Command::Reincarnate { replica, reply } => {
+            g.engine.reincarnate(replica);
+            let _ = reply.send(());
+        }
     }
     Ok(())
 }
@@ -372,7 +383,10 @@ impl Committer {
                     .wait(g)
                     .unwrap_or_else(PoisonError::into_inner);
             }
-            if g.failed {
+            if g.failed || self.fatal.borrow().is_some() {
+                // Failed, or the incarnation was retired: what is staged is
+                // never logged, and its clients hear that the region stopped.
+                g.pending.clear();
                 return Ok(());
             }
             if g.checkpoint {
@@ -440,6 +454,12 @@ impl Committer {
             self.vv_tx.send_replace(committed.vv.clone());
             if let (Some(feed), Some(index)) = (&self.feed, index) {
                 feed.push(first, committed.applied.iter().map(|a| a.op.clone()), index);
+            }
+            if self.fatal.borrow().is_some() {
+                // Retired while this group synced: its seqs may be ones peers
+                // hold, so nobody may hear it succeeded.
+                owed.clear();
+                return Ok(());
             }
             answer(std::mem::take(owed), &committed.applied, &committed.vv);
             self.metrics
