@@ -325,9 +325,10 @@ impl Sim {
             Msg::Batch(bytes) => {
                 self.report.batches += 1;
                 // Crashes only while faults run (not while settling).
-                let crash = match (lossy, self.rng.below(200)) {
-                    (true, 0) => region::CrashAt::AfterLog,
-                    (true, 1) => region::CrashAt::AfterCommit,
+                let crash = match (lossy, self.rng.below(300)) {
+                    (true, 0) => region::CrashAt::BeforeSync,
+                    (true, 1) => region::CrashAt::AfterLog,
+                    (true, 2) => region::CrashAt::AfterCommit,
                     _ => region::CrashAt::Never,
                 };
                 let Some((ack, held)) = self.regions[to].receive(&bytes, now, crash)? else {
@@ -352,8 +353,9 @@ impl Sim {
                 // Crash mid-transfer now and then: after the adopted ops are
                 // logged, or after the state commit, before its checkpoint.
                 let crash = match (lossy, self.rng.below(100)) {
-                    (true, 0..=4) => region::CrashAt::AfterLog,
-                    (true, 5..=9) => region::CrashAt::AfterCommit,
+                    (true, 0..=3) => region::CrashAt::BeforeSync,
+                    (true, 4..=7) => region::CrashAt::AfterLog,
+                    (true, 8..=11) => region::CrashAt::AfterCommit,
                     _ => region::CrashAt::Never,
                 };
                 let Some(ack) = self.regions[to].install(&t, now, crash)? else {

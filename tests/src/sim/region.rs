@@ -5,12 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use meridian_core::engine::driver::OpLog;
 use meridian_core::replication::{
     BatchLimits, PeerKnowledge, PeerSync, needs_state_transfer, stable_cut, wire,
 };
 use meridian_core::{
-    Change, Engine, EngineConfig, Key, KeyspaceDef, KeyspaceName, Lsn, MemBackend, MutationRequest,
-    Op, WriteError, WriteRequest,
+    Change, Engine, EngineConfig, Key, KeyspaceDef, KeyspaceName, LogError, Lsn, MemBackend,
+    MutationRequest, Op, WriteError, WriteRequest,
 };
 use meridian_crdt::{
     Crdt, Hlc, Json, Object, Policy, RegionId, ReplicaId, Seq, Value, VersionVector, codec,
@@ -26,10 +27,61 @@ use super::{Rng, SimReport};
 pub enum CrashAt {
     /// It completes.
     Never,
+    /// After the group's ops are appended, before the log is synced.
+    BeforeSync,
     /// After the group's ops are durable in the log, before the state commit.
     AfterLog,
     /// After the state commit, before any checkpoint.
     AfterCommit,
+}
+
+/// The simulated op log: appended records, of which the synced prefix
+/// survives a crash.
+struct SimLog {
+    records: Vec<(Lsn, Arc<Op>)>,
+    synced: usize,
+    next: u64,
+}
+
+impl SimLog {
+    fn new() -> Self {
+        Self {
+            records: Vec::new(),
+            synced: 0,
+            next: 1,
+        }
+    }
+
+    /// The first retained position (or the next one, when empty).
+    fn start(&self) -> Lsn {
+        self.records.first().map_or(Lsn(self.next), |(l, _)| *l)
+    }
+
+    /// Loses what was not synced.
+    fn crash(&mut self) {
+        if let Some((l, _)) = self.records.get(self.synced) {
+            self.next = l.0;
+        }
+        self.records.truncate(self.synced);
+    }
+}
+
+impl OpLog for SimLog {
+    fn append_ops<'a>(&mut self, ops: impl Iterator<Item = &'a Op>) -> Result<Lsn, LogError> {
+        let first = Lsn(self.next);
+        for op in ops {
+            self.records.push((Lsn(self.next), Arc::new(op.clone())));
+            self.next += 1;
+        }
+        Ok(first)
+    }
+    fn sync_ops(&mut self) -> Result<(), LogError> {
+        self.synced = self.records.len();
+        Ok(())
+    }
+    fn retain(&mut self, _checkpoint: Lsn, _now_ms: u64) -> Result<usize, LogError> {
+        Ok(0) // the simulation trims in checkpoint_and_trim
+    }
 }
 
 /// One region of the simulation.
@@ -42,9 +94,9 @@ pub struct SimRegion {
     pub up: bool,
     backend: MemBackend,
     engine: Option<Engine<MemBackend>>,
-    /// The durable op log: survives crashes; its front is trimmed by retention.
-    log: Vec<(Lsn, Arc<Op>)>,
-    next_lsn: u64,
+    /// The op log: what was synced survives crashes; its front is trimmed
+    /// by retention.
+    log: SimLog,
     peers: Vec<PeerSync>,
     connected: Vec<bool>,
     /// Per peer: its clock and version vector at its latest ack.
@@ -82,8 +134,7 @@ impl SimRegion {
             up: true,
             backend,
             engine: Some(engine),
-            log: Vec::new(),
-            next_lsn: 1,
+            log: SimLog::new(),
             peers: vec![PeerSync::new(); regions],
             connected: vec![false; regions],
             last_ack: vec![None; regions],
@@ -120,31 +171,31 @@ impl SimRegion {
             .ok_or_else(|| format!("{} crashed", self.name))
     }
 
-    /// The commit protocol step by step (log and sync, commit to the state
-    /// store, checkpoint when the group holds transferred state), crashing
-    /// after the step `at` names: `None` when it crashed.
+    /// The commit protocol (the engine's driver: begin, sync, commit, make
+    /// durable), crashing after the step `at` names: `None` when it crashed.
     fn commit_or_crash(&mut self, at: CrashAt) -> Result<Option<Vec<Arc<Op>>>, String> {
-        let staged: Vec<Op> = self.engine()?.staged().cloned().collect();
-        for op in staged {
-            self.log.push((Lsn(self.next_lsn), Arc::new(op)));
-            self.next_lsn += 1;
+        let Self { engine, log, .. } = self;
+        let e = engine.as_mut().ok_or("down")?;
+        let Some(pending) = e.begin(log).map_err(|e| e.to_string())? else {
+            return Ok(Some(Vec::new()));
+        };
+        if at == CrashAt::BeforeSync {
+            self.crash();
+            return Ok(None);
         }
+        log.sync_ops().map_err(|e| e.to_string())?;
         if at == CrashAt::AfterLog {
             self.crash();
             return Ok(None);
         }
-        let last = Lsn(self.next_lsn - 1);
-        let c = self
-            .engine()?
-            .commit(Some(last))
-            .map_err(|e| e.to_string())?;
+        let c = e.commit_pending(pending).map_err(|e| e.to_string())?;
         if at == CrashAt::AfterCommit {
             // State written to the store, not persisted: a crash loses it.
             self.crash();
             return Ok(None);
         }
         if c.needs_checkpoint {
-            self.engine()?.checkpoint().map_err(|e| e.to_string())?;
+            e.make_durable(log, 0).map_err(|e| e.to_string())?;
         }
         Ok(Some(c.applied.into_iter().map(|a| a.op).collect()))
     }
@@ -250,20 +301,28 @@ impl SimRegion {
         if self.engine()?.submit(t, req).is_err() {
             return Ok(format!("{desc}: refused"));
         }
+        // The write goes through the commit protocol, and now and then the
+        // region dies at one of its steps.
         let fate = rng.below(100);
-        if fate < 2 {
-            self.crash();
+        let staged: Vec<Arc<Op>> = self.engine()?.staged().cloned().map(Arc::new).collect();
+        let crash = match fate {
+            0..=1 => CrashAt::BeforeSync,
+            2 => CrashAt::AfterLog,
+            3 => CrashAt::AfterCommit,
+            _ => CrashAt::Never,
+        };
+        let done = self.commit_or_crash(crash)?;
+        if crash == CrashAt::BeforeSync {
             report.crashes += 1;
-            return Ok(format!("{desc}: crashed before the log"));
+            return Ok(format!("{desc}: crashed before the log sync"));
         }
-        let ops = self.commit()?;
-        for op in &ops {
+        // Durable from here on (the log is synced).
+        for op in &staged {
             model.ops.insert(op.dot.clone(), op.clone());
         }
-        let acked = fate >= 4;
+        let acked = done.is_some();
         if !acked {
             // Durable, but the region died before answering.
-            self.crash();
             report.crashes += 1;
             model.indeterminate += 1;
         } else {
@@ -309,7 +368,7 @@ impl SimRegion {
     /// The next message for peer `to`: ops it lacks, or a state transfer
     /// when it needs ops this log no longer has.
     pub fn next_message(&mut self, to: usize, now: u64) -> Result<Option<Msg>, String> {
-        let start = self.log.first().map_or(Lsn(self.next_lsn), |(l, _)| *l);
+        let start = self.log.start();
         if !self.connected[to] {
             self.peers[to].on_failure(start);
             self.connected[to] = true;
@@ -317,13 +376,16 @@ impl SimRegion {
         let ours = self.engine()?.reader().published().vv.clone();
         let mut runs = meridian_core::log::Runs::default();
         let lows: BTreeMap<ReplicaId, Seq> =
-            self.log.iter().fold(BTreeMap::new(), |mut m, (_, op)| {
-                runs.note(&op.dot.replica, op.dot.seq);
-                m.entry(op.dot.replica.clone())
-                    .and_modify(|s: &mut Seq| *s = (*s).min(op.dot.seq))
-                    .or_insert(op.dot.seq);
-                m
-            });
+            self.log
+                .records
+                .iter()
+                .fold(BTreeMap::new(), |mut m, (_, op)| {
+                    runs.note(&op.dot.replica, op.dot.seq);
+                    m.entry(op.dot.replica.clone())
+                        .and_modify(|s: &mut Seq| *s = (*s).min(op.dot.seq))
+                        .or_insert(op.dot.seq);
+                    m
+                });
         let floors = runs.floors(&lows);
         if needs_state_transfer(&ours, &floors, self.peers[to].shipped()) {
             let snap = self
@@ -366,7 +428,7 @@ impl SimRegion {
             max_ops: 40,
             max_bytes: 64 << 10,
         };
-        let batch = self.peers[to].fill(self.log.iter().cloned(), limits, |_| 100);
+        let batch = self.peers[to].fill(self.log.records.iter().cloned(), limits, |_| 100);
         if batch.is_empty() {
             return Ok(None);
         }
@@ -491,12 +553,13 @@ impl SimRegion {
     pub fn checkpoint_and_trim(&mut self, _now: u64, rng: &mut Rng) -> Result<(), String> {
         let lsn = self.engine()?.checkpoint().map_err(|e| e.to_string())?;
         if rng.chance(40) {
-            let keep_from = self.log.len() / 2;
-            let cut = self.log[..keep_from]
+            let keep_from = self.log.records.len() / 2;
+            let cut = self.log.records[..keep_from]
                 .iter()
                 .take_while(|(l, _)| *l <= lsn)
                 .count();
-            self.log.drain(..cut);
+            self.log.records.drain(..cut);
+            self.log.synced = self.log.synced.saturating_sub(cut);
         }
         Ok(())
     }
@@ -504,6 +567,7 @@ impl SimRegion {
     /// Loses everything not persisted; the log stays.
     pub fn crash(&mut self) {
         self.backend.crash();
+        self.log.crash();
         self.engine = None;
         self.up = false;
         self.reset_peers();
@@ -514,10 +578,10 @@ impl SimRegion {
     pub fn restart(&mut self) -> Result<(), String> {
         let mut e = Engine::open(self.id.clone(), cfg(), Arc::new(self.backend.clone()))
             .map_err(|e| e.to_string())?;
-        for (_, op) in &self.log {
+        for (_, op) in &self.log.records {
             e.replay((**op).clone()).map_err(|e| e.to_string())?;
         }
-        e.commit(Some(Lsn(self.next_lsn - 1)))
+        e.commit(Some(Lsn(self.log.next - 1)))
             .map_err(|e| e.to_string())?;
         self.engine = Some(e);
         self.up = true;
@@ -548,7 +612,7 @@ impl SimRegion {
     /// Each op at most once in the log.
     pub fn check_log_has_no_duplicates(&self) -> Result<(), String> {
         let mut seen = BTreeSet::new();
-        for (_, op) in &self.log {
+        for (_, op) in &self.log.records {
             if !seen.insert(op.dot.clone()) {
                 return Err(format!("{}: op {} logged twice", self.name, op.dot));
             }

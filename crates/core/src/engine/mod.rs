@@ -19,8 +19,11 @@
 //!    readers and returns what each op did (so the driver can answer clients
 //!    and feed peers).
 //!
-//! [`Engine::commit`] does seal-and-commit in one call for drivers without a
-//! pipeline (tests, simulation, recovery).
+//! The order of these steps is written once, in [`driver`]
+//! ([`Engine::begin`], [`Engine::finish`], [`Engine::step`]): the server's
+//! writer, recovery and the simulator all run it. [`Engine::commit`] does
+//! seal-and-commit in one call for callers that logged the ops themselves
+//! (tests, replay).
 //!
 //! Readers ([`Reader`]) work concurrently on the state store and never see a
 //! write before it is durable.
@@ -28,6 +31,7 @@
 pub mod build;
 mod bulk;
 pub mod causal;
+pub mod driver;
 pub mod keyspaces;
 pub mod ledger;
 pub mod reader;

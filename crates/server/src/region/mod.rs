@@ -257,12 +257,7 @@ impl Region {
         for def in &cfg.keyspaces {
             engine.define(now, def.clone())?;
         }
-        if engine.has_staged() {
-            let n = engine.staged_len() as u64;
-            let first = log.append(engine.staged())?;
-            log.sync()?;
-            engine.commit(Some(Lsn(first.0 + n - 1)))?;
-        }
+        engine.step(&mut log, now)?;
 
         let log_info = Arc::new(LogInfo::default());
         log_info.update(&log);

@@ -19,7 +19,7 @@ use std::time::Instant;
 use meridian_core::Backend as _;
 use meridian_core::engine::Applied;
 use meridian_core::{
-    Engine, FjallBackend, KeyspaceDef, Log, LogError, Lsn, Op, Received, WriteError, WriteRequest,
+    Engine, FjallBackend, KeyspaceDef, Log, LogError, Op, Received, WriteError, WriteRequest,
 };
 use meridian_core::{Key, KeyspaceName};
 use meridian_crdt::{Hlc, Object, Version, VersionVector};
@@ -404,7 +404,13 @@ impl Committer {
                 self.log_info.update(&g.log);
             }
             *owed = std::mem::take(&mut g.pending);
-            let Some(id) = g.engine.seal() else {
+            // The protocol's steps (meridian_core::engine::driver), with the
+            // fsync between them run without the lock.
+            let begun = {
+                let inner = &mut *g;
+                inner.engine.begin(&mut inner.log)?
+            };
+            let Some(pending) = begun else {
                 // Nothing to write: the owed answers (a receive of
                 // duplicates) stand on what is already committed.
                 let vv = g.engine.reader().published().vv.clone();
@@ -417,11 +423,8 @@ impl Committer {
                 }
                 continue;
             };
-            let n = g.engine.group_len(id) as u64;
-            let (last, first) = if n > 0 {
-                let inner = &mut *g;
-                let first = inner.log.append(inner.engine.group_ops(id))?;
-                let last = Lsn(first.0 + n - 1);
+            let n = pending.len;
+            if n > 0 {
                 let handle = g.log.sync_handle()?;
                 drop(g);
                 let t = Instant::now();
@@ -436,18 +439,24 @@ impl Committer {
                     .observe(t.elapsed().as_secs_f64());
                 self.metrics.group_ops.observe(n as f64);
                 g = self.shared.lock();
-                (Some(last), first)
-            } else {
-                (None, Lsn(0))
-            };
+            }
 
             let t = Instant::now();
-            let committed = g.engine.commit_group(id, last)?;
-            if committed.needs_checkpoint {
-                // Transferred state is not in the op log: make it durable
-                // in the state store before anyone hears of it.
-                self.checkpoint(&mut g)?;
+            // Transferred state is not in the op log: finish makes it
+            // durable in the state store before anyone hears of it.
+            let finished = {
+                let inner = &mut *g;
+                inner
+                    .engine
+                    .finish(&mut inner.log, pending, self.clock.now_ms())?
+            };
+            if finished.retained > 0 {
+                tracing::info!(
+                    segments = finished.retained,
+                    "op log: retention removed segments"
+                );
             }
+            let (committed, first) = (finished.committed, finished.first);
             self.log_info.update(&g.log);
             let index = self.feed.as_ref().map(|_| g.log.index());
             drop(g);
