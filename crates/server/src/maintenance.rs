@@ -201,14 +201,23 @@ impl Maintenance {
             .await?;
         let mut fix_here = Vec::new();
         let mut fix_there = Vec::new();
-        let answered = theirs.objects.len().min(keys.len());
         let theirs_vv = theirs.vv.clone();
+        // The peer bounded its answer by its bytes; bound ours the same way
+        // (a key it lacks costs it nothing and may cost this side a lot).
+        let mut answered = 0;
+        let mut our_bytes = 0;
         for (key, their_bytes) in keys.iter().zip(theirs.objects) {
+            if answered > 0 && our_bytes > meridian_core::budget::PAGE_TARGET {
+                break;
+            }
+            answered += 1;
             let their_obj = their_bytes
                 .map(|b| codec::decode::<Object>(&b, meridian_core::budget::MAX_OBJECT_READ))
                 .transpose()
                 .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
-            let our_obj = self.reader.raw(ks, key).map_err(local)?.and_then(|b| {
+            let our_raw = self.reader.raw(ks, key).map_err(local)?;
+            our_bytes += our_raw.as_ref().map_or(0, Vec::len);
+            let our_obj = our_raw.and_then(|b| {
                 codec::decode::<Object>(&b, meridian_core::budget::MAX_OBJECT_READ).ok()
             });
             let merged = match (&our_obj, &their_obj) {
