@@ -89,6 +89,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
 
     let mut running: Vec<Running> = Vec::new();
+    let mut starting = Vec::new();
     for (i, name) in REGIONS.iter().enumerate() {
         let peers = REGIONS
             .iter()
@@ -116,7 +117,15 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
             replication: ReplicationConfig::default(),
             ..base
         };
-        running.push(serve::start(cfg, false).await?);
+        // Started together: a restarted region asks its peers about its
+        // incarnation before it serves, and they must be up to answer.
+        starting.push(tokio::spawn(serve::start(cfg, false)));
+    }
+    for s in starting {
+        running.push(
+            s.await
+                .map_err(|e| ServeError::Io(std::io::Error::other(e)))??,
+        );
     }
 
     println!("meridian dev: three regions on this machine");

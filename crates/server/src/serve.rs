@@ -85,36 +85,48 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         tokio::task::spawn_blocking(move || Region::open(&open_cfg, repair_log, replicating, m))
             .await
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+    let (trigger, stop) = shutdown::channel();
+    let peers = Arc::new(Peers::new(&cfg.peers));
+    metrics.attach_peers(peers.clone(), region.feed.clone());
+    let mut servers = Vec::new();
+    let mut peer_addr = None;
+    // The peer API answers first, while this region asks its peers about
+    // its incarnation: regions restarted together must hear each other.
+    if let (Some(secret), Some(pl)) = (cfg.secret.clone(), cfg.peer_listen)
+        && region.feed.is_some()
+    {
+        let l = bind(pl).await?;
+        peer_addr = Some(l.local_addr()?);
+        let api = Arc::new(PeerApi {
+            incarnation: region.incarnation.clone(),
+            secret,
+            writer: region.writer.clone(),
+            reader: region.reader.clone(),
+            peers: peers.clone(),
+            clock: region.clock,
+        });
+        servers.push(serve_on(l, receiver::router(api), stop.clone()));
+    }
     if region.check_with_peers
         && let Some(secret) = cfg.secret.clone()
     {
         let views = peer_views(&cfg, &region, secret).await;
         region.settle_incarnation(&views).await?;
     }
-    let (trigger, stop) = shutdown::channel();
+    // Configured keyspaces, once the incarnation is settled (a definition
+    // is a local op: its seq must be safe to issue).
+    for def in &cfg.keyspaces {
+        match region.writer.define(def.clone()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(StartError::Write(e).into()),
+            Err(stopped) => return Err(ServeError::Fatal(stopped.to_string())),
+        }
+    }
     let listener = bind(cfg.listen).await?;
     let mut tasks = Vec::new();
     let addr = listener.local_addr()?;
 
-    let peers = Arc::new(Peers::new(&cfg.peers));
-    metrics.attach_peers(peers.clone(), region.feed.clone());
-
-    let mut servers = Vec::new();
-    let mut peer_addr = None;
     if let (Some(secret), Some(feed)) = (cfg.secret.clone(), region.feed.clone()) {
-        if let Some(pl) = cfg.peer_listen {
-            let l = bind(pl).await?;
-            peer_addr = Some(l.local_addr()?);
-            let api = Arc::new(PeerApi {
-                replica: region.replica.clone(),
-                secret: secret.clone(),
-                writer: region.writer.clone(),
-                reader: region.reader.clone(),
-                peers: peers.clone(),
-                clock: region.clock,
-            });
-            servers.push(serve_on(l, receiver::router(api), stop.clone()));
-        }
         let opts = SenderOptions {
             limits: meridian_core::replication::BatchLimits {
                 max_ops: cfg.replication.max_batch_ops,

@@ -34,8 +34,8 @@ pub const MAX_STATE_BODY: usize = meridian_core::budget::MAX_PAGE + (64 << 10);
 
 /// What the peer API shares.
 pub struct PeerApi {
-    /// This region's replica id (every ack names it).
-    pub replica: meridian_crdt::ReplicaId,
+    /// This region's incarnation (every ack names its replica id).
+    pub incarnation: Arc<crate::region::incarnation::Incarnation>,
     /// The cluster secret.
     pub secret: Secret,
     /// Writes (received ops go through the same writer as client writes).
@@ -138,7 +138,7 @@ async fn hello(
             held: 0,
             buffered: p.stats.buffered as u32,
             hlc: p.hlc,
-            replica: Some(api.replica.clone()),
+            replica: Some(api.incarnation.replica()),
         },
     )
 }
@@ -167,7 +167,7 @@ async fn ops(
                 held: r.held.len() as u32,
                 buffered: r.buffered as u32,
                 hlc: api.reader.published().hlc,
-                replica: Some(api.replica.clone()),
+                replica: Some(api.incarnation.replica()),
             },
         ),
         Ok(Err(e)) => ApiError::from(e).into_response(),
@@ -210,7 +210,7 @@ async fn state(
                 held: 0,
                 buffered: 0,
                 hlc: api.reader.published().hlc,
-                replica: Some(api.replica.clone()),
+                replica: Some(api.incarnation.replica()),
             },
         ),
         Ok(Err(e)) => ApiError::from(e).into_response(),

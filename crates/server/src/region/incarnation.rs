@@ -52,6 +52,14 @@ impl Incarnation {
         }
     }
 
+    /// The replica id the region runs as now.
+    pub fn replica(&self) -> ReplicaId {
+        self.replica
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The region continues as `replica`.
     pub fn set_replica(&self, replica: ReplicaId) {
         *self.replica.lock().unwrap_or_else(PoisonError::into_inner) = replica;

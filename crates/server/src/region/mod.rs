@@ -196,7 +196,7 @@ impl Region {
         let mut engine = Engine::open(dir.replica.clone(), engine_cfg, backend)?;
         let mut replay_err = None;
         let mut replayed = 0u64;
-        let (mut log, recovery) = Log::open(
+        let (log, recovery) = Log::open(
             &cfg.data_dir.join("log"),
             cfg.log.clone(),
             repair_log,
@@ -252,12 +252,8 @@ impl Region {
             ms = started.elapsed().as_millis() as u64,
             "recovered"
         );
-        // Configured keyspaces: created if missing, refused if their policy changed.
-        let now = clock.now_ms();
-        for def in &cfg.keyspaces {
-            engine.define(now, def.clone())?;
-        }
-        engine.step(&mut log, now)?;
+        // Configured keyspaces are created by `serve`, once the incarnation
+        // is settled (their definitions are local ops).
 
         let log_info = Arc::new(LogInfo::default());
         log_info.update(&log);

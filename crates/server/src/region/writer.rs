@@ -460,15 +460,16 @@ impl Committer {
             self.log_info.update(&g.log);
             let index = self.feed.as_ref().map(|_| g.log.index());
             drop(g);
+            if self.fatal.borrow().is_some() {
+                // Retired while this group synced: its seqs may be ones peers
+                // hold, so nobody may hear it succeeded, and it is not fed
+                // to the senders.
+                owed.clear();
+                return Ok(());
+            }
             self.vv_tx.send_replace(committed.vv.clone());
             if let (Some(feed), Some(index)) = (&self.feed, index) {
                 feed.push(first, committed.applied.iter().map(|a| a.op.clone()), index);
-            }
-            if self.fatal.borrow().is_some() {
-                // Retired while this group synced: its seqs may be ones peers
-                // hold, so nobody may hear it succeeded.
-                owed.clear();
-                return Ok(());
             }
             answer(std::mem::take(owed), &committed.applied, &committed.vv);
             self.metrics
