@@ -522,3 +522,21 @@ fn only_causally_stable_lww_tombstones_are_collected() {
     );
     assert_eq!(r.engine.reader().published().stats.tombstones_collected, 1);
 }
+
+#[test]
+fn ops_waiting_in_the_causal_buffer_are_published_as_seen() {
+    // A restarted region checks its own seqs against what its peers have
+    // seen; an op a peer holds but cannot apply yet counts too.
+    let mut a = Region::new("us-east");
+    a.put("default", "k1", "1");
+    a.put("default", "k2", "2");
+    let mut b = Region::new("eu-west");
+    b.now = a.now;
+    let second = a.log[1].clone();
+    let r = b.engine.receive(b.now, vec![second.clone()]).unwrap();
+    assert_eq!(r.buffered, 1);
+    b.commit();
+    let p = b.engine.reader().published();
+    assert!(!p.vv.covers(&second.dot), "not applied");
+    assert_eq!(p.buffered_top.get(&second.dot.replica), second.dot.seq);
+}

@@ -228,10 +228,11 @@ async fn peer_views(
         calls.spawn(async move {
             let r: Result<Ack, _> = client.call(&url, "/peer/v1/hello", "hello", &hello).await;
             // Only the peer itself answering counts.
+            // Buffered ops count: a peer may hold own ops it cannot apply yet.
             let vv = r
                 .ok()
                 .filter(|a| a.replica.as_ref().is_none_or(|r| r.region == peer))
-                .map(|a| a.vv);
+                .map(|a| a.seen.unwrap_or(a.vv));
             (peer, vv)
         });
     }

@@ -68,6 +68,17 @@ impl CausalBuffer {
         ready
     }
 
+    /// Per origin, the highest seq waiting.
+    pub fn tops(&self) -> VersionVector {
+        let mut out = VersionVector::new();
+        for (origin, ops) in &self.by_origin {
+            if let Some((seq, _)) = ops.last_key_value() {
+                out.raise(origin, *seq);
+            }
+        }
+        out
+    }
+
     /// Ops waiting.
     pub fn len(&self) -> usize {
         self.len

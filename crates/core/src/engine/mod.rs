@@ -123,6 +123,9 @@ pub struct Published {
     pub lsn: u64,
     /// Counters.
     pub stats: EngineStats,
+    /// Per origin, the highest seq of an op this region holds in its causal
+    /// buffer (received, not applied yet): with `vv`, every op it has seen.
+    pub buffered_top: VersionVector,
 }
 
 /// The handle through which the writer publishes and readers look.
@@ -363,6 +366,7 @@ impl<B: Backend> Engine<B> {
                     hlc: ckpt.hlc,
                     lsn: ckpt.lsn,
                     stats: EngineStats::default(),
+                    buffered_top: VersionVector::new(),
                 })),
                 trees: RwLock::new(trees),
             }),
@@ -1046,6 +1050,7 @@ impl<B: Backend> Engine<B> {
             hlc: self.clock.last(),
             lsn: self.lsn,
             stats: self.stats.clone(),
+            buffered_top: self.buffer.tops(),
         });
     }
 

@@ -221,6 +221,11 @@ pub struct Ack {
     /// `None` from peers older than this field.
     #[serde(default)]
     pub replica: Option<ReplicaId>,
+    /// Every op the receiver has seen, applied or waiting in its causal
+    /// buffer (hello only): what a restarted region checks its own seqs
+    /// against. `None` from older peers.
+    #[serde(default)]
+    pub seen: Option<VersionVector>,
 }
 
 /// Encodes an ack.

@@ -139,6 +139,11 @@ async fn hello(
             buffered: p.stats.buffered as u32,
             hlc: p.hlc,
             replica: Some(api.incarnation.replica()),
+            seen: Some({
+                let mut seen = p.vv.clone();
+                seen.merge(&p.buffered_top);
+                seen
+            }),
         },
     )
 }
@@ -168,6 +173,7 @@ async fn ops(
                 buffered: r.buffered as u32,
                 hlc: api.reader.published().hlc,
                 replica: Some(api.incarnation.replica()),
+                seen: None,
             },
         ),
         Ok(Err(e)) => ApiError::from(e).into_response(),
@@ -211,6 +217,7 @@ async fn state(
                 buffered: 0,
                 hlc: api.reader.published().hlc,
                 replica: Some(api.incarnation.replica()),
+                seen: None,
             },
         ),
         Ok(Err(e)) => ApiError::from(e).into_response(),

@@ -340,7 +340,11 @@ impl Sender {
         // The peer's view of this region's own ops: more than this region
         // has proves its log was rolled back (the region then retires).
         self.incarnation
-            .check_peer(&self.peer.name, &ack.vv, &self.reader.published().vv)
+            .check_peer(
+                &self.peer.name,
+                ack.seen.as_ref().unwrap_or(&ack.vv),
+                &self.reader.published().vv,
+            )
             .map_err(PeerError::Local)?;
         self.peer.set_state(LinkState::Connected);
         tracing::info!(peer = %self.peer.name, ops = ack.vv.total(), "replication session started");
