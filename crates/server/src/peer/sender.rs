@@ -211,6 +211,31 @@ fn unit_random(salt: u64) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Decodes a peer's answer to a request sent at wall time `sent_ms` (and
+/// `started` on the monotonic clock), binds it to its sender and records it
+/// on the link, with the clock offset it implies.
+fn take_ack(
+    me: &ReplicaId,
+    peer: &PeerStatus,
+    bytes: &[u8],
+    sent_ms: u64,
+    started: Instant,
+) -> Result<Ack, PeerError> {
+    let ack = wire::decode_ack(bytes).map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+    check_sender(me, peer, &ack)?;
+    let rtt = started.elapsed().as_millis() as u64;
+    let offset = ack.now_ms as i64 - (sent_ms + rtt / 2) as i64;
+    peer.acked(
+        ack.replica.as_ref(),
+        &ack.vv,
+        ack.hlc,
+        Some(offset),
+        ack.held,
+        ack.buffered,
+    );
+    Ok(ack)
+}
+
 /// Binds an ack to who sent it: an answer from this region itself (a URL
 /// that leads back here) or from a region other than the link's must not
 /// count as that peer's.
@@ -314,19 +339,7 @@ impl Sender {
             body,
         )
         .await?;
-        let ack = wire::decode_ack(&bytes).map_err(|e| PeerError::BadAnswer(e.to_string()))?;
-        check_sender(&self.me, &self.peer, &ack)?;
-        let rtt = t.elapsed().as_millis() as u64;
-        let offset = ack.now_ms as i64 - (sent + rtt / 2) as i64;
-        self.peer.acked(
-            ack.replica.as_ref(),
-            &ack.vv,
-            ack.hlc,
-            Some(offset),
-            ack.held,
-            ack.buffered,
-        );
-        Ok(ack)
+        take_ack(&self.me, &self.peer, &bytes, sent, t)
     }
 
     async fn session(&mut self) -> Result<(), PeerError> {
@@ -403,20 +416,7 @@ impl Sender {
                         let t = Instant::now();
                         let bytes =
                             call(&http, &secret, &me, &url, "/peer/v1/ops", "ops", &body).await?;
-                        let ack = wire::decode_ack(&bytes)
-                            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
-                        check_sender(&me_id, &peer, &ack)?;
-                        let offset =
-                            ack.now_ms as i64 - (sent + t.elapsed().as_millis() as u64 / 2) as i64;
-                        peer.acked(
-                            ack.replica.as_ref(),
-                            &ack.vv,
-                            ack.hlc,
-                            Some(offset),
-                            ack.held,
-                            ack.buffered,
-                        );
-                        Ok(ack)
+                        take_ack(&me_id, &peer, &bytes, sent, t)
                     });
                     continue;
                 }
