@@ -395,6 +395,53 @@ impl Client {
         Ok(Self::check(r)?.body)
     }
 
+    /// Registers or replaces a merge script (`{"script": "...", ...}`).
+    pub async fn define_merge(&self, name: &str, body: &Value) -> Result<Value, ClientError> {
+        let r = self
+            .call(
+                Method::PUT,
+                &format!("/v1/merges/{}", path::segment(name)),
+                Some(body),
+                &Options::default(),
+            )
+            .await?;
+        Ok(Self::check(r)?.body)
+    }
+
+    /// `GET /v1/merges/{name}`: a script with its source and hash.
+    pub async fn merge(&self, name: &str) -> Result<Value, ClientError> {
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/merges/{}", path::segment(name)),
+                None,
+                &Options::default(),
+            )
+            .await?;
+        Ok(Self::check(r)?.body)
+    }
+
+    /// `GET /v1/merges`: built-ins and registered scripts.
+    pub async fn merges(&self) -> Result<Value, ClientError> {
+        let r = self
+            .call(Method::GET, "/v1/merges", None, &Options::default())
+            .await?;
+        Ok(Self::check(r)?.body)
+    }
+
+    /// `GET /v1/keyspaces/{name}`.
+    pub async fn keyspace(&self, name: &str) -> Result<Value, ClientError> {
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/keyspaces/{}", path::segment(name)),
+                None,
+                &Options::default(),
+            )
+            .await?;
+        Ok(Self::check(r)?.body)
+    }
+
     /// `GET /v1/keyspaces`.
     pub async fn keyspaces(&self) -> Result<Value, ClientError> {
         let r = self

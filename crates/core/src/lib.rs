@@ -10,6 +10,8 @@
 //!   in-memory backends and the suite they pass.
 //! - [`engine`]: the engine itself (events in, effects out), keyspaces,
 //!   requests, the conflict ledger, readers.
+//! - [`merge`]: merge functions for `custom` keyspaces (built-ins, Rhai
+//!   scripts, the [`merge::MergeFn`] trait for native ones).
 //! - [`replication`]: the peer wire format and the per-peer shipping
 //!   state machine.
 //! - [`token`]: causal tokens.
@@ -20,6 +22,7 @@
 pub mod budget;
 pub mod engine;
 pub mod log;
+pub mod merge;
 pub mod op;
 pub mod replication;
 pub mod state;

@@ -36,7 +36,7 @@ pub use doc::{Doc, DocError, DocOp, DocSchema, Field, FieldOp, FieldRule};
 pub use hlc::{Clock, ClockError, Hlc, Stamp, Version};
 pub use id::{Dot, IdError, RegionId, ReplicaId, Seq};
 pub use lww::{LwwOp, LwwRegister};
-pub use mv::{MvOp, MvPut, MvRegister};
+pub use mv::{MergeStamp, MvOp, MvPut, MvRegister};
 pub use object::{Object, ObjectOp, Policy, UnknownPolicy};
 pub use orset::{OrSet, OrSetOp};
 pub use replicated::{Crdt, OpMeta};

@@ -66,6 +66,35 @@ pub enum MvOp<V> {
         /// What the deleter saw.
         ctx: VersionVector,
     },
+    /// Write `value`, the result of merging the siblings covered by `ctx`
+    /// (a merge function's write-back). Applies exactly as [`MvOp::Put`];
+    /// `by` says what produced the value, so every region can record the
+    /// same resolution.
+    #[serde(rename = "g")]
+    Merge {
+        /// The siblings merged (and everything the merger had seen).
+        ctx: VersionVector,
+        /// The merged value.
+        value: V,
+        /// What produced it.
+        by: MergeStamp,
+    },
+}
+
+/// What a merge write-back ran: carried in the op so every region records
+/// the same function, hash and inputs for one resolution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeStamp {
+    /// The merge function's name.
+    pub function: String,
+    /// Content hash of the function that ran (hex SHA-256 of a script;
+    /// a fixed tag for a built-in).
+    pub hash: String,
+    /// The versions merged, in the canonical order they were passed.
+    pub inputs: Vec<Version>,
+    /// Set when the function failed and the newest input was kept
+    /// (last-writer-wins) instead: the error.
+    pub failed: Option<String>,
 }
 
 /// A built put, with how many siblings the cap made it replace.
@@ -111,6 +140,14 @@ impl<V: Clone + PartialEq> MvRegister<V> {
         }
     }
 
+    /// How many siblings a write having seen `seen` leaves in place.
+    pub fn survivors(&self, seen: Option<&VersionVector>) -> usize {
+        match seen {
+            Some(ctx) => self.siblings.keys().filter(|d| !ctx.covers(d)).count(),
+            None => self.siblings.len(),
+        }
+    }
+
     /// The op that removes what the deleter saw (`None`: all this replica has).
     pub fn delete_op(&self, seen: Option<&VersionVector>) -> MvOp<V> {
         MvOp::Delete {
@@ -127,6 +164,15 @@ impl<V: Clone + PartialEq> MvRegister<V> {
             .collect();
         out.sort_by(|a, b| a.0.cmp_stamp(&b.0));
         out
+    }
+
+    /// The op that replaces every sibling with `value`, their merge.
+    pub fn merge_op(&self, value: V, by: MergeStamp) -> MvOp<V> {
+        MvOp::Merge {
+            ctx: self.ctx.clone(),
+            value,
+            by,
+        }
     }
 
     /// The causal context a reader passes back to replace what it saw.
@@ -158,10 +204,10 @@ impl<V: Clone + PartialEq> Crdt for MvRegister<V> {
             return Vec::new(); // seen already, or replaced by a write that saw it
         }
         let ctx = match op {
-            MvOp::Put { ctx, .. } | MvOp::Delete { ctx } => ctx,
+            MvOp::Put { ctx, .. } | MvOp::Delete { ctx } | MvOp::Merge { ctx, .. } => ctx,
         };
         self.remove_covered(ctx);
-        if let MvOp::Put { value, .. } = op {
+        if let MvOp::Put { value, .. } | MvOp::Merge { value, .. } = op {
             self.siblings.insert(
                 meta.dot.clone(),
                 Sibling {

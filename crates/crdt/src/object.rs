@@ -29,16 +29,21 @@ pub enum Policy {
     Set,
     /// JSON document merged per field ([`Doc`]).
     Doc,
+    /// Concurrent versions kept as [`MvRegister`] siblings and combined by
+    /// a named merge function (applied outside this crate, which stays
+    /// free of script engines); stored exactly as [`Policy::Mv`].
+    Custom,
 }
 
 impl Policy {
     /// Every policy, in rank order.
-    pub const ALL: [Policy; 5] = [
+    pub const ALL: [Policy; 6] = [
         Policy::Lww,
         Policy::Mv,
         Policy::Counter,
         Policy::Set,
         Policy::Doc,
+        Policy::Custom,
     ];
 
     /// The policy's name as used in config and the API.
@@ -49,6 +54,17 @@ impl Policy {
             Policy::Counter => "counter",
             Policy::Set => "set",
             Policy::Doc => "doc",
+            Policy::Custom => "custom",
+        }
+    }
+
+    /// The policy whose state this one keeps: itself, except `custom`,
+    /// which keeps `mv` siblings. What a key's [`Object::policy`] is
+    /// compared with.
+    pub fn storage(self) -> Policy {
+        match self {
+            Policy::Custom => Policy::Mv,
+            p => p,
         }
     }
 }
@@ -61,7 +77,7 @@ impl fmt::Display for Policy {
 
 /// A policy name that is not one of ours.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown policy {0:?}: expected one of lww, mv, counter, set, doc")]
+#[error("unknown policy {0:?}: expected one of lww, mv, counter, set, doc, custom")]
 pub struct UnknownPolicy(pub String);
 
 impl FromStr for Policy {
@@ -143,7 +159,7 @@ impl Object {
     pub fn empty(policy: Policy) -> Object {
         match policy {
             Policy::Lww => Object::Lww(LwwRegister::default()),
-            Policy::Mv => Object::Mv(MvRegister::default()),
+            Policy::Mv | Policy::Custom => Object::Mv(MvRegister::default()),
             Policy::Counter => Object::Counter(PnCounter::default()),
             Policy::Set => Object::Set(OrSet::default()),
             Policy::Doc => Object::Doc(Doc::default()),
@@ -162,7 +178,8 @@ impl Object {
         }
     }
 
-    /// The policy of this state.
+    /// The policy of this state (never [`Policy::Custom`], which is stored
+    /// as `mv`).
     pub fn policy(&self) -> Policy {
         match self {
             Object::Lww(_) => Policy::Lww,
@@ -242,7 +259,7 @@ mod tests {
         let err = "crdt".parse::<Policy>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown policy \"crdt\": expected one of lww, mv, counter, set, doc"
+            "unknown policy \"crdt\": expected one of lww, mv, counter, set, doc, custom"
         );
     }
 

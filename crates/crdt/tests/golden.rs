@@ -175,3 +175,25 @@ fn objects_and_policies() {
     );
     golden(&Policy::Doc, "01a3646f63");
 }
+
+#[test]
+fn merge_write_backs() {
+    let mut r: MvRegister<Json> = MvRegister::default();
+    let x = r.put_op(None, Json::parse("1").unwrap(), 16).op;
+    meta_apply(&mut r, &x, &a(), 1, T0, &VersionVector::new());
+    let inputs: Vec<Version> = r.siblings().into_iter().map(|(v, _)| v).collect();
+    let op = r.merge_op(
+        Json::parse("2").unwrap(),
+        MergeStamp {
+            function: "cart".into(),
+            hash: "ab".into(),
+            inputs,
+            failed: None,
+        },
+    );
+    golden(
+        &op,
+        "0181a16793919292a775732d65617374c4100000000000000000000000000000000101a13294a463617274a261629192cf019ac0db038b00019292a775732d65617374c4100000000000000000000000000000000101c0",
+    );
+    golden(&Policy::Custom, "01a6637573746f6d");
+}

@@ -319,7 +319,7 @@ proptest! {
         sim.assert_converged();
         sim.assert_merge_laws();
         // Reference: a put survives unless some op's context covers it.
-        let ctx_of = |o: &MvOp<u8>| match o { MvOp::Put { ctx, .. } | MvOp::Delete { ctx } => ctx.clone() };
+        let ctx_of = |o: &MvOp<u8>| match o { MvOp::Put { ctx, .. } | MvOp::Delete { ctx } | MvOp::Merge { ctx, .. } => ctx.clone() };
         let expect: BTreeSet<Dot> = sim.ops.iter()
             .filter(|s| matches!(s.op, MvOp::Put { .. }))
             .filter(|s| !sim.ops.iter().any(|o| o.dot != s.dot && ctx_of(&o.op).covers(&s.dot)))

@@ -215,7 +215,7 @@ impl Default for LogConfig {
 pub struct KeyspaceConfig {
     /// Name.
     pub name: String,
-    /// `lww`, `mv`, `counter`, `set` or `doc`.
+    /// `lww`, `mv`, `counter`, `set`, `doc` or `custom`.
     pub policy: String,
     /// `local`, `one`, `majority` or `all`.
     #[serde(default)]
@@ -229,6 +229,13 @@ pub struct KeyspaceConfig {
     /// Conflict-ledger entries to keep.
     #[serde(default)]
     pub ledger_capacity: Option<u32>,
+    /// `custom`: the merge function (a built-in, or a script registered
+    /// through the API before this keyspace is declared).
+    #[serde(default)]
+    pub merge: Option<String>,
+    /// `custom` with `region-priority`: regions, highest priority first.
+    #[serde(default)]
+    pub region_order: Option<Vec<String>>,
 }
 
 /// Command-line values that override file and environment.
@@ -354,6 +361,13 @@ impl Config {
             }
             if let Some(c) = k.ledger_capacity {
                 def.ledger_capacity = c;
+            }
+            def.merge = k.merge.clone();
+            for r in k.region_order.iter().flatten() {
+                def.region_order.push(
+                    RegionId::new(r.clone())
+                        .map_err(|e| field(at("region_order"), e.to_string()))?,
+                );
             }
             def.validate().map_err(|e| match e {
                 meridian_core::engine::keyspaces::DefError::Field { field: f, reason } => {

@@ -113,6 +113,17 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         let views = peer_views(&cfg, &region, secret).await;
         region.settle_incarnation(&views).await?;
     }
+    // Merge write-backs are local ops too: only once the incarnation is
+    // settled. Every region's list must be the cluster's (it picks each
+    // key's merger).
+    let mut regions: Vec<meridian_crdt::RegionId> =
+        cfg.peers.iter().map(|(r, _)| r.clone()).collect();
+    regions.push(cfg.region.clone());
+    region
+        .writer
+        .enable_merges(regions)
+        .await
+        .map_err(|stopped| ServeError::Fatal(stopped.to_string()))?;
     // Configured keyspaces, once the incarnation is settled (a definition
     // is a local op: its seq must be safe to issue).
     for def in &cfg.keyspaces {

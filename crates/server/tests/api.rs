@@ -155,11 +155,11 @@ async fn limits_and_malformed_input_are_4xx_with_json() {
     let r = api.req(Method::PUT, "/v1/kv/default/over", &[], over).await;
     assert_eq!(r.status, 413);
 
-    let deep = "[".repeat(65) + &"]".repeat(65);
+    let deep = "[".repeat(65) + "]".repeat(65).as_str();
     let r = api.req(Method::PUT, "/v1/kv/default/deep", &[], deep).await;
     assert_eq!(r.status, 400);
     assert!(r.says("deeper than 64"), "{}", r.json());
-    let ok = "[".repeat(64) + &"]".repeat(64);
+    let ok = "[".repeat(64) + "]".repeat(64).as_str();
     assert_eq!(
         api.req(Method::PUT, "/v1/kv/default/deep", &[], ok)
             .await

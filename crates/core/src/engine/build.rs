@@ -9,6 +9,7 @@ use meridian_crdt::{
 
 use super::keyspaces::KeyspaceDef;
 use super::request::{Change, WriteError};
+use crate::op::Key;
 
 /// A built op, with what the sibling cap replaced (for metrics).
 pub struct Built {
@@ -30,6 +31,7 @@ fn unsupported(def: &KeyspaceDef, change: &Change, hint: &'static str) -> WriteE
 /// Builds the op for `change` on a key whose state is `current`.
 pub fn build(
     def: &KeyspaceDef,
+    key: &Key,
     current: &Object,
     me: &ReplicaId,
     change: &Change,
@@ -72,6 +74,41 @@ pub fn build(
                 }
                 Change::Delete { context } => plain(ObjectOp::Mv(reg.delete_op(context.as_ref()))),
                 _ => Err(unsupported(def, change, "mv keys take put and delete")),
+            }
+        }
+        Policy::Custom => {
+            let empty = MvRegister::default();
+            let reg = match current {
+                Object::Mv(r) => r,
+                _ => &empty,
+            };
+            match change {
+                Change::Put {
+                    value: value @ Value::Json(_),
+                    context,
+                } => {
+                    // Versions are merged, never dropped: a write that would
+                    // leave more than the cap waits for the merger's
+                    // write-back instead of pruning the oldest.
+                    let after = reg.survivors(context.as_ref()) + 1;
+                    if after > def.sibling_cap as usize {
+                        return Err(WriteError::MergePending {
+                            keyspace: def.name.to_string(),
+                            key: key.to_string(),
+                            versions: after - 1,
+                            cap: def.sibling_cap as usize,
+                        });
+                    }
+                    let put = reg.put_op(context.as_ref(), value.clone(), usize::MAX);
+                    plain(ObjectOp::Mv(put.op))
+                }
+                Change::Put { .. } => Err(unsupported(
+                    def,
+                    change,
+                    "custom keyspaces take JSON values (merge functions work on JSON)",
+                )),
+                Change::Delete { context } => plain(ObjectOp::Mv(reg.delete_op(context.as_ref()))),
+                _ => Err(unsupported(def, change, "custom keys take put and delete")),
             }
         }
         Policy::Counter => {

@@ -5,7 +5,7 @@
 use meridian_crdt::{Crdt, Hlc, Object, Policy, VersionVector};
 
 use super::request::WriteError;
-use super::{Engine, StableCut, definition_of, store};
+use super::{Engine, StableCut, SystemEntry, store, system_entry};
 use crate::op::{Key, KeyspaceName};
 use crate::state::Backend;
 
@@ -48,15 +48,25 @@ impl<B: Backend> Engine<B> {
             entry.removed = false;
             entry.obj.merge(&obj);
             entry.size = None; // a merge can grow it by anything: measure next time
-            if ks.is_system()
-                && let Some(def) = definition_of(&entry.obj)
-            {
-                self.digests.entry(def.name.clone()).or_insert(0);
-                self.registry.insert(def);
+            let update = if ks.is_system() {
+                system_entry(key.as_str().as_bytes(), &entry.obj)
+            } else {
+                None
+            };
+            match update {
+                Some(SystemEntry::Keyspace(def)) => {
+                    self.digests.entry(def.name.clone()).or_insert(0);
+                    self.registry.insert(def);
+                }
+                Some(SystemEntry::Merge(def)) => self.registry.insert_merge(def),
+                None => {}
             }
         }
         self.current.installed = true;
         self.current.covers.merge(covers);
+        if self.merge_regions.is_some() {
+            self.resweep();
+        }
         Ok(())
     }
 

@@ -9,9 +9,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use meridian_crdt::{DocSchema, Policy};
+use meridian_crdt::{DocSchema, Policy, RegionId};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use crate::merge::{Function, MergeDef, MergeError, builtin};
 use crate::op::KeyspaceName;
 
 /// How many regions must hold a write durably before the client hears success.
@@ -112,6 +115,14 @@ pub struct KeyspaceDef {
     /// Conflict-ledger entries kept for this keyspace; the oldest go first.
     #[serde(default = "default_ledger_capacity")]
     pub ledger_capacity: u32,
+    /// `custom` only: the merge function (a built-in's name or a
+    /// registered script's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<String>,
+    /// `custom` with `region-priority` only: regions, highest priority
+    /// first (regions not named rank after them, by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub region_order: Vec<RegionId>,
 }
 
 /// A definition that does not make sense.
@@ -137,6 +148,8 @@ impl KeyspaceDef {
             sibling_cap: default_sibling_cap(),
             schema: DocSchema::default(),
             ledger_capacity: default_ledger_capacity(),
+            merge: None,
+            region_order: Vec::new(),
         }
     }
 
@@ -164,14 +177,62 @@ impl KeyspaceDef {
                 reason: format!("applies to doc keyspaces; this one is {}", self.policy),
             });
         }
+        match (&self.merge, self.policy) {
+            (None, Policy::Custom) => {
+                return Err(DefError::Field {
+                    field: "merge",
+                    reason: "a custom keyspace names its merge function".into(),
+                });
+            }
+            (Some(_), p) if p != Policy::Custom => {
+                return Err(DefError::Field {
+                    field: "merge",
+                    reason: format!("applies to custom keyspaces; this one is {p}"),
+                });
+            }
+            (Some(m), _) if !crate::merge::def::valid_name(m) => {
+                return Err(DefError::Field {
+                    field: "merge",
+                    reason: format!(
+                        "{m:?} is not a merge name (1 to 64 lowercase letters, digits, '-' or '_')"
+                    ),
+                });
+            }
+            _ => {}
+        }
+        if !self.region_order.is_empty() && self.merge.as_deref() != Some("region-priority") {
+            return Err(DefError::Field {
+                field: "region_order",
+                reason: "applies to custom keyspaces merged by region-priority".into(),
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = self.region_order.iter().find(|r| !seen.insert(*r)) {
+            return Err(DefError::Field {
+                field: "region_order",
+                reason: format!("names {dup} twice"),
+            });
+        }
+        if self.region_order.len() > crate::budget::MAX_WRITERS {
+            return Err(DefError::Field {
+                field: "region_order",
+                reason: format!(
+                    "names {} regions, over the cluster limit of {}",
+                    self.region_order.len(),
+                    crate::budget::MAX_WRITERS
+                ),
+            });
+        }
         Ok(())
     }
 }
 
-/// Every keyspace this region knows, `default` always among them.
+/// Every keyspace and merge script this region knows, `default` always
+/// among the keyspaces.
 #[derive(Clone, Debug)]
 pub struct Registry {
     defs: BTreeMap<KeyspaceName, KeyspaceDef>,
+    merges: BTreeMap<String, (Arc<MergeDef>, Function)>,
 }
 
 impl Default for Registry {
@@ -179,7 +240,10 @@ impl Default for Registry {
         let mut defs = BTreeMap::new();
         let d = KeyspaceName::default_keyspace();
         defs.insert(d.clone(), KeyspaceDef::new(d, Policy::Lww));
-        Self { defs }
+        Self {
+            defs,
+            merges: BTreeMap::new(),
+        }
     }
 }
 
@@ -200,6 +264,47 @@ impl Registry {
     /// Installs (or replaces) a definition.
     pub fn insert(&mut self, def: KeyspaceDef) {
         self.defs.insert(def.name.clone(), def);
+    }
+
+    /// Installs (or replaces) a merge script, compiling it.
+    pub fn insert_merge(&mut self, def: MergeDef) {
+        let f = def.function();
+        self.merges.insert(def.name.clone(), (Arc::new(def), f));
+    }
+
+    /// The registered script `name`.
+    pub fn merge_def(&self, name: &str) -> Option<&Arc<MergeDef>> {
+        self.merges.get(name).map(|(d, _)| d)
+    }
+
+    /// Every registered script, by name.
+    pub fn merge_defs(&self) -> impl Iterator<Item = &Arc<MergeDef>> {
+        self.merges.values().map(|(d, _)| d)
+    }
+
+    /// Whether `name` names a merge here (a built-in or a script).
+    pub fn has_merge(&self, name: &str) -> bool {
+        builtin::is_builtin(name) || self.merges.contains_key(name)
+    }
+
+    /// The merge function of a custom keyspace; `None` for other policies.
+    /// A name this region does not know (yet) gives a function that cannot
+    /// run, so resolutions fall back to last-writer-wins and say why.
+    pub fn merge_for(&self, def: &KeyspaceDef) -> Option<Function> {
+        let name = def.merge.as_deref()?;
+        if let Some(f) = builtin::function(name, &def.region_order) {
+            return Some(f);
+        }
+        Some(match self.merges.get(name) {
+            Some((_, f)) => f.clone(),
+            None => Function {
+                name: name.to_string(),
+                hash: String::new(),
+                run: Err(MergeError::new(format!(
+                    "no merge named {name:?} in this region"
+                ))),
+            },
+        })
     }
 }
 

@@ -42,7 +42,32 @@ pub struct LedgerEntry {
     pub ambiguous: bool,
     /// When this region resolved it.
     pub recorded_at: Hlc,
+    /// Set for a merge function's write-back: what ran, on what (then
+    /// `winner` is the write-back and `loser` the newest input).
+    #[serde(default)]
+    pub merge: Option<MergeRecord>,
 }
+
+/// What one merge write-back decided.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MergeRecord {
+    /// The merge function's name.
+    pub function: String,
+    /// Its content hash.
+    pub hash: String,
+    /// The versions merged, in the order the function saw them, with their
+    /// values as this region held them (`None`: not kept, see
+    /// `values_omitted`, or no longer held here).
+    pub inputs: Vec<(Version, Option<Value>)>,
+    /// The input values together were over [`MAX_RECORDED_INPUTS`] bytes:
+    /// only their versions are recorded.
+    pub values_omitted: bool,
+    /// The function failed and the newest input was kept: why.
+    pub failed: Option<String>,
+}
+
+/// Most bytes of input values one merge entry records.
+pub const MAX_RECORDED_INPUTS: usize = 1 << 20;
 
 /// Bookkeeping of one keyspace's ledger.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +166,46 @@ impl Ledger {
             loser_value: conflict.loser_value,
             ambiguous,
             recorded_at: now,
+            merge: None,
+        }
+    }
+
+    /// Makes the entry for a merge write-back applied here.
+    pub fn record_merge(
+        &mut self,
+        keyspace: &KeyspaceName,
+        key: &Key,
+        winner: (Version, Value),
+        record: MergeRecord,
+        now: Hlc,
+    ) -> LedgerEntry {
+        let committed = self.counts.get(keyspace).map_or(0, |c| c.next);
+        let next = self.assigned.entry(keyspace.clone()).or_insert(committed);
+        let id = *next;
+        *next += 1;
+        *self.recorded.entry(keyspace.clone()).or_default() += 1;
+        let (loser, loser_value) = record
+            .inputs
+            .last()
+            .cloned()
+            .unwrap_or_else(|| (winner.0.clone(), None));
+        LedgerEntry {
+            id,
+            keyspace: keyspace.clone(),
+            key: key.clone(),
+            path: Vec::new(),
+            rule: if record.failed.is_some() {
+                "merge_failed".into()
+            } else {
+                "merge".into()
+            },
+            winner: winner.0,
+            winner_value: Some(winner.1),
+            loser,
+            loser_value,
+            ambiguous: false,
+            recorded_at: now,
+            merge: Some(record),
         }
     }
 

@@ -35,6 +35,7 @@ pub mod causal;
 pub mod driver;
 pub mod keyspaces;
 pub mod ledger;
+mod merging;
 pub mod reader;
 pub mod request;
 pub mod store;
@@ -313,6 +314,15 @@ pub struct Engine<B: Backend> {
     /// The stable cuts of collections that removed tombstones (since
     /// start): states older than this may hold values those tombstones beat.
     collected_cut: VersionVector,
+    /// Custom keys holding several versions, whose merge this region may
+    /// owe ([`Engine::merge_due`]).
+    due_merges: std::collections::BTreeSet<(KeyspaceName, Key)>,
+    /// Every region of the cluster, once write-backs are enabled
+    /// ([`Engine::enable_merges`]).
+    merge_regions: Option<Vec<meridian_crdt::RegionId>>,
+    /// Where the sweep of stored custom keys for owed merges stands
+    /// (keyspace, next key); `None` when no sweep runs.
+    merge_sweep: Option<(KeyspaceName, Vec<u8>)>,
 }
 
 impl<B: Backend> Engine<B> {
@@ -333,8 +343,10 @@ impl<B: Backend> Engine<B> {
             }
             for (k, v) in &page {
                 let obj = store::decode_object(&sys, k, v)?;
-                if let Some(def) = definition_of(&obj) {
-                    registry.insert(def);
+                match system_entry(k, &obj) {
+                    Some(SystemEntry::Keyspace(def)) => registry.insert(def),
+                    Some(SystemEntry::Merge(def)) => registry.insert_merge(def),
+                    None => {}
                 }
                 start = k.clone();
                 start.push(0);
@@ -382,6 +394,9 @@ impl<B: Backend> Engine<B> {
             stats: EngineStats::default(),
             gc_cursor: None,
             collected_cut: VersionVector::new(),
+            due_merges: std::collections::BTreeSet::new(),
+            merge_regions: None,
+            merge_sweep: None,
         };
         engine.publish(None);
         Ok(engine)
@@ -536,7 +551,7 @@ impl<B: Backend> Engine<B> {
             // A key holding state of a higher-ranked policy (written under a
             // concurrent definition of the keyspace that lost) ignores ops of
             // the keyspace's policy in every region: refuse, never ack a no-op.
-            if current.obj.policy() > def.policy {
+            if current.obj.policy() > def.policy.storage() {
                 return Err(WriteError::TypeClash {
                     keyspace: def.name.to_string(),
                     key: key.to_string(),
@@ -544,7 +559,7 @@ impl<B: Backend> Engine<B> {
                     policy: def.policy,
                 });
             }
-            let built = build::build(&def, &current.obj, &me, change)?;
+            let built = build::build(&def, key, &current.obj, &me, change)?;
             pruned += built.pruned;
             mutations.push(Mutation {
                 keyspace: def.name,
@@ -560,6 +575,11 @@ impl<B: Backend> Engine<B> {
     /// definition is already exactly this (nothing staged).
     pub fn define(&mut self, now_ms: u64, def: KeyspaceDef) -> Result<bool, WriteError> {
         def.validate()?;
+        if let Some(m) = &def.merge
+            && !self.registry.has_merge(m)
+        {
+            return Err(WriteError::UnknownMerge(m.clone()));
+        }
         if let Some(existing) = self.registry.get(def.name.as_str()) {
             if existing.policy != def.policy {
                 return Err(WriteError::PolicyChange {
@@ -582,9 +602,20 @@ impl<B: Backend> Engine<B> {
                 return Ok(false);
             }
         }
-        let sys = KeyspaceName::system();
         let key = Key::new(def.name.as_str())?;
-        let json = serde_json::to_value(&def).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put_system(now_ms, key, &def)?;
+        Ok(true)
+    }
+
+    /// Stages `value` as the last-writer-wins JSON of a system key.
+    fn put_system(
+        &mut self,
+        now_ms: u64,
+        key: Key,
+        value: &impl serde::Serialize,
+    ) -> Result<(), WriteError> {
+        let sys = KeyspaceName::system();
+        let json = serde_json::to_value(value).map_err(|e| StoreError::Backend(e.to_string()))?;
         let value = Value::Json(meridian_crdt::Json::from_value(&json));
         let current = self.load(&sys, &key, Policy::Lww)?;
         let Object::Lww(reg) = &current.obj else {
@@ -598,8 +629,7 @@ impl<B: Backend> Engine<B> {
                 key,
                 op,
             }],
-        )?;
-        Ok(true)
+        )
     }
 
     fn stage_local(&mut self, now_ms: u64, mutations: Vec<Mutation>) -> Result<(), WriteError> {
@@ -725,6 +755,7 @@ impl<B: Backend> Engine<B> {
                 codec::encoded_len(&m.op).map_err(|e| StoreError::Backend(e.to_string()))?;
             let entry = self.load(&m.keyspace, &m.key, policy)?;
             entry.removed = false;
+            let merged = merging::inputs_of(&entry.obj, &m.op);
             let conflicts = entry.obj.apply(&m.op, &meta);
             entry.size = match entry.measured.take() {
                 Some(exact) => Some(exact),
@@ -735,18 +766,30 @@ impl<B: Backend> Engine<B> {
                 _ => None,
             });
             let def_update = if m.keyspace.is_system() {
-                definition_of(&entry.obj)
+                system_entry(m.key.as_str().as_bytes(), &entry.obj)
             } else {
                 None
             };
+            let several = matches!(&entry.obj, Object::Mv(r) if r.len() > 1);
             for c in conflicts {
                 *self.stats.conflicts.entry(m.keyspace.clone()).or_default() += 1;
                 let e = self.ledger.record(&m.keyspace, &m.key, c, bound, now);
                 self.current.conflicts.push(e);
             }
-            if let Some(def) = def_update {
-                self.digests.entry(def.name.clone()).or_insert(0);
-                self.registry.insert(def);
+            if let Some(inputs) = merged {
+                let version = meridian_crdt::Version::new(op.hlc, op.dot.clone());
+                self.record_merge(&m.keyspace, &m.key, &m.op, version, inputs, now);
+            }
+            if several && policy == Policy::Custom {
+                self.note_merge(&m.keyspace, &m.key);
+            }
+            match def_update {
+                Some(SystemEntry::Keyspace(def)) => {
+                    self.digests.entry(def.name.clone()).or_insert(0);
+                    self.registry.insert(def);
+                }
+                Some(SystemEntry::Merge(def)) => self.registry.insert_merge(def),
+                None => {}
             }
         }
         self.vv.add(&op.dot);
@@ -999,11 +1042,26 @@ impl<B: Backend> Engine<B> {
     }
 }
 
-/// The keyspace definition held by a `_keyspaces` entry, if it holds one.
-fn definition_of(obj: &Object) -> Option<KeyspaceDef> {
+/// What a system-keyspace entry defines.
+enum SystemEntry {
+    Keyspace(KeyspaceDef),
+    Merge(crate::merge::MergeDef),
+}
+
+/// The definition a system-keyspace entry holds, if it holds one: a merge
+/// script under `merge/NAME`, else a keyspace (named by the key).
+fn system_entry(key: &[u8], obj: &Object) -> Option<SystemEntry> {
     let Object::Lww(reg) = obj else { return None };
     let Some(Value::Json(j)) = reg.value() else {
         return None;
     };
-    serde_json::from_str(j.as_str()).ok()
+    if key.starts_with(crate::merge::def::KEY_PREFIX.as_bytes()) {
+        serde_json::from_str(j.as_str())
+            .ok()
+            .map(SystemEntry::Merge)
+    } else {
+        serde_json::from_str(j.as_str())
+            .ok()
+            .map(SystemEntry::Keyspace)
+    }
 }

@@ -200,6 +200,27 @@ pub enum WriteError {
         /// The existing definition.
         current: Box<KeyspaceDef>,
     },
+    /// A custom key holds as many unmerged versions as its cap allows: the
+    /// write waits for the key's merger to write their merge back.
+    #[error(
+        "{keyspace}/{key} holds {versions} unmerged versions, the keyspace's cap of {cap}: retry once the merge is written back, or write with the read's context to replace them"
+    )]
+    MergePending {
+        /// The keyspace.
+        keyspace: String,
+        /// The key.
+        key: String,
+        /// Versions it holds.
+        versions: usize,
+        /// The cap (`sibling_cap`).
+        cap: usize,
+    },
+    /// A custom keyspace names a merge this region does not know.
+    #[error("no merge function named {0:?}: use a built-in ({builtins}) or register a script with PUT /v1/merges/{0}", builtins = crate::merge::builtin::NAMES.join(", "))]
+    UnknownMerge(String),
+    /// A merge script that was not registered.
+    #[error("invalid merge script: {0}")]
+    MergeDef(#[from] crate::merge::MergeDefError),
     /// The clock cannot produce a timestamp.
     #[error("clock: {0}")]
     Clock(#[from] ClockError),

@@ -139,9 +139,9 @@ mod tests {
     fn depth_counting_skips_strings() {
         assert!(!json_depth_exceeds(br#"{"a":[1,{"b":"[[[[[["}]}"#, 3));
         assert!(json_depth_exceeds(br#"{"a":[1,{"b":"x"}]}"#, 2));
-        let deep = "[".repeat(65) + &"]".repeat(65);
+        let deep = "[".repeat(65) + "]".repeat(65).as_str();
         assert!(json_depth_exceeds(deep.as_bytes(), 64));
-        let ok = "[".repeat(64) + &"]".repeat(64);
+        let ok = "[".repeat(64) + "]".repeat(64).as_str();
         assert!(!json_depth_exceeds(ok.as_bytes(), 64));
         assert!(!json_depth_exceeds(br#""\"[[[""#, 1));
     }

@@ -39,17 +39,42 @@ pub fn entry(e: &LedgerEntry) -> serde_json::Value {
             "deleted": value.is_none(),
         })
     };
-    json!({
+    let losers: Vec<serde_json::Value> = match &e.merge {
+        // A merge: every input, in the order the function saw them.
+        Some(m) => m
+            .inputs
+            .iter()
+            .map(|(v, value)| {
+                let mut s = side(v, value);
+                if value.is_none() {
+                    // Not a delete: the value was not kept.
+                    s["deleted"] = json!(false);
+                }
+                s
+            })
+            .collect(),
+        None => vec![side(&e.loser, &e.loser_value)],
+    };
+    let mut out = json!({
         "id": e.id,
         "keyspace": e.keyspace.as_str(),
         "key": e.key.as_str(),
         "path": e.path,
         "rule": e.rule,
         "winner": side(&e.winner, &e.winner_value),
-        "losers": [side(&e.loser, &e.loser_value)],
+        "losers": losers,
         "ambiguous": e.ambiguous,
         "resolved_at_ms": e.recorded_at.wall_ms(),
-    })
+    });
+    if let Some(m) = &e.merge {
+        out["merge"] = json!({
+            "function": m.function,
+            "hash": m.hash,
+            "failed": m.failed,
+            "values_omitted": m.values_omitted,
+        });
+    }
+    out
 }
 
 /// `GET /v1/conflicts?keyspace=&key=&since=&after=&limit=`.

@@ -117,10 +117,40 @@ impl From<WriteError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "schema_change", message)
                     .with(json!({"existing": *current}))
             }
+            W::MergePending {
+                keyspace,
+                key,
+                versions,
+                cap,
+            } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "merge_pending", message)
+                .with(json!({"keyspace": keyspace, "key": key, "versions": versions, "cap": cap})),
+            W::UnknownMerge(name) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_merge", message)
+                    .with(json!({"merge": name}))
+            }
+            W::MergeDef(e) => merge_def(e),
             W::Clock(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock", message),
             W::Store(_) | W::Log(_) => ApiError::internal(message),
         }
     }
+}
+
+/// A merge script that was not registered: 400 with where and why.
+pub fn merge_def(e: meridian_core::merge::MergeDefError) -> ApiError {
+    use meridian_core::merge::MergeDefError as M;
+    let message = format!("invalid merge script: {e}");
+    let at = |err: &meridian_core::merge::MergeError| json!({"line": err.line, "column": err.column, "reason": err.reason});
+    let extra = match &e {
+        M::Script(err) => at(err),
+        M::SampleFailed { index, error } => {
+            let mut v = at(error);
+            v["sample"] = json!(index);
+            v
+        }
+        M::Nondeterministic { index, .. } => json!({"sample": index}),
+        _ => json!({}),
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_merge", message).with(extra)
 }
 
 impl From<ReadError> for ApiError {

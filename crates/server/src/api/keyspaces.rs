@@ -20,7 +20,7 @@ use crate::region::writer::DefineDone;
 pub struct KeyspaceBody {
     /// Must match the path when given.
     pub name: Option<String>,
-    /// `lww`, `mv`, `counter`, `set`, `doc`.
+    /// `lww`, `mv`, `counter`, `set`, `doc`, `custom`.
     pub policy: Policy,
     /// Default write concern.
     pub write_concern: Option<WriteConcern>,
@@ -30,6 +30,10 @@ pub struct KeyspaceBody {
     pub schema: Option<DocSchema>,
     /// Conflict-ledger entries kept.
     pub ledger_capacity: Option<u32>,
+    /// `custom`: the merge function (a built-in or a registered script).
+    pub merge: Option<String>,
+    /// `custom` with `region-priority`: regions, highest priority first.
+    pub region_order: Option<Vec<meridian_crdt::RegionId>>,
 }
 
 fn describe(app: &AppInner, def: &KeyspaceDef) -> serde_json::Value {
@@ -85,6 +89,12 @@ pub async fn put(
     }
     if let Some(c) = b.ledger_capacity {
         def.ledger_capacity = c;
+    }
+    if let Some(m) = b.merge {
+        def.merge = Some(m);
+    }
+    if let Some(o) = b.region_order {
+        def.region_order = o;
     }
     let outcome =
         app.writer.define(def.clone()).await.map_err(|e| {

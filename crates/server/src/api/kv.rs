@@ -266,14 +266,26 @@ pub async fn op(
     Ok(written(&h, &done, extra))
 }
 
-/// `GET /v1/kv/{keyspace}/{key}`.
+/// Query of `GET /v1/kv/{keyspace}/{key}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    /// Custom keys: also return the versions the value was merged from.
+    #[serde(default)]
+    pub versions: bool,
+}
+
+/// `GET /v1/kv/{keyspace}/{key}?versions=`.
 pub async fn get(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<GetQuery>, QueryRejection>,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
     let (keyspace, key) = path_parts(path)?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
     let mode = headers::read_mode(&h)?;
     wait_token(&app, &h).await?;
     let read = match mode {
@@ -322,7 +334,8 @@ pub async fn get(
     }
     let mut body = serde_json::Map::new();
     body.insert("key".into(), json!(key.as_str()));
-    body.extend(render::object(obj));
+    let registry = app.reader.published().registry.clone();
+    body.extend(render::object_in(&read.def, &registry, obj, q.versions));
     Ok(respond(
         StatusCode::OK,
         &h,
@@ -368,19 +381,25 @@ pub async fn list(
         .map_err(|e| ApiError::bad_request(format!("after: {e}")))?;
     wait_token(&app, &h).await?;
     let reader = app.reader.clone();
+    let keyspace_name = keyspace.clone();
     let listing = tokio::task::spawn_blocking(move || {
         reader.list(&keyspace, &q.prefix, after.as_ref(), limit)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     observe(&app, "list", t, false);
+    let published = app.reader.published();
+    let def = published.registry.get(&keyspace_name).cloned();
     let items: Vec<serde_json::Value> = listing
         .items
         .iter()
         .map(|(k, obj)| {
             let mut m = serde_json::Map::new();
             m.insert("key".into(), json!(k.as_str()));
-            m.extend(render::object(obj));
+            match &def {
+                Some(d) => m.extend(render::object_in(d, &published.registry, obj, false)),
+                None => m.extend(render::object(obj)),
+            }
             serde_json::Value::Object(m)
         })
         .collect();

@@ -11,6 +11,7 @@ pub mod error;
 pub mod headers;
 pub mod keyspaces;
 pub mod kv;
+pub mod merges;
 pub mod render;
 pub mod status;
 
@@ -47,6 +48,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/batch", &["post"]),
     ("/v1/keyspaces", &["get"]),
     ("/v1/keyspaces/{name}", &["get", "put"]),
+    ("/v1/merges", &["get"]),
+    ("/v1/merges/{name}", &["get", "put"]),
     ("/v1/conflicts", &["get"]),
     ("/v1/status", &["get"]),
     ("/v1/openapi.json", &["get"]),
@@ -105,6 +108,13 @@ pub fn router(state: AppState) -> Router {
             get(keyspaces::get)
                 .put(keyspaces::put)
                 .layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
+        )
+        .route("/v1/merges", get(merges::list))
+        .route(
+            "/v1/merges/{name}",
+            get(merges::get)
+                .put(merges::put)
+                .layer(DefaultBodyLimit::max(merges::MAX_MERGE_BODY)),
         )
         .route("/v1/conflicts", get(conflicts::get))
         .route("/v1/status", get(status::status))

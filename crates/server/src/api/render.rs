@@ -2,7 +2,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use meridian_crdt::{Object, Value, Version};
+use meridian_core::{KeyspaceDef, Registry};
+use meridian_crdt::{MvRegister, Object, Policy, Value, Version};
 use serde_json::{Value as J, json};
 
 /// A value as JSON: JSON as itself, bytes as `{"$bytes": "<base64>"}`.
@@ -64,5 +65,60 @@ pub fn object(obj: &Object) -> serde_json::Map<String, J> {
             m.insert("value".into(), J::Object(d.to_json()));
         }
     }
+    m
+}
+
+/// The body fields of a live object of keyspace `def`. A custom key shows
+/// its versions merged (`value`, and `merge` when a function ran), with the
+/// `context` a write passes to replace what it read; `versions` adds the
+/// inputs. Every other policy looks as [`object`] shows it.
+pub fn object_in(
+    def: &KeyspaceDef,
+    registry: &Registry,
+    obj: &Object,
+    versions: bool,
+) -> serde_json::Map<String, J> {
+    match (def.policy, obj, registry.merge_for(def)) {
+        (Policy::Custom, Object::Mv(r), Some(f)) => custom(r, &f, versions),
+        _ => object(obj),
+    }
+}
+
+fn custom(
+    r: &MvRegister<Value>,
+    f: &meridian_core::merge::Function,
+    versions: bool,
+) -> serde_json::Map<String, J> {
+    let mut m = serde_json::Map::new();
+    let siblings = r.siblings();
+    if let Some(res) = meridian_core::merge::resolve(f, &siblings) {
+        m.insert("value".into(), res.value.to_value());
+        if siblings.len() > 1 {
+            let mut info =
+                json!({"function": res.function, "hash": res.hash, "versions": siblings.len()});
+            if let Some(why) = &res.failed {
+                info["failed"] = J::String(why.clone());
+            }
+            m.insert("merge".into(), info);
+        }
+    }
+    if versions {
+        let all: Vec<J> = siblings
+            .iter()
+            .map(|(ver, v)| {
+                json!({
+                    "value": value(v),
+                    "version": version(ver),
+                    "region": ver.dot.replica.region.as_str(),
+                    "hlc": ver.hlc.to_string(),
+                })
+            })
+            .collect();
+        m.insert("versions".into(), J::Array(all));
+    }
+    m.insert(
+        "context".into(),
+        J::String(meridian_core::token::encode(r.context())),
+    );
     m
 }

@@ -6,6 +6,7 @@
 //! - [`status`]: the whole cluster at once, converged or not.
 //! - [`output`]: tables and JSON on stdout.
 
+pub mod admin;
 pub mod output;
 pub mod status;
 
@@ -122,6 +123,18 @@ pub enum CtlCommand {
     },
     /// Keyspaces with their policies and digests.
     Keyspaces,
+    /// Create, update or show one keyspace.
+    Keyspace {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: admin::KeyspaceCommand,
+    },
+    /// Merge functions for custom keyspaces: register, show, list.
+    Merge {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: admin::MergeCommand,
+    },
     /// The conflict ledger: what each merge decided.
     Conflicts {
         /// Only this keyspace.
@@ -150,6 +163,14 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
     let urls = urls(&a.urls);
     match &a.cmd {
         CtlCommand::Status => status::print(&urls, a.json).await,
+        CtlCommand::Keyspace { cmd } => {
+            let c = pick(&urls, a.region.as_deref()).await?;
+            admin::keyspace(&c, cmd, a.json).await
+        }
+        CtlCommand::Merge { cmd } => {
+            let c = pick(&urls, a.region.as_deref()).await?;
+            admin::merge(&c, cmd, a.json).await
+        }
         CtlCommand::Keyspaces => {
             let c = pick(&urls, a.region.as_deref()).await?;
             let body = c.keyspaces().await.map_err(explain)?;
@@ -399,7 +420,7 @@ fn parse_value(s: &str, string: bool) -> Result<Value, String> {
         .map_err(|e| format!("{s:?} is not JSON ({e}); quote text as '\"{s}\"' or pass --string"))
 }
 
-fn explain(e: ClientError) -> String {
+pub(crate) fn explain(e: ClientError) -> String {
     match e {
         ClientError::Http {
             status,

@@ -78,6 +78,30 @@ impl WriterHandle {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// Registers or replaces a merge script (checked already).
+    pub async fn define_merge(
+        &self,
+        def: meridian_core::merge::MergeDef,
+    ) -> Result<Result<DefineDone, WriteError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::DefineMerge { def, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Starts merge write-backs; `regions` is every region of the cluster.
+    pub async fn enable_merges(
+        &self,
+        regions: Vec<meridian_crdt::RegionId>,
+    ) -> Result<(), Stopped> {
+        self.tx
+            .send(Command::EnableMerges { regions })
+            .await
+            .map_err(|_| Stopped)
+    }
+
     /// Hands over ops from a peer, answering once the applied ones are durable.
     pub async fn receive(
         &self,

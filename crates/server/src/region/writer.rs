@@ -33,6 +33,9 @@ use crate::peer::tail::Feed;
 /// Most commands taken from the channel at once.
 const MAX_TAKE: usize = 4096;
 
+/// Most merge write-backs staged after one round of commands.
+const MERGES_PER_ROUND: usize = 64;
+
 /// A successful write, durable in this region.
 #[derive(Clone, Debug)]
 pub struct WriteDone {
@@ -70,6 +73,19 @@ pub enum Command {
         def: KeyspaceDef,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<DefineDone, WriteError>>,
+    },
+    /// Register or replace a merge script (checked by the caller).
+    DefineMerge {
+        /// The script.
+        def: meridian_core::merge::MergeDef,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<DefineDone, WriteError>>,
+    },
+    /// Start writing back merges of custom keys: every region of the
+    /// cluster (sent once the incarnation is settled).
+    EnableMerges {
+        /// The regions.
+        regions: Vec<meridian_crdt::RegionId>,
     },
     /// Ops from a peer.
     Receive {
@@ -250,6 +266,19 @@ impl Writer {
                     break;
                 }
             }
+            // Merges this region owes for what it just staged go into the
+            // same group. A bounded number per round: a slow script must not
+            // hold the writer for long (what is left waits for the next one).
+            if !g.failed && g.engine.merges_due() {
+                match g.engine.merge_due(now, MERGES_PER_ROUND) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        let e = fail(&fatal, e);
+                        tracing::error!(error = %e, "writer: fatal error while merging");
+                        g.failed = true;
+                    }
+                }
+            }
             drop(g);
             shared.work.notify_one();
         }
@@ -303,6 +332,17 @@ fn stage(
                 let _ = reply.send(Err(e));
             }
         },
+        Command::DefineMerge { def, reply } => match g.engine.define_merge(now, def) {
+            Ok(true) => g.pending.push(Pending::Define(reply)),
+            Ok(false) => {
+                let _ = reply.send(Ok(DefineDone::Unchanged));
+            }
+            Err(e) if e.is_fatal() => return Err(fail(fatal, e)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        },
+        Command::EnableMerges { regions } => g.engine.enable_merges(regions),
         Command::Receive { ops, reply } => match g.engine.receive(now, ops) {
             // Answered after the group commits, even if nothing of it was
             // staged: an ack must not run ahead of durability.

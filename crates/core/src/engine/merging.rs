@@ -1,0 +1,242 @@
+//! Merge write-backs of `custom` keys (see [`crate::merge`]): which keys
+//! this region owes a merge, the write-back op, and the ledger entry every
+//! region records when it applies one.
+
+use meridian_crdt::{MvOp, Object, ObjectOp, Policy, RegionId, Value, Version};
+
+use super::ledger::{MAX_RECORDED_INPUTS, MergeRecord};
+use super::{Engine, WriteError};
+use crate::merge::{self, MergeDef};
+use crate::op::{Key, KeyspaceName, Mutation};
+use crate::state::Backend;
+
+/// Most keys remembered as owing a merge; beyond it the stored state is
+/// swept for them again.
+const MAX_DUE: usize = 100_000;
+
+/// Stored keys one sweep step reads.
+const SWEEP_PAGE: usize = 256;
+
+/// For a merge write-back about to be applied to `obj`: its inputs with the
+/// values `obj` holds for them.
+pub(super) fn inputs_of(obj: &Object, op: &ObjectOp) -> Option<Vec<(Version, Option<Value>)>> {
+    let ObjectOp::Mv(MvOp::Merge { by, .. }) = op else {
+        return None;
+    };
+    let held: Vec<(Version, &Value)> = match obj {
+        Object::Mv(r) => r.siblings(),
+        _ => Vec::new(),
+    };
+    Some(
+        by.inputs
+            .iter()
+            .map(|v| {
+                let value = held.iter().find(|(h, _)| h == v).map(|(_, x)| (*x).clone());
+                (v.clone(), value)
+            })
+            .collect(),
+    )
+}
+
+impl<B: Backend> Engine<B> {
+    /// Starts writing back merges: `regions` is every region of the
+    /// cluster (this one included), which decides each key's merger
+    /// ([`merge::merger`]). Call once the incarnation is settled: a
+    /// write-back is a local op.
+    pub fn enable_merges(&mut self, mut regions: Vec<RegionId>) {
+        if !regions.contains(&self.me.region) {
+            regions.push(self.me.region.clone());
+        }
+        regions.sort();
+        regions.dedup();
+        self.merge_regions = Some(regions);
+        // Keys left with several versions before a restart are in the
+        // store, not in memory: find them.
+        self.resweep();
+    }
+
+    /// Starts (or restarts) a sweep of the stored custom keys for merges
+    /// owed: after a restart, a state transfer, or when too many were due
+    /// to remember.
+    pub(super) fn resweep(&mut self) {
+        self.merge_sweep = Some((KeyspaceName::system(), Vec::new()));
+    }
+
+    /// One step of the sweep: reads up to [`SWEEP_PAGE`] stored keys of
+    /// custom keyspaces and notes those holding several versions.
+    fn sweep_step(&mut self) -> Result<(), WriteError> {
+        let Some((mut ks, start)) = self.merge_sweep.take() else {
+            return Ok(());
+        };
+        let customs: Vec<KeyspaceName> = self
+            .registry
+            .iter()
+            .filter(|d| d.policy == Policy::Custom)
+            .map(|d| d.name.clone())
+            .collect();
+        // The system keyspace marks a fresh sweep: begin at the first custom one.
+        if ks.is_system() || !customs.contains(&ks) {
+            match customs.iter().find(|c| ks.is_system() || **c > ks) {
+                Some(first) => ks = first.clone(),
+                None => return Ok(()),
+            }
+        }
+        let start = if customs.contains(&ks) {
+            start
+        } else {
+            Vec::new()
+        };
+        let page = self
+            .backend
+            .scan(&super::store::table(&ks), b"", &start, SWEEP_PAGE)?;
+        let mut next = None;
+        for (k, v) in &page {
+            let obj = super::store::decode_object(&ks, k, v)?;
+            if matches!(&obj, Object::Mv(r) if r.len() > 1)
+                && let Ok(key) = Key::new(String::from_utf8_lossy(k).into_owned())
+            {
+                self.note_merge(&ks, &key);
+            }
+            let mut after = k.clone();
+            after.push(0);
+            next = Some(after);
+        }
+        self.merge_sweep = match (page.len() == SWEEP_PAGE, next) {
+            (true, Some(after)) => Some((ks, after)),
+            // This keyspace is done: on to the next custom one, if any.
+            _ => customs
+                .iter()
+                .find(|c| **c > ks)
+                .map(|c| (c.clone(), Vec::new())),
+        };
+        Ok(())
+    }
+
+    /// Remembers that `keyspace/key` may owe a merge.
+    pub(super) fn note_merge(&mut self, keyspace: &KeyspaceName, key: &Key) {
+        if self.due_merges.len() >= MAX_DUE {
+            if self.merge_sweep.is_none() {
+                self.resweep();
+            }
+            return;
+        }
+        if let Some(regions) = &self.merge_regions
+            && merge::merger(keyspace, key, regions) != Some(&self.me.region)
+        {
+            return;
+        }
+        self.due_merges.insert((keyspace.clone(), key.clone()));
+    }
+
+    /// Whether write-backs may be due (or stored keys are still to be
+    /// swept for them).
+    pub fn merges_due(&self) -> bool {
+        self.merge_regions.is_some() && (!self.due_merges.is_empty() || self.merge_sweep.is_some())
+    }
+
+    /// Stages the write-backs this region owes, at most `max`: for each
+    /// custom key it is the merger of and that holds several versions, an
+    /// op replacing them with their merge. How many were staged.
+    pub fn merge_due(&mut self, now_ms: u64, max: usize) -> Result<usize, WriteError> {
+        let Some(regions) = self.merge_regions.clone() else {
+            return Ok(0);
+        };
+        if self.due_merges.is_empty() {
+            self.sweep_step()?;
+        }
+        let mut staged = 0;
+        while staged < max {
+            let Some((ks, key)) = self.due_merges.pop_first() else {
+                break;
+            };
+            if merge::merger(&ks, &key, &regions) != Some(&self.me.region) {
+                continue;
+            }
+            let Some(def) = self.registry.get(ks.as_str()).cloned() else {
+                continue;
+            };
+            let Some(function) = self.registry.merge_for(&def) else {
+                continue;
+            };
+            let entry = self.load(&ks, &key, def.policy)?;
+            let Object::Mv(reg) = &entry.obj else {
+                continue;
+            };
+            if reg.len() < 2 {
+                continue;
+            }
+            let Some(res) = merge::resolve(&function, &reg.siblings()) else {
+                continue;
+            };
+            let op = reg.merge_op(Value::Json(res.value.clone()), res.stamp());
+            let mutation = Mutation {
+                keyspace: ks.clone(),
+                key: key.clone(),
+                op: ObjectOp::Mv(op),
+            };
+            match self.stage_local(now_ms, vec![mutation]) {
+                Ok(()) => staged += 1,
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(keyspace = %ks, key = %key.as_str(), error = %e, "merge write-back refused");
+                }
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Registers (or replaces) a merge script checked by
+    /// [`MergeDef::check`]. `Ok(false)` when exactly this is registered
+    /// already (nothing staged).
+    pub fn define_merge(&mut self, now_ms: u64, def: MergeDef) -> Result<bool, WriteError> {
+        if self
+            .registry
+            .merge_def(&def.name)
+            .is_some_and(|d| **d == def)
+        {
+            return Ok(false);
+        }
+        let key = Key::new(def.key())?;
+        self.put_system(now_ms, key, &def)?;
+        Ok(true)
+    }
+
+    pub(super) fn record_merge(
+        &mut self,
+        keyspace: &KeyspaceName,
+        key: &Key,
+        op: &ObjectOp,
+        version: Version,
+        mut inputs: Vec<(Version, Option<Value>)>,
+        now: meridian_crdt::Hlc,
+    ) {
+        let ObjectOp::Mv(MvOp::Merge { value, by, .. }) = op else {
+            return;
+        };
+        if self.registry.get(keyspace.as_str()).map(|d| d.policy) != Some(Policy::Custom) {
+            return;
+        }
+        let bytes: usize = inputs
+            .iter()
+            .map(|(_, v)| v.as_ref().map_or(0, Value::len))
+            .sum();
+        let values_omitted = bytes > MAX_RECORDED_INPUTS;
+        if values_omitted {
+            for (_, v) in &mut inputs {
+                *v = None;
+            }
+        }
+        let record = MergeRecord {
+            function: by.function.clone(),
+            hash: by.hash.clone(),
+            inputs,
+            values_omitted,
+            failed: by.failed.clone(),
+        };
+        *self.stats.conflicts.entry(keyspace.clone()).or_default() += 1;
+        let e = self
+            .ledger
+            .record_merge(keyspace, key, (version, value.clone()), record, now);
+        self.current.conflicts.push(e);
+    }
+}

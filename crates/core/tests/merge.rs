@@ -1,0 +1,434 @@
+//! Custom keyspaces end to end through the engine: versions kept, merged
+//! the same in every region whatever the delivery order, written back once
+//! by the key's merger, and recorded in every region's ledger.
+
+mod common;
+
+use common::Region;
+use meridian_core::engine::ledger::{LedgerEntry, LedgerQuery};
+use meridian_core::merge::{self, MergeDef};
+use meridian_core::*;
+use meridian_crdt::{Json, Object, Policy, RegionId, Value};
+use proptest::prelude::*;
+
+const CART: &str = r#"
+    // A cart: each version is a change {item: quantity delta}; the merge
+    // sums them per item and drops items that reach zero.
+    fn merge(versions) {
+        let cart = #{};
+        for v in versions {
+            for item in v.value.keys() {
+                cart[item] = (cart[item] ?? 0) + v.value[item];
+            }
+        }
+        cart.filter(|item, qty| qty != 0)
+    }
+"#;
+
+const NAMES: [&str; 3] = ["ap-south", "eu-west", "us-east"];
+
+fn regions() -> Vec<RegionId> {
+    NAMES.iter().map(|n| RegionId::new(*n).unwrap()).collect()
+}
+
+fn custom(merge: &str, cap: u32) -> KeyspaceDef {
+    let mut d = KeyspaceDef::new(KeyspaceName::new("carts").unwrap(), Policy::Custom);
+    d.merge = Some(merge.into());
+    d.sibling_cap = cap;
+    d
+}
+
+fn cart_samples() -> Vec<Vec<serde_json::Value>> {
+    vec![vec![
+        serde_json::json!({"a": 1}),
+        serde_json::json!({"a": -1, "b": 2}),
+    ]]
+}
+
+/// Three regions with the cart script and a custom keyspace, defined in
+/// the first and shipped to the others.
+fn cluster(merge: &str, cap: u32) -> Vec<Region> {
+    let mut rs: Vec<Region> = NAMES.iter().map(|n| Region::new(n)).collect();
+    let (def, _) = MergeDef::check("cart", CART, "sum per item", Some(&cart_samples())).unwrap();
+    rs[0].now += 1;
+    let now = rs[0].now;
+    assert!(rs[0].engine.define_merge(now, def).unwrap());
+    rs[0].commit();
+    rs[0].now += 1;
+    let now = rs[0].now;
+    assert!(rs[0].engine.define(now, custom(merge, cap)).unwrap());
+    rs[0].commit();
+    exchange(&mut rs);
+    rs
+}
+
+fn put(r: &mut Region, key: &str, json: &str) -> Result<Committed, WriteError> {
+    r.write(vec![(
+        "carts",
+        key,
+        Change::Put {
+            value: Value::Json(Json::parse(json).unwrap()),
+            context: None,
+        },
+    )])
+}
+
+/// Every region receives every other's log (in log order).
+fn exchange(rs: &mut [Region]) {
+    for i in 0..rs.len() {
+        for j in 0..rs.len() {
+            if i != j {
+                let ops = rs[i].log.clone();
+                let now = rs[j].now;
+                rs[j].engine.receive(now, ops).unwrap();
+                rs[j].commit();
+            }
+        }
+    }
+}
+
+/// The value a reader of `r` sees for a custom key, with its resolution.
+fn read(r: &Region, key: &str) -> Option<(merge::Resolution, usize)> {
+    let read = r
+        .engine
+        .reader()
+        .get("carts", &Key::new(key).unwrap())
+        .unwrap();
+    let Some(Object::Mv(reg)) = read.live() else {
+        return None;
+    };
+    let f = r
+        .engine
+        .reader()
+        .published()
+        .registry
+        .merge_for(&read.def)
+        .unwrap();
+    merge::resolve(&f, &reg.siblings()).map(|res| (res, reg.len()))
+}
+
+fn ledger(r: &Region, key: &str) -> Vec<LedgerEntry> {
+    r.engine
+        .reader()
+        .conflicts(&LedgerQuery {
+            keyspace: Some(KeyspaceName::new("carts").unwrap()),
+            key: Some(Key::new(key).unwrap()),
+            since_ms: None,
+            after_id: None,
+            limit: 100,
+        })
+        .unwrap()
+}
+
+/// Lets every region write back what it owes, then ships it everywhere.
+fn write_back(rs: &mut [Region]) -> usize {
+    let mut n = 0;
+    for r in rs.iter_mut() {
+        r.engine.enable_merges(regions());
+        r.now += 1;
+        let now = r.now;
+        n += r.engine.merge_due(now, 1000).unwrap();
+        r.commit();
+    }
+    exchange(rs);
+    n
+}
+
+#[test]
+fn a_cart_converges_to_the_script_over_the_canonical_versions_and_collapses_once() {
+    let mut rs = cluster("cart", 16);
+    put(&mut rs[0], "alice", r#"{"apple": 2}"#).unwrap();
+    put(&mut rs[1], "alice", r#"{"pear": 1}"#).unwrap();
+    put(&mut rs[2], "alice", r#"{"apple": -1, "fig": 3}"#).unwrap();
+    put(&mut rs[2], "alice", r#"{"fig": -3}"#).unwrap();
+    exchange(&mut rs);
+    let before: Vec<_> = rs.iter().map(|r| read(r, "alice").unwrap()).collect();
+    for (res, n) in &before {
+        assert_eq!(*n, 4, "every version kept");
+        assert_eq!(res.value.as_str(), r#"{"apple":1,"pear":1}"#);
+        assert_eq!(
+            res.inputs, before[0].0.inputs,
+            "one canonical order everywhere"
+        );
+        assert_eq!(res.failed, None);
+    }
+    // Exactly one region writes the merge back.
+    assert_eq!(write_back(&mut rs), 1);
+    let merger = merge::merger(
+        &KeyspaceName::new("carts").unwrap(),
+        &Key::new("alice").unwrap(),
+        &regions(),
+    )
+    .unwrap()
+    .clone();
+    for r in &rs {
+        let (res, n) = read(r, "alice").unwrap();
+        assert_eq!((n, res.value.as_str()), (1, r#"{"apple":1,"pear":1}"#));
+        // Every region records the same resolution: function, hash, inputs.
+        let entries = ledger(r, "alice");
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let m = entries[0].merge.as_ref().unwrap();
+        assert_eq!(entries[0].rule, "merge");
+        assert_eq!(entries[0].winner.dot.replica.region, merger);
+        assert_eq!(
+            (m.function.as_str(), m.hash.as_str()),
+            ("cart", merge::content_hash(CART).as_str())
+        );
+        assert_eq!(
+            m.inputs.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>(),
+            before[0].0.inputs
+        );
+        assert!(
+            m.inputs.iter().all(|(_, v)| v.is_some()),
+            "input values recorded"
+        );
+    }
+    // Nothing more is owed: a second round writes nothing.
+    assert_eq!(write_back(&mut rs), 0);
+    // A new change after the collapse merges with the written-back cart.
+    put(&mut rs[1], "alice", r#"{"pear": 4}"#).unwrap();
+    exchange(&mut rs);
+    for r in &rs {
+        assert_eq!(
+            read(r, "alice").unwrap().0.value.as_str(),
+            r#"{"apple":1,"pear":5}"#
+        );
+    }
+}
+
+#[test]
+fn a_region_refuses_a_version_over_the_cap_instead_of_dropping_one() {
+    let mut rs = cluster("cart", 3);
+    let r = &mut rs[0];
+    for i in 0..3 {
+        put(r, "bob", &format!(r#"{{"item{i}": 1}}"#)).unwrap();
+    }
+    let err = put(r, "bob", r#"{"item3": 1}"#).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WriteError::MergePending {
+                versions: 3,
+                cap: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "carts/bob holds 3 unmerged versions, the keyspace's cap of 3: retry once the merge is written back, or write with the read's context to replace them"
+    );
+    // Nothing was lost: all three versions are still merged in.
+    assert_eq!(
+        read(r, "bob").unwrap().0.value.as_str(),
+        r#"{"item0":1,"item1":1,"item2":1}"#
+    );
+    // A write that replaces what it read is accepted.
+    let ctx = match r.get("carts", "bob").unwrap() {
+        Object::Mv(reg) => reg.context().clone(),
+        _ => unreachable!(),
+    };
+    r.write(vec![(
+        "carts",
+        "bob",
+        Change::Put {
+            value: Value::Json(Json::parse(r#"{"item0": 5}"#).unwrap()),
+            context: Some(ctx),
+        },
+    )])
+    .unwrap();
+    assert_eq!(read(r, "bob").unwrap(), (read(r, "bob").unwrap().0, 1));
+    // Bytes cannot be merged: refused.
+    let err = r
+        .write(vec![(
+            "carts",
+            "bob",
+            Change::Put {
+                value: Value::Bytes(vec![1, 2]),
+                context: None,
+            },
+        )])
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("custom keyspaces take JSON values"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failing_merge_falls_back_to_the_newest_version_and_says_why() {
+    let mut rs = cluster("sum", 16);
+    put(&mut rs[0], "n", "1").unwrap();
+    put(&mut rs[1], "n", r#""two""#).unwrap();
+    exchange(&mut rs);
+    let (res, _) = read(&rs[0], "n").unwrap();
+    let newest = res.inputs.last().unwrap().dot.replica.region.clone();
+    let want = if newest.as_str() == "eu-west" {
+        r#""two""#
+    } else {
+        "1"
+    };
+    assert_eq!(res.value.as_str(), want, "the newest version wins");
+    assert!(
+        res.failed
+            .as_deref()
+            .unwrap()
+            .starts_with("merge sum failed: sum takes numbers")
+    );
+    assert_eq!(write_back(&mut rs), 1);
+    for r in &rs {
+        let e = &ledger(r, "n")[0];
+        assert_eq!(e.rule, "merge_failed");
+        assert!(
+            e.merge
+                .as_ref()
+                .unwrap()
+                .failed
+                .as_deref()
+                .unwrap()
+                .contains("sum takes numbers")
+        );
+        assert_eq!(read(r, "n").unwrap().1, 1);
+    }
+}
+
+#[test]
+fn a_script_replaced_while_versions_wait_resolves_with_one_hash_everywhere() {
+    let mut rs = cluster("cart", 16);
+    let key = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            merge::merger(
+                &KeyspaceName::new("carts").unwrap(),
+                &Key::new(k.clone()).unwrap(),
+                &regions(),
+            )
+            .is_some_and(|m| m.as_str() == "ap-south")
+        })
+        .unwrap();
+    put(&mut rs[1], &key, r#"{"a": 1}"#).unwrap();
+    put(&mut rs[2], &key, r#"{"a": 2}"#).unwrap();
+    exchange(&mut rs);
+    // ap-south (the merger) replaces the script; the others have not heard.
+    let v2 = CART.replace("qty != 0", "qty > 0");
+    let (def, _) = MergeDef::check("cart", &v2, "", Some(&cart_samples())).unwrap();
+    rs[0].now += 1;
+    let now = rs[0].now;
+    assert!(rs[0].engine.define_merge(now, def).unwrap());
+    rs[0].commit();
+    rs[0].engine.enable_merges(regions());
+    rs[0].now += 1;
+    let now = rs[0].now;
+    assert_eq!(rs[0].engine.merge_due(now, 10).unwrap(), 1);
+    rs[0].commit();
+    exchange(&mut rs);
+    for r in &rs {
+        let e = &ledger(r, &key)[0];
+        assert_eq!(e.merge.as_ref().unwrap().hash, merge::content_hash(&v2));
+        assert_eq!(read(r, &key).unwrap().0.value.as_str(), r#"{"a":3}"#);
+    }
+}
+
+#[test]
+fn merges_owed_at_a_crash_are_written_back_after_restart() {
+    let mut rs = cluster("max", 16);
+    put(&mut rs[0], "m", "5").unwrap();
+    put(&mut rs[1], "m", "7").unwrap();
+    exchange(&mut rs);
+    for r in rs.iter_mut() {
+        r.restart();
+    }
+    assert_eq!(write_back(&mut rs), 1);
+    for r in &rs {
+        assert_eq!(read(r, "m").unwrap().0.value.as_str(), "7");
+        assert_eq!(read(r, "m").unwrap().1, 1);
+    }
+}
+
+#[test]
+fn keyspace_definitions_name_known_merges() {
+    let mut r = Region::new("us-east");
+    r.now += 1;
+    let err = r.engine.define(r.now, custom("nope", 16)).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("no merge function named \"nope\""),
+        "{err}"
+    );
+    let mut d = custom("max", 16);
+    d.merge = None;
+    assert_eq!(
+        r.engine.define(r.now, d).unwrap_err().to_string(),
+        "invalid keyspace definition: merge: a custom keyspace names its merge function"
+    );
+    let mut d = KeyspaceDef::new(KeyspaceName::new("x").unwrap(), Policy::Lww);
+    d.merge = Some("max".into());
+    assert!(r.engine.define(r.now, d).is_err());
+    let mut d = custom("max", 16);
+    d.region_order = vec![RegionId::new("eu-west").unwrap()];
+    assert!(
+        r.engine
+            .define(r.now, d)
+            .unwrap_err()
+            .to_string()
+            .contains("region_order")
+    );
+    // mv and custom are different policies: no switching between them.
+    assert!(r.engine.define(r.now, custom("max", 16)).unwrap());
+    r.commit();
+    let mv = KeyspaceDef::new(KeyspaceName::new("carts").unwrap(), Policy::Mv);
+    assert!(matches!(
+        r.engine.define(r.now, mv),
+        Err(WriteError::PolicyChange { .. })
+    ));
+    // The function a custom keyspace names can change.
+    assert!(r.engine.define(r.now, custom("min", 16)).unwrap());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Every built-in: versions written in three regions, delivered in any
+    /// order with duplicates, read the same everywhere, and after the
+    /// write-back every region holds that same value as one version.
+    #[test]
+    fn every_builtin_converges_under_any_delivery(
+        which in 0usize..8,
+        writes in proptest::collection::vec((0usize..3, 0i64..50), 2..8),
+        order in proptest::collection::vec((0usize..3, 0usize..3), 0..12),
+    ) {
+        let name = merge::builtin::NAMES[which];
+        let mut rs = cluster(name, 16);
+        for (i, (region, n)) in writes.iter().enumerate() {
+            let json = match name {
+                "union" => format!("[{n}, {}]", i),
+                "longest" => format!("\"{}\"", "x".repeat(*n as usize % 7)),
+                "json-deep-merge" => format!(r#"{{"f{}": {n}, "g": {{"h{region}": {i}}}}}"#, n % 3),
+                _ => n.to_string(),
+            };
+            put(&mut rs[*region], "k", &json).unwrap();
+        }
+        // Partial, repeated, out-of-order deliveries first...
+        for (from, to) in &order {
+            if from != to {
+                let ops = rs[*from].log.clone();
+                let now = rs[*to].now;
+                rs[*to].engine.receive(now, ops.into_iter().rev().collect()).unwrap();
+                rs[*to].commit();
+            }
+        }
+        // ...then everything.
+        exchange(&mut rs);
+        let seen: Vec<_> = rs.iter().map(|r| read(r, "k").unwrap().0).collect();
+        prop_assert!(seen.iter().all(|s| s.value == seen[0].value && s.inputs == seen[0].inputs));
+        prop_assert_eq!(seen[0].failed.clone(), None);
+        write_back(&mut rs);
+        for r in &rs {
+            let (res, n) = read(r, "k").unwrap();
+            prop_assert_eq!(n, 1);
+            prop_assert_eq!(&res.value, &seen[0].value);
+        }
+    }
+}
