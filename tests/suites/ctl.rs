@@ -80,3 +80,88 @@ async fn ctl_writes_reads_and_reports_convergence() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("no region named \"mars\""));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_registers_merges_and_creates_custom_keyspaces() {
+    let c = Cluster::builder().start().await.unwrap();
+    let dir = c.dir().join("scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("keep-max.rhai");
+    std::fs::write(
+        &script,
+        "// the largest number among the versions\nfn merge(vs) {\n  let best = vs[0].value;\n  for v in vs { if v.value > best { best = v.value; } }\n  best\n}\n",
+    )
+    .unwrap();
+    let samples = dir.join("samples.json");
+    std::fs::write(&samples, "[[1, 5, 3]]").unwrap();
+    let out = stdout(&ctl(
+        &c,
+        &[
+            "merge",
+            "put",
+            "keep-max",
+            script.to_str().unwrap(),
+            "--description",
+            "largest wins",
+            "--samples",
+            samples.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        out.starts_with("merge keep-max: registered (hash "),
+        "{out}"
+    );
+    // A broken script: the error names line and column.
+    let bad = dir.join("bad.rhai");
+    std::fs::write(&bad, "fn merge(vs) {\n  vs[0].value +\n}\n").unwrap();
+    let o = ctl(&c, &["merge", "put", "broken", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("HTTP 400 invalid_merge: invalid merge script: line 3"),
+        "{err}"
+    );
+    let list = stdout(&ctl(&c, &["merge", "list"]));
+    assert!(
+        list.contains("keep-max") && list.contains("script") && list.contains("json-deep-merge"),
+        "{list}"
+    );
+    assert!(!list.contains("broken"), "{list}");
+    let got = stdout(&ctl(
+        &c,
+        &["--region", "eu-west", "merge", "get", "keep-max"],
+    ));
+    assert!(
+        got.contains("# largest wins") && got.contains("fn merge(vs)"),
+        "{got}"
+    );
+
+    let out = stdout(&ctl(
+        &c,
+        &[
+            "keyspace", "create", "scores", "--policy", "custom", "--merge", "keep-max",
+        ],
+    ));
+    assert_eq!(out.trim(), "keyspace scores: created");
+    let out = stdout(&ctl(
+        &c,
+        &[
+            "keyspace", "update", "scores", "--policy", "custom", "--merge", "max",
+        ],
+    ));
+    assert_eq!(out.trim(), "keyspace scores: updated");
+    let shown: Value =
+        serde_json::from_str(&stdout(&ctl(&c, &["keyspace", "show", "scores"]))).unwrap();
+    assert_eq!(
+        (shown["policy"].as_str(), shown["merge"].as_str()),
+        (Some("custom"), Some("max"))
+    );
+    let o = ctl(
+        &c,
+        &[
+            "keyspace", "create", "other", "--policy", "custom", "--merge", "missing",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HTTP 400 unknown_merge"));
+    c.stop().await;
+}

@@ -432,3 +432,139 @@ proptest! {
         }
     }
 }
+
+fn profiles(rs: &mut [Region]) {
+    let schema: meridian_crdt::DocSchema = serde_json::from_value(serde_json::json!({
+        "cart": {"merge": "cart"},
+        "addr": {"doc": {"tags": {"merge": "union"}}}
+    }))
+    .unwrap();
+    let mut d = KeyspaceDef::new(KeyspaceName::new("profiles").unwrap(), Policy::Doc);
+    d.schema = schema;
+    rs[0].now += 1;
+    let now = rs[0].now;
+    assert!(rs[0].engine.define(now, d).unwrap());
+    rs[0].commit();
+    exchange(rs);
+}
+
+fn patch(r: &mut Region, key: &str, p: serde_json::Value) {
+    r.write(vec![(
+        "profiles",
+        key,
+        Change::Patch(p.as_object().unwrap().clone()),
+    )])
+    .unwrap();
+}
+
+/// The document as a reader sees it, merge fields merged; and how many
+/// versions its fields hold in all.
+fn doc(r: &Region, key: &str) -> (serde_json::Value, usize) {
+    let read = r
+        .engine
+        .reader()
+        .get("profiles", &Key::new(key).unwrap())
+        .unwrap();
+    let Some(Object::Doc(d)) = read.live() else {
+        panic!("no doc")
+    };
+    let registry = r.engine.reader().published().registry.clone();
+    let mut versions = 0;
+    let json = d.to_json_with(&mut |path, reg| {
+        versions += reg.len();
+        let Some(meridian_crdt::FieldRule::Merge(name)) = read.def.schema.rule_at(path) else {
+            return None;
+        };
+        let f = registry.function_named(name, &[]);
+        let held: Vec<(meridian_crdt::Version, Value)> = reg
+            .siblings()
+            .into_iter()
+            .map(|(v, j)| (v, Value::Json(j.clone())))
+            .collect();
+        let refs: Vec<_> = held.iter().map(|(v, x)| (v.clone(), x)).collect();
+        merge::resolve(&f, &refs).map(|res| res.value.to_value())
+    });
+    (serde_json::Value::Object(json), versions)
+}
+
+#[test]
+fn doc_fields_named_by_a_merge_combine_concurrent_patches_and_collapse() {
+    let mut rs = cluster("cart", 16);
+    profiles(&mut rs);
+    patch(
+        &mut rs[0],
+        "ann",
+        serde_json::json!({"name": "Ann", "cart": {"apple": 1}, "addr": {"tags": ["a"]}}),
+    );
+    // A second patch in the same region replaces what that region saw.
+    patch(&mut rs[0], "ann", serde_json::json!({"cart": {"apple": 2}}));
+    patch(
+        &mut rs[1],
+        "ann",
+        serde_json::json!({"cart": {"pear": 1}, "addr": {"tags": ["b"]}}),
+    );
+    patch(
+        &mut rs[2],
+        "ann",
+        serde_json::json!({"addr": {"tags": ["a", "c"]}}),
+    );
+    exchange(&mut rs);
+    let want = serde_json::json!({
+        "name": "Ann",
+        "cart": {"apple": 2, "pear": 1},
+        "addr": {"tags": ["a", "b", "c"]},
+    });
+    for r in &rs {
+        let (json, versions) = doc(r, "ann");
+        let tags = json["addr"]["tags"].as_array().unwrap().clone();
+        let mut sorted: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        sorted.sort();
+        assert_eq!(sorted, ["\"a\"", "\"b\"", "\"c\""]);
+        assert_eq!(json["cart"], want["cart"]);
+        assert_eq!(json["name"], want["name"]);
+        assert_eq!(versions, 5, "cart 2 versions, tags 3");
+        assert_eq!(json, doc(&rs[0], "ann").0, "every region alike");
+    }
+    assert_eq!(write_back(&mut rs), 1, "one op collapses both fields");
+    for r in &rs {
+        let (json, versions) = doc(r, "ann");
+        assert_eq!(versions, 2, "one version per merge field");
+        assert_eq!(json, doc(&rs[0], "ann").0);
+        let paths: Vec<Vec<String>> = ledger_of(r, "profiles", "ann")
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                vec!["addr".to_string(), "tags".to_string()],
+                vec!["cart".to_string()]
+            ]
+        );
+    }
+    // A merge field's function can change; its rule cannot.
+    let mut d = rs[0].engine.registry().get("profiles").unwrap().clone();
+    d.schema = serde_json::from_value(serde_json::json!({
+        "cart": {"merge": "json-deep-merge"},
+        "addr": {"doc": {"tags": {"merge": "union"}}}
+    }))
+    .unwrap();
+    let now = rs[0].now + 1;
+    assert!(rs[0].engine.define(now, d.clone()).unwrap());
+    d.schema = serde_json::from_value(serde_json::json!({"cart": "lww"})).unwrap();
+    let err = rs[0].engine.define(now, d).unwrap_err();
+    assert!(matches!(err, WriteError::SchemaChange { .. }), "{err}");
+}
+
+fn ledger_of(r: &Region, ks: &str, key: &str) -> Vec<LedgerEntry> {
+    r.engine
+        .reader()
+        .conflicts(&LedgerQuery {
+            keyspace: Some(KeyspaceName::new(ks).unwrap()),
+            key: Some(Key::new(key).unwrap()),
+            since_ms: None,
+            after_id: None,
+            limit: 100,
+        })
+        .unwrap()
+}

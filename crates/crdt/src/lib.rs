@@ -32,7 +32,7 @@ pub mod vv;
 
 pub use conflict::Conflict;
 pub use counter::{CounterError, CounterOp, PnCounter, PnEntry};
-pub use doc::{Doc, DocError, DocOp, DocSchema, Field, FieldOp, FieldRule};
+pub use doc::{Doc, DocError, DocOp, DocSchema, Field, FieldOp, FieldRule, Resolver};
 pub use hlc::{Clock, ClockError, Hlc, Stamp, Version};
 pub use id::{Dot, IdError, RegionId, ReplicaId, Seq};
 pub use lww::{LwwOp, LwwRegister};

@@ -271,6 +271,24 @@ impl Collector for EngineCollector {
             "mv siblings replaced because of the sibling cap",
             p.stats.siblings_pruned,
         )?;
+        counter(
+            &mut enc,
+            "merge_writebacks",
+            "Merge write-backs of custom keys and doc merge fields staged by this region",
+            p.stats.merges_written,
+        )?;
+        counter(
+            &mut enc,
+            "merge_failures",
+            "Merge write-backs that kept the newest version because the function failed",
+            p.stats.merges_failed,
+        )?;
+        counter(
+            &mut enc,
+            "merge_pending_refusals",
+            "Writes refused because a custom key held its cap of unmerged versions",
+            p.stats.merges_pending_refused,
+        )?;
         gauge(
             &mut enc,
             "engine_causal_buffered",

@@ -216,6 +216,13 @@ async fn a_custom_keyspace_merges_its_versions_and_records_every_merge() {
         vec![json!({"apple": 2, "pear": 1}), json!({"apple": -1})]
     );
 
+    let metrics = String::from_utf8(api.get("/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("meridian_merge_writebacks_total{region=\"us-east\"} 2"),
+        "{metrics}"
+    );
+    let s = api.get("/v1/status").await.json();
+    assert_eq!(s["merges"]["written_back"], json!(2));
     // Bytes and ops a custom keyspace does not take.
     let r = api
         .req(
@@ -232,6 +239,39 @@ async fn a_custom_keyspace_merges_its_versions_and_records_every_merge() {
     assert_eq!(r.status, 422);
     let r = api.get("/v1/kv/carts/alice?versions=maybe").await;
     assert_eq!(r.status, 400);
+    // Doc fields can name a merge too.
+    let r = api
+        .json(
+            Method::PUT,
+            "/v1/keyspaces/profiles",
+            json!({"policy": "doc", "schema": {"cart": {"merge": "nope"}}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "unknown_merge".into()),
+        "{}",
+        r.json()
+    );
+    let r = api
+        .json(Method::PUT, "/v1/keyspaces/profiles", json!({"policy": "doc", "schema": {"cart": {"merge": "cart"}, "tags": {"merge": "union"}}}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let r = api
+        .json(
+            Method::POST,
+            "/v1/kv/profiles/ann",
+            json!({"op": "patch", "doc": {"cart": {"fig": 1}, "tags": ["x"], "name": "Ann"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let b = api.get("/v1/kv/profiles/ann?versions=true").await.json();
+    assert_eq!(
+        b["value"],
+        json!({"cart": {"fig": 1}, "tags": ["x"], "name": "Ann"}),
+        "{b}"
+    );
+    assert_eq!(b["versions"]["cart"].as_array().unwrap().len(), 1, "{b}");
     // The listing shows merged values too.
     let l = api.get("/v1/kv/carts").await.json();
     assert_eq!(

@@ -153,6 +153,23 @@ impl KeyspaceDef {
         }
     }
 
+    /// Whether keys of this keyspace can hold versions a merge function
+    /// combines: a custom keyspace, or a doc with `merge` fields.
+    pub fn is_mergeable(&self) -> bool {
+        match self.policy {
+            Policy::Custom => true,
+            Policy::Doc => !self.schema.merges().is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Every merge function the definition names (keyspace and fields).
+    pub fn merge_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.merge.iter().map(String::as_str).collect();
+        names.extend(self.schema.merges().into_iter().map(|(_, m)| m));
+        names
+    }
+
     /// Checks the fields against each other and their ranges.
     pub fn validate(&self) -> Result<(), DefError> {
         let cap = crate::budget::MAX_SIBLING_CAP;
@@ -200,6 +217,17 @@ impl KeyspaceDef {
             }
             _ => {}
         }
+        for (path, m) in self.schema.merges() {
+            if !crate::merge::def::valid_name(m) {
+                return Err(DefError::Field {
+                    field: "schema",
+                    reason: format!(
+                        "field {}: {m:?} is not a merge name (1 to 64 lowercase letters, digits, '-' or '_')",
+                        path.join(".")
+                    ),
+                });
+            }
+        }
         if !self.region_order.is_empty() && self.merge.as_deref() != Some("region-priority") {
             return Err(DefError::Field {
                 field: "region_order",
@@ -233,6 +261,8 @@ impl KeyspaceDef {
 pub struct Registry {
     defs: BTreeMap<KeyspaceName, KeyspaceDef>,
     merges: BTreeMap<String, (Arc<MergeDef>, Function)>,
+    /// Doc keyspaces whose schema has merge fields.
+    doc_merges: std::collections::BTreeSet<KeyspaceName>,
 }
 
 impl Default for Registry {
@@ -243,6 +273,7 @@ impl Default for Registry {
         Self {
             defs,
             merges: BTreeMap::new(),
+            doc_merges: Default::default(),
         }
     }
 }
@@ -263,7 +294,17 @@ impl Registry {
 
     /// Installs (or replaces) a definition.
     pub fn insert(&mut self, def: KeyspaceDef) {
+        if def.policy == Policy::Doc && def.is_mergeable() {
+            self.doc_merges.insert(def.name.clone());
+        } else {
+            self.doc_merges.remove(&def.name);
+        }
         self.defs.insert(def.name.clone(), def);
+    }
+
+    /// Whether `name` is a doc keyspace with merge fields.
+    pub fn doc_merges(&self, name: &KeyspaceName) -> bool {
+        self.doc_merges.contains(name)
     }
 
     /// Installs (or replaces) a merge script, compiling it.
@@ -288,14 +329,20 @@ impl Registry {
     }
 
     /// The merge function of a custom keyspace; `None` for other policies.
-    /// A name this region does not know (yet) gives a function that cannot
-    /// run, so resolutions fall back to last-writer-wins and say why.
     pub fn merge_for(&self, def: &KeyspaceDef) -> Option<Function> {
         let name = def.merge.as_deref()?;
-        if let Some(f) = builtin::function(name, &def.region_order) {
-            return Some(f);
+        Some(self.function_named(name, &def.region_order))
+    }
+
+    /// The merge function `name` (a built-in, configured by `region_order`,
+    /// or a script). A name this region does not know (yet) gives a
+    /// function that cannot run, so resolutions fall back to
+    /// last-writer-wins and say why.
+    pub fn function_named(&self, name: &str, region_order: &[RegionId]) -> Function {
+        if let Some(f) = builtin::function(name, region_order) {
+            return f;
         }
-        Some(match self.merges.get(name) {
+        match self.merges.get(name) {
             Some((_, f)) => f.clone(),
             None => Function {
                 name: name.to_string(),
@@ -304,7 +351,7 @@ impl Registry {
                     "no merge named {name:?} in this region"
                 ))),
             },
-        })
+        }
     }
 }
 

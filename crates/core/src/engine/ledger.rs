@@ -175,6 +175,7 @@ impl Ledger {
         &mut self,
         keyspace: &KeyspaceName,
         key: &Key,
+        path: Vec<String>,
         winner: (Version, Value),
         record: MergeRecord,
         now: Hlc,
@@ -193,7 +194,7 @@ impl Ledger {
             id,
             keyspace: keyspace.clone(),
             key: key.clone(),
-            path: Vec::new(),
+            path,
             rule: if record.failed.is_some() {
                 "merge_failed".into()
             } else {

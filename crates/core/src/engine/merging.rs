@@ -2,7 +2,10 @@
 //! this region owes a merge, the write-back op, and the ledger entry every
 //! region records when it applies one.
 
-use meridian_crdt::{MvOp, Object, ObjectOp, Policy, RegionId, Value, Version};
+use meridian_crdt::{
+    DocOp, FieldRule, Json, MergeStamp, MvOp, MvRegister, Object, ObjectOp, RegionId, Value,
+    Version,
+};
 
 use super::ledger::{MAX_RECORDED_INPUTS, MergeRecord};
 use super::{Engine, WriteError};
@@ -17,25 +20,91 @@ const MAX_DUE: usize = 100_000;
 /// Stored keys one sweep step reads.
 const SWEEP_PAGE: usize = 256;
 
-/// For a merge write-back about to be applied to `obj`: its inputs with the
-/// values `obj` holds for them.
-pub(super) fn inputs_of(obj: &Object, op: &ObjectOp) -> Option<Vec<(Version, Option<Value>)>> {
-    let ObjectOp::Mv(MvOp::Merge { by, .. }) = op else {
-        return None;
-    };
-    let held: Vec<(Version, &Value)> = match obj {
-        Object::Mv(r) => r.siblings(),
-        _ => Vec::new(),
-    };
-    Some(
+/// One merge write-back inside an op, as a region applying it records it.
+pub(super) struct Applied {
+    /// Field path in a document (empty: the whole key).
+    path: Vec<String>,
+    value: Json,
+    by: MergeStamp,
+    /// The inputs, with the values this region held for them.
+    inputs: Vec<(Version, Option<Value>)>,
+}
+
+/// The merge write-backs in `op`, about to be applied to `obj`.
+pub(super) fn merges_in(obj: &Object, op: &ObjectOp) -> Vec<Applied> {
+    let held = |reg: Option<&MvRegister<Json>>, by: &MergeStamp| -> Vec<(Version, Option<Value>)> {
+        let siblings = reg.map(|r| r.siblings()).unwrap_or_default();
         by.inputs
             .iter()
             .map(|v| {
-                let value = held.iter().find(|(h, _)| h == v).map(|(_, x)| (*x).clone());
+                let value = siblings
+                    .iter()
+                    .find(|(h, _)| h == v)
+                    .map(|(_, x)| Value::Json((*x).clone()));
                 (v.clone(), value)
             })
-            .collect(),
-    )
+            .collect()
+    };
+    match (op, obj) {
+        (ObjectOp::Mv(MvOp::Merge { value, by, .. }), _) => {
+            let siblings: Vec<(Version, &Value)> = match obj {
+                Object::Mv(r) => r.siblings(),
+                _ => Vec::new(),
+            };
+            let inputs = by
+                .inputs
+                .iter()
+                .map(|v| {
+                    let x = siblings
+                        .iter()
+                        .find(|(h, _)| h == v)
+                        .map(|(_, x)| (*x).clone());
+                    (v.clone(), x)
+                })
+                .collect();
+            let value = match value {
+                Value::Json(j) => j.clone(),
+                Value::Bytes(_) => Json::from_value(&serde_json::Value::Null),
+            };
+            vec![Applied {
+                path: Vec::new(),
+                value,
+                by: by.clone(),
+                inputs,
+            }]
+        }
+        (ObjectOp::Doc(d), _) => {
+            let doc = match obj {
+                Object::Doc(doc) => Some(doc),
+                _ => None,
+            };
+            d.merge_ops()
+                .into_iter()
+                .filter_map(|(path, o)| match o {
+                    MvOp::Merge { value, by, .. } => {
+                        let reg = doc.and_then(|doc| doc.merge_field(&path));
+                        Some(Applied {
+                            inputs: held(reg, by),
+                            path,
+                            value: value.clone(),
+                            by: by.clone(),
+                        })
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `obj` holds versions a write-back would collapse.
+pub(super) fn unmerged(obj: &Object) -> bool {
+    match obj {
+        Object::Mv(r) => r.len() > 1,
+        Object::Doc(d) => !d.unmerged().is_empty(),
+        _ => false,
+    }
 }
 
 impl<B: Backend> Engine<B> {
@@ -71,7 +140,7 @@ impl<B: Backend> Engine<B> {
         let customs: Vec<KeyspaceName> = self
             .registry
             .iter()
-            .filter(|d| d.policy == Policy::Custom)
+            .filter(|d| d.is_mergeable())
             .map(|d| d.name.clone())
             .collect();
         // The system keyspace marks a fresh sweep: begin at the first custom one.
@@ -92,7 +161,7 @@ impl<B: Backend> Engine<B> {
         let mut next = None;
         for (k, v) in &page {
             let obj = super::store::decode_object(&ks, k, v)?;
-            if matches!(&obj, Object::Mv(r) if r.len() > 1)
+            if unmerged(&obj)
                 && let Ok(key) = Key::new(String::from_utf8_lossy(k).into_owned())
             {
                 self.note_merge(&ks, &key);
@@ -155,27 +224,60 @@ impl<B: Backend> Engine<B> {
             let Some(def) = self.registry.get(ks.as_str()).cloned() else {
                 continue;
             };
-            let Some(function) = self.registry.merge_for(&def) else {
-                continue;
+            // A copy: resolving reads the registry while the state is held.
+            let obj = self.load(&ks, &key, def.policy)?.obj.clone();
+            let op = match &obj {
+                Object::Mv(reg) if reg.len() > 1 => {
+                    let Some(function) = self.registry.merge_for(&def) else {
+                        continue;
+                    };
+                    let Some(res) = merge::resolve(&function, &reg.siblings()) else {
+                        continue;
+                    };
+                    ObjectOp::Mv(reg.merge_op(Value::Json(res.value.clone()), res.stamp()))
+                }
+                Object::Doc(doc) => {
+                    let mut op = DocOp::default();
+                    for (path, reg) in doc.unmerged() {
+                        let Some(FieldRule::Merge(name)) = def.schema.rule_at(&path) else {
+                            continue;
+                        };
+                        let function = self.registry.function_named(name, &[]);
+                        let versions: Vec<(Version, Value)> = reg
+                            .siblings()
+                            .into_iter()
+                            .map(|(v, j)| (v, Value::Json(j.clone())))
+                            .collect();
+                        let refs: Vec<(Version, &Value)> =
+                            versions.iter().map(|(v, x)| (v.clone(), x)).collect();
+                        let Some(res) = merge::resolve(&function, &refs) else {
+                            continue;
+                        };
+                        op.set_merge(&path, reg.merge_op(res.value.clone(), res.stamp()));
+                    }
+                    if op.0.is_empty() {
+                        continue;
+                    }
+                    ObjectOp::Doc(op)
+                }
+                _ => continue,
             };
-            let entry = self.load(&ks, &key, def.policy)?;
-            let Object::Mv(reg) = &entry.obj else {
-                continue;
-            };
-            if reg.len() < 2 {
-                continue;
-            }
-            let Some(res) = merge::resolve(&function, &reg.siblings()) else {
-                continue;
-            };
-            let op = reg.merge_op(Value::Json(res.value.clone()), res.stamp());
             let mutation = Mutation {
                 keyspace: ks.clone(),
                 key: key.clone(),
-                op: ObjectOp::Mv(op),
+                op,
             };
+            let failed = merges_in(&obj, &mutation.op)
+                .iter()
+                .any(|a| a.by.failed.is_some());
             match self.stage_local(now_ms, vec![mutation]) {
-                Ok(()) => staged += 1,
+                Ok(()) => {
+                    staged += 1;
+                    self.stats.merges_written += 1;
+                    if failed {
+                        self.stats.merges_failed += 1;
+                    }
+                }
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {
                     tracing::warn!(keyspace = %ks, key = %key.as_str(), error = %e, "merge write-back refused");
@@ -205,38 +307,44 @@ impl<B: Backend> Engine<B> {
         &mut self,
         keyspace: &KeyspaceName,
         key: &Key,
-        op: &ObjectOp,
         version: Version,
-        mut inputs: Vec<(Version, Option<Value>)>,
+        mut applied: Applied,
         now: meridian_crdt::Hlc,
     ) {
-        let ObjectOp::Mv(MvOp::Merge { value, by, .. }) = op else {
-            return;
-        };
-        if self.registry.get(keyspace.as_str()).map(|d| d.policy) != Some(Policy::Custom) {
+        if !self
+            .registry
+            .get(keyspace.as_str())
+            .is_some_and(|d| d.is_mergeable())
+        {
             return;
         }
-        let bytes: usize = inputs
+        let bytes: usize = applied
+            .inputs
             .iter()
             .map(|(_, v)| v.as_ref().map_or(0, Value::len))
             .sum();
         let values_omitted = bytes > MAX_RECORDED_INPUTS;
         if values_omitted {
-            for (_, v) in &mut inputs {
+            for (_, v) in &mut applied.inputs {
                 *v = None;
             }
         }
         let record = MergeRecord {
-            function: by.function.clone(),
-            hash: by.hash.clone(),
-            inputs,
+            function: applied.by.function,
+            hash: applied.by.hash,
+            inputs: applied.inputs,
             values_omitted,
-            failed: by.failed.clone(),
+            failed: applied.by.failed,
         };
         *self.stats.conflicts.entry(keyspace.clone()).or_default() += 1;
-        let e = self
-            .ledger
-            .record_merge(keyspace, key, (version, value.clone()), record, now);
+        let e = self.ledger.record_merge(
+            keyspace,
+            key,
+            applied.path,
+            (version, Value::Json(applied.value)),
+            record,
+            now,
+        );
         self.current.conflicts.push(e);
     }
 }

@@ -97,6 +97,14 @@ pub struct EngineStats {
     pub conflicts: BTreeMap<KeyspaceName, u64>,
     /// Stable tombstones removed since start.
     pub tombstones_collected: u64,
+    /// Merge write-backs this region staged since start.
+    pub merges_written: u64,
+    /// Of those, how many kept the newest version because the function
+    /// failed.
+    pub merges_failed: u64,
+    /// Writes refused because a custom key held its cap of unmerged
+    /// versions.
+    pub merges_pending_refused: u64,
 }
 
 /// What tombstone collection may rely on: see [`Engine::collect`].
@@ -559,7 +567,15 @@ impl<B: Backend> Engine<B> {
                     policy: def.policy,
                 });
             }
-            let built = build::build(&def, key, &current.obj, &me, change)?;
+            let built = match build::build(&def, key, &current.obj, &me, change) {
+                Ok(b) => b,
+                Err(e) => {
+                    if matches!(e, WriteError::MergePending { .. }) {
+                        self.stats.merges_pending_refused += 1;
+                    }
+                    return Err(e);
+                }
+            };
             pruned += built.pruned;
             mutations.push(Mutation {
                 keyspace: def.name,
@@ -575,10 +591,12 @@ impl<B: Backend> Engine<B> {
     /// definition is already exactly this (nothing staged).
     pub fn define(&mut self, now_ms: u64, def: KeyspaceDef) -> Result<bool, WriteError> {
         def.validate()?;
-        if let Some(m) = &def.merge
-            && !self.registry.has_merge(m)
+        if let Some(m) = def
+            .merge_names()
+            .into_iter()
+            .find(|m| !self.registry.has_merge(m))
         {
-            return Err(WriteError::UnknownMerge(m.clone()));
+            return Err(WriteError::UnknownMerge(m.to_string()));
         }
         if let Some(existing) = self.registry.get(def.name.as_str()) {
             if existing.policy != def.policy {
@@ -745,17 +763,16 @@ impl<B: Backend> Engine<B> {
         let mut counters = Vec::with_capacity(op.mutations.len());
         let now = self.clock.last();
         for m in &op.mutations {
-            let policy = self
-                .registry
-                .get(m.keyspace.as_str())
-                .map(|d| d.policy)
-                .unwrap_or(m.op.policy());
+            let def = self.registry.get(m.keyspace.as_str());
+            let policy = def.map(|d| d.policy).unwrap_or(m.op.policy());
+            let mergeable = def.is_some_and(|d| d.policy == Policy::Custom)
+                || (policy == Policy::Doc && self.registry.doc_merges(&m.keyspace));
             let bound = self.cfg.max_clock_offset_ms;
             let op_len =
                 codec::encoded_len(&m.op).map_err(|e| StoreError::Backend(e.to_string()))?;
             let entry = self.load(&m.keyspace, &m.key, policy)?;
             entry.removed = false;
-            let merged = merging::inputs_of(&entry.obj, &m.op);
+            let merged = merging::merges_in(&entry.obj, &m.op);
             let conflicts = entry.obj.apply(&m.op, &meta);
             entry.size = match entry.measured.take() {
                 Some(exact) => Some(exact),
@@ -770,17 +787,17 @@ impl<B: Backend> Engine<B> {
             } else {
                 None
             };
-            let several = matches!(&entry.obj, Object::Mv(r) if r.len() > 1);
+            let unmerged = mergeable && merging::unmerged(&entry.obj);
             for c in conflicts {
                 *self.stats.conflicts.entry(m.keyspace.clone()).or_default() += 1;
                 let e = self.ledger.record(&m.keyspace, &m.key, c, bound, now);
                 self.current.conflicts.push(e);
             }
-            if let Some(inputs) = merged {
+            for applied in merged {
                 let version = meridian_crdt::Version::new(op.hlc, op.dot.clone());
-                self.record_merge(&m.keyspace, &m.key, &m.op, version, inputs, now);
+                self.record_merge(&m.keyspace, &m.key, version, applied, now);
             }
-            if several && policy == Policy::Custom {
+            if unmerged {
                 self.note_merge(&m.keyspace, &m.key);
             }
             match def_update {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, DocOp};
+use super::{Doc, DocOp, Resolver};
 use crate::conflict::Conflict;
 use crate::counter::{CounterOp, PnCounter};
 use crate::lww::{LwwOp, LwwRegister};
@@ -32,6 +32,11 @@ pub enum FieldRule {
     Set,
     /// A nested document with its own rules.
     Doc(DocSchema),
+    /// Concurrent patches kept as versions and combined by the named merge
+    /// function (run outside this crate; [`Field::to_json`] alone shows
+    /// the newest version). A patch replaces the versions its region has
+    /// seen.
+    Merge(String),
 }
 
 impl FieldRule {
@@ -44,7 +49,38 @@ impl FieldRule {
             FieldRule::Counter => "counter",
             FieldRule::Set => "set",
             FieldRule::Doc(_) => "doc",
+            FieldRule::Merge(_) => "merge",
         }
+    }
+}
+
+impl DocSchema {
+    /// The rule at a field path (nested documents by their field names).
+    pub fn rule_at(&self, path: &[String]) -> Option<&FieldRule> {
+        let (first, rest) = path.split_first()?;
+        match (self.0.get(first), rest.is_empty()) {
+            (Some(rule), true) => Some(rule),
+            (Some(FieldRule::Doc(sub)), false) => sub.rule_at(rest),
+            _ => None,
+        }
+    }
+
+    /// Every merge function the schema names, with the field's path.
+    pub fn merges(&self) -> Vec<(Vec<String>, &str)> {
+        let mut out = Vec::new();
+        for (name, rule) in &self.0 {
+            match rule {
+                FieldRule::Merge(m) => out.push((vec![name.clone()], m.as_str())),
+                FieldRule::Doc(sub) => {
+                    for (mut path, m) in sub.merges() {
+                        path.insert(0, name.clone());
+                        out.push((path, m));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
     }
 }
 
@@ -85,6 +121,8 @@ impl DocSchema {
                         return Some(c);
                     }
                 }
+                // Another function over the same stored versions.
+                (FieldRule::Merge(_), FieldRule::Merge(_)) => {}
                 (a, b) if a != b => return Some((path, a.name(), b.name())),
                 _ => {}
             }
@@ -116,6 +154,9 @@ pub enum Field {
     /// See [`FieldRule::Doc`].
     #[serde(rename = "d")]
     Doc(Doc),
+    /// See [`FieldRule::Merge`]: the versions a merge function combines.
+    #[serde(rename = "g")]
+    Merge(MvRegister<Json>),
 }
 
 /// A change to one field.
@@ -139,6 +180,9 @@ pub enum FieldOp {
     /// Change a nested document.
     #[serde(rename = "d")]
     Doc(DocOp),
+    /// Change a merge field (a patch, or a merge write-back).
+    #[serde(rename = "g")]
+    Merge(MvOp<Json>),
 }
 
 impl FieldOp {
@@ -150,6 +194,7 @@ impl FieldOp {
             FieldOp::Counter(_) => 3,
             FieldOp::Set(_) => 4,
             FieldOp::Doc(_) => 5,
+            FieldOp::Merge(_) => 6,
         }
     }
 
@@ -161,6 +206,7 @@ impl FieldOp {
             FieldOp::Counter(_) => Field::Counter(PnCounter::default()),
             FieldOp::Set(_) => Field::Set(OrSet::default()),
             FieldOp::Doc(_) => Field::Doc(Doc::default()),
+            FieldOp::Merge(_) => Field::Merge(MvRegister::default()),
         }
     }
 }
@@ -170,7 +216,7 @@ impl Field {
     pub fn max_hlc(&self) -> Option<crate::Hlc> {
         match self {
             Field::Lww(r) => r.max_hlc(),
-            Field::Max(r) | Field::Min(r) => r.max_hlc(),
+            Field::Max(r) | Field::Min(r) | Field::Merge(r) => r.max_hlc(),
             Field::Doc(d) => d.max_hlc(),
             Field::Counter(_) | Field::Set(_) => None,
         }
@@ -185,6 +231,7 @@ impl Field {
             Field::Counter(_) => "counter",
             Field::Set(_) => "set",
             Field::Doc(_) => "doc",
+            Field::Merge(_) => "merge",
         }
     }
 
@@ -196,6 +243,7 @@ impl Field {
             Field::Counter(_) => 3,
             Field::Set(_) => 4,
             Field::Doc(_) => 5,
+            Field::Merge(_) => 6,
         }
     }
 
@@ -207,7 +255,9 @@ impl Field {
         }
         match (self, op) {
             (Field::Lww(r), FieldOp::Lww(o)) => r.apply(o, meta),
-            (Field::Max(r), FieldOp::Max(o)) | (Field::Min(r), FieldOp::Min(o)) => r.apply(o, meta),
+            (Field::Max(r), FieldOp::Max(o))
+            | (Field::Min(r), FieldOp::Min(o))
+            | (Field::Merge(r), FieldOp::Merge(o)) => r.apply(o, meta),
             (Field::Counter(c), FieldOp::Counter(o)) => {
                 c.apply(o, meta);
                 Vec::new()
@@ -227,7 +277,9 @@ impl Field {
             Ordering::Greater => *self = other.clone(),
             Ordering::Equal => match (self, other) {
                 (Field::Lww(a), Field::Lww(b)) => a.merge(b),
-                (Field::Max(a), Field::Max(b)) | (Field::Min(a), Field::Min(b)) => a.merge(b),
+                (Field::Max(a), Field::Max(b))
+                | (Field::Min(a), Field::Min(b))
+                | (Field::Merge(a), Field::Merge(b)) => a.merge(b),
                 (Field::Counter(a), Field::Counter(b)) => a.merge(b),
                 (Field::Set(a), Field::Set(b)) => a.merge(b),
                 (Field::Doc(a), Field::Doc(b)) => a.merge(b),
@@ -239,7 +291,7 @@ impl Field {
     pub(super) fn is_live(&self) -> bool {
         match self {
             Field::Lww(r) => r.is_live(),
-            Field::Max(r) | Field::Min(r) => r.is_live(),
+            Field::Max(r) | Field::Min(r) | Field::Merge(r) => r.is_live(),
             Field::Counter(c) => c.is_live(),
             Field::Set(s) => s.is_live(),
             Field::Doc(d) => d.is_live(),
@@ -251,9 +303,29 @@ impl Field {
             Field::Lww(r) => FieldOp::Lww(r.delete_op()),
             Field::Max(r) => FieldOp::Max(r.delete_op(None)),
             Field::Min(r) => FieldOp::Min(r.delete_op(None)),
+            Field::Merge(r) => FieldOp::Merge(r.delete_op(None)),
             Field::Counter(c) => FieldOp::Counter(c.delete_op()),
             Field::Set(s) => FieldOp::Set(s.clear_op()),
             Field::Doc(d) => FieldOp::Doc(d.delete_op()),
+        }
+    }
+
+    /// The field as JSON; a merge field resolved by `resolve` (given its
+    /// path from the document's root), or showing its newest version when
+    /// `resolve` gives nothing.
+    pub(super) fn to_json_with(
+        &self,
+        path: &mut Vec<String>,
+        resolve: &mut Resolver<'_>,
+    ) -> Option<serde_json::Value> {
+        match self {
+            Field::Merge(r) if r.is_live() => {
+                resolve(path, r).or_else(|| r.siblings().last().map(|(_, v)| v.to_value()))
+            }
+            Field::Doc(d) if d.is_live() => {
+                Some(serde_json::Value::Object(d.json_at(path, resolve)))
+            }
+            _ => self.to_json(),
         }
     }
 
@@ -268,6 +340,7 @@ impl Field {
             Field::Counter(c) => counter_json(c.value()),
             Field::Set(s) => serde_json::Value::Array(s.iter().map(Json::to_value).collect()),
             Field::Doc(d) => serde_json::Value::Object(d.to_json()),
+            Field::Merge(r) => r.siblings().last()?.1.to_value(),
         })
     }
 }

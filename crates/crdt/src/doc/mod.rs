@@ -16,10 +16,15 @@ use crate::conflict::Conflict;
 use crate::counter::{CounterError, PnCounter};
 use crate::id::ReplicaId;
 use crate::lww::LwwOp;
-use crate::mv::MvOp;
+use crate::mv::{MvOp, MvRegister};
 use crate::orset::OrSetOp;
 use crate::replicated::{Crdt, OpMeta};
 use crate::value::Json;
+
+/// How a reader turns a merge field's versions into its value: given the
+/// field's path and its versions, the merged value (`None`: show the
+/// newest version).
+pub type Resolver<'a> = dyn FnMut(&[String], &MvRegister<Json>) -> Option<serde_json::Value> + 'a;
 
 /// Why a patch could not be turned into an op.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,6 +191,16 @@ impl Doc {
                         remove: remove.iter().map(Json::from_value).collect(),
                     })
                 }
+                FieldRule::Merge(_) => {
+                    let ctx = match current {
+                        Some(Field::Merge(r)) => r.context().clone(),
+                        _ => Default::default(),
+                    };
+                    FieldOp::Merge(MvOp::Put {
+                        ctx,
+                        value: Json::from_value(v),
+                    })
+                }
                 FieldRule::Doc(sub) => {
                     let V::Object(m) = v else {
                         return Err(wrong("an object"));
@@ -226,12 +241,106 @@ impl Doc {
         )
     }
 
-    /// The document as JSON: live fields only.
+    /// The document as JSON: live fields only. A merge field shows its
+    /// newest version (see [`Doc::to_json_with`]).
     pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
         self.fields
             .iter()
             .filter_map(|(k, f)| f.to_json().map(|v| (k.clone(), v)))
             .collect()
+    }
+
+    /// The document as JSON, each merge field as `resolve` merges its
+    /// versions (given the field's path); the newest version where
+    /// `resolve` gives nothing.
+    pub fn to_json_with(
+        &self,
+        resolve: &mut Resolver<'_>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        self.json_at(&mut Vec::new(), resolve)
+    }
+
+    fn json_at(
+        &self,
+        path: &mut Vec<String>,
+        resolve: &mut Resolver<'_>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (k, f) in &self.fields {
+            path.push(k.clone());
+            if let Some(v) = f.to_json_with(path, resolve) {
+                out.insert(k.clone(), v);
+            }
+            path.pop();
+        }
+        out
+    }
+
+    /// Every merge field (at any depth) holding more than one version, with
+    /// its path: what a merge write-back collapses.
+    pub fn unmerged(&self) -> Vec<(Vec<String>, &MvRegister<Json>)> {
+        let mut out = Vec::new();
+        for (k, f) in &self.fields {
+            match f {
+                Field::Merge(r) if r.len() > 1 => out.push((vec![k.clone()], r)),
+                Field::Doc(d) => {
+                    for (mut path, r) in d.unmerged() {
+                        path.insert(0, k.clone());
+                        out.push((path, r));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The merge field at `path`, if there is one.
+    pub fn merge_field(&self, path: &[String]) -> Option<&MvRegister<Json>> {
+        let (first, rest) = path.split_first()?;
+        match (self.fields.get(first)?, rest.is_empty()) {
+            (Field::Merge(r), true) => Some(r),
+            (Field::Doc(d), false) => d.merge_field(rest),
+            _ => None,
+        }
+    }
+}
+
+impl DocOp {
+    /// Adds `op` for the merge field at `path` (nested documents by name).
+    pub fn set_merge(&mut self, path: &[String], op: MvOp<Json>) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        if rest.is_empty() {
+            self.0.insert(first.clone(), FieldOp::Merge(op));
+            return;
+        }
+        let slot = self
+            .0
+            .entry(first.clone())
+            .or_insert_with(|| FieldOp::Doc(DocOp::default()));
+        if let FieldOp::Doc(sub) = slot {
+            sub.set_merge(rest, op);
+        }
+    }
+
+    /// Every merge-field op (at any depth) with its path.
+    pub fn merge_ops(&self) -> Vec<(Vec<String>, &MvOp<Json>)> {
+        let mut out = Vec::new();
+        for (k, op) in &self.0 {
+            match op {
+                FieldOp::Merge(o) => out.push((vec![k.clone()], o)),
+                FieldOp::Doc(sub) => {
+                    for (mut path, o) in sub.merge_ops() {
+                        path.insert(0, k.clone());
+                        out.push((path, o));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
     }
 }
 

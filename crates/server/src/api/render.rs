@@ -78,10 +78,76 @@ pub fn object_in(
     obj: &Object,
     versions: bool,
 ) -> serde_json::Map<String, J> {
-    match (def.policy, obj, registry.merge_for(def)) {
-        (Policy::Custom, Object::Mv(r), Some(f)) => custom(r, &f, versions),
+    match (def.policy, obj) {
+        (Policy::Custom, Object::Mv(r)) => match registry.merge_for(def) {
+            Some(f) => custom(r, &f, versions),
+            None => object(obj),
+        },
+        (Policy::Doc, Object::Doc(d)) if registry.doc_merges(&def.name) => {
+            doc_with_merges(def, registry, d, versions)
+        }
         _ => object(obj),
     }
+}
+
+/// A document whose merge fields show their versions merged; `merges`
+/// (when any field held several) and, with `versions`, every merge
+/// field's inputs, by dotted path.
+fn doc_with_merges(
+    def: &KeyspaceDef,
+    registry: &Registry,
+    d: &meridian_crdt::Doc,
+    versions: bool,
+) -> serde_json::Map<String, J> {
+    let mut merges = serde_json::Map::new();
+    let mut inputs = serde_json::Map::new();
+    let doc = d.to_json_with(&mut |path, reg| {
+        let Some(meridian_crdt::FieldRule::Merge(name)) = def.schema.rule_at(path) else {
+            return None;
+        };
+        let f = registry.function_named(name, &[]);
+        let held: Vec<(Version, Value)> = reg
+            .siblings()
+            .into_iter()
+            .map(|(v, j)| (v, Value::Json(j.clone())))
+            .collect();
+        let refs: Vec<(Version, &Value)> = held.iter().map(|(v, x)| (v.clone(), x)).collect();
+        let res = meridian_core::merge::resolve(&f, &refs)?;
+        let dotted = path.join(".");
+        if refs.len() > 1 {
+            let mut info =
+                json!({"function": res.function, "hash": res.hash, "versions": refs.len()});
+            if let Some(why) = &res.failed {
+                info["failed"] = J::String(why.clone());
+            }
+            merges.insert(dotted.clone(), info);
+        }
+        if versions {
+            inputs.insert(
+                dotted,
+                J::Array(held.iter().map(|(v, x)| version_json(v, x)).collect()),
+            );
+        }
+        Some(res.value.to_value())
+    });
+    let mut m = serde_json::Map::new();
+    m.insert("value".into(), J::Object(doc));
+    if !merges.is_empty() {
+        m.insert("merges".into(), J::Object(merges));
+    }
+    if versions {
+        m.insert("versions".into(), J::Object(inputs));
+    }
+    m
+}
+
+fn version_json(ver: &Version, v: &Value) -> J {
+    json!({
+        "value": value(v),
+        "version": version(ver),
+        "region": ver.dot.replica.region.as_str(),
+        "hlc": ver.hlc.to_string(),
+    })
 }
 
 fn custom(
@@ -105,14 +171,7 @@ fn custom(
     if versions {
         let all: Vec<J> = siblings
             .iter()
-            .map(|(ver, v)| {
-                json!({
-                    "value": value(v),
-                    "version": version(ver),
-                    "region": ver.dot.replica.region.as_str(),
-                    "hlc": ver.hlc.to_string(),
-                })
-            })
+            .map(|(ver, v)| version_json(ver, v))
             .collect();
         m.insert("versions".into(), J::Array(all));
     }

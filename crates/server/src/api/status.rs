@@ -48,6 +48,7 @@ pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Respons
         "causal_buffered": p.stats.buffered,
         "held_for_clock": p.stats.held_for_clock,
         "tombstones_collected": p.stats.tombstones_collected,
+        "merges": {"written_back": p.stats.merges_written, "failed": p.stats.merges_failed, "pending_refusals": p.stats.merges_pending_refused},
         "read_repairs": app.peers.read_repairs.load(std::sync::atomic::Ordering::Relaxed),
         "uptime_s": app.started.elapsed().as_secs(),
         "peers": app.peers.links.iter().map(|l| l.to_json(&p.vv, app.feed.as_deref(), app.clock.now_ms())).collect::<Vec<_>>(),
