@@ -568,3 +568,62 @@ fn ledger_of(r: &Region, ks: &str, key: &str) -> Vec<LedgerEntry> {
         })
         .unwrap()
 }
+
+/// The worked examples of docs/merge.md register and give what the page says.
+#[test]
+fn the_documented_examples_do_what_the_docs_say() {
+    let run = |src: &str, samples: serde_json::Value, input: serde_json::Value| {
+        let samples: Vec<Vec<serde_json::Value>> = serde_json::from_value(samples).unwrap();
+        let (_, f) = MergeDef::check("example", src, "", Some(&samples)).unwrap();
+        let regions = ["us-east", "eu-west", "ap-south"];
+        let values: Vec<serde_json::Value> = serde_json::from_value(input).unwrap();
+        let versions: Vec<meridian_crdt::Version> = (0..values.len())
+            .map(|i| {
+                meridian_crdt::Version::new(
+                    meridian_crdt::Hlc::new(1_000 + i as u64, 0).unwrap(),
+                    meridian_crdt::Dot::new(
+                        meridian_crdt::ReplicaId::new(
+                            RegionId::new(regions[i % 3]).unwrap(),
+                            uuid::Uuid::from_u128(1),
+                        ),
+                        meridian_crdt::Seq(1),
+                    ),
+                )
+            })
+            .collect();
+        let inputs: Vec<merge::Input<'_>> = values
+            .iter()
+            .zip(&versions)
+            .map(|(value, version)| merge::Input { value, version })
+            .collect();
+        merge::MergeFn::merge(&f, &inputs).unwrap()
+    };
+    let cart = include_str!("../../../docs/merges/cart.rhai");
+    assert_eq!(
+        run(
+            cart,
+            serde_json::json!([[{"a": 1}, {"a": -1, "b": 2}]]),
+            serde_json::json!([{"apple": 2}, {"pear": 1}, {"apple": -2, "fig": 1}])
+        ),
+        serde_json::json!({"pear": 1, "fig": 1})
+    );
+    let audit = include_str!("../../../docs/merges/max-with-audit.rhai");
+    let out = run(
+        audit,
+        serde_json::json!([[{"score": 1, "by": "a"}, {"score": 2, "by": "b"}]]),
+        serde_json::json!([{"score": 7, "by": "ann"}, {"score": 9, "by": "bo"}, {"score": 9, "by": "cy"}]),
+    );
+    assert_eq!((out["score"].clone(), out["by"].clone()), (serde_json::json!(9), serde_json::json!("cy")));
+    assert_eq!(out["audit"].as_array().unwrap().len(), 3);
+    assert_eq!(out["audit"][1], serde_json::json!({"region": "eu-west", "score": 9, "by": "bo", "wall_ms": 1001}));
+    let first = include_str!("../../../docs/merges/region-first.rhai");
+    assert_eq!(
+        run(first, serde_json::json!([[1, 2]]), serde_json::json!(["us", "eu", "ap"])),
+        serde_json::json!("eu")
+    );
+    assert_eq!(
+        run(first, serde_json::json!([[1, 2]]), serde_json::json!(["us", "eu", "ap", "us2"])),
+        serde_json::json!("eu"),
+        "eu-west's newest (index 1; index 4 would be eu-west again)"
+    );
+}
