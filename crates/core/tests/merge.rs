@@ -613,16 +613,30 @@ fn the_documented_examples_do_what_the_docs_say() {
         serde_json::json!([[{"score": 1, "by": "a"}, {"score": 2, "by": "b"}]]),
         serde_json::json!([{"score": 7, "by": "ann"}, {"score": 9, "by": "bo"}, {"score": 9, "by": "cy"}]),
     );
-    assert_eq!((out["score"].clone(), out["by"].clone()), (serde_json::json!(9), serde_json::json!("cy")));
+    assert_eq!(
+        (out["score"].clone(), out["by"].clone()),
+        (serde_json::json!(9), serde_json::json!("cy"))
+    );
     assert_eq!(out["audit"].as_array().unwrap().len(), 3);
-    assert_eq!(out["audit"][1], serde_json::json!({"region": "eu-west", "score": 9, "by": "bo", "wall_ms": 1001}));
+    assert_eq!(
+        out["audit"][1],
+        serde_json::json!({"region": "eu-west", "score": 9, "by": "bo", "wall_ms": 1001})
+    );
     let first = include_str!("../../../docs/merges/region-first.rhai");
     assert_eq!(
-        run(first, serde_json::json!([[1, 2]]), serde_json::json!(["us", "eu", "ap"])),
+        run(
+            first,
+            serde_json::json!([[1, 2]]),
+            serde_json::json!(["us", "eu", "ap"])
+        ),
         serde_json::json!("eu")
     );
     assert_eq!(
-        run(first, serde_json::json!([[1, 2]]), serde_json::json!(["us", "eu", "ap", "us2"])),
+        run(
+            first,
+            serde_json::json!([[1, 2]]),
+            serde_json::json!(["us", "eu", "ap", "us2"])
+        ),
         serde_json::json!("eu"),
         "eu-west's newest (index 1; index 4 would be eu-west again)"
     );

@@ -59,14 +59,14 @@ thread_local! {
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-fn engine() -> Engine {
+fn engine(limits: &Limits) -> Engine {
     let mut e = Engine::new();
-    e.set_max_operations(LIMITS.operations)
-        .set_max_call_levels(LIMITS.call_levels)
-        .set_max_expr_depths(LIMITS.expr_depth.0, LIMITS.expr_depth.1)
-        .set_max_string_size(LIMITS.string_bytes)
-        .set_max_array_size(LIMITS.array_items)
-        .set_max_map_size(LIMITS.map_entries)
+    e.set_max_operations(limits.operations)
+        .set_max_call_levels(limits.call_levels)
+        .set_max_expr_depths(limits.expr_depth.0, limits.expr_depth.1)
+        .set_max_string_size(limits.string_bytes)
+        .set_max_array_size(limits.array_items)
+        .set_max_map_size(limits.map_entries)
         .set_max_variables(10_000)
         .set_max_functions(1_000)
         .set_strict_variables(true);
@@ -93,18 +93,18 @@ fn at(pos: Position, reason: String) -> MergeError {
     }
 }
 
-fn run_error(e: &EvalAltResult) -> MergeError {
+fn run_error(e: &EvalAltResult, limits: &Limits) -> MergeError {
     let reason = match e {
         EvalAltResult::ErrorTooManyOperations(_) => {
-            format!("stopped after {} operations (the limit)", LIMITS.operations)
+            format!("stopped after {} operations (the limit)", limits.operations)
         }
         EvalAltResult::ErrorTerminated(..) => format!(
             "stopped after {} ms (the wall-time limit)",
-            LIMITS.wall.as_millis()
+            limits.wall.as_millis()
         ),
         EvalAltResult::ErrorStackOverflow(_) => format!(
             "calls nested deeper than {} levels (the limit)",
-            LIMITS.call_levels
+            limits.call_levels
         ),
         other => {
             // Rhai appends " (line L, position C)"; the position is given
@@ -123,6 +123,7 @@ fn run_error(e: &EvalAltResult) -> MergeError {
 pub struct ScriptMerge {
     engine: Engine,
     ast: AST,
+    limits: Limits,
 }
 
 impl fmt::Debug for ScriptMerge {
@@ -135,13 +136,18 @@ impl ScriptMerge {
     /// Compiles `source`: a syntax error, or no `fn merge(versions)` with
     /// one parameter, is an error with its position.
     pub fn compile(source: &str) -> Result<ScriptMerge, MergeError> {
+        Self::compile_with(source, LIMITS)
+    }
+
+    /// [`ScriptMerge::compile`] under other limits (tests, embedders).
+    pub fn compile_with(source: &str, limits: Limits) -> Result<ScriptMerge, MergeError> {
         if source.len() > MAX_SCRIPT {
             return Err(MergeError::new(format!(
                 "script of {} bytes is over the {MAX_SCRIPT}-byte limit",
                 source.len()
             )));
         }
-        let engine = engine();
+        let engine = engine(&limits);
         let ast = engine.compile(source).map_err(|e| {
             let pos = e.position();
             let text = e.to_string();
@@ -159,7 +165,11 @@ impl ScriptMerge {
                 "the script defines no `fn merge(versions)` (one parameter)",
             ));
         }
-        Ok(ScriptMerge { engine, ast })
+        Ok(ScriptMerge {
+            engine,
+            ast,
+            limits,
+        })
     }
 }
 
@@ -185,7 +195,7 @@ impl MergeFn for ScriptMerge {
             array.push(Dynamic::from_map(m));
         }
         let opts = CallFnOptions::new().eval_ast(false).rewind_scope(true);
-        DEADLINE.with(|d| d.set(Some(Instant::now() + LIMITS.wall)));
+        DEADLINE.with(|d| d.set(Some(Instant::now() + self.limits.wall)));
         let out = self.engine.call_fn_with_options::<Dynamic>(
             opts,
             &mut Scope::new(),
@@ -194,7 +204,7 @@ impl MergeFn for ScriptMerge {
             (Dynamic::from_array(array),),
         );
         DEADLINE.with(|d| d.set(None));
-        let out = out.map_err(|e| run_error(&e))?;
+        let out = out.map_err(|e| run_error(&e, &self.limits))?;
         rhai::serde::from_dynamic::<serde_json::Value>(&out).map_err(|e| {
             MergeError::new(format!(
                 "merge returned a {} that is not JSON: {e}",
@@ -312,6 +322,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.reason.contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn the_wall_time_limit_stops_a_script_under_its_operation_limit() {
+        let limits = Limits {
+            operations: u64::MAX / 2,
+            wall: Duration::from_millis(5),
+            ..LIMITS
+        };
+        let s = ScriptMerge::compile_with("fn merge(v) { let n = 0; loop { n += 1; } }", limits)
+            .unwrap();
+        let dot = Dot::new(
+            ReplicaId::new(RegionId::new("us-east").unwrap(), uuid::Uuid::from_u128(1)),
+            Seq(1),
+        );
+        let version = Version::new(Hlc::new(1, 0).unwrap(), dot);
+        let value = serde_json::json!(1);
+        let inputs = [
+            Input {
+                value: &value,
+                version: &version,
+            },
+            Input {
+                value: &value,
+                version: &version,
+            },
+        ];
+        let t = Instant::now();
+        let e = s.merge(&inputs).unwrap_err();
+        assert_eq!(e.reason, "stopped after 5 ms (the wall-time limit)");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "stopped promptly: {:?}",
+            t.elapsed()
+        );
+        // The deadline is per call: the next call gets its own.
+        assert!(s.merge(&inputs).is_err());
     }
 
     #[test]

@@ -335,7 +335,15 @@ pub async fn get(
     let mut body = serde_json::Map::new();
     body.insert("key".into(), json!(key.as_str()));
     let registry = app.reader.published().registry.clone();
-    body.extend(render::object_in(&read.def, &registry, obj, q.versions));
+    let fields = if render::runs_merges(&read.def, &registry) {
+        let (def, obj, versions) = (read.def.clone(), obj.clone(), q.versions);
+        tokio::task::spawn_blocking(move || render::object_in(&def, &registry, &obj, versions))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+    } else {
+        render::object_in(&read.def, &registry, obj, q.versions)
+    };
+    body.extend(fields);
     Ok(respond(
         StatusCode::OK,
         &h,
@@ -343,6 +351,9 @@ pub async fn get(
         Some(&read.vv),
     ))
 }
+
+/// Most time one listing page spends running merge functions.
+const LIST_MERGE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Query of `GET /v1/kv/{keyspace}`.
 #[derive(Debug, Deserialize)]
@@ -381,28 +392,31 @@ pub async fn list(
         .map_err(|e| ApiError::bad_request(format!("after: {e}")))?;
     wait_token(&app, &h).await?;
     let reader = app.reader.clone();
-    let keyspace_name = keyspace.clone();
-    let listing = tokio::task::spawn_blocking(move || {
-        reader.list(&keyspace, &q.prefix, after.as_ref(), limit)
+    let registry = app.reader.published().registry.clone();
+    // Listing and rendering run off the async workers: rendering a custom
+    // keyspace runs merge functions, bounded by a time budget for the page.
+    let (listing, items) = tokio::task::spawn_blocking(move || {
+        let listing = reader.list(&keyspace, &q.prefix, after.as_ref(), limit)?;
+        let def = registry.get(&keyspace).cloned();
+        let budget = Instant::now() + LIST_MERGE_BUDGET;
+        let items: Vec<serde_json::Value> = listing
+            .items
+            .iter()
+            .map(|(k, obj)| {
+                let mut m = serde_json::Map::new();
+                m.insert("key".into(), json!(k.as_str()));
+                match &def {
+                    Some(d) => m.extend(render::listed(d, &registry, obj, budget)),
+                    None => m.extend(render::object(obj)),
+                }
+                serde_json::Value::Object(m)
+            })
+            .collect();
+        Ok::<_, meridian_core::ReadError>((listing, items))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     observe(&app, "list", t, false);
-    let published = app.reader.published();
-    let def = published.registry.get(&keyspace_name).cloned();
-    let items: Vec<serde_json::Value> = listing
-        .items
-        .iter()
-        .map(|(k, obj)| {
-            let mut m = serde_json::Map::new();
-            m.insert("key".into(), json!(k.as_str()));
-            match &def {
-                Some(d) => m.extend(render::object_in(d, &published.registry, obj, false)),
-                None => m.extend(render::object(obj)),
-            }
-            serde_json::Value::Object(m)
-        })
-        .collect();
     let body = json!({
         "items": items,
         "next": listing.next.map(|k| k.as_str().to_string()),

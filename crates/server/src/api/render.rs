@@ -90,6 +90,57 @@ pub fn object_in(
     }
 }
 
+/// Whether showing keys of `def` may run merge functions (which can take
+/// up to their wall-time limit: keep them off the async workers).
+pub fn runs_merges(def: &KeyspaceDef, registry: &Registry) -> bool {
+    def.policy == Policy::Custom || registry.doc_merges(&def.name)
+}
+
+/// [`object_in`] for a listing: once `budget` has run out, a key whose
+/// versions would need merging shows its newest version instead, with
+/// `merge.failed` saying so (a listing of many keys must not run
+/// functions for minutes).
+pub fn listed(
+    def: &KeyspaceDef,
+    registry: &Registry,
+    obj: &Object,
+    budget: std::time::Instant,
+) -> serde_json::Map<String, J> {
+    let needs_merge = match obj {
+        Object::Mv(r) => def.policy == Policy::Custom && r.len() > 1,
+        Object::Doc(d) => registry.doc_merges(&def.name) && !d.unmerged().is_empty(),
+        _ => false,
+    };
+    if !needs_merge || std::time::Instant::now() < budget {
+        return object_in(def, registry, obj, false);
+    }
+    let why =
+        "not merged: the listing's merge-time budget ran out; GET the key for its merged value";
+    let mut m = serde_json::Map::new();
+    match obj {
+        Object::Mv(r) => {
+            let siblings = r.siblings();
+            if let Some((_, v)) = siblings.last() {
+                m.insert("value".into(), value(v));
+            }
+            m.insert(
+                "merge".into(),
+                json!({"versions": siblings.len(), "failed": why}),
+            );
+            m.insert(
+                "context".into(),
+                J::String(meridian_core::token::encode(r.context())),
+            );
+        }
+        Object::Doc(d) => {
+            m.insert("value".into(), J::Object(d.to_json()));
+            m.insert("merges".into(), json!({"failed": why}));
+        }
+        _ => {}
+    }
+    m
+}
+
 /// A document whose merge fields show their versions merged; `merges`
 /// (when any field held several) and, with `versions`, every merge
 /// field's inputs, by dotted path.

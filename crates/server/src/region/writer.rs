@@ -245,8 +245,22 @@ impl Writer {
                 }))
             })?;
         let mut batch = Vec::with_capacity(64);
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
+        // Merges still owed after a round: take what is waiting without
+        // blocking, and go on merging while the channel is empty.
+        let mut owed = false;
+        loop {
+            if owed {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.blocking_recv() {
+                    Some(c) => batch.push(c),
+                    None => break,
+                }
+            }
             while batch.len() < MAX_TAKE {
                 match rx.try_recv() {
                     Ok(c) => batch.push(c),
@@ -267,8 +281,9 @@ impl Writer {
                 }
             }
             // Merges this region owes for what it just staged go into the
-            // same group. A bounded number per round: a slow script must not
-            // hold the writer for long (what is left waits for the next one).
+            // same group. A bounded number per round, so a slow script
+            // cannot hold the writer for long; the next round (at once, if
+            // nothing else waits) takes the rest.
             if !g.failed && g.engine.merges_due() {
                 match g.engine.merge_due(now, MERGES_PER_ROUND) {
                     Ok(_) => {}
@@ -279,8 +294,13 @@ impl Writer {
                     }
                 }
             }
+            owed = !g.failed && g.engine.merges_due();
             drop(g);
             shared.work.notify_one();
+            if owed {
+                // Let the committer take the group before the next round.
+                std::thread::yield_now();
+            }
         }
         // Refuse whatever is still queued (its senders see the region stop).
         drop(rx);
