@@ -554,7 +554,18 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert_eq!(
             e,
-            "configuration field `keyspaces[0].policy`: unknown policy \"crdt\": expected one of lww, mv, counter, set, doc"
+            "configuration field `keyspaces[0].policy`: unknown policy \"crdt\": expected one of lww, mv, counter, set, doc, custom"
+        );
+
+        let c = with_file("region = \"eu-west\"\ndata_dir = \"/tmp/x\"\n[[keyspaces]]\nname = \"prices\"\npolicy = \"custom\"\nmerge = \"region-priority\"\nregion_order = [\"eu-west\", \"us-east\"]\n").unwrap();
+        let v = c.validate().unwrap();
+        assert_eq!(v.keyspaces[0].policy, Policy::Custom);
+        assert_eq!(v.keyspaces[0].merge.as_deref(), Some("region-priority"));
+        assert_eq!(v.keyspaces[0].region_order.len(), 2);
+        let c = with_file("region = \"eu-west\"\ndata_dir = \"/tmp/x\"\n[[keyspaces]]\nname = \"prices\"\npolicy = \"custom\"\n").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "configuration field `keyspaces[0].merge`: a custom keyspace names its merge function"
         );
 
         let c = with_file("region = \"EU\"\ndata_dir = \"/tmp/x\"\n").unwrap();

@@ -239,6 +239,24 @@ async fn a_custom_keyspace_merges_its_versions_and_records_every_merge() {
     assert_eq!(r.status, 422);
     let r = api.get("/v1/kv/carts/alice?versions=maybe").await;
     assert_eq!(r.status, 400);
+    // A value the script cannot take fails the merge at run time: the
+    // newest version is kept (last-writer-wins), the ledger says why, and
+    // the region goes on serving.
+    api.json(Method::PUT, "/v1/kv/carts/carl", json!({"apple": 1}))
+        .await;
+    let r = api.json(Method::PUT, "/v1/kv/carts/carl", json!(5)).await;
+    assert_eq!(r.status, 200);
+    let got = api.get("/v1/kv/carts/carl").await.json();
+    assert_eq!(got["value"], json!(5), "{got}");
+    let c = api
+        .get("/v1/conflicts?keyspace=carts&key=carl")
+        .await
+        .json();
+    let e = &c["conflicts"][0];
+    assert_eq!(e["rule"], json!("merge_failed"), "{c}");
+    let why = e["merge"]["failed"].as_str().unwrap();
+    assert!(why.starts_with("merge cart failed: line "), "{why}");
+    assert_eq!(api.get("/healthz").await.status, 200);
     // Doc fields can name a merge too.
     let r = api
         .json(
