@@ -595,8 +595,40 @@ async fn a_cart_merged_by_a_script_converges_across_partitions_and_a_kill() {
                 .all(|m| m["merge"]["function"] == json!("cart"))
         );
     }
+    // Emptying a cart replaces its versions: only its merger takes that.
+    let mut took = Vec::new();
+    let mut named = Vec::new();
+    for region in &c.regions {
+        match c.client(region).delete("carts", "cart-0").await {
+            Ok(_) => took.push(region.clone()),
+            Err(meridian_client::ClientError::Http {
+                status, code, body, ..
+            }) => {
+                assert_eq!((status, code.as_str()), (409, "not_merger"));
+                named.push(body["merger"].as_str().unwrap().to_string());
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        took.len(),
+        1,
+        "exactly one region takes the delete: {took:?} {named:?}"
+    );
+    assert!(named.iter().all(|m| *m == took[0]), "{named:?} vs {took:?}");
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    for region in &c.regions {
+        assert!(
+            c.client(region)
+                .get("carts", "cart-0")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
     println!(
-        "cart: {acked} acknowledged changes in 3 partitioned regions, one killed; {unmerged} region-keys held unmerged versions while cut off; after the heal 4 carts equal to the sum everywhere, one version each"
+        "cart: {acked} acknowledged changes in 3 partitioned regions, one killed; {unmerged} region-keys held unmerged versions while cut off; after the heal 4 carts equal to the sum everywhere, one version each; a delete taken only by the merger ({})",
+        took[0]
     );
     c.stop().await;
 }

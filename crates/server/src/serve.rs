@@ -2,6 +2,7 @@
 //! from configuration to a graceful stop. `meridian serve` runs one;
 //! `meridian dev` runs three in one process.
 
+use meridian_core::WriteError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,6 +130,13 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     for def in &cfg.keyspaces {
         match region.writer.define(def.clone()).await {
             Ok(Ok(_)) => {}
+            // A script registered elsewhere that has not reached this
+            // (new, or wiped) region yet: start anyway; the definition
+            // arrives with the rest once the region has caught up, if it was
+            // made elsewhere, and the operator is told.
+            Ok(Err(WriteError::UnknownMerge(m))) => {
+                tracing::warn!(keyspace = %def.name, merge = %m, "configured keyspace not defined: its merge script is not in this region (yet); define it once the script has replicated");
+            }
             Ok(Err(e)) => return Err(StartError::Write(e).into()),
             Err(stopped) => return Err(ServeError::Fatal(stopped.to_string())),
         }

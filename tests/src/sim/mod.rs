@@ -13,6 +13,7 @@
 
 mod model;
 mod net;
+mod reads;
 mod region;
 
 use std::collections::BTreeSet;
@@ -411,8 +412,12 @@ impl Sim {
             while let Some((from, to, msg)) = self.net.take_any() {
                 self.deliver(from, to, msg, false)?;
             }
+            let mut owed = false;
+            for r in &mut self.regions {
+                owed |= r.write_back(self.now)?;
+            }
             let first = self.regions[0].vv();
-            let converged = self.regions.iter().all(|r| r.vv() == first && r.idle());
+            let converged = !owed && self.regions.iter().all(|r| r.vv() == first && r.idle());
             if converged && round > 0 {
                 self.report.settle_steps = round;
                 // Quiet and converged: tombstones are stable now; collect

@@ -17,6 +17,8 @@ pub struct Model {
     pub maybe_puts: BTreeMap<String, i64>,
     /// Counter key -> (acknowledged sum, unknown-outcome sum).
     pub counters: BTreeMap<String, (i64, i64)>,
+    /// Custom (`sum`) key -> (acknowledged versions' sum, unknown-outcome sum).
+    pub summed: BTreeMap<String, (i64, i64)>,
     /// Every durable op, by dot (the reference for set semantics).
     pub ops: BTreeMap<Dot, Arc<Op>>,
     /// Writes acknowledged.
@@ -115,6 +117,21 @@ impl Model {
             if got < i128::from(*acked) || got > i128::from(acked + maybe) {
                 return Err(format!(
                     "{}: counter {k} = {got}, acknowledged increments sum to {acked} (+{maybe} unknown)",
+                    r.name
+                ));
+            }
+        }
+        for (k, (acked, maybe)) in &self.summed {
+            let (got, versions) = r.merged(k)?;
+            if got < *acked || got > acked + maybe {
+                return Err(format!(
+                    "{}: custom key {k} merges to {got}, acknowledged versions sum to {acked} (+{maybe} unknown)",
+                    r.name
+                ));
+            }
+            if versions > 1 {
+                return Err(format!(
+                    "{}: custom key {k} still holds {versions} versions after the heal",
                     r.name
                 ));
             }

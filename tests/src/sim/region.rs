@@ -14,7 +14,7 @@ use meridian_core::{
     MutationRequest, Op, WriteError, WriteRequest,
 };
 use meridian_crdt::{
-    Crdt, Hlc, Json, Object, Policy, RegionId, ReplicaId, Seq, Value, VersionVector, codec,
+    Hlc, Json, Object, Policy, RegionId, ReplicaId, Seq, Value, VersionVector, codec,
 };
 use uuid::Uuid;
 
@@ -107,6 +107,13 @@ pub struct SimRegion {
     writes: u64,
 }
 
+fn region_ids(names: &[&'static str]) -> Vec<RegionId> {
+    names
+        .iter()
+        .map(|n| RegionId::new(*n).unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
 fn cfg() -> EngineConfig {
     EngineConfig {
         max_clock_offset_ms: 500,
@@ -125,8 +132,9 @@ impl SimRegion {
             Uuid::from_u128(incarnation),
         );
         let backend = MemBackend::new();
-        let engine = Engine::open(id.clone(), cfg(), Arc::new(backend.clone()))
+        let mut engine = Engine::open(id.clone(), cfg(), Arc::new(backend.clone()))
             .unwrap_or_else(|e| panic!("{e}"));
+        engine.enable_merges(region_ids(names));
         Self {
             name,
             id,
@@ -159,7 +167,7 @@ impl SimRegion {
             .ok_or_else(|| format!("{} is down", self.name))
     }
 
-    fn engine_ref(&self) -> &Engine<MemBackend> {
+    pub(super) fn engine_ref(&self) -> &Engine<MemBackend> {
         self.engine
             .as_ref()
             .unwrap_or_else(|| panic!("{} is down", self.name))
@@ -204,11 +212,19 @@ impl SimRegion {
     pub fn define_keyspaces(&mut self, now: u64) {
         let t = self.local(now);
         let e = self.engine().unwrap_or_else(|e| panic!("{e}"));
-        for (name, policy) in [("n", Policy::Counter), ("s", Policy::Set)] {
-            let def = KeyspaceDef::new(
+        for (name, policy) in [
+            ("n", Policy::Counter),
+            ("s", Policy::Set),
+            ("m", Policy::Custom),
+        ] {
+            let mut def = KeyspaceDef::new(
                 KeyspaceName::new(name).unwrap_or_else(|e| panic!("{e}")),
                 policy,
             );
+            if policy == Policy::Custom {
+                // Versions summed by the merger's write-back.
+                def.merge = Some("sum".into());
+            }
             e.define(t, def).unwrap_or_else(|e| panic!("{e}"));
         }
         self.commit().unwrap_or_else(|e| panic!("{e}"));
@@ -227,7 +243,9 @@ impl SimRegion {
         let t = self.local(now);
         self.writes += 1;
         let key_n = format!("{}-{}", self.name, self.writes);
-        let (ks, key, change, desc) = match rng.below(14) {
+        // Write-backs owed go out with this group, as the server's writer does.
+        self.engine()?.merge_due(t, 64).map_err(|e| e.to_string())?;
+        let (ks, key, change, desc) = match rng.below(16) {
             0..=3 => {
                 let v = rng.below(1000) as i64;
                 (
@@ -263,6 +281,22 @@ impl SimRegion {
                     k.clone(),
                     Change::Remove(vec![Json::parse(&e).map_err(|e| e.to_string())?]),
                     format!("remove {k} {e}"),
+                )
+            }
+            14..=15 => {
+                // Versions of a custom key every region adds to, summed.
+                let by = 1 + rng.below(5) as i64;
+                let k = format!("m{}", rng.below(2));
+                (
+                    "m",
+                    k.clone(),
+                    Change::Put {
+                        value: Value::Json(
+                            Json::parse(&by.to_string()).map_err(|e| e.to_string())?,
+                        ),
+                        context: None,
+                    },
+                    format!("version {k} +{by}"),
                 )
             }
             10..=11 => {
@@ -331,6 +365,21 @@ impl SimRegion {
         let shared = key.starts_with("shared-");
         match (&change, acked) {
             _ if shared => {} // judged against every op, not per write
+            (
+                Change::Put {
+                    value: Value::Json(j),
+                    ..
+                },
+                acked,
+            ) if ks == "m" => {
+                let by: i64 = j.as_str().parse().unwrap_or(0);
+                let e = model.summed.entry(key).or_default();
+                if acked {
+                    e.0 += by;
+                } else {
+                    e.1 += by;
+                }
+            }
             (
                 Change::Put {
                     value: Value::Json(j),
@@ -451,6 +500,7 @@ impl SimRegion {
             .engine()?
             .receive(t, batch.ops)
             .map_err(|e| e.to_string())?;
+        self.engine()?.merge_due(t, 64).map_err(|e| e.to_string())?;
         if self.commit_or_crash(crash)?.is_none() {
             return Ok(None);
         }
@@ -583,10 +633,21 @@ impl SimRegion {
         }
         e.commit(Some(Lsn(self.log.next - 1)))
             .map_err(|e| e.to_string())?;
+        e.enable_merges(region_ids(&self.names));
         self.engine = Some(e);
         self.up = true;
         self.skew_ms = self.skew_ms.clamp(-100, 100);
         Ok(())
+    }
+
+    /// Stages and commits the merge write-backs this region owes (as the
+    /// server's writer does when nothing else waits); whether any remain.
+    pub fn write_back(&mut self, now: u64) -> Result<bool, String> {
+        let t = self.local(now);
+        let e = self.engine()?;
+        e.merge_due(t, 64).map_err(|e| e.to_string())?;
+        self.commit()?;
+        Ok(self.engine()?.merges_due())
     }
 
     /// The published version vector.
@@ -618,51 +679,5 @@ impl SimRegion {
             }
         }
         Ok(())
-    }
-
-    /// Every live lww value of `default`.
-    pub fn lww_values(&self) -> Result<BTreeMap<String, i64>, String> {
-        let listing = self
-            .engine_ref()
-            .reader()
-            .list("default", "", None, 1000)
-            .map_err(|e| e.to_string())?;
-        let mut out = BTreeMap::new();
-        for (k, obj) in listing.items {
-            if let Object::Lww(r) = obj
-                && let Some(Value::Json(j)) = r.value()
-            {
-                out.insert(k.as_str().to_string(), j.as_str().parse().unwrap_or(-1));
-            }
-        }
-        Ok(out)
-    }
-
-    /// A counter's value (0 when absent).
-    pub fn counter(&self, key: &str) -> Result<i128, String> {
-        let read = self
-            .engine_ref()
-            .reader()
-            .get("n", &Key::new(key).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        Ok(match read.object {
-            Some(Object::Counter(c)) => c.value(),
-            _ => 0,
-        })
-    }
-
-    /// A set's members.
-    pub fn set(&self, key: &str) -> Result<BTreeSet<String>, String> {
-        let read = self
-            .engine_ref()
-            .reader()
-            .get("s", &Key::new(key).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        Ok(match read.object {
-            Some(Object::Set(s)) if s.is_live() => {
-                s.iter().map(|j| j.as_str().to_string()).collect()
-            }
-            _ => BTreeSet::new(),
-        })
     }
 }

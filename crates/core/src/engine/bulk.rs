@@ -44,7 +44,8 @@ impl<B: Backend> Engine<B> {
             if self.collected_before(&ks, &key, &obj, covers)? {
                 continue;
             }
-            let entry = self.load(&ks, &key, obj.policy())?;
+            let obj_policy = obj.policy();
+            let entry = self.load(&ks, &key, obj_policy)?;
             entry.removed = false;
             entry.obj.merge(&obj);
             entry.size = None; // a merge can grow it by anything: measure next time
@@ -59,14 +60,21 @@ impl<B: Backend> Engine<B> {
                     self.registry.insert(def);
                 }
                 Some(SystemEntry::Merge(def)) => self.registry.insert_merge(def),
-                None => {}
+                None => {
+                    // Versions that came by transfer or repair are owed a
+                    // merge like versions that came as ops.
+                    let custom = self
+                        .registry
+                        .get(ks.as_str())
+                        .is_some_and(|d| d.policy == meridian_crdt::Policy::Custom);
+                    if custom && super::merging::unmerged(&self.load(&ks, &key, obj_policy)?.obj) {
+                        self.note_merge(&ks, &key);
+                    }
+                }
             }
         }
         self.current.installed = true;
         self.current.covers.merge(covers);
-        if self.merge_regions.is_some() {
-            self.resweep();
-        }
         Ok(())
     }
 

@@ -153,16 +153,6 @@ impl KeyspaceDef {
         }
     }
 
-    /// Whether keys of this keyspace can hold versions a merge function
-    /// combines: a custom keyspace, or a doc with `merge` fields.
-    pub fn is_mergeable(&self) -> bool {
-        match self.policy {
-            Policy::Custom => true,
-            Policy::Doc => !self.schema.merges().is_empty(),
-            _ => false,
-        }
-    }
-
     /// Every merge function the definition names (keyspace and fields).
     pub fn merge_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.merge.iter().map(String::as_str).collect();
@@ -294,7 +284,7 @@ impl Registry {
 
     /// Installs (or replaces) a definition.
     pub fn insert(&mut self, def: KeyspaceDef) {
-        if def.policy == Policy::Doc && def.is_mergeable() {
+        if def.policy == Policy::Doc && !def.schema.merges().is_empty() {
             self.doc_merges.insert(def.name.clone());
         } else {
             self.doc_merges.remove(&def.name);

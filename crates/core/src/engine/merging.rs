@@ -2,10 +2,7 @@
 //! this region owes a merge, the write-back op, and the ledger entry every
 //! region records when it applies one.
 
-use meridian_crdt::{
-    DocOp, FieldRule, Json, MergeStamp, MvOp, MvRegister, Object, ObjectOp, RegionId, Value,
-    Version,
-};
+use meridian_crdt::{Json, MergeStamp, MvOp, Object, ObjectOp, Policy, RegionId, Value, Version};
 
 use super::ledger::{MAX_RECORDED_INPUTS, MergeRecord};
 use super::{Engine, WriteError};
@@ -18,7 +15,7 @@ use crate::state::Backend;
 const MAX_DUE: usize = 100_000;
 
 /// Stored keys one sweep step reads.
-const SWEEP_PAGE: usize = 256;
+const SWEEP_PAGE: usize = 64;
 
 /// One merge write-back inside an op, as a region applying it records it.
 pub(super) struct Applied {
@@ -30,21 +27,8 @@ pub(super) struct Applied {
     inputs: Vec<(Version, Option<Value>)>,
 }
 
-/// The merge write-backs in `op`, about to be applied to `obj`.
+/// The merge write-back in `op`, about to be applied to `obj`.
 pub(super) fn merges_in(obj: &Object, op: &ObjectOp) -> Vec<Applied> {
-    let held = |reg: Option<&MvRegister<Json>>, by: &MergeStamp| -> Vec<(Version, Option<Value>)> {
-        let siblings = reg.map(|r| r.siblings()).unwrap_or_default();
-        by.inputs
-            .iter()
-            .map(|v| {
-                let value = siblings
-                    .iter()
-                    .find(|(h, _)| h == v)
-                    .map(|(_, x)| Value::Json((*x).clone()));
-                (v.clone(), value)
-            })
-            .collect()
-    };
     match (op, obj) {
         (ObjectOp::Mv(MvOp::Merge { value, by, .. }), _) => {
             let siblings: Vec<(Version, &Value)> = match obj {
@@ -73,38 +57,14 @@ pub(super) fn merges_in(obj: &Object, op: &ObjectOp) -> Vec<Applied> {
                 inputs,
             }]
         }
-        (ObjectOp::Doc(d), _) => {
-            let doc = match obj {
-                Object::Doc(doc) => Some(doc),
-                _ => None,
-            };
-            d.merge_ops()
-                .into_iter()
-                .filter_map(|(path, o)| match o {
-                    MvOp::Merge { value, by, .. } => {
-                        let reg = doc.and_then(|doc| doc.merge_field(&path));
-                        Some(Applied {
-                            inputs: held(reg, by),
-                            path,
-                            value: value.clone(),
-                            by: by.clone(),
-                        })
-                    }
-                    _ => None,
-                })
-                .collect()
-        }
         _ => Vec::new(),
     }
 }
 
-/// Whether `obj` holds versions a write-back would collapse.
+/// Whether `obj` (of a custom keyspace) holds versions a write-back would
+/// collapse.
 pub(super) fn unmerged(obj: &Object) -> bool {
-    match obj {
-        Object::Mv(r) => r.len() > 1,
-        Object::Doc(d) => !d.unmerged().is_empty(),
-        _ => false,
-    }
+    matches!(obj, Object::Mv(r) if r.len() > 1)
 }
 
 impl<B: Backend> Engine<B> {
@@ -140,7 +100,7 @@ impl<B: Backend> Engine<B> {
         let customs: Vec<KeyspaceName> = self
             .registry
             .iter()
-            .filter(|d| d.is_mergeable())
+            .filter(|d| d.policy == Policy::Custom)
             .map(|d| d.name.clone())
             .collect();
         // The system keyspace marks a fresh sweep: begin at the first custom one.
@@ -178,15 +138,18 @@ impl<B: Backend> Engine<B> {
                 .find(|c| **c > ks)
                 .map(|c| (c.clone(), Vec::new())),
         };
+        if self.merge_sweep.is_none() && std::mem::take(&mut self.sweep_again) {
+            self.resweep();
+        }
         Ok(())
     }
 
     /// Remembers that `keyspace/key` may owe a merge.
     pub(super) fn note_merge(&mut self, keyspace: &KeyspaceName, key: &Key) {
         if self.due_merges.len() >= MAX_DUE {
-            if self.merge_sweep.is_none() {
-                self.resweep();
-            }
+            // Forgotten here: a sweep (again, after one that is running,
+            // which may have passed this key) finds it.
+            self.sweep_again = true;
             return;
         }
         if let Some(regions) = &self.merge_regions
@@ -211,6 +174,9 @@ impl<B: Backend> Engine<B> {
             return Ok(0);
         };
         if self.due_merges.is_empty() {
+            if self.merge_sweep.is_none() && std::mem::take(&mut self.sweep_again) {
+                self.resweep();
+            }
             self.sweep_step()?;
         }
         let mut staged = 0;
@@ -231,34 +197,18 @@ impl<B: Backend> Engine<B> {
                     let Some(function) = self.registry.merge_for(&def) else {
                         continue;
                     };
-                    let Some(res) = merge::resolve(&function, &reg.siblings()) else {
+                    let siblings = reg.siblings();
+                    let Some(res) = merge::resolve(&function, &siblings) else {
                         continue;
                     };
-                    ObjectOp::Mv(reg.merge_op(Value::Json(res.value.clone()), res.stamp()))
-                }
-                Object::Doc(doc) => {
-                    let mut op = DocOp::default();
-                    for (path, reg) in doc.unmerged() {
-                        let Some(FieldRule::Merge(name)) = def.schema.rule_at(&path) else {
-                            continue;
-                        };
-                        let function = self.registry.function_named(name, &[]);
-                        let versions: Vec<(Version, Value)> = reg
-                            .siblings()
-                            .into_iter()
-                            .map(|(v, j)| (v, Value::Json(j.clone())))
-                            .collect();
-                        let refs: Vec<(Version, &Value)> =
-                            versions.iter().map(|(v, x)| (v.clone(), x)).collect();
-                        let Some(res) = merge::resolve(&function, &refs) else {
-                            continue;
-                        };
-                        op.set_merge(&path, reg.merge_op(res.value.clone(), res.stamp()));
-                    }
-                    if op.0.is_empty() {
+                    if let Some(why) = &res.failed {
+                        // Never written back: the versions stay (readers see
+                        // the newest), so a fixed script, or the next try
+                        // after a transient limit, still merges all of them.
+                        self.record_failed(&ks, &key, &siblings, why.clone(), &res);
                         continue;
                     }
-                    ObjectOp::Doc(op)
+                    ObjectOp::Mv(reg.merge_op(Value::Json(res.value.clone()), res.stamp()))
                 }
                 _ => continue,
             };
@@ -267,16 +217,10 @@ impl<B: Backend> Engine<B> {
                 key: key.clone(),
                 op,
             };
-            let failed = merges_in(&obj, &mutation.op)
-                .iter()
-                .any(|a| a.by.failed.is_some());
             match self.stage_local(now_ms, vec![mutation]) {
                 Ok(()) => {
                     staged += 1;
                     self.stats.merges_written += 1;
-                    if failed {
-                        self.stats.merges_failed += 1;
-                    }
                 }
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {
@@ -303,6 +247,39 @@ impl<B: Backend> Engine<B> {
         Ok(true)
     }
 
+    /// A merge the merger tried and could not write back: recorded in this
+    /// region's ledger only (nothing replicates).
+    fn record_failed(
+        &mut self,
+        keyspace: &KeyspaceName,
+        key: &Key,
+        siblings: &[(Version, &Value)],
+        why: String,
+        res: &merge::Resolution,
+    ) {
+        let Some((newest, _)) = siblings.last() else {
+            return;
+        };
+        self.stats.merges_failed += 1;
+        let inputs = siblings
+            .iter()
+            .map(|(v, x)| (v.clone(), Some((*x).clone())))
+            .collect();
+        let applied = Applied {
+            path: Vec::new(),
+            value: res.value.clone(),
+            by: MergeStamp {
+                function: res.function.clone(),
+                hash: res.hash.clone(),
+                inputs: res.inputs.clone(),
+                failed: Some(why),
+            },
+            inputs,
+        };
+        let now = self.clock.last();
+        self.record_merge(keyspace, key, newest.clone(), applied, now);
+    }
+
     pub(super) fn record_merge(
         &mut self,
         keyspace: &KeyspaceName,
@@ -311,11 +288,7 @@ impl<B: Backend> Engine<B> {
         mut applied: Applied,
         now: meridian_crdt::Hlc,
     ) {
-        if !self
-            .registry
-            .get(keyspace.as_str())
-            .is_some_and(|d| d.is_mergeable())
-        {
+        if self.registry.get(keyspace.as_str()).map(|d| d.policy) != Some(Policy::Custom) {
             return;
         }
         let bytes: usize = applied

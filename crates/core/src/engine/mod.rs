@@ -331,6 +331,8 @@ pub struct Engine<B: Backend> {
     /// Where the sweep of stored custom keys for owed merges stands
     /// (keyspace, next key); `None` when no sweep runs.
     merge_sweep: Option<(KeyspaceName, Vec<u8>)>,
+    /// Keys were forgotten (too many due): sweep again after this sweep.
+    sweep_again: bool,
 }
 
 impl<B: Backend> Engine<B> {
@@ -405,6 +407,7 @@ impl<B: Backend> Engine<B> {
             due_merges: std::collections::BTreeSet::new(),
             merge_regions: None,
             merge_sweep: None,
+            sweep_again: false,
         };
         engine.publish(None);
         Ok(engine)
@@ -453,15 +456,19 @@ impl<B: Backend> Engine<B> {
         self.current.ops.iter().map(|s| &s.op)
     }
 
-    /// Whether the current group holds anything.
+    /// Whether the current group holds anything to commit (ops, or ledger
+    /// entries of merges that could not be written back).
     pub fn has_staged(&self) -> bool {
-        !self.current.ops.is_empty()
+        !self.current.ops.is_empty() || !self.current.conflicts.is_empty()
     }
 
     /// Closes the current group (if it holds anything) so it can be logged;
     /// staging goes on in a new group layered on top of it.
     pub fn seal(&mut self) -> Option<GroupId> {
-        if self.current.ops.is_empty() && !self.current.installed {
+        if self.current.ops.is_empty()
+            && !self.current.installed
+            && self.current.conflicts.is_empty()
+        {
             return None;
         }
         let mut g = std::mem::take(&mut self.current);
@@ -555,6 +562,28 @@ impl<B: Backend> Engine<B> {
                 other => other,
             };
             let me = self.me.clone();
+            if def.policy == Policy::Custom
+                && let Some(regions) = &self.merge_regions
+            {
+                let replaces = match change {
+                    Change::Delete { .. } => Some("delete"),
+                    Change::Put {
+                        context: Some(_), ..
+                    } => Some("put with a context"),
+                    _ => None,
+                };
+                if let Some(what) = replaces
+                    && let Some(m) = crate::merge::merger(&def.name, key, regions)
+                    && *m != me.region
+                {
+                    return Err(WriteError::NotMerger {
+                        keyspace: def.name.to_string(),
+                        key: key.to_string(),
+                        change: what,
+                        merger: m.clone(),
+                    });
+                }
+            }
             let current = self.load(&def.name, key, def.policy)?;
             // A key holding state of a higher-ranked policy (written under a
             // concurrent definition of the keyspace that lost) ignores ops of
@@ -765,8 +794,7 @@ impl<B: Backend> Engine<B> {
         for m in &op.mutations {
             let def = self.registry.get(m.keyspace.as_str());
             let policy = def.map(|d| d.policy).unwrap_or(m.op.policy());
-            let mergeable = def.is_some_and(|d| d.policy == Policy::Custom)
-                || (policy == Policy::Doc && self.registry.doc_merges(&m.keyspace));
+            let mergeable = def.is_some_and(|d| d.policy == Policy::Custom);
             let bound = self.cfg.max_clock_offset_ms;
             let op_len =
                 codec::encoded_len(&m.op).map_err(|e| StoreError::Backend(e.to_string()))?;

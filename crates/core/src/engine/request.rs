@@ -215,6 +215,23 @@ pub enum WriteError {
         /// The cap (`sibling_cap`).
         cap: usize,
     },
+    /// A delete, or a write carrying a read's context, of a custom key sent
+    /// to a region that is not the key's merger: only the merger may
+    /// replace versions, so nothing that replaces them can be concurrent
+    /// with its write-backs (which stand for the same versions).
+    #[error(
+        "{keyspace}/{key}: a {change} of a custom key replaces versions and is taken only by the key's merger, region {merger}; send it there (a write without a context is taken anywhere)"
+    )]
+    NotMerger {
+        /// The keyspace.
+        keyspace: String,
+        /// The key.
+        key: String,
+        /// `delete`, or `put with a context`.
+        change: &'static str,
+        /// The region that takes it.
+        merger: meridian_crdt::RegionId,
+    },
     /// A custom keyspace names a merge this region does not know.
     #[error("no merge function named {0:?}: use a built-in ({builtins}) or register a script with PUT /v1/merges/{0}", builtins = crate::merge::builtin::NAMES.join(", "))]
     UnknownMerge(String),

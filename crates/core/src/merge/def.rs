@@ -17,8 +17,11 @@ pub const KEY_PREFIX: &str = "merge/";
 /// Longest description, in bytes.
 pub const MAX_DESCRIPTION: usize = 4096;
 
-/// Most samples a registration may bring, and most versions in one.
-pub const MAX_SAMPLES: usize = 64;
+/// Most samples a registration may bring.
+pub const MAX_SAMPLES: usize = 16;
+
+/// Most scripts a cluster holds (each is compiled in every region).
+pub const MAX_SCRIPTS: usize = 256;
 
 /// A merge script under a name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

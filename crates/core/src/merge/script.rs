@@ -44,10 +44,10 @@ pub struct Limits {
 pub const LIMITS: Limits = Limits {
     operations: 500_000,
     call_levels: 24,
-    expr_depth: (64, 48),
+    expr_depth: (64, 32),
     string_bytes: 1 << 20,
-    array_items: 100_000,
-    map_entries: 100_000,
+    array_items: 10_000,
+    map_entries: 10_000,
     wall: Duration::from_millis(100),
 };
 
@@ -67,7 +67,7 @@ fn engine(limits: &Limits) -> Engine {
         .set_max_string_size(limits.string_bytes)
         .set_max_array_size(limits.array_items)
         .set_max_map_size(limits.map_entries)
-        .set_max_variables(10_000)
+        .set_max_variables(1_000)
         .set_max_functions(1_000)
         .set_strict_variables(true);
     e.disable_symbol("eval");
@@ -177,8 +177,33 @@ fn to_dynamic(v: &serde_json::Value) -> Result<Dynamic, MergeError> {
     rhai::serde::to_dynamic(v).map_err(|e| MergeError::new(format!("input: {e}")))
 }
 
-impl MergeFn for ScriptMerge {
-    fn merge(&self, versions: &[Input<'_>]) -> Result<serde_json::Value, MergeError> {
+/// Stack of the thread a script runs on. Rhai and the conversions of its
+/// result recurse over nested data, and a script can nest an array inside
+/// itself once per operation: the caller's stack (2 MiB on tokio's
+/// threads) is not enough for what the operation limit allows. The space
+/// is reserved, not touched, until used.
+const SCRIPT_STACK: usize = 512 << 20;
+
+/// Deepest merged value accepted: the nesting limit of client values.
+pub const MAX_RESULT_DEPTH: usize = 64;
+
+/// How deep `v` nests (a scalar is 1), counted without recursion.
+fn depth(v: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            serde_json::Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
+            serde_json::Value::Object(m) => stack.extend(m.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+impl ScriptMerge {
+    fn run(&self, versions: &[Input<'_>]) -> Result<serde_json::Value, MergeError> {
         let mut array = rhai::Array::with_capacity(versions.len());
         for i in versions {
             let mut m = rhai::Map::new();
@@ -205,11 +230,36 @@ impl MergeFn for ScriptMerge {
         );
         DEADLINE.with(|d| d.set(None));
         let out = out.map_err(|e| run_error(&e, &self.limits))?;
-        rhai::serde::from_dynamic::<serde_json::Value>(&out).map_err(|e| {
+        let json = rhai::serde::from_dynamic::<serde_json::Value>(&out).map_err(|e| {
             MergeError::new(format!(
                 "merge returned a {} that is not JSON: {e}",
                 out.type_name()
             ))
+        })?;
+        let d = depth(&json);
+        if d > MAX_RESULT_DEPTH {
+            // Dropped here, on the big stack.
+            return Err(MergeError::new(format!(
+                "merge returned a value nested {d} levels deep, over the limit of {MAX_RESULT_DEPTH}"
+            )));
+        }
+        Ok(json)
+    }
+}
+
+impl MergeFn for ScriptMerge {
+    fn merge(&self, versions: &[Input<'_>]) -> Result<serde_json::Value, MergeError> {
+        // On a thread of its own with a large stack (see SCRIPT_STACK):
+        // everything deep the script built is made and dropped there.
+        std::thread::scope(|scope| {
+            let runner = std::thread::Builder::new()
+                .name("meridian-merge".into())
+                .stack_size(SCRIPT_STACK)
+                .spawn_scoped(scope, || self.run(versions))
+                .map_err(|e| MergeError::new(format!("cannot start a script thread: {e}")))?;
+            runner
+                .join()
+                .unwrap_or_else(|_| Err(MergeError::new("the script's thread panicked")))
         })
     }
 }
@@ -383,6 +433,53 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, serde_json::json!(2));
+    }
+
+    #[test]
+    fn a_deeply_nested_result_is_refused_without_overflowing_a_stack() {
+        // Thousands of levels (Rhai's size limits count nested items, so
+        // about 10k is the most a script can build), given the time a debug
+        // build needs: deeper than a small stack converts or drops safely.
+        let limits = Limits {
+            wall: Duration::from_secs(60),
+            ..LIMITS
+        };
+        let s = ScriptMerge::compile_with(
+            "fn merge(v) { let x = 1; for i in 0..3000 { x = [x]; } x }",
+            limits,
+        )
+        .unwrap();
+        let dot = Dot::new(
+            ReplicaId::new(RegionId::new("us-east").unwrap(), uuid::Uuid::from_u128(1)),
+            Seq(1),
+        );
+        let version = Version::new(Hlc::new(1, 0).unwrap(), dot);
+        let value = serde_json::json!(1);
+        let inputs = [
+            Input {
+                value: &value,
+                version: &version,
+            },
+            Input {
+                value: &value,
+                version: &version,
+            },
+        ];
+        let e = s.merge(&inputs).unwrap_err();
+        assert!(
+            e.reason.contains("levels deep, over the limit of 64"),
+            "{e}"
+        );
+        let ok = call(
+            "fn merge(v) { let x = 1; for i in 0..63 { x = [x]; } x }",
+            &["1", "2"],
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let over = call(
+            "fn merge(v) { let x = 1; for i in 0..64 { x = [x]; } x }",
+            &["1", "2"],
+        );
+        assert!(over.is_err());
     }
 
     #[test]

@@ -294,54 +294,6 @@ impl Doc {
         }
         out
     }
-
-    /// The merge field at `path`, if there is one.
-    pub fn merge_field(&self, path: &[String]) -> Option<&MvRegister<Json>> {
-        let (first, rest) = path.split_first()?;
-        match (self.fields.get(first)?, rest.is_empty()) {
-            (Field::Merge(r), true) => Some(r),
-            (Field::Doc(d), false) => d.merge_field(rest),
-            _ => None,
-        }
-    }
-}
-
-impl DocOp {
-    /// Adds `op` for the merge field at `path` (nested documents by name).
-    pub fn set_merge(&mut self, path: &[String], op: MvOp<Json>) {
-        let Some((first, rest)) = path.split_first() else {
-            return;
-        };
-        if rest.is_empty() {
-            self.0.insert(first.clone(), FieldOp::Merge(op));
-            return;
-        }
-        let slot = self
-            .0
-            .entry(first.clone())
-            .or_insert_with(|| FieldOp::Doc(DocOp::default()));
-        if let FieldOp::Doc(sub) = slot {
-            sub.set_merge(rest, op);
-        }
-    }
-
-    /// Every merge-field op (at any depth) with its path.
-    pub fn merge_ops(&self) -> Vec<(Vec<String>, &MvOp<Json>)> {
-        let mut out = Vec::new();
-        for (k, op) in &self.0 {
-            match op {
-                FieldOp::Merge(o) => out.push((vec![k.clone()], o)),
-                FieldOp::Doc(sub) => {
-                    for (mut path, o) in sub.merge_ops() {
-                        path.insert(0, k.clone());
-                        out.push((path, o));
-                    }
-                }
-                _ => {}
-            }
-        }
-        out
-    }
 }
 
 impl Crdt for Doc {

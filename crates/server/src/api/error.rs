@@ -124,6 +124,10 @@ impl From<WriteError> for ApiError {
                 cap,
             } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "merge_pending", message)
                 .with(json!({"keyspace": keyspace, "key": key, "versions": versions, "cap": cap})),
+            W::NotMerger { merger, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "not_merger", message)
+                    .with(json!({"merger": merger.as_str()}))
+            }
             W::UnknownMerge(name) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "unknown_merge", message)
                     .with(json!({"merge": name}))

@@ -91,6 +91,11 @@ pub async fn put(
         def.ledger_capacity = c;
     }
     if let Some(m) = b.merge {
+        // A region order belongs to region-priority: moving to another
+        // merge drops it unless the body gives one.
+        if m != "region-priority" && b.region_order.is_none() {
+            def.region_order.clear();
+        }
         def.merge = Some(m);
     }
     if let Some(o) = b.region_order {

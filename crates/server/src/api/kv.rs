@@ -266,9 +266,9 @@ pub async fn op(
     Ok(written(&h, &done, extra))
 }
 
-/// Query of `GET /v1/kv/{keyspace}/{key}`.
+/// Query of `GET /v1/kv/{keyspace}/{key}` (other parameters are ignored,
+/// as they always were: caches and proxies add their own).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GetQuery {
     /// Custom keys: also return the versions the value was merged from.
     #[serde(default)]

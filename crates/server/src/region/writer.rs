@@ -34,7 +34,7 @@ use crate::peer::tail::Feed;
 const MAX_TAKE: usize = 4096;
 
 /// Most merge write-backs staged after one round of commands.
-const MERGES_PER_ROUND: usize = 64;
+const MERGES_PER_ROUND: usize = 16;
 
 /// A successful write, durable in this region.
 #[derive(Clone, Debug)]
