@@ -31,14 +31,18 @@ fn many_seeds_converge_and_lose_nothing() {
                 total.transfers += r.transfers;
                 total.held += r.held;
                 total.collected += r.collected;
+                total.custom_acked += r.custom_acked;
+                total.merges_written += r.merges_written;
             }
             Err(f) => failures.push(f.to_string()),
         }
     }
     println!(
-        "{n} seeds: {} acknowledged writes checked ({} of unknown outcome), {} batches delivered, {} duplicated, {} messages lost, {} crashes, {} state transfers, {} ops held for clock skew, {} stable tombstones collected",
+        "{n} seeds: {} acknowledged writes checked ({} of unknown outcome; {} custom versions, {} merge write-backs), {} batches delivered, {} duplicated, {} messages lost, {} crashes, {} state transfers, {} ops held for clock skew, {} stable tombstones collected",
         total.acked,
         total.indeterminate,
+        total.custom_acked,
+        total.merges_written,
         total.batches,
         total.duplicated,
         total.lost,
@@ -61,6 +65,12 @@ fn many_seeds_converge_and_lose_nothing() {
     assert!(
         total.transfers > 0 && total.crashes > 0 && total.duplicated > 0 && total.collected > 0,
         "every fault (and tombstone collection) must occur"
+    );
+    assert!(
+        total.custom_acked > n * 3 && total.merges_written > n,
+        "custom keys must be written and merged ({} versions, {} write-backs)",
+        total.custom_acked,
+        total.merges_written
     );
 }
 

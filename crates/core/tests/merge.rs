@@ -363,6 +363,72 @@ fn only_the_merger_takes_writes_that_replace_versions() {
         ),
         "{err}"
     );
+    // An empty context replaces nothing: a blind write, taken anywhere.
+    rs[other]
+        .write(vec![(
+            "carts",
+            "k",
+            Change::Put {
+                value: Value::Json(Json::parse("0").unwrap()),
+                context: Some(meridian_crdt::VersionVector::new()),
+            },
+        )])
+        .unwrap();
+    // At the merger, a context write must have seen every version the key
+    // holds: here one written back since the read.
+    let stale = match rs[m].get("carts", "k").unwrap() {
+        Object::Mv(reg) => reg.context().clone(),
+        _ => unreachable!(),
+    };
+    put(&mut rs[m], "k", "4").unwrap();
+    rs[m].engine.enable_merges(regions());
+    let now = rs[m].now + 1;
+    assert_eq!(rs[m].engine.merge_due(now, 10).unwrap(), 1);
+    rs[m].commit();
+    let err = rs[m]
+        .write(vec![(
+            "carts",
+            "k",
+            Change::Put {
+                value: Value::Json(Json::parse("9").unwrap()),
+                context: Some(stale.clone()),
+            },
+        )])
+        .unwrap_err();
+    assert!(
+        matches!(err, WriteError::StaleContext { uncovered: 1, .. }),
+        "{err}"
+    );
+    let err = rs[m]
+        .write(vec![(
+            "carts",
+            "k",
+            Change::Delete {
+                context: Some(stale),
+            },
+        )])
+        .unwrap_err();
+    assert!(matches!(err, WriteError::StaleContext { .. }), "{err}");
+    // A context claiming writes this region has not applied is refused too
+    // (clamping it would quietly leave versions standing).
+    let mut ahead = rs[m].engine.vv().clone();
+    ahead.add(&meridian_crdt::Dot::new(
+        common::replica("zz-nowhere"),
+        meridian_crdt::Seq(1),
+    ));
+    let err = rs[m]
+        .write(vec![(
+            "carts",
+            "k",
+            Change::Delete {
+                context: Some(ahead),
+            },
+        )])
+        .unwrap_err();
+    assert!(
+        matches!(err, WriteError::StaleContext { uncovered: 0, .. }),
+        "{err}"
+    );
     rs[m]
         .write(vec![("carts", "k", Change::Delete { context: None })])
         .unwrap();

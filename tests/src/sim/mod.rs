@@ -102,6 +102,10 @@ pub struct SimReport {
     pub settle_steps: u64,
     /// Stable tombstones collected.
     pub collected: u64,
+    /// Versions of custom keys acknowledged.
+    pub custom_acked: u64,
+    /// Merge write-backs staged (since each region's last start).
+    pub merges_written: u64,
 }
 
 /// Why a run failed: what was wrong, and how to replay it.
@@ -472,6 +476,12 @@ impl Sim {
         }
         self.report.acked = self.model.acked;
         self.report.indeterminate = self.model.indeterminate;
+        self.report.custom_acked = self.model.custom_acked;
+        self.report.merges_written = self
+            .regions
+            .iter()
+            .map(|r| r.engine_ref().reader().published().stats.merges_written)
+            .sum();
         Ok(())
     }
 }

@@ -23,6 +23,8 @@ pub struct Model {
     pub ops: BTreeMap<Dot, Arc<Op>>,
     /// Writes acknowledged.
     pub acked: u64,
+    /// Of those, versions of custom keys.
+    pub custom_acked: u64,
     /// Writes of unknown outcome.
     pub indeterminate: u64,
 }

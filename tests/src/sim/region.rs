@@ -375,6 +375,7 @@ impl SimRegion {
                 let by: i64 = j.as_str().parse().unwrap_or(0);
                 let e = model.summed.entry(key).or_default();
                 if acked {
+                    model.custom_acked += 1;
                     e.0 += by;
                 } else {
                     e.1 += by;

@@ -160,6 +160,27 @@ impl<B: Backend> Engine<B> {
         self.due_merges.insert((keyspace.clone(), key.clone()));
     }
 
+    /// Tries again the merges that failed (a limit a busy machine hit, a
+    /// script since fixed): call now and then (the server does at each
+    /// checkpoint tick).
+    pub fn retry_failed_merges(&mut self) {
+        let failed = std::mem::take(&mut self.failed_merges);
+        self.due_merges.extend(failed);
+    }
+
+    /// A merge script or a custom keyspace definition changed: keys that
+    /// could not be merged before may be now.
+    pub(super) fn merges_changed(&mut self) {
+        if self.merge_regions.is_some() {
+            self.retry_failed_merges();
+            if self.merge_sweep.is_some() {
+                self.sweep_again = true;
+            } else {
+                self.resweep();
+            }
+        }
+    }
+
     /// Whether write-backs may be due (or stored keys are still to be
     /// swept for them).
     pub fn merges_due(&self) -> bool {
@@ -180,7 +201,9 @@ impl<B: Backend> Engine<B> {
             self.sweep_step()?;
         }
         let mut staged = 0;
-        while staged < max {
+        // Every function run counts, failed or not: a round stays bounded.
+        let mut runs = 0;
+        while runs < max {
             let Some((ks, key)) = self.due_merges.pop_first() else {
                 break;
             };
@@ -198,6 +221,7 @@ impl<B: Backend> Engine<B> {
                         continue;
                     };
                     let siblings = reg.siblings();
+                    runs += 1;
                     let Some(res) = merge::resolve(&function, &siblings) else {
                         continue;
                     };
@@ -206,6 +230,9 @@ impl<B: Backend> Engine<B> {
                         // the newest), so a fixed script, or the next try
                         // after a transient limit, still merges all of them.
                         self.record_failed(&ks, &key, &siblings, why.clone(), &res);
+                        if self.failed_merges.len() < MAX_DUE {
+                            self.failed_merges.insert((ks.clone(), key.clone()));
+                        }
                         continue;
                     }
                     ObjectOp::Mv(reg.merge_op(Value::Json(res.value.clone()), res.stamp()))

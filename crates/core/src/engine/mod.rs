@@ -333,6 +333,8 @@ pub struct Engine<B: Backend> {
     merge_sweep: Option<(KeyspaceName, Vec<u8>)>,
     /// Keys were forgotten (too many due): sweep again after this sweep.
     sweep_again: bool,
+    /// Keys whose merge failed, tried again by [`Engine::retry_failed_merges`].
+    failed_merges: std::collections::BTreeSet<(KeyspaceName, Key)>,
 }
 
 impl<B: Backend> Engine<B> {
@@ -408,6 +410,7 @@ impl<B: Backend> Engine<B> {
             merge_regions: None,
             merge_sweep: None,
             sweep_again: false,
+            failed_merges: std::collections::BTreeSet::new(),
         };
         engine.publish(None);
         Ok(engine)
@@ -538,6 +541,14 @@ impl<B: Backend> Engine<B> {
                     max: MAX_VALUE,
                 });
             }
+            let asked = change;
+            let overclaims = match asked {
+                Change::Put {
+                    context: Some(c), ..
+                }
+                | Change::Delete { context: Some(c) } => c.meet(&self.vv) != *c,
+                _ => false,
+            };
             // A client's context can claim anything; clamp it to what this
             // region has seen, so a forged one cannot cover writes that do
             // not exist yet (which would make them invisible).
@@ -568,8 +579,8 @@ impl<B: Backend> Engine<B> {
                 let replaces = match change {
                     Change::Delete { .. } => Some("delete"),
                     Change::Put {
-                        context: Some(_), ..
-                    } => Some("put with a context"),
+                        context: Some(c), ..
+                    } if !c.is_empty() => Some("put with a context"),
                     _ => None,
                 };
                 if let Some(what) = replaces
@@ -595,6 +606,28 @@ impl<B: Backend> Engine<B> {
                     held: current.obj.policy(),
                     policy: def.policy,
                 });
+            }
+            // A context write to a custom key replaces the key's value: only
+            // if it saw every version the key holds (compare-and-set), and
+            // nothing this region lacks.
+            if def.policy == Policy::Custom
+                && let Change::Put {
+                    context: Some(c), ..
+                }
+                | Change::Delete { context: Some(c) } = asked
+                && !c.is_empty()
+            {
+                let uncovered = match &current.obj {
+                    Object::Mv(r) => r.survivors(Some(c)),
+                    _ => 0,
+                };
+                if uncovered > 0 || overclaims {
+                    return Err(WriteError::StaleContext {
+                        keyspace: def.name.to_string(),
+                        key: key.to_string(),
+                        uncovered,
+                    });
+                }
             }
             let built = match build::build(&def, key, &current.obj, &me, change) {
                 Ok(b) => b,
@@ -831,9 +864,16 @@ impl<B: Backend> Engine<B> {
             match def_update {
                 Some(SystemEntry::Keyspace(def)) => {
                     self.digests.entry(def.name.clone()).or_insert(0);
+                    let custom = def.policy == Policy::Custom;
                     self.registry.insert(def);
+                    if custom {
+                        self.merges_changed();
+                    }
                 }
-                Some(SystemEntry::Merge(def)) => self.registry.insert_merge(def),
+                Some(SystemEntry::Merge(def)) => {
+                    self.registry.insert_merge(def);
+                    self.merges_changed();
+                }
                 None => {}
             }
         }

@@ -232,6 +232,21 @@ pub enum WriteError {
         /// The region that takes it.
         merger: meridian_crdt::RegionId,
     },
+    /// A delete or write with a context of a custom key whose context does
+    /// not cover every version the key holds now, or claims writes this
+    /// region has not applied: it would leave a version (a write-back of
+    /// the ones it meant to replace, or one it never saw) beside its own.
+    #[error(
+        "{keyspace}/{key}: the context does not cover the {uncovered} version(s) the key holds that it did not see (a merge was written back, or a version arrived, since the read), or covers writes this region has not applied: read the key here again and retry with the new context"
+    )]
+    StaleContext {
+        /// The keyspace.
+        keyspace: String,
+        /// The key.
+        key: String,
+        /// Versions held that the context does not cover.
+        uncovered: usize,
+    },
     /// A custom keyspace names a merge this region does not know.
     #[error("no merge function named {0:?}: use a built-in ({builtins}) or register a script with PUT /v1/merges/{0}", builtins = crate::merge::builtin::NAMES.join(", "))]
     UnknownMerge(String),

@@ -179,10 +179,10 @@ fn to_dynamic(v: &serde_json::Value) -> Result<Dynamic, MergeError> {
 
 /// Stack of the thread a script runs on. Rhai and the conversions of its
 /// result recurse over nested data, and a script can nest an array inside
-/// itself once per operation: the caller's stack (2 MiB on tokio's
-/// threads) is not enough for what the operation limit allows. The space
-/// is reserved, not touched, until used.
-const SCRIPT_STACK: usize = 512 << 20;
+/// itself (about 10,000 levels within the size limits): the caller's stack
+/// (2 MiB on tokio's threads) is not enough for that. The space is
+/// reserved, not touched, until used.
+const SCRIPT_STACK: usize = 64 << 20;
 
 /// Deepest merged value accepted: the nesting limit of client values.
 pub const MAX_RESULT_DEPTH: usize = 64;

@@ -124,6 +124,7 @@ impl From<WriteError> for ApiError {
                 cap,
             } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "merge_pending", message)
                 .with(json!({"keyspace": keyspace, "key": key, "versions": versions, "cap": cap})),
+            W::StaleContext { .. } => ApiError::new(StatusCode::CONFLICT, "stale_context", message),
             W::NotMerger { merger, .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_merger", message)
                     .with(json!({"merger": merger.as_str()}))

@@ -400,7 +400,11 @@ fn stage(
                 let _ = reply.send(Err(e));
             }
         },
-        Command::Checkpoint => g.checkpoint = true,
+        Command::Checkpoint => {
+            g.checkpoint = true;
+            // The periodic tick: merges that failed get another try.
+            g.engine.retry_failed_merges();
+        }
         Command::Reincarnate { replica, reply } => {
             g.engine.reincarnate(replica);
             let _ = reply.send(());
