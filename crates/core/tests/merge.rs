@@ -793,3 +793,86 @@ fn the_documented_examples_do_what_the_docs_say() {
         "eu-west's newest (index 1; index 4 would be eu-west again)"
     );
 }
+
+/// Ships every op of `from` to `to`.
+fn ship(rs: &mut [Region], from: usize, to: usize) {
+    let ops = rs[from].log.clone();
+    let now = rs[to].now;
+    rs[to].engine.receive(now, ops).unwrap();
+    rs[to].commit();
+}
+
+/// A key of `carts` whose merger is `region`.
+fn key_merged_by(region: &str) -> String {
+    let ks = KeyspaceName::new("carts").unwrap();
+    (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            merge::merger(&ks, &Key::new(k.clone()).unwrap(), &regions())
+                .unwrap()
+                .as_str()
+                == region
+        })
+        .unwrap()
+}
+
+/// A write-back stands, in later merges, where the version it picked
+/// stood: region-priority keeps the preferred region's value after another
+/// region wrote the merge back, and first-writer-wins keeps the first
+/// version against one written before the write-back that arrives after it.
+#[test]
+fn a_write_back_is_ordered_and_named_as_the_version_it_stands_for() {
+    // region-priority, eu-west first: us-east writes the merge of
+    // ap-south's and eu-west's versions back; a later ap-south version
+    // (ap-south ranks before us-east by name) must not win over it.
+    let mut rs = cluster("region-priority", 16);
+    let mut d = custom("region-priority", 16);
+    d.region_order = vec![RegionId::new("eu-west").unwrap()];
+    rs[0].now += 1;
+    let now = rs[0].now;
+    assert!(rs[0].engine.define(now, d).unwrap());
+    rs[0].commit();
+    exchange(&mut rs);
+    let key = key_merged_by("us-east");
+    put(&mut rs[0], &key, "\"ap\"").unwrap();
+    put(&mut rs[1], &key, "\"eu\"").unwrap();
+    exchange(&mut rs);
+    assert_eq!(write_back(&mut rs), 1);
+    put(&mut rs[0], &key, "\"later\"").unwrap();
+    exchange(&mut rs);
+    for r in &rs {
+        assert_eq!(
+            read(r, &key).unwrap().0.value.as_str(),
+            "\"eu\"",
+            "{}",
+            r.engine.replica()
+        );
+    }
+
+    // first-writer-wins: a (t), b (t+10) merged and written back by
+    // ap-south before it hears of mid (t+5) from us-east.
+    let mut rs = cluster("first-writer-wins", 16);
+    let key = key_merged_by("ap-south");
+    let t = rs.iter().map(|r| r.now).max().unwrap() + 1_000;
+    rs[0].now = t;
+    put(&mut rs[0], &key, "\"a\"").unwrap();
+    rs[2].now = t + 5;
+    put(&mut rs[2], &key, "\"mid\"").unwrap();
+    rs[1].now = t + 10;
+    put(&mut rs[1], &key, "\"b\"").unwrap();
+    ship(&mut rs, 1, 0);
+    rs[0].engine.enable_merges(regions());
+    rs[0].now = t + 20;
+    let now = rs[0].now;
+    assert_eq!(rs[0].engine.merge_due(now, 10).unwrap(), 1);
+    rs[0].commit();
+    exchange(&mut rs);
+    for r in &rs {
+        assert_eq!(
+            read(r, &key).unwrap().0.value.as_str(),
+            "\"a\"",
+            "{}",
+            r.engine.replica()
+        );
+    }
+}

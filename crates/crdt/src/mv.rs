@@ -46,6 +46,10 @@ impl<V> Default for MvRegister<V> {
 struct Sibling<V> {
     hlc: Hlc,
     value: V,
+    /// A merge write-back: the version it stands for in canonical order
+    /// (see [`MergeStamp::at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<Version>,
 }
 
 /// A change to an [`MvRegister`].
@@ -95,6 +99,13 @@ pub struct MergeStamp {
     /// Set when the function failed and the newest input was kept
     /// (last-writer-wins) instead: the error.
     pub failed: Option<String>,
+    /// Where the merged value stands among versions, for later merges: the
+    /// newest input holding exactly the merged value (a merge that picked
+    /// one version), else the newest input. A write-back is thus ordered,
+    /// and shows the region, of what it stands for, not of when and where
+    /// the merger wrote it.
+    #[serde(default)]
+    pub at: Option<Version>,
 }
 
 /// A built put, with how many siblings the cap made it replace.
@@ -155,12 +166,19 @@ impl<V: Clone + PartialEq> MvRegister<V> {
         }
     }
 
-    /// The siblings in `(hlc, replica)` order, oldest first.
+    /// The siblings in `(hlc, replica)` order, oldest first. A merge
+    /// write-back appears as the version it stands for
+    /// ([`MergeStamp::at`]): ordered, and named, as that one.
     pub fn siblings(&self) -> Vec<(Version, &V)> {
         let mut out: Vec<(Version, &V)> = self
             .siblings
             .iter()
-            .map(|(d, s)| (Version::new(s.hlc, d.clone()), &s.value))
+            .map(|(d, s)| {
+                let v =
+                    s.at.clone()
+                        .unwrap_or_else(|| Version::new(s.hlc, d.clone()));
+                (v, &s.value)
+            })
             .collect();
         out.sort_by(|a, b| a.0.cmp_stamp(&b.0));
         out
@@ -207,12 +225,18 @@ impl<V: Clone + PartialEq> Crdt for MvRegister<V> {
             MvOp::Put { ctx, .. } | MvOp::Delete { ctx } | MvOp::Merge { ctx, .. } => ctx,
         };
         self.remove_covered(ctx);
-        if let MvOp::Put { value, .. } | MvOp::Merge { value, .. } = op {
+        let (value, at) = match op {
+            MvOp::Put { value, .. } => (Some(value), None),
+            MvOp::Merge { value, by, .. } => (Some(value), by.at.clone()),
+            MvOp::Delete { .. } => (None, None),
+        };
+        if let Some(value) = value {
             self.siblings.insert(
                 meta.dot.clone(),
                 Sibling {
                     hlc: meta.hlc,
                     value: value.clone(),
+                    at,
                 },
             );
         }

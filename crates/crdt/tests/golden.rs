@@ -189,11 +189,29 @@ fn merge_write_backs() {
             hash: "ab".into(),
             inputs,
             failed: None,
+            at: None,
         },
     );
     golden(
         &op,
-        "0181a16793919292a775732d65617374c4100000000000000000000000000000000101a13294a463617274a261629192cf019ac0db038b00019292a775732d65617374c4100000000000000000000000000000000101c0",
+        "0181a16793919292a775732d65617374c4100000000000000000000000000000000101a13295a463617274a261629192cf019ac0db038b00019292a775732d65617374c4100000000000000000000000000000000101c0c0",
+    );
+    // A register holding a write-back that stands for its input.
+    let at = r.siblings()[0].0.clone();
+    let op = r.merge_op(
+        Json::parse("2").unwrap(),
+        MergeStamp {
+            function: "cart".into(),
+            hash: "ab".into(),
+            inputs: vec![at.clone()],
+            failed: None,
+            at: Some(at),
+        },
+    );
+    meta_apply(&mut r, &op, &b(), 1, T0 + 1, &VersionVector::new());
+    golden(
+        &r,
+        "0192819292a765752d77657374c410000000000000000000000000000000020193cf019ac0db038c0001a13292cf019ac0db038b00019292a775732d65617374c4100000000000000000000000000000000101929292a765752d77657374c41000000000000000000000000000000002019292a775732d65617374c4100000000000000000000000000000000101",
     );
     golden(&Policy::Custom, "01a6637573746f6d");
 }

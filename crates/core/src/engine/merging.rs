@@ -300,6 +300,7 @@ impl<B: Backend> Engine<B> {
                 hash: res.hash.clone(),
                 inputs: res.inputs.clone(),
                 failed: Some(why),
+                at: Some(res.at.clone()),
             },
             inputs,
         };

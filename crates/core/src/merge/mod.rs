@@ -129,6 +129,10 @@ pub struct Resolution {
     /// The function failed (or could not run) and the newest version was
     /// kept instead (last-writer-wins): why.
     pub failed: Option<String>,
+    /// The input the merged value stands for in later merges: the newest
+    /// holding exactly that value, else the newest (see
+    /// [`MergeStamp::at`]).
+    pub at: Version,
 }
 
 impl Resolution {
@@ -139,6 +143,7 @@ impl Resolution {
             hash: self.hash.clone(),
             inputs: self.inputs.clone(),
             failed: self.failed.clone(),
+            at: Some(self.at.clone()),
         }
     }
 }
@@ -151,12 +156,20 @@ impl Resolution {
 pub fn resolve(function: &Function, versions: &[(Version, &Value)]) -> Option<Resolution> {
     let (newest_version, newest) = versions.last()?;
     let inputs: Vec<Version> = versions.iter().map(|(v, _)| v.clone()).collect();
-    let done = |value: Json, failed: Option<String>| Resolution {
-        value,
-        inputs: inputs.clone(),
-        function: function.name.clone(),
-        hash: function.hash.clone(),
-        failed,
+    let done = |value: Json, failed: Option<String>| {
+        let at = versions
+            .iter()
+            .rev()
+            .find(|(_, v)| matches!(v, Value::Json(j) if *j == value))
+            .map_or_else(|| newest_version.clone(), |(v, _)| v.clone());
+        Resolution {
+            value,
+            inputs: inputs.clone(),
+            function: function.name.clone(),
+            hash: function.hash.clone(),
+            failed,
+            at,
+        }
     };
     let lww = |why: String| {
         let value = match newest {
