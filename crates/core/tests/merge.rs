@@ -432,6 +432,30 @@ fn only_the_merger_takes_writes_that_replace_versions() {
     rs[m]
         .write(vec![("carts", "k", Change::Delete { context: None })])
         .unwrap();
+    // A context read before that delete is stale too, though no version it
+    // missed is left: the delete is in the key's context.
+    put(&mut rs[m], "k", "8").unwrap();
+    let ctx8 = match rs[m].get("carts", "k").unwrap() {
+        Object::Mv(reg) => reg.context().clone(),
+        _ => unreachable!(),
+    };
+    rs[m]
+        .write(vec![("carts", "k", Change::Delete { context: None })])
+        .unwrap();
+    let err = rs[m]
+        .write(vec![(
+            "carts",
+            "k",
+            Change::Put {
+                value: Value::Json(Json::parse("8").unwrap()),
+                context: Some(ctx8),
+            },
+        )])
+        .unwrap_err();
+    assert!(
+        matches!(err, WriteError::StaleContext { uncovered: 0, .. }),
+        "{err}"
+    );
     exchange(&mut rs);
     // The delete at the merger removed what it had seen; the version it
     // had not seen yet (the other region's) survives, as in mv.
@@ -792,6 +816,59 @@ fn the_documented_examples_do_what_the_docs_say() {
         serde_json::json!("eu"),
         "eu-west's newest (index 1; index 4 would be eu-west again)"
     );
+}
+
+/// A version installed by a repair before its op arrives is in the key's
+/// context: a context covering it is not stale, and replaces it.
+#[test]
+fn a_context_covering_a_repaired_version_is_taken_and_replaces_it() {
+    let mut rs = cluster("sum", 16);
+    let key = key_merged_by("ap-south");
+    for r in rs.iter_mut() {
+        r.engine.enable_merges(regions());
+    }
+    put(&mut rs[1], &key, "7").unwrap();
+    // ap-south gets eu-west's version by repair (state, not the op).
+    let obj = rs[1].get("carts", &key).unwrap();
+    let covers = rs[1].engine.vv().clone();
+    rs[0].now += 1;
+    let now = rs[0].now;
+    rs[0]
+        .engine
+        .install(
+            now,
+            vec![(
+                KeyspaceName::new("carts").unwrap(),
+                Key::new(key.clone()).unwrap(),
+                obj,
+            )],
+            &covers,
+        )
+        .unwrap();
+    rs[0].commit();
+    let ctx = match rs[0].get("carts", &key).unwrap() {
+        Object::Mv(reg) => reg.context().clone(),
+        _ => unreachable!(),
+    };
+    assert!(
+        !rs[0].engine.vv().covers_all(&ctx),
+        "the op itself has not arrived"
+    );
+    rs[0]
+        .write(vec![(
+            "carts",
+            &key,
+            Change::Put {
+                value: Value::Json(Json::parse("1").unwrap()),
+                context: Some(ctx),
+            },
+        )])
+        .unwrap();
+    exchange(&mut rs);
+    for r in &rs {
+        assert_eq!(read(r, &key).unwrap(), (read(r, &key).unwrap().0, 1));
+        assert_eq!(read(r, &key).unwrap().0.value.as_str(), "1");
+    }
 }
 
 /// Ships every op of `from` to `to`.

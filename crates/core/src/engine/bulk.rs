@@ -57,9 +57,16 @@ impl<B: Backend> Engine<B> {
             match update {
                 Some(SystemEntry::Keyspace(def)) => {
                     self.digests.entry(def.name.clone()).or_insert(0);
+                    let custom = def.policy == meridian_crdt::Policy::Custom;
                     self.registry.insert(def);
+                    if custom {
+                        self.merges_changed();
+                    }
                 }
-                Some(SystemEntry::Merge(def)) => self.registry.insert_merge(def),
+                Some(SystemEntry::Merge(def)) => {
+                    self.registry.insert_merge(def);
+                    self.merges_changed();
+                }
                 None => {
                     // Versions that came by transfer or repair are owed a
                     // merge like versions that came as ops.

@@ -17,6 +17,13 @@ const MAX_DUE: usize = 100_000;
 /// Stored keys one sweep step reads.
 const SWEEP_PAGE: usize = 64;
 
+/// Whether a merge failure may pass on its own (a wall-time limit a busy
+/// machine hit, a thread that could not start), so a periodic retry is
+/// worth it; a function that fails on these versions fails again.
+fn transient(why: &str) -> bool {
+    why.contains("wall-time limit") || why.contains("cannot start a script thread")
+}
+
 /// One merge write-back inside an op, as a region applying it records it.
 pub(super) struct Applied {
     /// Field path in a document (empty: the whole key).
@@ -164,15 +171,31 @@ impl<B: Backend> Engine<B> {
     /// script since fixed): call now and then (the server does at each
     /// checkpoint tick).
     pub fn retry_failed_merges(&mut self) {
-        let failed = std::mem::take(&mut self.failed_merges);
-        self.due_merges.extend(failed);
+        self.retry(false);
+    }
+
+    /// Queues failed merges again: only those that failed on a limit a busy
+    /// machine can hit (`all`: every one, the function changed). They stay
+    /// in `failed_merges` until tried, so a failure again is not ledgered
+    /// twice.
+    fn retry(&mut self, all: bool) {
+        for (slot, passing) in self.failed_merges.iter_mut() {
+            if (all || *passing) && self.due_merges.len() < MAX_DUE {
+                self.due_merges.insert(slot.clone());
+                if all {
+                    *passing = true;
+                }
+            }
+        }
     }
 
     /// A merge script or a custom keyspace definition changed: keys that
     /// could not be merged before may be now.
     pub(super) fn merges_changed(&mut self) {
         if self.merge_regions.is_some() {
-            self.retry_failed_merges();
+            // A new function is a new merge: its failures are news.
+            self.retry(true);
+            self.failed_merges.clear();
             if self.merge_sweep.is_some() {
                 self.sweep_again = true;
             } else {
@@ -229,15 +252,25 @@ impl<B: Backend> Engine<B> {
                         // Never written back: the versions stay (readers see
                         // the newest), so a fixed script, or the next try
                         // after a transient limit, still merges all of them.
-                        self.record_failed(&ks, &key, &siblings, why.clone(), &res);
+                        // A retry that fails again is not ledgered again.
+                        let slot = (ks.clone(), key.clone());
+                        if self.failed_merges.remove(&slot).is_none() {
+                            self.record_failed(&ks, &key, &siblings, why.clone(), &res);
+                        }
                         if self.failed_merges.len() < MAX_DUE {
-                            self.failed_merges.insert((ks.clone(), key.clone()));
+                            self.failed_merges.insert(slot, transient(why));
+                        } else {
+                            self.sweep_again = true;
                         }
                         continue;
                     }
                     ObjectOp::Mv(reg.merge_op(Value::Json(res.value.clone()), res.stamp()))
                 }
-                _ => continue,
+                _ => {
+                    // Nothing to merge (any more): not a failure to retry.
+                    self.failed_merges.remove(&(ks, key));
+                    continue;
+                }
             };
             let mutation = Mutation {
                 keyspace: ks.clone(),
@@ -248,6 +281,7 @@ impl<B: Backend> Engine<B> {
                 Ok(()) => {
                     staged += 1;
                     self.stats.merges_written += 1;
+                    self.failed_merges.remove(&(ks, key));
                 }
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {

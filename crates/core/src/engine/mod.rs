@@ -333,8 +333,9 @@ pub struct Engine<B: Backend> {
     merge_sweep: Option<(KeyspaceName, Vec<u8>)>,
     /// Keys were forgotten (too many due): sweep again after this sweep.
     sweep_again: bool,
-    /// Keys whose merge failed, tried again by [`Engine::retry_failed_merges`].
-    failed_merges: std::collections::BTreeSet<(KeyspaceName, Key)>,
+    /// Keys whose merge failed, with whether the failure may pass by
+    /// itself (tried again by [`Engine::retry_failed_merges`]).
+    failed_merges: BTreeMap<(KeyspaceName, Key), bool>,
 }
 
 impl<B: Backend> Engine<B> {
@@ -410,7 +411,7 @@ impl<B: Backend> Engine<B> {
             merge_regions: None,
             merge_sweep: None,
             sweep_again: false,
-            failed_merges: std::collections::BTreeSet::new(),
+            failed_merges: BTreeMap::new(),
         };
         engine.publish(None);
         Ok(engine)
@@ -542,12 +543,18 @@ impl<B: Backend> Engine<B> {
                 });
             }
             let asked = change;
-            let overclaims = match asked {
+            // What a custom key's compare-and-set checks a context against
+            // (see below); copied now, the key's state is borrowed then.
+            let region_vv = match asked {
                 Change::Put {
                     context: Some(c), ..
                 }
-                | Change::Delete { context: Some(c) } => c.meet(&self.vv) != *c,
-                _ => false,
+                | Change::Delete { context: Some(c) }
+                    if def.policy == Policy::Custom && !c.is_empty() =>
+                {
+                    Some(self.vv.clone())
+                }
+                _ => None,
             };
             // A client's context can claim anything; clamp it to what this
             // region has seen, so a forged one cannot cover writes that do
@@ -610,24 +617,37 @@ impl<B: Backend> Engine<B> {
             // A context write to a custom key replaces the key's value: only
             // if it saw every version the key holds (compare-and-set), and
             // nothing this region lacks.
-            if def.policy == Policy::Custom
-                && let Change::Put {
+            //
+            // The key's own context records every op that touched it
+            // (deletes too): a context that covers it saw them all. What a
+            // context may claim beyond the region's vector is what the key
+            // itself reflects (versions installed by a repair before their
+            // ops arrive); anything else the region has not applied.
+            let mut change = change;
+            if let (
+                Some(vv),
+                Change::Put {
                     context: Some(c), ..
                 }
-                | Change::Delete { context: Some(c) } = asked
-                && !c.is_empty()
+                | Change::Delete { context: Some(c) },
+            ) = (&region_vv, asked)
             {
-                let uncovered = match &current.obj {
-                    Object::Mv(r) => r.survivors(Some(c)),
-                    _ => 0,
+                let (uncovered, held) = match &current.obj {
+                    Object::Mv(r) => (r.survivors(Some(c)), r.context().clone()),
+                    _ => (0, VersionVector::new()),
                 };
-                if uncovered > 0 || overclaims {
+                let mut known = vv.clone();
+                known.merge(&held);
+                if !c.covers_all(&held) || c.meet(&known) != *c {
                     return Err(WriteError::StaleContext {
                         keyspace: def.name.to_string(),
                         key: key.to_string(),
                         uncovered,
                     });
                 }
+                // Checked: use it whole (clamped to the vector alone it
+                // would miss a repaired version and leave it standing).
+                change = asked;
             }
             let built = match build::build(&def, key, &current.obj, &me, change) {
                 Ok(b) => b,

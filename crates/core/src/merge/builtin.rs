@@ -97,19 +97,36 @@ struct Extreme(Ordering);
 
 impl MergeFn for Extreme {
     fn merge(&self, versions: &[Input<'_>]) -> Result<J, MergeError> {
+        picked(self, versions)
+    }
+
+    fn pick(&self, versions: &[Input<'_>]) -> Option<Result<usize, MergeError>> {
         let name = if self.0 == Ordering::Greater {
             "max"
         } else {
             "min"
         };
-        let mut best = number(name, &versions[0])?;
-        for i in &versions[1..] {
-            let n = number(name, i)?;
-            if cmp_numbers(n, best) != self.0.reverse() {
-                best = n;
+        Some((|| {
+            let mut best = 0;
+            let mut best_n = number(name, &versions[0])?;
+            for (i, v) in versions.iter().enumerate().skip(1) {
+                let n = number(name, v)?;
+                if cmp_numbers(n, best_n) != self.0.reverse() {
+                    best = i;
+                    best_n = n;
+                }
             }
-        }
-        Ok(J::Number(best.clone()))
+            Ok(best)
+        })())
+    }
+}
+
+/// The value of the version a picking merge picks.
+fn picked(f: &dyn MergeFn, versions: &[Input<'_>]) -> Result<J, MergeError> {
+    match f.pick(versions) {
+        Some(Ok(i)) => Ok(versions[i].value.clone()),
+        Some(Err(e)) => Err(e),
+        None => Err(MergeError::new("this merge picks no version")),
     }
 }
 
@@ -178,6 +195,10 @@ struct Longest;
 
 impl MergeFn for Longest {
     fn merge(&self, versions: &[Input<'_>]) -> Result<J, MergeError> {
+        picked(self, versions)
+    }
+
+    fn pick(&self, versions: &[Input<'_>]) -> Option<Result<usize, MergeError>> {
         let len = |i: &Input<'_>| -> Result<(bool, usize), MergeError> {
             match i.value {
                 J::String(s) => Ok((true, s.chars().count())),
@@ -185,23 +206,25 @@ impl MergeFn for Longest {
                 _ => Err(wrong("longest", "strings or arrays", i)),
             }
         };
-        let (is_str, mut best_len) = len(&versions[0])?;
-        let mut best = versions[0].value;
-        for i in &versions[1..] {
-            let (s, n) = len(i)?;
-            if s != is_str {
-                return Err(MergeError::new(format!(
-                    "longest takes strings or arrays, not both; {} holds {}",
-                    i.version,
-                    kind(i.value)
-                )));
+        Some((|| {
+            let (is_str, mut best_len) = len(&versions[0])?;
+            let mut best = 0;
+            for (i, v) in versions.iter().enumerate().skip(1) {
+                let (s, n) = len(v)?;
+                if s != is_str {
+                    return Err(MergeError::new(format!(
+                        "longest takes strings or arrays, not both; {} holds {}",
+                        v.version,
+                        kind(v.value)
+                    )));
+                }
+                if n >= best_len {
+                    best_len = n;
+                    best = i;
+                }
             }
-            if n >= best_len {
-                best_len = n;
-                best = i.value;
-            }
-        }
-        Ok(best.clone())
+            Ok(best)
+        })())
     }
 }
 
@@ -210,7 +233,11 @@ struct FirstWriterWins;
 
 impl MergeFn for FirstWriterWins {
     fn merge(&self, versions: &[Input<'_>]) -> Result<J, MergeError> {
-        Ok(versions[0].value.clone())
+        picked(self, versions)
+    }
+
+    fn pick(&self, _versions: &[Input<'_>]) -> Option<Result<usize, MergeError>> {
+        Some(Ok(0))
     }
 }
 
@@ -233,14 +260,18 @@ impl RegionPriority {
 
 impl MergeFn for RegionPriority {
     fn merge(&self, versions: &[Input<'_>]) -> Result<J, MergeError> {
-        let mut best = &versions[0];
-        for i in &versions[1..] {
+        picked(self, versions)
+    }
+
+    fn pick(&self, versions: &[Input<'_>]) -> Option<Result<usize, MergeError>> {
+        let mut best = 0;
+        for (i, v) in versions.iter().enumerate().skip(1) {
             // `<=`: among a region's own versions the later one wins.
-            if self.rank(i.region()) <= self.rank(best.region()) {
+            if self.rank(v.region()) <= self.rank(versions[best].region()) {
                 best = i;
             }
         }
-        Ok(best.value.clone())
+        Some(Ok(best))
     }
 }
 

@@ -59,6 +59,14 @@ impl Input<'_> {
 pub trait MergeFn: Send + Sync {
     /// The merged value of `versions`.
     fn merge(&self, versions: &[Input<'_>]) -> Result<serde_json::Value, MergeError>;
+
+    /// For a merge that picks one of the versions (rather than combining
+    /// them): which one. A written-back merge then stands exactly where
+    /// that version stood, even when another version holds an equal value.
+    /// `None` (the default): the merge combines, or does not say.
+    fn pick(&self, _versions: &[Input<'_>]) -> Option<Result<usize, MergeError>> {
+        None
+    }
 }
 
 /// Why a merge function gave no value.
@@ -204,6 +212,25 @@ pub fn resolve(function: &Function, versions: &[(Version, &Value)]) -> Option<Re
         .zip(versions)
         .map(|(value, (version, _))| Input { value, version })
         .collect();
+    if let Some(picked) = run.pick(&args) {
+        return match picked {
+            Ok(i) if i < versions.len() => {
+                let (v, value) = &versions[i];
+                let Value::Json(j) = value else {
+                    return lww(format!("version {v} holds bytes"));
+                };
+                let mut r = done(j.clone(), None);
+                r.at = v.clone();
+                Some(r)
+            }
+            Ok(i) => lww(format!(
+                "merge {} picked version {i} of {}",
+                function.name,
+                versions.len()
+            )),
+            Err(e) => lww(format!("merge {} failed: {e}", function.name)),
+        };
+    }
     match run.merge(&args) {
         Ok(out) => {
             let json = Json::from_value(&out);
@@ -291,6 +318,28 @@ mod tests {
         let versions = [(version("us-east", 1), &c), (version("eu-west", 2), &d)];
         let r = resolve(&f, &versions).unwrap();
         assert_eq!((r.value.as_str(), r.failed), ("3.5", None));
+    }
+
+    #[test]
+    fn a_picking_merge_stands_where_the_version_it_picked_stood() {
+        // Equal values: first-writer-wins picked the first, not the newest
+        // holding the same value.
+        let f = builtin::function("first-writer-wins", &[]).unwrap();
+        let (a, b) = (json("\"v\""), json("\"v\""));
+        let versions = [(version("us-east", 1), &a), (version("eu-west", 2), &b)];
+        let r = resolve(&f, &versions).unwrap();
+        assert_eq!(r.at, versions[0].0);
+        let f = builtin::function("max", &[]).unwrap();
+        let (c, d) = (json("9"), json("9"));
+        let versions = [(version("us-east", 1), &c), (version("eu-west", 2), &d)];
+        assert_eq!(
+            resolve(&f, &versions).unwrap().at,
+            versions[1].0,
+            "ties go to the later"
+        );
+        // A combining merge stands at its newest input.
+        let f = builtin::function("sum", &[]).unwrap();
+        assert_eq!(resolve(&f, &versions).unwrap().at, versions[1].0);
     }
 
     #[test]

@@ -179,10 +179,11 @@ fn to_dynamic(v: &serde_json::Value) -> Result<Dynamic, MergeError> {
 
 /// Stack of the thread a script runs on. Rhai and the conversions of its
 /// result recurse over nested data, and a script can nest an array inside
-/// itself (about 10,000 levels within the size limits): the caller's stack
+/// itself (about 10,000 levels of arrays within the size limits, twice
+/// that alternating arrays and maps): the caller's stack
 /// (2 MiB on tokio's threads) is not enough for that. The space is
 /// reserved, not touched, until used.
-const SCRIPT_STACK: usize = 64 << 20;
+const SCRIPT_STACK: usize = 256 << 20;
 
 /// Deepest merged value accepted: the nesting limit of client values.
 pub const MAX_RESULT_DEPTH: usize = 64;
