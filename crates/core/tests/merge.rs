@@ -953,3 +953,34 @@ fn a_write_back_is_ordered_and_named_as_the_version_it_stands_for() {
         );
     }
 }
+
+/// After a rollback a region may have shipped write-backs it no longer
+/// has: it holds its own until it has applied what peers hold of its
+/// earlier incarnations.
+#[test]
+fn write_backs_wait_for_what_peers_hold_of_this_regions_past() {
+    let mut rs = cluster("sum", 16);
+    let key = key_merged_by("ap-south");
+    put(&mut rs[1], &key, "1").unwrap();
+    put(&mut rs[2], &key, "2").unwrap();
+    ship(&mut rs, 1, 0);
+    ship(&mut rs, 2, 0);
+    // ap-south's peers hold an op of an earlier ap-south incarnation that
+    // ap-south lacks.
+    let mut old = Region::new("ap-south");
+    old.engine.reincarnate(meridian_crdt::ReplicaId::new(
+        RegionId::new("ap-south").unwrap(),
+        uuid::Uuid::from_u128(99),
+    ));
+    old.put("default", "x", "0");
+    let hold = old.engine.vv().clone();
+    rs[0].engine.enable_merges_after(regions(), hold);
+    let now = rs[0].now + 1;
+    assert!(!rs[0].engine.merges_due() && rs[0].engine.merges_held());
+    assert_eq!(rs[0].engine.merge_due(now, 10).unwrap(), 0);
+    // Once that op has arrived, the write-back goes ahead.
+    let ops = old.log.clone();
+    rs[0].engine.receive(now, ops).unwrap();
+    assert!(rs[0].engine.merges_due());
+    assert_eq!(rs[0].engine.merge_due(now, 10).unwrap(), 1);
+}

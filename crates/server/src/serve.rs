@@ -108,11 +108,23 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         });
         servers.push(serve_on(l, receiver::router(api), stop.clone()));
     }
+    // What peers hold of this region's own replicas (old incarnations
+    // too): write-backs wait for it (a rolled-back disk may have shipped
+    // some it no longer has).
+    let mut hold = meridian_crdt::VersionVector::new();
     if region.check_with_peers
         && let Some(secret) = cfg.secret.clone()
     {
         let views = peer_views(&cfg, &region, secret).await;
         region.settle_incarnation(&views).await?;
+        for view in views.iter().filter_map(|(_, v)| v.as_ref()) {
+            let own: meridian_crdt::VersionVector = view
+                .iter()
+                .filter(|(r, _)| r.region == cfg.region)
+                .map(|(r, s)| (r.clone(), s))
+                .collect();
+            hold.merge(&own);
+        }
     }
     // Merge write-backs are local ops too: only once the incarnation is
     // settled. Every region's list must be the cluster's (it picks each
@@ -122,7 +134,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     regions.push(cfg.region.clone());
     region
         .writer
-        .enable_merges(regions)
+        .enable_merges(regions, hold)
         .await
         .map_err(|stopped| ServeError::Fatal(stopped.to_string()))?;
     // Configured keyspaces, once the incarnation is settled (a definition

@@ -2,7 +2,9 @@
 //! this region owes a merge, the write-back op, and the ledger entry every
 //! region records when it applies one.
 
-use meridian_crdt::{Json, MergeStamp, MvOp, Object, ObjectOp, Policy, RegionId, Value, Version};
+use meridian_crdt::{
+    Json, MergeStamp, MvOp, Object, ObjectOp, Policy, RegionId, Value, Version, VersionVector,
+};
 
 use super::ledger::{MAX_RECORDED_INPUTS, MergeRecord};
 use super::{Engine, WriteError};
@@ -79,7 +81,18 @@ impl<B: Backend> Engine<B> {
     /// cluster (this one included), which decides each key's merger
     /// ([`merge::merger`]). Call once the incarnation is settled: a
     /// write-back is a local op.
-    pub fn enable_merges(&mut self, mut regions: Vec<RegionId>) {
+    pub fn enable_merges(&mut self, regions: Vec<RegionId>) {
+        self.enable_merges_after(regions, VersionVector::new());
+    }
+
+    /// [`Engine::enable_merges`], holding write-backs until this region has
+    /// applied `hold`: what its peers hold of this region's own replicas,
+    /// old incarnations included. A region whose disk was rolled back may
+    /// have shipped write-backs it no longer has; writing those versions
+    /// back again, before the first write-back returns, would count them
+    /// twice in a sum.
+    pub fn enable_merges_after(&mut self, mut regions: Vec<RegionId>, hold: VersionVector) {
+        self.merge_hold = hold;
         if !regions.contains(&self.me.region) {
             regions.push(self.me.region.clone());
         }
@@ -207,7 +220,15 @@ impl<B: Backend> Engine<B> {
     /// Whether write-backs may be due (or stored keys are still to be
     /// swept for them).
     pub fn merges_due(&self) -> bool {
-        self.merge_regions.is_some() && (!self.due_merges.is_empty() || self.merge_sweep.is_some())
+        self.merge_regions.is_some()
+            && !self.merges_held()
+            && (!self.due_merges.is_empty() || self.merge_sweep.is_some() || self.sweep_again)
+    }
+
+    /// Whether write-backs wait for ops peers hold of this region's own
+    /// replicas (see [`Engine::enable_merges_after`]).
+    pub fn merges_held(&self) -> bool {
+        !self.vv.covers_all(&self.merge_hold)
     }
 
     /// Stages the write-backs this region owes, at most `max`: for each
@@ -217,6 +238,9 @@ impl<B: Backend> Engine<B> {
         let Some(regions) = self.merge_regions.clone() else {
             return Ok(0);
         };
+        if self.merges_held() {
+            return Ok(0);
+        }
         if self.due_merges.is_empty() {
             if self.merge_sweep.is_none() && std::mem::take(&mut self.sweep_again) {
                 self.resweep();

@@ -333,6 +333,9 @@ pub struct Engine<B: Backend> {
     merge_sweep: Option<(KeyspaceName, Vec<u8>)>,
     /// Keys were forgotten (too many due): sweep again after this sweep.
     sweep_again: bool,
+    /// Write-backs wait until the vector covers this (see
+    /// [`Engine::enable_merges_after`]).
+    merge_hold: VersionVector,
     /// Keys whose merge failed, with whether the failure may pass by
     /// itself (tried again by [`Engine::retry_failed_merges`]).
     failed_merges: BTreeMap<(KeyspaceName, Key), bool>,
@@ -412,6 +415,7 @@ impl<B: Backend> Engine<B> {
             merge_sweep: None,
             sweep_again: false,
             failed_merges: BTreeMap::new(),
+            merge_hold: VersionVector::new(),
         };
         engine.publish(None);
         Ok(engine)

@@ -91,13 +91,15 @@ impl WriterHandle {
         rx.await.map_err(|_| Stopped)
     }
 
-    /// Starts merge write-backs; `regions` is every region of the cluster.
+    /// Starts merge write-backs; `regions` is every region of the cluster;
+    /// they wait until `hold` is applied.
     pub async fn enable_merges(
         &self,
         regions: Vec<meridian_crdt::RegionId>,
+        hold: VersionVector,
     ) -> Result<(), Stopped> {
         self.tx
-            .send(Command::EnableMerges { regions })
+            .send(Command::EnableMerges { regions, hold })
             .await
             .map_err(|_| Stopped)
     }

@@ -86,6 +86,9 @@ pub enum Command {
     EnableMerges {
         /// The regions.
         regions: Vec<meridian_crdt::RegionId>,
+        /// Hold write-backs until this is applied (what peers hold of this
+        /// region's own replicas).
+        hold: VersionVector,
     },
     /// Ops from a peer.
     Receive {
@@ -362,7 +365,7 @@ fn stage(
                 let _ = reply.send(Err(e));
             }
         },
-        Command::EnableMerges { regions } => g.engine.enable_merges(regions),
+        Command::EnableMerges { regions, hold } => g.engine.enable_merges_after(regions, hold),
         Command::Receive { ops, reply } => match g.engine.receive(now, ops) {
             // Answered after the group commits, even if nothing of it was
             // staged: an ack must not run ahead of durability.
