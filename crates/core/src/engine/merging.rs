@@ -6,7 +6,9 @@ use meridian_crdt::{
     Json, MergeStamp, MvOp, Object, ObjectOp, Policy, RegionId, Value, Version, VersionVector,
 };
 
+use super::keyspaces::KeyspaceDef;
 use super::ledger::{MAX_RECORDED_INPUTS, MergeRecord};
+use super::request::Change;
 use super::{Engine, WriteError};
 use crate::merge::{self, MergeDef};
 use crate::op::{Key, KeyspaceName, Mutation};
@@ -76,7 +78,79 @@ pub(super) fn unmerged(obj: &Object) -> bool {
     matches!(obj, Object::Mv(r) if r.len() > 1)
 }
 
+/// The compare-and-set of a context write to a custom key (at its merger):
+/// it replaces the key's value, so its context must cover the key's whole
+/// context (every op that touched the key, deletes and write-backs too)
+/// and claim nothing beyond what the region (`vv`) or the key reflects (a
+/// version installed by repair before its op arrives). Checked, the
+/// context is used whole: clamped to the vector alone it would miss a
+/// repaired version and leave it standing.
+pub(super) fn compare_and_set<'a>(
+    def: &KeyspaceDef,
+    key: &Key,
+    obj: &Object,
+    vv: &VersionVector,
+    asked: &'a Change,
+) -> Result<&'a Change, WriteError> {
+    let (Change::Put {
+        context: Some(c), ..
+    }
+    | Change::Delete { context: Some(c) }) = asked
+    else {
+        return Ok(asked);
+    };
+    let (uncovered, held) = match obj {
+        Object::Mv(r) => (r.survivors(Some(c)), r.context().clone()),
+        _ => (0, VersionVector::new()),
+    };
+    let mut known = vv.clone();
+    known.merge(&held);
+    if !c.covers_all(&held) || c.meet(&known) != *c {
+        return Err(WriteError::StaleContext {
+            keyspace: def.name.to_string(),
+            key: key.to_string(),
+            uncovered,
+        });
+    }
+    Ok(asked)
+}
+
 impl<B: Backend> Engine<B> {
+    /// Admits a write to a custom key before its state is read: a delete,
+    /// or a write with a (non-empty) context, replaces versions, so only
+    /// the key's merger takes it; nothing that replaces versions can then
+    /// be concurrent with the merger's write-back of them. `Some(vector)`
+    /// when the write must pass [`compare_and_set`] against the key.
+    pub(super) fn admit_custom(
+        &self,
+        def: &KeyspaceDef,
+        key: &Key,
+        asked: &Change,
+    ) -> Result<Option<VersionVector>, WriteError> {
+        if def.policy != Policy::Custom {
+            return Ok(None);
+        }
+        let (what, context) = match asked {
+            Change::Delete { context } => ("delete", context.as_ref()),
+            Change::Put {
+                context: Some(c), ..
+            } if !c.is_empty() => ("put with a context", Some(c)),
+            _ => return Ok(None),
+        };
+        if let Some(regions) = &self.merge_regions
+            && let Some(m) = merge::merger(&def.name, key, regions)
+            && *m != self.me.region
+        {
+            return Err(WriteError::NotMerger {
+                keyspace: def.name.to_string(),
+                key: key.to_string(),
+                change: what,
+                merger: m.clone(),
+            });
+        }
+        Ok(context.filter(|c| !c.is_empty()).map(|_| self.vv.clone()))
+    }
+
     /// Starts writing back merges: `regions` is every region of the
     /// cluster (this one included), which decides each key's merger
     /// ([`merge::merger`]). Call once the incarnation is settled: a

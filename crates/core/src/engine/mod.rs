@@ -547,19 +547,9 @@ impl<B: Backend> Engine<B> {
                 });
             }
             let asked = change;
-            // What a custom key's compare-and-set checks a context against
-            // (see below); copied now, the key's state is borrowed then.
-            let region_vv = match asked {
-                Change::Put {
-                    context: Some(c), ..
-                }
-                | Change::Delete { context: Some(c) }
-                    if def.policy == Policy::Custom && !c.is_empty() =>
-                {
-                    Some(self.vv.clone())
-                }
-                _ => None,
-            };
+            // Deletes and context writes of custom keys: only at the merger,
+            // checked against the key's state below (merging.rs).
+            let region_vv = self.admit_custom(&def, key, asked)?;
             // A client's context can claim anything; clamp it to what this
             // region has seen, so a forged one cannot cover writes that do
             // not exist yet (which would make them invisible).
@@ -584,28 +574,6 @@ impl<B: Backend> Engine<B> {
                 other => other,
             };
             let me = self.me.clone();
-            if def.policy == Policy::Custom
-                && let Some(regions) = &self.merge_regions
-            {
-                let replaces = match change {
-                    Change::Delete { .. } => Some("delete"),
-                    Change::Put {
-                        context: Some(c), ..
-                    } if !c.is_empty() => Some("put with a context"),
-                    _ => None,
-                };
-                if let Some(what) = replaces
-                    && let Some(m) = crate::merge::merger(&def.name, key, regions)
-                    && *m != me.region
-                {
-                    return Err(WriteError::NotMerger {
-                        keyspace: def.name.to_string(),
-                        key: key.to_string(),
-                        change: what,
-                        merger: m.clone(),
-                    });
-                }
-            }
             let current = self.load(&def.name, key, def.policy)?;
             // A key holding state of a higher-ranked policy (written under a
             // concurrent definition of the keyspace that lost) ignores ops of
@@ -618,41 +586,10 @@ impl<B: Backend> Engine<B> {
                     policy: def.policy,
                 });
             }
-            // A context write to a custom key replaces the key's value: only
-            // if it saw every version the key holds (compare-and-set), and
-            // nothing this region lacks.
-            //
-            // The key's own context records every op that touched it
-            // (deletes too): a context that covers it saw them all. What a
-            // context may claim beyond the region's vector is what the key
-            // itself reflects (versions installed by a repair before their
-            // ops arrive); anything else the region has not applied.
-            let mut change = change;
-            if let (
-                Some(vv),
-                Change::Put {
-                    context: Some(c), ..
-                }
-                | Change::Delete { context: Some(c) },
-            ) = (&region_vv, asked)
-            {
-                let (uncovered, held) = match &current.obj {
-                    Object::Mv(r) => (r.survivors(Some(c)), r.context().clone()),
-                    _ => (0, VersionVector::new()),
-                };
-                let mut known = vv.clone();
-                known.merge(&held);
-                if !c.covers_all(&held) || c.meet(&known) != *c {
-                    return Err(WriteError::StaleContext {
-                        keyspace: def.name.to_string(),
-                        key: key.to_string(),
-                        uncovered,
-                    });
-                }
-                // Checked: use it whole (clamped to the vector alone it
-                // would miss a repaired version and leave it standing).
-                change = asked;
-            }
+            let change = match &region_vv {
+                Some(vv) => merging::compare_and_set(&def, key, &current.obj, vv, asked)?,
+                None => change,
+            };
             let built = match build::build(&def, key, &current.obj, &me, change) {
                 Ok(b) => b,
                 Err(e) => {
