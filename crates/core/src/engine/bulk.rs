@@ -5,7 +5,7 @@
 use meridian_crdt::{Crdt, Hlc, Object, Policy, VersionVector};
 
 use super::request::WriteError;
-use super::{Engine, StableCut, SystemEntry, store, system_entry};
+use super::{Engine, StableCut, store, system_entry};
 use crate::op::{Key, KeyspaceName};
 use crate::state::Backend;
 
@@ -55,18 +55,7 @@ impl<B: Backend> Engine<B> {
                 None
             };
             match update {
-                Some(SystemEntry::Keyspace(def)) => {
-                    self.digests.entry(def.name.clone()).or_insert(0);
-                    let custom = def.policy == meridian_crdt::Policy::Custom;
-                    self.registry.insert(def);
-                    if custom {
-                        self.merges_changed();
-                    }
-                }
-                Some(SystemEntry::Merge(def)) => {
-                    self.registry.insert_merge(def);
-                    self.merges_changed();
-                }
+                Some(entry) => self.take_definition(entry),
                 None => {
                     // Versions that came by transfer or repair are owed a
                     // merge like versions that came as ops.

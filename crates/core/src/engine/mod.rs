@@ -822,20 +822,8 @@ impl<B: Backend> Engine<B> {
             if unmerged {
                 self.note_merge(&m.keyspace, &m.key);
             }
-            match def_update {
-                Some(SystemEntry::Keyspace(def)) => {
-                    self.digests.entry(def.name.clone()).or_insert(0);
-                    let custom = def.policy == Policy::Custom;
-                    self.registry.insert(def);
-                    if custom {
-                        self.merges_changed();
-                    }
-                }
-                Some(SystemEntry::Merge(def)) => {
-                    self.registry.insert_merge(def);
-                    self.merges_changed();
-                }
-                None => {}
+            if let Some(entry) = def_update {
+                self.take_definition(entry);
             }
         }
         self.vv.add(&op.dot);
@@ -1085,6 +1073,28 @@ impl<B: Backend> Engine<B> {
     /// Seq of this region's next op.
     pub fn next_seq(&self) -> Seq {
         self.vv.get(&self.me).next().unwrap_or(Seq(u64::MAX))
+    }
+}
+
+impl<B: Backend> Engine<B> {
+    /// Installs a definition read from the system keyspace (an op, a
+    /// transfer or a repair): keyspaces get a digest, and merges owed may
+    /// now succeed.
+    fn take_definition(&mut self, entry: SystemEntry) {
+        match entry {
+            SystemEntry::Keyspace(def) => {
+                self.digests.entry(def.name.clone()).or_insert(0);
+                let custom = def.policy == Policy::Custom;
+                self.registry.insert(def);
+                if custom {
+                    self.merges_changed();
+                }
+            }
+            SystemEntry::Merge(def) => {
+                self.registry.insert_merge(def);
+                self.merges_changed();
+            }
+        }
     }
 }
 

@@ -105,13 +105,24 @@ pub async fn put(
         app.writer.define(def.clone()).await.map_err(|e| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
         })??;
-    let (status, vv, changed) = match outcome {
-        DefineDone::Unchanged => (StatusCode::OK, app.reader.published().vv.clone(), false),
-        DefineDone::Written(vv) if existed.is_none() => (StatusCode::CREATED, vv, true),
-        DefineDone::Written(vv) => (StatusCode::OK, vv, true),
-    };
+    let (status, vv, changed) = define_status(&app, outcome, existed.is_some());
     let body = json!({"keyspace": describe(&app, &def), "created": status == StatusCode::CREATED, "changed": changed});
     Ok(respond(status, &h, &body, Some(&vv)))
+}
+
+/// How a definition (keyspace or merge) is answered: 201 when it is new,
+/// 200 otherwise, with the version vector to give as the token and whether
+/// anything changed.
+pub(super) fn define_status(
+    app: &AppInner,
+    outcome: DefineDone,
+    existed: bool,
+) -> (StatusCode, meridian_crdt::VersionVector, bool) {
+    match outcome {
+        DefineDone::Unchanged => (StatusCode::OK, app.reader.published().vv.clone(), false),
+        DefineDone::Written(vv) if !existed => (StatusCode::CREATED, vv, true),
+        DefineDone::Written(vv) => (StatusCode::OK, vv, true),
+    }
 }
 
 /// `GET /v1/keyspaces/{name}`.

@@ -11,7 +11,6 @@ use serde_json::json;
 
 use super::error::{self, ApiError};
 use super::{AppState, body, respond};
-use crate::region::writer::DefineDone;
 
 /// Largest body of `PUT /v1/merges/{name}`: a 64 KiB script escaped, and
 /// samples.
@@ -79,11 +78,7 @@ pub async fn put(
         app.writer.define_merge(def.clone()).await.map_err(|e| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
         })??;
-    let (status, vv, changed) = match outcome {
-        DefineDone::Unchanged => (StatusCode::OK, app.reader.published().vv.clone(), false),
-        DefineDone::Written(vv) if !existed => (StatusCode::CREATED, vv, true),
-        DefineDone::Written(vv) => (StatusCode::OK, vv, true),
-    };
+    let (status, vv, changed) = super::keyspaces::define_status(&app, outcome, existed);
     let body = json!({
         "merge": describe(&def, false),
         "created": status == StatusCode::CREATED,

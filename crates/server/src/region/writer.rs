@@ -345,26 +345,14 @@ fn stage(
                 }
             }
         }
-        Command::Define { def, reply } => match g.engine.define(now, def) {
-            Ok(true) => g.pending.push(Pending::Define(reply)),
-            Ok(false) => {
-                let _ = reply.send(Ok(DefineDone::Unchanged));
-            }
-            Err(e) if e.is_fatal() => return Err(fail(fatal, e)),
-            Err(e) => {
-                let _ = reply.send(Err(e));
-            }
-        },
-        Command::DefineMerge { def, reply } => match g.engine.define_merge(now, def) {
-            Ok(true) => g.pending.push(Pending::Define(reply)),
-            Ok(false) => {
-                let _ = reply.send(Ok(DefineDone::Unchanged));
-            }
-            Err(e) if e.is_fatal() => return Err(fail(fatal, e)),
-            Err(e) => {
-                let _ = reply.send(Err(e));
-            }
-        },
+        Command::Define { def, reply } => {
+            let r = g.engine.define(now, def);
+            defined(g, r, reply, fatal)?;
+        }
+        Command::DefineMerge { def, reply } => {
+            let r = g.engine.define_merge(now, def);
+            defined(g, r, reply, fatal)?;
+        }
         Command::EnableMerges { regions, hold } => g.engine.enable_merges_after(regions, hold),
         Command::Receive { ops, reply } => match g.engine.receive(now, ops) {
             // Answered after the group commits, even if nothing of it was
@@ -411,6 +399,27 @@ fn stage(
         Command::Reincarnate { replica, reply } => {
             g.engine.reincarnate(replica);
             let _ = reply.send(());
+        }
+    }
+    Ok(())
+}
+
+/// Answers a definition (of a keyspace or a merge): once durable when
+/// something was staged, at once when it was already so or refused.
+fn defined(
+    g: &mut Inner,
+    r: Result<bool, WriteError>,
+    reply: oneshot::Sender<Result<DefineDone, WriteError>>,
+    fatal: &watch::Sender<Option<Arc<str>>>,
+) -> Result<(), WriteError> {
+    match r {
+        Ok(true) => g.pending.push(Pending::Define(reply)),
+        Ok(false) => {
+            let _ = reply.send(Ok(DefineDone::Unchanged));
+        }
+        Err(e) if e.is_fatal() => return Err(fail(fatal, e)),
+        Err(e) => {
+            let _ = reply.send(Err(e));
         }
     }
     Ok(())
