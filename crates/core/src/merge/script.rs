@@ -271,7 +271,15 @@ mod tests {
     use meridian_crdt::{Dot, Hlc, RegionId, ReplicaId, Seq, Version};
 
     fn call(src: &str, vals: &[&str]) -> Result<serde_json::Value, MergeError> {
-        let s = ScriptMerge::compile(src)?;
+        call_with(src, LIMITS, vals)
+    }
+
+    fn call_with(
+        src: &str,
+        limits: Limits,
+        vals: &[&str],
+    ) -> Result<serde_json::Value, MergeError> {
+        let s = ScriptMerge::compile_with(src, limits)?;
         let versions: Vec<(Version, serde_json::Value)> = vals
             .iter()
             .enumerate()
@@ -382,26 +390,9 @@ mod tests {
             wall: Duration::from_millis(5),
             ..LIMITS
         };
-        let s = ScriptMerge::compile_with("fn merge(v) { let n = 0; loop { n += 1; } }", limits)
-            .unwrap();
-        let dot = Dot::new(
-            ReplicaId::new(RegionId::new("us-east").unwrap(), uuid::Uuid::from_u128(1)),
-            Seq(1),
-        );
-        let version = Version::new(Hlc::new(1, 0).unwrap(), dot);
-        let value = serde_json::json!(1);
-        let inputs = [
-            Input {
-                value: &value,
-                version: &version,
-            },
-            Input {
-                value: &value,
-                version: &version,
-            },
-        ];
+        let src = "fn merge(v) { let n = 0; loop { n += 1; } }";
         let t = Instant::now();
-        let e = s.merge(&inputs).unwrap_err();
+        let e = call_with(src, limits, &["1", "1"]).unwrap_err();
         assert_eq!(e.reason, "stopped after 5 ms (the wall-time limit)");
         assert!(
             t.elapsed() < Duration::from_secs(5),
@@ -409,7 +400,7 @@ mod tests {
             t.elapsed()
         );
         // The deadline is per call: the next call gets its own.
-        assert!(s.merge(&inputs).is_err());
+        assert!(call_with(src, limits, &["1", "1"]).is_err());
     }
 
     #[test]
@@ -445,28 +436,12 @@ mod tests {
             wall: Duration::from_secs(60),
             ..LIMITS
         };
-        let s = ScriptMerge::compile_with(
+        let e = call_with(
             "fn merge(v) { let x = 1; for i in 0..3000 { x = [x]; } x }",
             limits,
+            &["1", "1"],
         )
-        .unwrap();
-        let dot = Dot::new(
-            ReplicaId::new(RegionId::new("us-east").unwrap(), uuid::Uuid::from_u128(1)),
-            Seq(1),
-        );
-        let version = Version::new(Hlc::new(1, 0).unwrap(), dot);
-        let value = serde_json::json!(1);
-        let inputs = [
-            Input {
-                value: &value,
-                version: &version,
-            },
-            Input {
-                value: &value,
-                version: &version,
-            },
-        ];
-        let e = s.merge(&inputs).unwrap_err();
+        .unwrap_err();
         assert!(
             e.reason.contains("levels deep, over the limit of 64"),
             "{e}"
