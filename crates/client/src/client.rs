@@ -395,6 +395,54 @@ impl Client {
         Ok(Self::check(r)?.body)
     }
 
+    /// A keyspace's ownership map (`GET /v1/keyspaces/{name}/ownership`).
+    pub async fn ownership(&self, keyspace: &str) -> Result<Value, ClientError> {
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/keyspaces/{}/ownership", path::segment(keyspace)),
+                None,
+                &Options::default(),
+            )
+            .await?;
+        Ok(Self::check(r)?.body)
+    }
+
+    /// Sets a keyspace's ownership map (`{"rules": [...], "default": ...,
+    /// "mode": ..., "fallback": ..., "epoch": N}`).
+    pub async fn set_ownership(&self, keyspace: &str, map: &Value) -> Result<Value, ClientError> {
+        let r = self
+            .call(
+                Method::PUT,
+                &format!("/v1/keyspaces/{}/ownership", path::segment(keyspace)),
+                Some(map),
+                &Options::default(),
+            )
+            .await?;
+        Ok(Self::check(r)?.body)
+    }
+
+    /// Moves one rule of a keyspace's map to another region (`{"rule":
+    /// INDEX | "default" | {"prefix": ...}, "to": REGION}`), fenced.
+    pub async fn transfer_ownership(
+        &self,
+        keyspace: &str,
+        body: &Value,
+    ) -> Result<Value, ClientError> {
+        let r = self
+            .call(
+                Method::POST,
+                &format!(
+                    "/v1/keyspaces/{}/ownership/transfer",
+                    path::segment(keyspace)
+                ),
+                Some(body),
+                &Options::default(),
+            )
+            .await?;
+        Ok(Self::check(r)?.body)
+    }
+
     /// Registers or replaces a merge script (`{"script": "...", ...}`).
     pub async fn define_merge(&self, name: &str, body: &Value) -> Result<Value, ClientError> {
         let r = self

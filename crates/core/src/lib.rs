@@ -12,6 +12,8 @@
 //!   requests, the conflict ledger, readers.
 //! - [`merge`]: merge functions for `custom` keyspaces (built-ins, Rhai
 //!   scripts, the [`merge::MergeFn`] trait for native ones).
+//! - [`ownership`]: ownership maps (home regions for key ranges) and the
+//!   fences that hand a range from one region to another.
 //! - [`replication`]: the peer wire format and the per-peer shipping
 //!   state machine.
 //! - [`token`]: causal tokens.
@@ -24,6 +26,7 @@ pub mod engine;
 pub mod log;
 pub mod merge;
 pub mod op;
+pub mod ownership;
 pub mod replication;
 pub mod state;
 pub mod token;

@@ -24,6 +24,7 @@ fn lww_value(o: &Object) -> String {
 fn a_write_is_invisible_until_committed_then_readable_with_a_covering_token() {
     let mut r = Region::new("us-east");
     let req = WriteRequest {
+        fallback: false,
         mutations: vec![MutationRequest {
             keyspace: "default".into(),
             key: Key::new("k").unwrap(),
@@ -422,6 +423,7 @@ fn pipelined_groups_stage_on_each_other_but_commit_in_order() {
         context: None,
     };
     let req = |ks: &str, k: &str, c: Change| WriteRequest {
+        fallback: false,
         mutations: vec![MutationRequest {
             keyspace: ks.into(),
             key: Key::new(k).unwrap(),

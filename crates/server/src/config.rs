@@ -123,6 +123,10 @@ pub struct PeerEntry {
     pub name: String,
     /// Its peer API, `http://host:port`.
     pub url: String,
+    /// Its client API, `http://host:port` (optional: named to clients in
+    /// `421 not_owner` answers).
+    #[serde(default)]
+    pub client_url: Option<String>,
 }
 
 fn default_linger_ms() -> u64 {
@@ -393,6 +397,7 @@ impl Config {
             ));
         }
         let mut peers = Vec::new();
+        let mut client_urls = std::collections::BTreeMap::new();
         for (i, p) in self.peers.iter().enumerate() {
             let name = RegionId::new(p.name.clone())
                 .map_err(|e| field(format!("peers[{i}].name"), e.to_string()))?;
@@ -417,6 +422,16 @@ impl Config {
                     format!("peers[{i}].url"),
                     format!("{:?} must look like http://host:port", p.url),
                 ));
+            }
+            if let Some(c) = &p.client_url {
+                let c = c.trim_end_matches('/').to_string();
+                if !c.starts_with("http://") && !c.starts_with("https://") {
+                    return Err(field(
+                        format!("peers[{i}].client_url"),
+                        format!("{c:?} must look like http://host:port"),
+                    ));
+                }
+                client_urls.insert(name.clone(), c);
             }
             peers.push((name, url));
         }
@@ -473,6 +488,7 @@ impl Config {
             tombstone_gc_interval_ms: self.tombstone_gc_interval_ms,
             peer_listen: self.peer_listen,
             peers,
+            client_urls,
             secret,
             replication: self.replication.clone(),
             region,
@@ -514,6 +530,8 @@ pub struct Valid {
     pub peer_listen: Option<SocketAddr>,
     /// Peers: region and peer URL.
     pub peers: Vec<(RegionId, String)>,
+    /// Peers' client API URLs, where configured.
+    pub client_urls: std::collections::BTreeMap<RegionId, String>,
     /// The cluster secret.
     pub secret: Option<crate::peer::auth::Secret>,
     /// Replication tuning.

@@ -109,7 +109,19 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
         }
         .validate()
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+        let client_urls = REGIONS
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(j, p)| {
+                (
+                    RegionId::new(*p).unwrap_or_else(|e| unreachable!("{e}")),
+                    format!("http://{}", addr(opts.base_port + j as u16)),
+                )
+            })
+            .collect();
         let cfg = Valid {
+            client_urls,
             listen: addr(opts.base_port + i as u16),
             peer_listen: Some(addr(opts.base_port + 100 + i as u16)),
             peers,

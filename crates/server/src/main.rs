@@ -101,6 +101,7 @@ fn parse_peer(s: &str) -> Result<PeerEntry, String> {
     Ok(PeerEntry {
         name: name.trim().to_string(),
         url: url.trim().to_string(),
+        client_url: None,
     })
 }
 

@@ -26,6 +26,17 @@ pub struct OpLabels {
     pub op: String,
 }
 
+/// Labels of ownership outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OwnershipLabels {
+    /// The keyspace.
+    pub keyspace: String,
+    /// The rule's index, or `default`.
+    pub rule: String,
+    /// `forwarded`, `rejected`, `fallback` or `unreachable`.
+    pub outcome: String,
+}
+
 /// The region's metrics.
 pub struct Metrics {
     registry: std::sync::Mutex<Registry>,
@@ -39,6 +50,8 @@ pub struct Metrics {
     pub group_ops: Histogram,
     /// Time to commit a group once durable (state batch, publish, answers).
     pub commit_seconds: Histogram,
+    /// Writes to keys owned elsewhere, by what became of them.
+    pub ownership_writes: Family<OwnershipLabels, prometheus_client::metrics::counter::Counter>,
     /// Handles of the request histograms by (op, write), made once.
     handles: std::sync::RwLock<std::collections::HashMap<(&'static str, bool), Histogram>>,
     view: Arc<OnceLock<View>>,
@@ -116,6 +129,12 @@ impl Metrics {
             "Time to commit a durable group: state batch, publish, answers",
             commit_seconds.clone(),
         );
+        let ownership_writes = Family::default();
+        registry.register(
+            "ownership_writes",
+            "Writes to keys another region owns: forwarded, rejected (421), taken here by fallback, or refused (owner unreachable)",
+            ownership_writes.clone(),
+        );
         let view = Arc::new(OnceLock::new());
         let peers = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(EngineCollector(view.clone())));
@@ -130,10 +149,23 @@ impl Metrics {
             fsync_seconds,
             group_ops,
             commit_seconds,
+            ownership_writes,
             handles: std::sync::RwLock::new(std::collections::HashMap::new()),
             view,
             peers,
         })
+    }
+
+    /// Counts a write to a key owned elsewhere: `rule` is the rule that
+    /// matched (`None`: the default), `outcome` what became of it.
+    pub fn ownership(&self, keyspace: &str, rule: Option<usize>, outcome: &str) {
+        self.ownership_writes
+            .get_or_create(&OwnershipLabels {
+                keyspace: keyspace.to_string(),
+                rule: rule.map_or_else(|| "default".to_string(), |i| i.to_string()),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// Records a request's latency under `op`.

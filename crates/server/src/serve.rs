@@ -91,6 +91,8 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     metrics.attach_peers(peers.clone(), region.feed.clone());
     let mut servers = Vec::new();
     let mut peer_addr = None;
+    // Requests peers forward run through the client API, once built.
+    let client_api = Arc::new(std::sync::OnceLock::new());
     // The peer API answers first, while this region asks its peers about
     // its incarnation: regions restarted together must hear each other.
     if let (Some(secret), Some(pl)) = (cfg.secret.clone(), cfg.peer_listen)
@@ -105,6 +107,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             reader: region.reader.clone(),
             peers: peers.clone(),
             clock: region.clock,
+            client_api: client_api.clone(),
         });
         servers.push(serve_on(l, receiver::router(api), stop.clone()));
     }
@@ -219,9 +222,12 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             .clone()
             .map(|s| crate::peer::client::PeerClient::new(&cfg.region, s, cfg.peers.clone())),
         fatal: region.fatal.clone(),
+        client_urls: cfg.client_urls.clone(),
     });
     tasks.push(region.spawn_checkpoints(Duration::from_millis(cfg.checkpoint_interval_ms)));
-    servers.push(serve_on(listener, api::router(state.clone()), stop));
+    let router = api::router(state.clone());
+    let _ = client_api.set(router.clone());
+    servers.push(serve_on(listener, router, stop));
     tracing::info!(region = %cfg.region, replica = %region.replica, %addr, peer_api = ?peer_addr, "serving");
     Ok(Running {
         region: cfg.region.to_string(),

@@ -326,6 +326,7 @@ impl SimRegion {
         };
         // The keyspace may not have replicated here yet: then the write is refused.
         let req = WriteRequest {
+            fallback: false,
             mutations: vec![MutationRequest {
                 keyspace: ks.to_string(),
                 key: Key::new(key.clone()).map_err(|e| e.to_string())?,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::merge::{Function, MergeDef, MergeError, builtin};
 use crate::op::KeyspaceName;
+use crate::ownership::{Fence, OwnershipMap};
 
 /// How many regions must hold a write durably before the client hears success.
 #[derive(
@@ -253,6 +254,10 @@ pub struct Registry {
     merges: BTreeMap<String, (Arc<MergeDef>, Function)>,
     /// Doc keyspaces whose schema has merge fields.
     doc_merges: std::collections::BTreeSet<KeyspaceName>,
+    /// Ownership maps, by keyspace.
+    maps: BTreeMap<KeyspaceName, OwnershipMap>,
+    /// Each region's latest fence, by keyspace.
+    fences: BTreeMap<KeyspaceName, BTreeMap<RegionId, Fence>>,
 }
 
 impl Default for Registry {
@@ -264,6 +269,8 @@ impl Default for Registry {
             defs,
             merges: BTreeMap::new(),
             doc_merges: Default::default(),
+            maps: BTreeMap::new(),
+            fences: BTreeMap::new(),
         }
     }
 }
@@ -290,6 +297,46 @@ impl Registry {
             self.doc_merges.remove(&def.name);
         }
         self.defs.insert(def.name.clone(), def);
+    }
+
+    /// The ownership map of `keyspace`, if it has one.
+    pub fn ownership(&self, keyspace: &str) -> Option<&OwnershipMap> {
+        self.maps
+            .iter()
+            .find(|(k, _)| k.as_str() == keyspace)
+            .map(|(_, m)| m)
+    }
+
+    /// Every ownership map, by keyspace.
+    pub fn maps(&self) -> impl Iterator<Item = (&KeyspaceName, &OwnershipMap)> {
+        self.maps.iter()
+    }
+
+    /// Installs a map (one of an older epoch than the one held changes
+    /// nothing: epochs only go up).
+    pub fn insert_map(&mut self, keyspace: KeyspaceName, map: OwnershipMap) {
+        let held = self.maps.get(&keyspace).map(|m| m.epoch());
+        if held.is_none_or(|e| e <= map.epoch()) {
+            self.maps.insert(keyspace, map);
+        }
+    }
+
+    /// The latest fence of `region` for `keyspace`.
+    pub fn fence(&self, keyspace: &KeyspaceName, region: &RegionId) -> Option<&Fence> {
+        self.fences.get(keyspace).and_then(|f| f.get(region))
+    }
+
+    /// Every region's latest fence for `keyspace`.
+    pub fn fences(&self, keyspace: &KeyspaceName) -> impl Iterator<Item = (&RegionId, &Fence)> {
+        self.fences.get(keyspace).into_iter().flatten()
+    }
+
+    /// Installs a fence (an older epoch than the one held changes nothing).
+    pub fn insert_fence(&mut self, keyspace: KeyspaceName, region: RegionId, fence: Fence) {
+        let f = self.fences.entry(keyspace).or_default();
+        if f.get(&region).is_none_or(|held| held.epoch <= fence.epoch) {
+            f.insert(region, fence);
+        }
     }
 
     /// Whether `name` is a doc keyspace with merge fields.

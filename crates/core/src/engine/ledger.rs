@@ -46,6 +46,22 @@ pub struct LedgerEntry {
     /// `winner` is the write-back and `loser` the newest input).
     #[serde(default)]
     pub merge: Option<MergeRecord>,
+    /// Set for a write taken although another region owns the key (its
+    /// owner could not be reached): then `winner` and `loser` are both the
+    /// write itself.
+    #[serde(default)]
+    pub fallback: Option<FallbackRecord>,
+}
+
+/// A write taken by a region that does not own the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackRecord {
+    /// The key's owner, which could not be reached.
+    pub owner: meridian_crdt::RegionId,
+    /// The map's epoch.
+    pub epoch: crate::ownership::Epoch,
+    /// The rule that matched (`None`: the map's default).
+    pub rule: Option<usize>,
 }
 
 /// What one merge write-back decided.
@@ -139,6 +155,16 @@ impl Ledger {
         })
     }
 
+    /// The id of a new entry of `keyspace`.
+    fn next_id(&mut self, keyspace: &KeyspaceName) -> u64 {
+        let committed = self.counts.get(keyspace).map_or(0, |c| c.next);
+        let next = self.assigned.entry(keyspace.clone()).or_insert(committed);
+        let id = *next;
+        *next += 1;
+        *self.recorded.entry(keyspace.clone()).or_default() += 1;
+        id
+    }
+
     /// Makes the entry for a conflict resolved while applying an op.
     pub fn record(
         &mut self,
@@ -149,11 +175,7 @@ impl Ledger {
         now: Hlc,
     ) -> LedgerEntry {
         let ambiguous = conflict.is_ambiguous(ambiguity_bound_ms);
-        let committed = self.counts.get(keyspace).map_or(0, |c| c.next);
-        let next = self.assigned.entry(keyspace.clone()).or_insert(committed);
-        let id = *next;
-        *next += 1;
-        *self.recorded.entry(keyspace.clone()).or_default() += 1;
+        let id = self.next_id(keyspace);
         LedgerEntry {
             id,
             keyspace: keyspace.clone(),
@@ -167,6 +189,7 @@ impl Ledger {
             ambiguous,
             recorded_at: now,
             merge: None,
+            fallback: None,
         }
     }
 
@@ -180,11 +203,7 @@ impl Ledger {
         record: MergeRecord,
         now: Hlc,
     ) -> LedgerEntry {
-        let committed = self.counts.get(keyspace).map_or(0, |c| c.next);
-        let next = self.assigned.entry(keyspace.clone()).or_insert(committed);
-        let id = *next;
-        *next += 1;
-        *self.recorded.entry(keyspace.clone()).or_default() += 1;
+        let id = self.next_id(keyspace);
         let (loser, loser_value) = record
             .inputs
             .last()
@@ -207,6 +226,35 @@ impl Ledger {
             ambiguous: false,
             recorded_at: now,
             merge: Some(record),
+            fallback: None,
+        }
+    }
+
+    /// Makes the entry for a write taken for a key owned elsewhere.
+    pub fn record_fallback(
+        &mut self,
+        keyspace: &KeyspaceName,
+        key: &Key,
+        version: Version,
+        value: Option<Value>,
+        record: FallbackRecord,
+        now: Hlc,
+    ) -> LedgerEntry {
+        let id = self.next_id(keyspace);
+        LedgerEntry {
+            id,
+            keyspace: keyspace.clone(),
+            key: key.clone(),
+            path: Vec::new(),
+            rule: "ownership_fallback".into(),
+            winner: version.clone(),
+            winner_value: value,
+            loser: version,
+            loser_value: None,
+            ambiguous: false,
+            recorded_at: now,
+            merge: None,
+            fallback: Some(record),
         }
     }
 

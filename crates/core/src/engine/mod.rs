@@ -36,6 +36,7 @@ pub mod driver;
 pub mod keyspaces;
 pub mod ledger;
 mod merging;
+mod owning;
 pub mod reader;
 pub mod request;
 pub mod store;
@@ -105,6 +106,9 @@ pub struct EngineStats {
     /// Writes refused because a custom key held its cap of unmerged
     /// versions.
     pub merges_pending_refused: u64,
+    /// Writes taken for keys owned elsewhere (ownership fallback), per
+    /// keyspace.
+    pub ownership_fallbacks: BTreeMap<KeyspaceName, u64>,
 }
 
 /// What tombstone collection may rely on: see [`Engine::collect`].
@@ -362,6 +366,8 @@ impl<B: Backend> Engine<B> {
                 match system_entry(k, &obj) {
                     Some(SystemEntry::Keyspace(def)) => registry.insert(def),
                     Some(SystemEntry::Merge(def)) => registry.insert_merge(def),
+                    Some(SystemEntry::Map(ks, map)) => registry.insert_map(ks, map),
+                    Some(SystemEntry::Fence(ks, r, f)) => registry.insert_fence(ks, r, f),
                     None => {}
                 }
                 start = k.clone();
@@ -521,6 +527,7 @@ impl<B: Backend> Engine<B> {
         let mut seen = std::collections::HashSet::new();
         let mut mutations = Vec::with_capacity(req.mutations.len());
         let mut pruned = 0;
+        let mut fallbacks = Vec::new();
         for MutationRequest {
             keyspace,
             key,
@@ -545,6 +552,11 @@ impl<B: Backend> Engine<B> {
                     len: value.len(),
                     max: MAX_VALUE,
                 });
+            }
+            // Keys owned elsewhere, or not yet here (a handoff): refused,
+            // unless the owner is unreachable and the map falls back.
+            if let Some(f) = self.admit_owned(&def.name, key, req.fallback)? {
+                fallbacks.push(f);
             }
             let asked = change;
             // Deletes and context writes of custom keys: only at the merger,
@@ -607,7 +619,9 @@ impl<B: Backend> Engine<B> {
             });
         }
         self.stats.siblings_pruned += pruned as u64;
-        self.stage_local(now_ms, mutations)
+        self.stage_local(now_ms, mutations)?;
+        self.record_fallbacks(fallbacks);
+        Ok(())
     }
 
     /// Creates or updates a keyspace definition. `Ok(false)` when the
@@ -1094,6 +1108,8 @@ impl<B: Backend> Engine<B> {
                 self.registry.insert_merge(def);
                 self.merges_changed();
             }
+            SystemEntry::Map(ks, map) => self.registry.insert_map(ks, map),
+            SystemEntry::Fence(ks, region, fence) => self.registry.insert_fence(ks, region, fence),
         }
     }
 }
@@ -1102,6 +1118,12 @@ impl<B: Backend> Engine<B> {
 enum SystemEntry {
     Keyspace(KeyspaceDef),
     Merge(crate::merge::MergeDef),
+    Map(KeyspaceName, crate::ownership::OwnershipMap),
+    Fence(
+        KeyspaceName,
+        meridian_crdt::RegionId,
+        crate::ownership::Fence,
+    ),
 }
 
 /// The definition a system-keyspace entry holds, if it holds one: a merge
@@ -1111,6 +1133,21 @@ fn system_entry(key: &[u8], obj: &Object) -> Option<SystemEntry> {
     let Some(Value::Json(j)) = reg.value() else {
         return None;
     };
+    let text = std::str::from_utf8(key).ok()?;
+    if let Some(ks) = text.strip_prefix(crate::ownership::MAP_PREFIX) {
+        let ks = KeyspaceName::new(ks).ok()?;
+        return serde_json::from_str(j.as_str())
+            .ok()
+            .map(|m| SystemEntry::Map(ks, m));
+    }
+    if let Some(rest) = text.strip_prefix(crate::ownership::FENCE_PREFIX) {
+        let (ks, region) = rest.split_once('/')?;
+        let ks = KeyspaceName::new(ks).ok()?;
+        let region = meridian_crdt::RegionId::new(region).ok()?;
+        return serde_json::from_str(j.as_str())
+            .ok()
+            .map(|f| SystemEntry::Fence(ks, region, f));
+    }
     if key.starts_with(crate::merge::def::KEY_PREFIX.as_bytes()) {
         serde_json::from_str(j.as_str())
             .ok()

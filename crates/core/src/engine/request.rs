@@ -14,6 +14,10 @@ pub use crate::budget::{MAX_MUTATIONS, MAX_VALUE};
 pub struct WriteRequest {
     /// The changes, at most one per key.
     pub mutations: Vec<MutationRequest>,
+    /// Take writes to keys owned by another region (whose owner could not
+    /// be reached, under a map whose fallback is `accept`), recording each
+    /// in the conflict ledger as an ownership fallback.
+    pub fallback: bool,
 }
 
 /// A change to one key.
@@ -247,6 +251,58 @@ pub enum WriteError {
         /// Versions held that the context does not cover.
         uncovered: usize,
     },
+    /// The key is owned by another region under the keyspace's ownership
+    /// map.
+    #[error(
+        "{keyspace}/{key} is owned by region {owner} (ownership map epoch {epoch}): send the write there"
+    )]
+    NotOwner {
+        /// The keyspace.
+        keyspace: String,
+        /// The key.
+        key: String,
+        /// The owner.
+        owner: meridian_crdt::RegionId,
+        /// The map's epoch.
+        epoch: crate::ownership::Epoch,
+        /// The rule that matched (`None`: the map's default).
+        rule: Option<usize>,
+        /// What the map says non-owners do.
+        mode: crate::ownership::Mode,
+        /// What the map says non-owners do when the owner is unreachable.
+        fallback: crate::ownership::Fallback,
+    },
+    /// This region owns the key since a recent handoff, but has not yet
+    /// applied every write the earlier owners took: retry shortly.
+    #[error(
+        "{keyspace}/{key}: ownership moved here at epoch {epoch}; waiting for the fence of {waiting} before taking writes: retry shortly",
+        waiting = waiting.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+    )]
+    HandoffPending {
+        /// The keyspace.
+        keyspace: String,
+        /// The key.
+        key: String,
+        /// The map's epoch.
+        epoch: crate::ownership::Epoch,
+        /// The regions whose fences it waits for.
+        waiting: Vec<meridian_crdt::RegionId>,
+    },
+    /// A map change sent to a region that is not the keyspace's steward.
+    #[error(
+        "ownership maps are changed by region {steward} (the cluster's first region by name): send the change there"
+    )]
+    NotSteward {
+        /// The steward.
+        steward: meridian_crdt::RegionId,
+    },
+    /// A map change that does not make sense, or lost a compare-and-set.
+    #[error("ownership map: {0}")]
+    Map(#[from] crate::ownership::MapError),
+    /// This region cannot make local system changes yet (its incarnation
+    /// is still settling after a start).
+    #[error("region is still starting (settling its incarnation): retry shortly")]
+    NotReady,
     /// A custom keyspace names a merge this region does not know.
     #[error("no merge function named {0:?}: use a built-in ({builtins}) or register a script with PUT /v1/merges/{0}", builtins = crate::merge::builtin::NAMES.join(", "))]
     UnknownMerge(String),

@@ -3,9 +3,9 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use meridian_core::{Key, MutationRequest, WriteRequest};
 use serde::Deserialize;
@@ -13,7 +13,9 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::kv::{OpBody, write};
+use super::owner::Written;
 use super::{AppState, MAX_BATCH_BODY, body, render, respond};
+use crate::peer::forward::ForwardedBy;
 
 /// The body of a batch.
 #[derive(Debug, Deserialize)]
@@ -38,6 +40,9 @@ pub struct BatchItem {
 /// `POST /v1/batch`.
 pub async fn post(
     State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    fwd: Option<Extension<ForwardedBy>>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -56,7 +61,16 @@ pub async fn post(
             change: item.op.into_change()?,
         });
     }
-    let done = write(&app, &h, WriteRequest { mutations }).await?;
+    let raw = super::kv::raw(method, uri, bytes, fwd);
+    let req = WriteRequest {
+        fallback: false,
+        mutations,
+    };
+    let (done, fallback_owner) = match write(&app, &h, &raw, req).await? {
+        Written::Here(done) => (done, None),
+        Written::Fallback(done, owner) => (done, Some(owner)),
+        Written::Owner(resp) => return Ok(resp),
+    };
     app.metrics
         .observe("batch", true, t.elapsed().as_secs_f64());
     let results: Vec<serde_json::Value> = names
@@ -74,6 +88,11 @@ pub async fn post(
         "version": render::version(&done.version),
         "token": meridian_core::token::encode(&done.vv),
         "results": results,
+        "region": app.replica.region.as_str(),
     });
-    Ok(respond(StatusCode::OK, &h, &body, Some(&done.vv)))
+    let mut resp = respond(StatusCode::OK, &h, &body, Some(&done.vv));
+    if let Some(owner) = fallback_owner {
+        super::owner::mark_fallback(&mut resp, &owner);
+    }
+    Ok(resp)
 }

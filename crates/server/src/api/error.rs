@@ -134,6 +134,43 @@ impl From<WriteError> for ApiError {
                     .with(json!({"merge": name}))
             }
             W::MergeDef(e) => merge_def(e),
+            W::NotOwner {
+                keyspace,
+                key,
+                owner,
+                epoch,
+                rule,
+                ..
+            } => ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_owner", message).with(
+                json!({"keyspace": keyspace, "key": key, "owner": owner.as_str(), "epoch": epoch.0, "rule": rule, "url": null}),
+            ),
+            W::HandoffPending {
+                keyspace,
+                key,
+                epoch,
+                waiting,
+            } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "handoff_pending", message).with(
+                json!({"keyspace": keyspace, "key": key, "epoch": epoch.0, "waiting_for": waiting, "retry_after_ms": 100}),
+            ),
+            W::NotSteward { steward } => {
+                ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_steward", message)
+                    .with(json!({"steward": steward.as_str()}))
+            }
+            W::Map(e) => {
+                use meridian_core::ownership::MapError as M;
+                match e {
+                    M::Stale { current, .. } => {
+                        ApiError::new(StatusCode::CONFLICT, "stale_epoch", message)
+                            .with(json!({"epoch": current.0}))
+                    }
+                    M::NoMap(_) => ApiError::new(StatusCode::NOT_FOUND, "no_map", message),
+                    M::NoSuchRule(_) => {
+                        ApiError::new(StatusCode::NOT_FOUND, "no_such_rule", message)
+                    }
+                    _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_map", message),
+                }
+            }
+            W::NotReady => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message),
             W::Clock(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock", message),
             W::Store(_) | W::Log(_) => ApiError::internal(message),
         }

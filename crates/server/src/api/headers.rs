@@ -29,6 +29,9 @@ pub enum ReadMode {
     Local,
     /// A majority of regions, merged, with read repair.
     Quorum,
+    /// The key's owner under the keyspace's ownership map (here, when it
+    /// has none or this region owns it).
+    Owner,
 }
 
 /// The read mode a request asks for.
@@ -36,8 +39,9 @@ pub fn read_mode(h: &HeaderMap) -> Result<ReadMode, ApiError> {
     match text(h, READ)?.map(str::trim) {
         None | Some("local") => Ok(ReadMode::Local),
         Some("quorum") => Ok(ReadMode::Quorum),
+        Some("owner") => Ok(ReadMode::Owner),
         Some(other) => Err(ApiError::bad_request(format!(
-            "header {READ}: {other:?} is not a read mode: expected local or quorum"
+            "header {READ}: {other:?} is not a read mode: expected local, quorum or owner"
         ))),
     }
 }

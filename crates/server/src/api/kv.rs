@@ -5,17 +5,19 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use meridian_core::{Change, Key, MutationRequest, WriteRequest};
+use meridian_core::{Change, Key, MutationRequest, WriteError, WriteRequest};
 use meridian_crdt::{Json, Object, Value};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{self, Format};
 use super::error::ApiError;
+use super::owner::{self, Raw, Written};
 use super::{AppInner, AppState, MAX_KV_BODY, consistency, headers, render, respond, wait_for};
+use crate::peer::forward::ForwardedBy;
 use crate::region::writer::WriteDone;
 
 /// An op sent by `POST /v1/kv/{keyspace}/{key}` (and inside batches).
@@ -122,37 +124,101 @@ async fn wait_token(app: &AppInner, h: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A write the engine refused.
+enum Refused {
+    /// Another region owns a key: carried on by [`owner::route`].
+    NotOwner(WriteError),
+    /// Anything else.
+    Api(ApiError),
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Self {
+        Refused::Api(e)
+    }
+}
+
 /// Sends a write to the writer, waits for it to be durable here, then for
 /// its write concern.
-pub async fn write(
-    app: &AppInner,
-    h: &HeaderMap,
-    req: WriteRequest,
-) -> Result<WriteDone, ApiError> {
+async fn take_here(app: &AppInner, h: &HeaderMap, req: WriteRequest) -> Result<WriteDone, Refused> {
     // Headers are checked before anything is written.
     let concern = consistency::concern_for(app, h, &req)?;
     let timeout = headers::timeout_ms(h, consistency::DEFAULT_CONCERN_TIMEOUT_MS)?;
     wait_token(app, h).await?;
     let done = match app.writer.write(req).await {
-        Ok(r) => r?,
+        Ok(Ok(done)) => done,
+        Ok(Err(e @ WriteError::NotOwner { .. })) => return Err(Refused::NotOwner(e)),
+        Ok(Err(e)) => return Err(Refused::Api(e.into())),
         Err(stopped) => {
-            return Err(ApiError::new(
+            return Err(Refused::Api(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "stopping",
                 stopped.to_string(),
-            ));
+            )));
         }
     };
     consistency::wait_concern(app, &done, concern, timeout).await?;
     Ok(done)
 }
 
-fn written(h: &HeaderMap, done: &WriteDone, extra: Option<(&str, serde_json::Value)>) -> Response {
+/// [`take_here`], for a write that is taken here or not at all.
+pub async fn take(app: &AppInner, h: &HeaderMap, req: WriteRequest) -> Result<WriteDone, ApiError> {
+    take_here(app, h, req).await.map_err(|r| match r {
+        Refused::NotOwner(e) => owner::not_owner(app, e),
+        Refused::Api(e) => e,
+    })
+}
+
+/// Takes a write here, or carries it to the region that owns its keys
+/// ([`owner::route`]).
+pub async fn write(
+    app: &AppInner,
+    h: &HeaderMap,
+    raw: &Raw,
+    req: WriteRequest,
+) -> Result<Written, ApiError> {
+    owner::check_span(&app.reader.published().registry, &req)?;
+    let retry = owner::has_map(app, &req).then(|| req.clone());
+    match take_here(app, h, req).await {
+        Ok(done) => Ok(Written::Here(done)),
+        Err(Refused::NotOwner(e)) => match retry {
+            Some(r) => owner::route(app, h, raw, r, e).await,
+            None => Err(owner::not_owner(app, e)),
+        },
+        Err(Refused::Api(e)) => Err(e),
+    }
+}
+
+/// The answer to a write, wherever it was taken.
+pub fn answer(
+    app: &AppInner,
+    h: &HeaderMap,
+    w: Written,
+    extra: impl Fn(&WriteDone) -> Option<(&'static str, serde_json::Value)>,
+) -> Response {
+    let region = app.replica.region.as_str();
+    match w {
+        Written::Here(done) => written(h, region, &done, extra(&done)),
+        Written::Fallback(done, owner) => {
+            let mut resp = written(h, region, &done, extra(&done));
+            owner::mark_fallback(&mut resp, &owner);
+            resp
+        }
+        Written::Owner(resp) => resp,
+    }
+}
+
+fn written(
+    h: &HeaderMap,
+    region: &str,
+    done: &WriteDone,
+    extra: Option<(&str, serde_json::Value)>,
+) -> Response {
     if extra.is_none() && !super::wants_msgpack(h) {
-        // The hot path: versions and tokens are plain ASCII (no escaping), so
-        // the body is formatted directly.
+        // The hot path: versions, tokens and region names are plain ASCII
+        // (no escaping), so the body is formatted directly.
         let body = format!(
-            "{{\"token\":\"{}\",\"version\":\"{}\"}}",
+            "{{\"token\":\"{}\",\"version\":\"{}\",\"region\":\"{region}\"}}",
             done.token,
             render::version(&done.version)
         );
@@ -173,6 +239,7 @@ fn written(h: &HeaderMap, done: &WriteDone, extra: Option<(&str, serde_json::Val
     let mut body = json!({
         "version": render::version(&done.version),
         "token": &*done.token,
+        "region": region,
     });
     if let (Some((k, v)), serde_json::Value::Object(m)) = (extra, &mut body) {
         m.insert(k.into(), v);
@@ -188,26 +255,41 @@ fn observe(app: &AppInner, op: &'static str, t: Instant, write: bool) {
 async fn write_one(
     app: &AppInner,
     h: &HeaderMap,
+    raw: &Raw,
     (keyspace, key): (String, Key),
     change: Change,
     op: &'static str,
     t: Instant,
-) -> Result<WriteDone, ApiError> {
+) -> Result<Written, ApiError> {
     let req = WriteRequest {
+        fallback: false,
         mutations: vec![MutationRequest {
             keyspace,
             key,
             change,
         }],
     };
-    let done = write(app, h, req).await?;
+    let done = write(app, h, raw, req).await?;
     observe(app, op, t, true);
     Ok(done)
+}
+
+/// The request as received, for forwarding.
+pub fn raw(method: Method, uri: Uri, body: Bytes, fwd: Option<Extension<ForwardedBy>>) -> Raw {
+    Raw {
+        method,
+        uri,
+        body,
+        forwarded: fwd.map(|Extension(f)| f),
+    }
 }
 
 /// `PUT /v1/kv/{keyspace}/{key}`: write the body as the value.
 pub async fn put(
     State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    fwd: Option<Extension<ForwardedBy>>,
     path: Result<Path<(String, String)>, PathRejection>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -220,13 +302,17 @@ pub async fn put(
         value,
         context: headers::context(&h)?,
     };
-    let done = write_one(&app, &h, target, change, "put", t).await?;
-    Ok(written(&h, &done, None))
+    let raw = raw(method, uri, bytes, fwd);
+    let w = write_one(&app, &h, &raw, target, change, "put", t).await?;
+    Ok(answer(&app, &h, w, |_| None))
 }
 
 /// `DELETE /v1/kv/{keyspace}/{key}`.
 pub async fn delete(
     State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    fwd: Option<Extension<ForwardedBy>>,
     path: Result<Path<(String, String)>, PathRejection>,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -235,13 +321,17 @@ pub async fn delete(
     let change = Change::Delete {
         context: headers::context(&h)?,
     };
-    let done = write_one(&app, &h, target, change, "delete", t).await?;
-    Ok(written(&h, &done, None))
+    let raw = raw(method, uri, Bytes::new(), fwd);
+    let w = write_one(&app, &h, &raw, target, change, "delete", t).await?;
+    Ok(answer(&app, &h, w, |_| None))
 }
 
 /// `POST /v1/kv/{keyspace}/{key}`: an op (`incr`, `add`, `remove`, `patch`).
 pub async fn op(
     State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    fwd: Option<Extension<ForwardedBy>>,
     path: Result<Path<(String, String)>, PathRejection>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -256,14 +346,15 @@ pub async fn op(
         ))
     })?;
     let change = op.into_change()?;
-    let done = write_one(&app, &h, target, change, "op", t).await?;
-    let extra = done
-        .counters
-        .first()
-        .copied()
-        .flatten()
-        .map(|v| ("value", render::counter(v)));
-    Ok(written(&h, &done, extra))
+    let raw = raw(method, uri, bytes, fwd);
+    let w = write_one(&app, &h, &raw, target, change, "op", t).await?;
+    Ok(answer(&app, &h, w, |done| {
+        done.counters
+            .first()
+            .copied()
+            .flatten()
+            .map(|v| ("value", render::counter(v)))
+    }))
 }
 
 /// Query of `GET /v1/kv/{keyspace}/{key}` (other parameters are ignored,
@@ -278,6 +369,9 @@ pub struct GetQuery {
 /// `GET /v1/kv/{keyspace}/{key}?versions=`.
 pub async fn get(
     State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    fwd: Option<Extension<ForwardedBy>>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<GetQuery>, QueryRejection>,
     h: HeaderMap,
@@ -287,9 +381,18 @@ pub async fn get(
     let Query(q) =
         query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
     let mode = headers::read_mode(&h)?;
+    if mode == headers::ReadMode::Owner
+        && fwd.is_none()
+        && let Some(o) = owner::read_owner(&app, &keyspace, key.as_str())
+    {
+        let raw = raw(method, uri, Bytes::new(), fwd);
+        let resp = owner::read_at_owner(&app, &o, &h, &raw).await?;
+        observe(&app, "get", t, false);
+        return Ok(resp);
+    }
     wait_token(&app, &h).await?;
     let read = match mode {
-        headers::ReadMode::Local => app.reader.get(&keyspace, &key)?,
+        headers::ReadMode::Local | headers::ReadMode::Owner => app.reader.get(&keyspace, &key)?,
         headers::ReadMode::Quorum => {
             let timeout = headers::timeout_ms(&h, consistency::DEFAULT_QUORUM_TIMEOUT_MS)?;
             let q = consistency::quorum_read(&app, &keyspace, &key, timeout).await?;

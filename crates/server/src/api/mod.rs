@@ -12,6 +12,8 @@ pub mod headers;
 pub mod keyspaces;
 pub mod kv;
 pub mod merges;
+pub mod owner;
+pub mod ownership;
 pub mod render;
 pub mod status;
 
@@ -48,6 +50,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/batch", &["post"]),
     ("/v1/keyspaces", &["get"]),
     ("/v1/keyspaces/{name}", &["get", "put"]),
+    ("/v1/keyspaces/{name}/ownership", &["get", "put"]),
+    ("/v1/keyspaces/{name}/ownership/transfer", &["post"]),
     ("/v1/merges", &["get"]),
     ("/v1/merges/{name}", &["get", "put"]),
     ("/v1/conflicts", &["get"]),
@@ -83,6 +87,9 @@ pub struct AppInner {
     pub peer_client: Option<crate::peer::client::PeerClient>,
     /// The writer's fatal error, once it has had one.
     pub fatal: watch::Receiver<Option<Arc<str>>>,
+    /// Other regions' client API URLs, where configured (named in `421`
+    /// answers).
+    pub client_urls: std::collections::BTreeMap<meridian_crdt::RegionId, String>,
 }
 
 /// Handler state: cheap to clone.
@@ -108,6 +115,16 @@ pub fn router(state: AppState) -> Router {
             get(keyspaces::get)
                 .put(keyspaces::put)
                 .layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
+        )
+        .route(
+            "/v1/keyspaces/{name}/ownership",
+            get(ownership::get)
+                .put(ownership::put)
+                .layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
+        )
+        .route(
+            "/v1/keyspaces/{name}/ownership/transfer",
+            axum::routing::post(ownership::transfer).layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
         )
         .route("/v1/merges", get(merges::list))
         .route(

@@ -32,6 +32,13 @@ pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Respons
                 "name": d.name.as_str(),
                 "policy": d.policy,
                 "digest": format!("{:032x}", p.digests.get(&d.name).copied().unwrap_or(0)),
+                "ownership": p.registry.ownership(d.name.as_str()).map(|m| json!({
+                    "epoch": m.epoch().0,
+                    "rules": m.layout.rules.len(),
+                    "default": m.layout.default,
+                    "mode": m.mode,
+                    "fallback": m.fallback,
+                })),
             })
         })
         .collect();
@@ -49,6 +56,7 @@ pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Respons
         "held_for_clock": p.stats.held_for_clock,
         "tombstones_collected": p.stats.tombstones_collected,
         "merges": {"written_back": p.stats.merges_written, "failed": p.stats.merges_failed, "pending_refusals": p.stats.merges_pending_refused},
+        "ownership_fallback_writes": p.stats.ownership_fallbacks.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "read_repairs": app.peers.read_repairs.load(std::sync::atomic::Ordering::Relaxed),
         "uptime_s": app.started.elapsed().as_secs(),
         "peers": app.peers.links.iter().map(|l| l.to_json(&p.vv, app.feed.as_deref(), app.clock.now_ms())).collect::<Vec<_>>(),

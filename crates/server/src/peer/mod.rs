@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod forward;
 pub mod receiver;
 pub mod sender;
 pub mod status;

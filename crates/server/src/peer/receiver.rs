@@ -3,6 +3,8 @@
 //! - `POST /peer/v1/hello`: a session starts; answers this region's version vector.
 //! - `POST /peer/v1/ops`: a batch of ops; answered once the applicable ones are durable.
 //! - `POST /peer/v1/state`: a page of a state transfer.
+//! - `POST /peer/v1/forward`: a client request for keys this region owns
+//!   (see [`super::forward`]).
 //!
 //! Every body is `HMAC tag || payload` (see [`super::auth`]); anything that
 //! does not verify gets 401 and is counted. Every answer is signed for the caller.
@@ -46,6 +48,8 @@ pub struct PeerApi {
     pub peers: Arc<Peers>,
     /// Wall clock.
     pub clock: WallClock,
+    /// The client API, once it is built: forwarded requests run through it.
+    pub client_api: Arc<std::sync::OnceLock<Router>>,
 }
 
 /// The peer router.
@@ -60,6 +64,7 @@ pub fn router(api: Arc<PeerApi>) -> Router {
         .route("/peer/v1/read", post(read))
         .route("/peer/v1/ae/digests", post(digests))
         .route("/peer/v1/ae/buckets", post(buckets))
+        .route("/peer/v1/forward", post(forward))
         .layer(DefaultBodyLimit::max(MAX_PEER_BODY))
         .fallback(|| async { ApiError::not_found("no such peer endpoint") })
         .with_state(api)
@@ -114,6 +119,23 @@ fn answer_msg<T: serde::Serialize>(api: &PeerApi, from: &str, msg: &T) -> Respon
 
 fn stopping(e: impl std::fmt::Display) -> Response {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()).into_response()
+}
+
+async fn forward(
+    State(api): State<Arc<PeerApi>>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (from, payload) = match open(&api, &h, "forward", &body) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let msg: super::forward::Forwarded = match wire::decode_msg(payload) {
+        Ok(m) => m,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    let answer = super::forward::serve(&api.client_api, &from, msg).await;
+    answer_msg(&api, &from, &answer)
 }
 
 async fn hello(

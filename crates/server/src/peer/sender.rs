@@ -37,7 +37,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Why a session with a peer ended.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    /// Could not connect or talk.
+    /// Could not connect: the request was never sent.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// Could not talk (after the request may have been sent).
     #[error("transport: {0}")]
     Transport(String),
     /// The peer answered with an error status.
@@ -146,10 +149,13 @@ pub async fn call(
         .body(Full::new(Bytes::from(signed)))
         .map_err(|e| PeerError::Transport(e.to_string()))?;
     let fut = async {
-        let resp = http
-            .request(req)
-            .await
-            .map_err(|e| PeerError::Transport(format!("{e:?}")))?;
+        let resp = http.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                PeerError::Unreachable(format!("{e:?}"))
+            } else {
+                PeerError::Transport(format!("{e:?}"))
+            }
+        })?;
         let status = resp.status();
         let body = resp
             .into_body()

@@ -78,6 +78,25 @@ impl WriterHandle {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// Changes a keyspace's ownership map (this region must be its
+    /// steward).
+    pub async fn own(
+        &self,
+        keyspace: String,
+        change: writer::OwnershipChange,
+    ) -> Result<Result<DefineDone, WriteError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Own {
+                keyspace,
+                change,
+                reply,
+            })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
     /// Registers or replaces a merge script (checked already).
     pub async fn define_merge(
         &self,

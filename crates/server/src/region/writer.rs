@@ -58,6 +58,22 @@ pub enum DefineDone {
     Written(VersionVector),
 }
 
+/// A change to an ownership map.
+#[derive(Clone, Debug)]
+pub enum OwnershipChange {
+    /// The whole map.
+    Set(meridian_core::ownership::MapRequest),
+    /// One rule to another region.
+    Transfer {
+        /// The rule.
+        which: meridian_core::ownership::RuleRef,
+        /// Its new owner.
+        to: meridian_crdt::RegionId,
+        /// Only if the map is still at this epoch.
+        epoch: Option<meridian_core::ownership::Epoch>,
+    },
+}
+
 /// Work for the writer.
 pub enum Command {
     /// A client write.
@@ -78,6 +94,15 @@ pub enum Command {
     DefineMerge {
         /// The script.
         def: meridian_core::merge::MergeDef,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<DefineDone, WriteError>>,
+    },
+    /// Change a keyspace's ownership map (this region is its steward).
+    Own {
+        /// The keyspace.
+        keyspace: String,
+        /// The change.
+        change: OwnershipChange,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<DefineDone, WriteError>>,
     },
@@ -297,6 +322,16 @@ impl Writer {
                     }
                 }
             }
+            // A map applied at a new epoch (from anywhere): this region's
+            // fence goes into the same group, judged by the new map since.
+            if !g.failed
+                && g.engine.fences_owed()
+                && let Err(e) = g.engine.write_fences(now)
+            {
+                let e = fail(&fatal, e);
+                tracing::error!(error = %e, "writer: fatal error while fencing");
+                g.failed = true;
+            }
             owed = !g.failed && g.engine.merges_due();
             drop(g);
             shared.work.notify_one();
@@ -352,6 +387,19 @@ fn stage(
         Command::DefineMerge { def, reply } => {
             let r = g.engine.define_merge(now, def);
             defined(g, r, reply, fatal)?;
+        }
+        Command::Own {
+            keyspace,
+            change,
+            reply,
+        } => {
+            let r = match &change {
+                OwnershipChange::Set(req) => g.engine.set_ownership(now, &keyspace, req),
+                OwnershipChange::Transfer { which, to, epoch } => g
+                    .engine
+                    .transfer_ownership(now, &keyspace, which, to, *epoch),
+            };
+            return defined(g, r.map(|m| m.is_some()), reply, fatal);
         }
         Command::EnableMerges { regions, hold } => g.engine.enable_merges_after(regions, hold),
         Command::Receive { ops, reply } => match g.engine.receive(now, ops) {

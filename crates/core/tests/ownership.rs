@@ -1,0 +1,236 @@
+//! Ownership maps through the engine: who takes writes, the fenced
+//! handoff, fallbacks, and map changes by the steward only.
+
+mod common;
+
+use common::Region;
+use meridian_core::ownership::{Admission, Epoch, MapError, MapRequest, RuleRef};
+use meridian_core::*;
+use meridian_crdt::{Json, Policy, RegionId, Value};
+
+fn r(s: &str) -> RegionId {
+    RegionId::new(s).unwrap()
+}
+
+fn cluster() -> Vec<Region> {
+    let mut regions: Vec<Region> = ["a", "b", "c"].into_iter().map(Region::new).collect();
+    for g in &mut regions {
+        g.engine.enable_merges(vec![r("a"), r("b"), r("c")]);
+    }
+    regions[0].define("users", Policy::Lww);
+    everywhere(&mut regions);
+    regions
+}
+
+/// Ships every op `from` logged to `to`.
+fn ship(regions: &mut [Region], from: usize, to: usize) {
+    let ops = regions[from].log.clone();
+    let g = &mut regions[to];
+    g.now += 1;
+    g.engine.receive(g.now, ops).unwrap();
+    g.commit();
+}
+
+fn everywhere(regions: &mut [Region]) {
+    for _ in 0..2 {
+        for from in 0..regions.len() {
+            for to in 0..regions.len() {
+                if from != to {
+                    ship(regions, from, to);
+                }
+            }
+        }
+    }
+}
+
+fn fence(g: &mut Region) -> usize {
+    g.now += 1;
+    let n = g.engine.write_fences(g.now).unwrap();
+    g.commit();
+    n
+}
+
+fn put(g: &mut Region, key: &str, v: &str, fallback: bool) -> Result<Committed, WriteError> {
+    g.now += 1;
+    g.engine.submit(
+        g.now,
+        WriteRequest {
+            fallback,
+            mutations: vec![MutationRequest {
+                keyspace: "users".into(),
+                key: Key::new(key).unwrap(),
+                change: Change::Put {
+                    value: Value::Json(Json::parse(v).unwrap()),
+                    context: None,
+                },
+            }],
+        },
+    )?;
+    Ok(g.commit())
+}
+
+fn set(g: &mut Region, json: &str) -> Result<Option<ownership::OwnershipMap>, WriteError> {
+    g.now += 1;
+    let req: MapRequest = serde_json::from_str(json).unwrap();
+    let out = g.engine.set_ownership(g.now, "users", &req);
+    g.commit();
+    out
+}
+
+#[test]
+fn a_handoff_is_fenced_and_only_the_owner_takes_writes() {
+    let mut g = cluster();
+    // Only the steward (the first region by name) changes maps.
+    let err = set(&mut g[1], r#"{"rules":[{"prefix":"eu/","owner":"b"}]}"#).unwrap_err();
+    assert!(matches!(err, WriteError::NotSteward { ref steward } if *steward == r("a")));
+    let map = set(&mut g[0], r#"{"rules":[{"prefix":"eu/","owner":"b"}]}"#)
+        .unwrap()
+        .unwrap();
+    assert_eq!(map.epoch(), Epoch(1));
+    // The same map again changes nothing.
+    assert!(
+        set(&mut g[0], r#"{"rules":[{"prefix":"eu/","owner":"b"}]}"#)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(fence(&mut g[0]), 1);
+    assert_eq!(fence(&mut g[0]), 0, "one fence per epoch");
+    ship(&mut g, 0, 1);
+    ship(&mut g, 0, 2);
+    // b owns eu/ now, but c could still have written eu/ keys before it
+    // applied the map: b waits for c's fence.
+    let err = put(&mut g[1], "eu/1", "1", false).unwrap_err();
+    assert!(
+        matches!(err, WriteError::HandoffPending { ref waiting, epoch: Epoch(1), .. } if waiting == &[r("c")]),
+        "{err}"
+    );
+    // Elsewhere: a typed redirect naming the owner.
+    let err = put(&mut g[2], "eu/1", "1", false).unwrap_err();
+    assert!(
+        matches!(err, WriteError::NotOwner { ref owner, epoch: Epoch(1), rule: Some(0), .. } if *owner == r("b"))
+    );
+    // Keys no rule matches are open everywhere.
+    put(&mut g[2], "us/1", "1", false).unwrap();
+    assert_eq!(fence(&mut g[2]), 1);
+    ship(&mut g, 2, 1);
+    put(&mut g[1], "eu/1", "\"b1\"", false).unwrap();
+
+    // Fallback is refused under `fallback: reject`, even when asked.
+    assert!(matches!(
+        put(&mut g[2], "eu/1", "\"c1\"", true),
+        Err(WriteError::NotOwner { .. })
+    ));
+
+    // Handoff b -> c at epoch 2.
+    everywhere(&mut g);
+    g[0].now += 1;
+    let now = g[0].now;
+    let moved = g[0]
+        .engine
+        .transfer_ownership(now, "users", &RuleRef::Index(0), &r("c"), None)
+        .unwrap()
+        .unwrap();
+    g[0].commit();
+    assert_eq!(moved.epoch(), Epoch(2));
+    ship(&mut g, 0, 1);
+    ship(&mut g, 0, 2);
+    // b stops at once; c waits for b's fence (not a's: a never owned eu/).
+    assert!(
+        matches!(put(&mut g[1], "eu/1", "\"b2\"", false), Err(WriteError::NotOwner { ref owner, .. }) if *owner == r("c"))
+    );
+    let err = put(&mut g[2], "eu/1", "\"c2\"", false).unwrap_err();
+    assert!(
+        matches!(err, WriteError::HandoffPending { ref waiting, .. } if waiting == &[r("b")]),
+        "{err}"
+    );
+    // c restarts before b's fence arrives: still waiting, still fenced.
+    g[2].restart();
+    g[2].engine.enable_merges(vec![r("a"), r("b"), r("c")]);
+    assert!(matches!(
+        g[2].engine.admission(
+            &KeyspaceName::new("users").unwrap(),
+            &Key::new("eu/1").unwrap()
+        ),
+        Admission::Pending { .. }
+    ));
+    assert_eq!(fence(&mut g[1]), 1);
+    ship(&mut g, 1, 2);
+    put(&mut g[2], "eu/1", "\"c2\"", false).unwrap();
+
+    // Stale compare-and-set.
+    let err = set(
+        &mut g[0],
+        r#"{"rules":[{"prefix":"eu/","owner":"a"}],"epoch":1}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        WriteError::Map(MapError::Stale {
+            expected: Epoch(1),
+            current: Epoch(2)
+        })
+    ));
+
+    // Every region converges on the same value, and nothing conflicted.
+    for g in &mut g {
+        fence(g);
+    }
+    everywhere(&mut g);
+    for x in &g {
+        let got = x.get("users", "eu/1").unwrap();
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{:?}", g[2].get("users", "eu/1").unwrap())
+        );
+        let p = x.engine.reader().published();
+        assert!(
+            p.stats.conflicts.is_empty(),
+            "owned writes never conflict: {:?}",
+            p.stats.conflicts
+        );
+    }
+}
+
+#[test]
+fn a_fallback_write_is_taken_and_recorded_only_when_the_map_allows_it() {
+    let mut g = cluster();
+    set(
+        &mut g[0],
+        r#"{"rules":[{"prefix":"eu/","owner":"b"}],"fallback":"accept"}"#,
+    )
+    .unwrap()
+    .unwrap();
+    everywhere(&mut g);
+    assert!(matches!(
+        put(&mut g[2], "eu/9", "1", false),
+        Err(WriteError::NotOwner {
+            fallback: ownership::Fallback::Accept,
+            ..
+        })
+    ));
+    put(&mut g[2], "eu/9", "\"taken by c\"", true).unwrap();
+    let p = g[2].engine.reader().published();
+    assert_eq!(
+        p.stats
+            .ownership_fallbacks
+            .get(&KeyspaceName::new("users").unwrap()),
+        Some(&1)
+    );
+    let users = KeyspaceName::new("users").unwrap();
+    let entries = engine::ledger::query(
+        &g[2].backend,
+        std::iter::once(&users),
+        &engine::ledger::LedgerQuery {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].rule, "ownership_fallback");
+    let fb = entries[0].fallback.as_ref().unwrap();
+    assert_eq!(
+        (fb.owner.as_str(), fb.epoch, fb.rule),
+        ("b", Epoch(1), Some(0))
+    );
+}

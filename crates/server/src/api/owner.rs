@@ -1,0 +1,210 @@
+//! Ownership on the client API's write and read paths: a write to keys
+//! another region owns is forwarded there (mode `forward`) or answered
+//! `421` (mode `reject`); when the owner cannot be reached, the map's
+//! `fallback` refuses it (`503`) or takes it here, recorded in the
+//! conflict ledger. The engine decides who owns what
+//! ([`meridian_core::ownership`]); this module carries the request.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use meridian_core::ownership::{Fallback, Mode};
+use meridian_core::{Registry, WriteError, WriteRequest};
+use meridian_crdt::RegionId;
+use serde_json::json;
+
+use super::AppInner;
+use super::error::ApiError;
+use crate::peer::forward::{self, ForwardError, ForwardedBy};
+use crate::region::writer::WriteDone;
+
+/// A client request as received, kept so it can be sent on unchanged.
+pub struct Raw {
+    /// Its method.
+    pub method: Method,
+    /// Its path and query.
+    pub uri: Uri,
+    /// Its body.
+    pub body: Bytes,
+    /// Set when a peer forwarded it here: it is answered here.
+    pub forwarded: Option<ForwardedBy>,
+}
+
+/// Where a write was taken.
+pub enum Written {
+    /// Here.
+    Here(WriteDone),
+    /// Here, although another region owns a key (it could not be reached).
+    Fallback(WriteDone, RegionId),
+    /// By the owner: its answer.
+    Owner(Response),
+}
+
+/// Refuses a batch whose keys belong to more than one region (it could
+/// not be taken atomically by any one of them): 400 naming each key's
+/// owner. Keys without an owner go with the rest.
+pub fn check_span(registry: &Registry, req: &WriteRequest) -> Result<(), ApiError> {
+    if req.mutations.len() < 2 {
+        return Ok(());
+    }
+    let mut owners: Vec<(String, String, String)> = Vec::new();
+    for m in &req.mutations {
+        let Some(map) = registry.ownership(&m.keyspace) else {
+            continue;
+        };
+        if let Some(o) = map.layout.owner_of(m.key.as_str()) {
+            owners.push((m.keyspace.clone(), m.key.to_string(), o.to_string()));
+        }
+    }
+    let first = owners.first().map(|(_, _, o)| o.clone());
+    if owners.iter().all(|(_, _, o)| Some(o) == first.as_ref()) {
+        return Ok(());
+    }
+    let keys: Vec<serde_json::Value> = owners
+        .iter()
+        .map(|(ks, k, o)| json!({"keyspace": ks, "key": k, "owner": o}))
+        .collect();
+    Err(ApiError::bad_request(
+        "the batch writes keys owned by different regions: no one region can take it atomically; split it by owner",
+    )
+    .with(json!({"error": "spans_owners", "keys": keys})))
+}
+
+/// Carries a write the engine refused with `NotOwner` (`refusal`) to its
+/// owner, or refuses it by the map's mode, or takes it here by the map's
+/// fallback. `retry` is the write as asked.
+pub async fn route(
+    app: &AppInner,
+    h: &HeaderMap,
+    raw: &Raw,
+    retry: WriteRequest,
+    refusal: WriteError,
+) -> Result<Written, ApiError> {
+    let WriteError::NotOwner {
+        ref keyspace,
+        ref owner,
+        rule,
+        mode,
+        fallback,
+        ..
+    } = refusal
+    else {
+        return Err(refusal.into());
+    };
+    let (keyspace, owner) = (keyspace.clone(), owner.clone());
+    let count = |outcome: &'static str| app.metrics.ownership(&keyspace, rule, outcome);
+    // Forwarded here by a peer: answer, never forward again.
+    if raw.forwarded.is_some() || mode == Mode::Reject {
+        count("rejected");
+        return Err(not_owner(app, refusal));
+    }
+    let sent = forward::send(
+        app.peer_client.as_ref(),
+        &owner,
+        &raw.method,
+        &raw.uri,
+        h,
+        &raw.body,
+    )
+    .await;
+    match sent {
+        Ok(resp) => {
+            count("forwarded");
+            Ok(Written::Owner(resp))
+        }
+        Err(ForwardError::Unreachable { reason, .. }) if fallback == Fallback::Accept => {
+            tracing::warn!(%owner, %keyspace, cause = %reason, "owner unreachable: taking the write here (fallback accept)");
+            count("fallback");
+            let mut req = retry;
+            req.fallback = true;
+            let done = super::kv::take(app, h, req).await?;
+            Ok(Written::Fallback(done, owner))
+        }
+        Err(e) => {
+            count("unreachable");
+            let indeterminate = matches!(e, ForwardError::Indeterminate { .. });
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "owner_unreachable",
+                if indeterminate {
+                    format!("{e}; the write was sent and may or may not have been applied there")
+                } else {
+                    format!("{e}; the write was not applied (the keyspace's fallback is reject)")
+                },
+            )
+            .with(json!({"owner": owner.as_str(), "keyspace": keyspace, "indeterminate": indeterminate})))
+        }
+    }
+}
+
+/// The `421` for a key owned elsewhere, with the owner's client URL when
+/// this region knows it.
+pub fn not_owner(app: &AppInner, refusal: WriteError) -> ApiError {
+    let url = match &refusal {
+        WriteError::NotOwner {
+            keyspace,
+            key,
+            owner,
+            ..
+        } => app
+            .client_urls
+            .get(owner)
+            .map(|base| format!("{base}/v1/kv/{keyspace}/{key}")),
+        _ => None,
+    };
+    let mut e = ApiError::from(refusal);
+    if let (Some(url), Some(serde_json::Value::Object(m))) = (url, e.extra.as_mut()) {
+        m.insert("url".into(), json!(url));
+    }
+    e
+}
+
+/// The owner a read with `meridian-read: owner` goes to, when it is
+/// another region (`None`: read here).
+pub fn read_owner(app: &AppInner, keyspace: &str, key: &str) -> Option<RegionId> {
+    let reg = app.reader.published().registry.clone();
+    let owner = reg.ownership(keyspace)?.layout.owner_of(key)?.clone();
+    (owner != app.replica.region).then_some(owner)
+}
+
+/// Reads at the owner: its answer, or 503 when it cannot be reached.
+pub async fn read_at_owner(
+    app: &AppInner,
+    owner: &RegionId,
+    h: &HeaderMap,
+    raw: &Raw,
+) -> Result<Response, ApiError> {
+    forward::send(
+        app.peer_client.as_ref(),
+        owner,
+        &raw.method,
+        &raw.uri,
+        h,
+        &raw.body,
+    )
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "owner_unreachable",
+            format!("{e}; read without meridian-read: owner to read this region's copy"),
+        )
+        .with(json!({"owner": owner.as_str()}))
+    })
+}
+
+/// Whether `keyspace` has an ownership map (so a refused write may need
+/// to be sent on, and is worth keeping).
+pub fn has_map(app: &AppInner, req: &WriteRequest) -> bool {
+    let reg = app.reader.published().registry.clone();
+    req.mutations
+        .iter()
+        .any(|m| reg.ownership(&m.keyspace).is_some())
+}
+
+/// Marks a write taken by the fallback.
+pub fn mark_fallback(resp: &mut Response, owner: &RegionId) {
+    if let Ok(v) = HeaderValue::from_str(owner.as_str()) {
+        resp.headers_mut().insert("meridian-fallback-owner", v);
+    }
+}

@@ -1,0 +1,194 @@
+//! Ownership-map routes: `GET|PUT /v1/keyspaces/{name}/ownership` and
+//! `POST /v1/keyspaces/{name}/ownership/transfer`. Changes are made by the
+//! cluster's steward (its first region by name); other regions forward
+//! them there.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use meridian_core::ownership::{self, Epoch, MapRequest, RuleRef};
+use meridian_crdt::RegionId;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{AppInner, AppState, MAX_SMALL_BODY, body, respond};
+use crate::peer::forward::{self, ForwardedBy};
+use crate::region::writer::OwnershipChange;
+
+/// Every region of the cluster, this one included.
+fn cluster(app: &AppInner) -> Vec<RegionId> {
+    let mut r: Vec<RegionId> = app.peers.links.iter().map(|l| l.name.clone()).collect();
+    r.push(app.replica.region.clone());
+    r.sort();
+    r
+}
+
+fn keyspace_of(
+    app: &AppInner,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<String, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    if app.reader.published().registry.get(&name).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_keyspace",
+            format!("keyspace {name:?} does not exist"),
+        ));
+    }
+    Ok(name)
+}
+
+/// A map as clients see it.
+fn describe(app: &AppInner, keyspace: &str) -> serde_json::Value {
+    let reg = app.reader.published().registry.clone();
+    let map = reg.ownership(keyspace).cloned().unwrap_or_default();
+    let fences: serde_json::Map<String, serde_json::Value> = reg
+        .get(keyspace)
+        .map(|d| {
+            reg.fences(&d.name)
+                .map(|(r, f)| (r.to_string(), json!(f.epoch.0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let regions = cluster(app);
+    json!({
+        "keyspace": keyspace,
+        "epoch": map.epoch().0,
+        "rules": map.layout.rules,
+        "default": map.layout.default,
+        "mode": map.mode,
+        "fallback": map.fallback,
+        "steward": ownership::steward(&regions),
+        "fences": fences,
+    })
+}
+
+/// `GET /v1/keyspaces/{name}/ownership`: the map (epoch 0 and no rules
+/// when none was set), the steward and each region's latest fence.
+pub async fn get(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let ks = keyspace_of(&app, path)?;
+    let p = app.reader.published();
+    Ok(respond(
+        StatusCode::OK,
+        &h,
+        &describe(&app, &ks),
+        Some(&p.vv),
+    ))
+}
+
+/// The body of a transfer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    /// The rule: its index, `"default"`, or what it matches.
+    pub rule: RuleRef,
+    /// The new owner.
+    pub to: RegionId,
+    /// Only if the map is still at this epoch.
+    #[serde(default)]
+    pub epoch: Option<Epoch>,
+}
+
+/// `PUT /v1/keyspaces/{name}/ownership`: sets the whole map (a
+/// compare-and-set when the body names the `epoch` it follows).
+#[allow(clippy::too_many_arguments)]
+pub async fn put(
+    State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    fwd: Option<Extension<ForwardedBy>>,
+    path: Result<Path<String>, PathRejection>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ks = keyspace_of(&app, path)?;
+    let bytes = body::bytes(body, MAX_SMALL_BODY)?;
+    let req: MapRequest = body::parse(body::format(&h)?, &bytes)?;
+    let regions = cluster(&app);
+    req.validate(&regions)
+        .map_err(meridian_core::WriteError::from)?;
+    change(
+        &app,
+        (method, uri, fwd, &h, bytes),
+        ks,
+        OwnershipChange::Set(req),
+    )
+    .await
+}
+
+/// `POST /v1/keyspaces/{name}/ownership/transfer`: moves one rule to
+/// another region, fenced.
+#[allow(clippy::too_many_arguments)]
+pub async fn transfer(
+    State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    fwd: Option<Extension<ForwardedBy>>,
+    path: Result<Path<String>, PathRejection>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let ks = keyspace_of(&app, path)?;
+    let bytes = body::bytes(body, MAX_SMALL_BODY)?;
+    let b: TransferBody = body::parse(body::format(&h)?, &bytes)?;
+    let change_ = OwnershipChange::Transfer {
+        which: b.rule,
+        to: b.to,
+        epoch: b.epoch,
+    };
+    change(&app, (method, uri, fwd, &h, bytes), ks, change_).await
+}
+
+type Request<'a> = (
+    Method,
+    Uri,
+    Option<Extension<ForwardedBy>>,
+    &'a HeaderMap,
+    Bytes,
+);
+
+/// Makes a change here when this region is the steward, else sends it to
+/// the steward (once: a forwarded change is answered where it lands).
+async fn change(
+    app: &AppInner,
+    (method, uri, fwd, h, bytes): Request<'_>,
+    ks: String,
+    change: OwnershipChange,
+) -> Result<Response, ApiError> {
+    let regions = cluster(app);
+    let steward = ownership::steward(&regions)
+        .cloned()
+        .unwrap_or_else(|| app.replica.region.clone());
+    if steward != app.replica.region && fwd.is_none() {
+        return forward::send(app.peer_client.as_ref(), &steward, &method, &uri, h, &bytes)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "steward_unreachable",
+                    format!("{e}; ownership maps change only at the steward (writes go on)"),
+                )
+                .with(json!({"steward": steward.as_str()}))
+            });
+    }
+    let outcome =
+        app.writer.own(ks.clone(), change).await.map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
+        })??;
+    let (vv, changed) = match outcome {
+        crate::region::writer::DefineDone::Unchanged => (app.reader.published().vv.clone(), false),
+        crate::region::writer::DefineDone::Written(vv) => (vv, true),
+    };
+    let mut body = describe(app, &ks);
+    if let serde_json::Value::Object(m) = &mut body {
+        m.insert("changed".into(), json!(changed));
+    }
+    Ok(respond(StatusCode::OK, h, &body, Some(&vv)))
+}
