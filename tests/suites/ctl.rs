@@ -165,3 +165,93 @@ async fn ctl_registers_merges_and_creates_custom_keyspaces() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("HTTP 400 unknown_merge"));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_sets_shows_and_transfers_ownership() {
+    let c = Cluster::builder().latency_ms(5).start().await.unwrap();
+    stdout(&ctl(
+        &c,
+        &["keyspace", "create", "profiles", "--policy", "lww"],
+    ));
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    let out = stdout(&ctl(
+        &c,
+        &[
+            "--region",
+            "us-east",
+            "ownership",
+            "set",
+            "profiles",
+            "--rule",
+            "prefix:eu/=eu-west",
+            "--rule",
+            "prefix:us/=us-east",
+        ],
+    ));
+    assert!(
+        out.contains("epoch 1") && out.contains("steward ap-south") && out.contains("(changed)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("prefix \"eu/\"") && out.contains("eu-west"),
+        "{out}"
+    );
+    // Set again: read, compare-and-set on the epoch read, nothing changes.
+    let out = stdout(&ctl(
+        &c,
+        &[
+            "ownership",
+            "set",
+            "profiles",
+            "--rule",
+            "prefix:eu/=eu-west",
+            "--rule",
+            "prefix:us/=us-east",
+        ],
+    ));
+    assert!(
+        out.contains("epoch 1") && out.contains("(unchanged)"),
+        "{out}"
+    );
+    let out = stdout(&ctl(
+        &c,
+        &[
+            "ownership",
+            "transfer",
+            "profiles",
+            "prefix:eu/",
+            "--to",
+            "ap-south",
+        ],
+    ));
+    assert!(out.contains("epoch 2"), "{out}");
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    let shown: Value = serde_json::from_str(&stdout(&ctl(
+        &c,
+        &[
+            "--region",
+            "eu-west",
+            "ownership",
+            "show",
+            "profiles",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(shown["epoch"], 2, "{shown}");
+    assert_eq!(shown["rules"][0]["owner"], "ap-south");
+    // Bad rules: a clear message, nothing changed.
+    let o = ctl(
+        &c,
+        &["ownership", "set", "profiles", "--rule", "prefix:eu/=mars"],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("invalid_map") && err.contains("mars"), "{err}");
+    let o = ctl(
+        &c,
+        &["ownership", "set", "profiles", "--rule", "eu/=eu-west"],
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("prefix:PREFIX or hash:LO-HI"));
+    c.stop().await;
+}

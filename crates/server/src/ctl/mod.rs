@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod output;
+pub mod ownership;
 pub mod status;
 
 use meridian_client::{Client, ClientError, Options};
@@ -129,6 +130,12 @@ pub enum CtlCommand {
         #[command(subcommand)]
         cmd: admin::KeyspaceCommand,
     },
+    /// A keyspace's ownership map: show, set, transfer a rule.
+    Ownership {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ownership::OwnershipCommand,
+    },
     /// Merge functions for custom keyspaces: register, show, list.
     Merge {
         /// What to do.
@@ -166,6 +173,10 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
         CtlCommand::Keyspace { cmd } => {
             let c = pick(&urls, a.region.as_deref()).await?;
             admin::keyspace(&c, cmd, a.json).await
+        }
+        CtlCommand::Ownership { cmd } => {
+            let c = pick(&urls, a.region.as_deref()).await?;
+            ownership::run(&c, cmd, a.json).await
         }
         CtlCommand::Merge { cmd } => {
             let c = pick(&urls, a.region.as_deref()).await?;
