@@ -33,12 +33,14 @@ fn many_seeds_converge_and_lose_nothing() {
                 total.collected += r.collected;
                 total.custom_acked += r.custom_acked;
                 total.merges_written += r.merges_written;
+                total.handoffs += r.handoffs;
+                total.owned_writes += r.owned_writes;
             }
             Err(f) => failures.push(f.to_string()),
         }
     }
     println!(
-        "{n} seeds: {} acknowledged writes checked ({} of unknown outcome; {} custom versions, {} merge write-backs), {} batches delivered, {} duplicated, {} messages lost, {} crashes, {} state transfers, {} ops held for clock skew, {} stable tombstones collected",
+        "{n} seeds: {} acknowledged writes checked ({} of unknown outcome; {} custom versions, {} merge write-backs), {} batches delivered, {} duplicated, {} messages lost, {} crashes, {} state transfers, {} ops held for clock skew, {} stable tombstones collected, {} handoffs of owned ranges under {} owned writes (never two takers in an epoch, never concurrent)",
         total.acked,
         total.indeterminate,
         total.custom_acked,
@@ -49,7 +51,9 @@ fn many_seeds_converge_and_lose_nothing() {
         total.crashes,
         total.transfers,
         total.held,
-        total.collected
+        total.collected,
+        total.handoffs,
+        total.owned_writes
     );
     assert!(
         failures.is_empty(),

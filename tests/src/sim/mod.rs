@@ -7,7 +7,9 @@
 //! (state since the last checkpoint lost, the op log kept), clock skew, and
 //! log retention that forces state transfers. After a heal the cluster must
 //! reach quiescence with equal digests, every acknowledged write present,
-//! counters exact and sets as their add-wins semantics say.
+//! counters exact and sets as their add-wins semantics say; and owned keys,
+//! handed between regions at random, never written by two regions in one
+//! epoch nor concurrently.
 //!
 //! The same seed always replays the same run.
 
@@ -106,6 +108,10 @@ pub struct SimReport {
     pub custom_acked: u64,
     /// Merge write-backs staged (since each region's last start).
     pub merges_written: u64,
+    /// Handoffs of owned ranges asked of the steward.
+    pub handoffs: u64,
+    /// Durable writes to owned keys.
+    pub owned_writes: u64,
 }
 
 /// Why a run failed: what was wrong, and how to replay it.
@@ -136,6 +142,8 @@ struct Sim {
     partitions: BTreeSet<(usize, usize)>,
     report: SimReport,
     trace: Vec<String>,
+    /// The region that changes ownership maps.
+    steward: usize,
 }
 
 /// Runs one seeded simulation to quiescence and checks it.
@@ -196,10 +204,14 @@ impl Sim {
             partitions: BTreeSet::new(),
             report: SimReport::default(),
             trace: Vec::new(),
+            steward: 0,
         };
         // Keyspaces are created in one region and replicate like data.
         let now = sim.now;
         sim.regions[0].define_keyspaces(now);
+        let steward = SimRegion::steward_index(&names[..cfg.regions]);
+        sim.regions[steward].define_owned(now);
+        sim.steward = steward;
         sim
     }
 
@@ -277,6 +289,43 @@ impl Sim {
                 if self.regions[r].up {
                     let collected = self.regions[r].collect_tombstones()?;
                     self.report.collected += collected;
+                }
+            }
+            95..=96 => {
+                // A write to an owned key, sent to its owner by the map of
+                // the region the client reached (the forward), if the two
+                // can talk.
+                let r = self.rng.below(n as u64) as usize;
+                let key = format!("o{}/k{}", self.rng.below(2), self.rng.below(3));
+                if self.regions[r].up {
+                    let owner = self.regions[r].owner_of(&key);
+                    let target = owner
+                        .and_then(|o| self.regions.iter().position(|g| g.name == o))
+                        .unwrap_or(r);
+                    if self.regions[target].up && !self.cut(r, target) {
+                        let now = self.now;
+                        let ev = self.regions[target].owned_write(
+                            now,
+                            key,
+                            &mut self.rng,
+                            &mut self.model,
+                            &mut self.report,
+                        )?;
+                        self.note(format!("write at {}: {ev}", self.regions[target].name));
+                    }
+                }
+            }
+            97 => {
+                // A handoff of an owned range, during whatever partitions
+                // and crashes are under way.
+                let s = self.steward;
+                if self.regions[s].up {
+                    let rule = self.rng.below(2) as usize;
+                    let to = self.rng.below(n as u64) as usize;
+                    let now = self.now;
+                    let ev = self.regions[s].transfer(now, rule, to)?;
+                    self.report.handoffs += 1;
+                    self.note(format!("handoff: {ev}"));
                 }
             }
             _ => {
@@ -473,6 +522,16 @@ impl Sim {
         for r in &self.regions {
             r.check_log_has_no_duplicates()?;
             self.model.check(r)?;
+        }
+        self.report.owned_writes = self.model.check_owned()? as u64;
+        let epoch = self.regions[0].owned_epoch();
+        if let Some(r) = self.regions.iter().find(|r| r.owned_epoch() != epoch) {
+            return Err(format!(
+                "ownership maps differ: {} at epoch {}, {} at {epoch}",
+                r.name,
+                r.owned_epoch(),
+                self.regions[0].name
+            ));
         }
         self.report.acked = self.model.acked;
         self.report.indeterminate = self.model.indeterminate;

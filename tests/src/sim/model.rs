@@ -27,6 +27,9 @@ pub struct Model {
     pub custom_acked: u64,
     /// Writes of unknown outcome.
     pub indeterminate: u64,
+    /// Durable writes to owned keys: (key, the map's epoch when it was
+    /// taken, the region that took it).
+    pub owned: Vec<(String, u64, usize)>,
 }
 
 impl Model {
@@ -70,12 +73,16 @@ impl Model {
     /// What an LWW key must hold: the value of its highest-stamped write, or
     /// nothing if that write is a delete.
     fn expected_lww(&self, key: &str) -> Option<i64> {
+        self.expected_lww_in("default", key)
+    }
+
+    fn expected_lww_in(&self, ks: &str, key: &str) -> Option<i64> {
         self.ops
             .values()
             .filter_map(|op| {
                 op.mutations
                     .iter()
-                    .find(|m| m.keyspace.as_str() == "default" && m.key.as_str() == key)
+                    .find(|m| m.keyspace.as_str() == ks && m.key.as_str() == key)
                     .map(|m| (op.hlc, op.dot.replica.clone(), m.op.clone()))
             })
             .max_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)))
@@ -87,8 +94,54 @@ impl Model {
             })
     }
 
+    /// Checks the owned keys' history: in every epoch at most one region
+    /// took writes to a key, and every two writes to a key are causally
+    /// ordered (none was concurrent with another, so none needed a
+    /// conflict rule).
+    pub fn check_owned(&self) -> Result<usize, String> {
+        let mut takers: BTreeMap<(&str, u64), BTreeSet<usize>> = BTreeMap::new();
+        for (k, e, r) in &self.owned {
+            takers.entry((k.as_str(), *e)).or_default().insert(*r);
+        }
+        if let Some(((k, e), rs)) = takers.iter().find(|(_, rs)| rs.len() > 1) {
+            return Err(format!(
+                "owned key {k}: regions {rs:?} all took writes at epoch {e}"
+            ));
+        }
+        let mut per_key: BTreeMap<&str, Vec<&Arc<Op>>> = BTreeMap::new();
+        for op in self.ops.values() {
+            for m in &op.mutations {
+                if m.keyspace.as_str() == "o" {
+                    per_key.entry(m.key.as_str()).or_default().push(op);
+                }
+            }
+        }
+        for (k, ops) in &per_key {
+            for (i, a) in ops.iter().enumerate() {
+                for b in &ops[i + 1..] {
+                    if !a.deps.covers(&b.dot) && !b.deps.covers(&a.dot) {
+                        return Err(format!(
+                            "owned key {k}: writes {} and {} are concurrent",
+                            a.dot, b.dot
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(self.owned.len())
+    }
+
     /// Checks one region's final state against what clients were told.
     pub fn check(&self, r: &SimRegion) -> Result<(), String> {
+        for (k, got) in r.lww_values_in("o")? {
+            let want = self.expected_lww_in("o", &k);
+            if Some(got) != want {
+                return Err(format!(
+                    "{}: owned key {k} = {got}, its last write says {want:?}",
+                    r.name
+                ));
+            }
+        }
         let mut puts = r.lww_values()?;
         for key in ["shared-0", "shared-1", "shared-2"] {
             let want = self.expected_lww(key);

@@ -10,10 +10,15 @@ use super::region::SimRegion;
 impl SimRegion {
     /// Every live lww value of `default`.
     pub fn lww_values(&self) -> Result<BTreeMap<String, i64>, String> {
+        self.lww_values_in("default")
+    }
+
+    /// Every live value of LWW keyspace `ks`, as integers.
+    pub fn lww_values_in(&self, ks: &str) -> Result<BTreeMap<String, i64>, String> {
         let listing = self
             .engine_ref()
             .reader()
-            .list("default", "", None, 1000)
+            .list(ks, "", None, 1000)
             .map_err(|e| e.to_string())?;
         let mut out = BTreeMap::new();
         for (k, obj) in listing.items {

@@ -9,6 +9,7 @@ use meridian_core::engine::driver::OpLog;
 use meridian_core::replication::{
     BatchLimits, PeerKnowledge, PeerSync, needs_state_transfer, stable_cut, wire,
 };
+use meridian_core::ownership::{MapRequest, RuleRef};
 use meridian_core::{
     Change, Engine, EngineConfig, Key, KeyspaceDef, KeyspaceName, LogError, Lsn, MemBackend,
     MutationRequest, Op, WriteError, WriteRequest,
@@ -230,6 +231,50 @@ impl SimRegion {
         self.commit().unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Creates the owned keyspace `o` here (the steward) and its map: keys
+    /// `o0/...` owned by the first region, `o1/...` by the second.
+    pub fn define_owned(&mut self, now: u64) {
+        let t = self.local(now);
+        let owners = [self.names[0], self.names[1]];
+        let e = self.engine().unwrap_or_else(|e| panic!("{e}"));
+        let def = KeyspaceDef::new(KeyspaceName::new("o").unwrap_or_else(|e| panic!("{e}")), Policy::Lww);
+        e.define(t, def).unwrap_or_else(|e| panic!("{e}"));
+        let req: MapRequest = serde_json::from_value(serde_json::json!({
+            "rules": [{"prefix": "o0/", "owner": owners[0]}, {"prefix": "o1/", "owner": owners[1]}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        e.set_ownership(t, "o", &req).unwrap_or_else(|e| panic!("{e}"));
+        self.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// As the steward: moves rule `rule` of `o`'s map to region `to`. What
+    /// happened, for the trace.
+    pub fn transfer(&mut self, now: u64, rule: usize, to: usize) -> Result<String, String> {
+        let t = self.local(now);
+        let target = RegionId::new(self.names[to]).map_err(|e| e.to_string())?;
+        let e = self.engine()?;
+        let r = e.transfer_ownership(t, "o", &RuleRef::Index(rule), &target, None);
+        self.commit()?;
+        Ok(match r {
+            Ok(Some(m)) => format!("rule {rule} -> {target} at epoch {}", m.epoch()),
+            Ok(None) => format!("rule {rule} already at {target}"),
+            Err(e) => format!("rule {rule} -> {target} refused: {e}"),
+        })
+    }
+
+    /// The steward of the cluster.
+    pub fn steward_index(names: &[&'static str]) -> usize {
+        (0..names.len()).min_by_key(|&i| names[i]).unwrap_or(0)
+    }
+
+    /// The epoch of `o`'s map here.
+    pub fn owned_epoch(&self) -> u64 {
+        self.engine_ref()
+            .registry()
+            .ownership("o")
+            .map_or(0, |m| m.epoch().0)
+    }
+
     /// One client write, with a small chance of crashing before it is
     /// durable (lost, never acknowledged) or after (durable, never
     /// acknowledged: outcome unknown to the client).
@@ -243,9 +288,27 @@ impl SimRegion {
         let t = self.local(now);
         self.writes += 1;
         let key_n = format!("{}-{}", self.name, self.writes);
-        // Write-backs owed go out with this group, as the server's writer does.
+        // Write-backs and fences owed go out with this group, as the
+        // server's writer does.
         self.engine()?.merge_due(t, 64).map_err(|e| e.to_string())?;
-        let (ks, key, change, desc) = match rng.below(16) {
+        if self.engine()?.write_fences(t).map_err(|e| e.to_string())? > 0 {
+            self.commit()?;
+        }
+        let (ks, key, change, desc) = match rng.below(19) {
+            16..=18 => {
+                // Owned keys: taken only by the owner, never concurrently.
+                let v = rng.below(1_000_000) as i64;
+                let k = format!("o{}/k{}", rng.below(2), rng.below(3));
+                (
+                    "o",
+                    k.clone(),
+                    Change::Put {
+                        value: Value::Json(Json::parse(&v.to_string()).map_err(|e| e.to_string())?),
+                        context: None,
+                    },
+                    format!("owned put {k}={v}"),
+                )
+            }
             0..=3 => {
                 let v = rng.below(1000) as i64;
                 (
@@ -324,6 +387,48 @@ impl SimRegion {
                 )
             }
         };
+        self.take_write(t, (ks, key, change, desc), rng, model, report)
+    }
+
+    /// A write to owned key `key` (of `o`), sent here because this region
+    /// owns it by its map (the simulated forward).
+    pub fn owned_write(
+        &mut self,
+        now: u64,
+        key: String,
+        rng: &mut Rng,
+        model: &mut Model,
+        report: &mut SimReport,
+    ) -> Result<String, String> {
+        let t = self.local(now);
+        if self.engine()?.write_fences(t).map_err(|e| e.to_string())? > 0 {
+            self.commit()?;
+        }
+        let v = rng.below(1_000_000) as i64;
+        let change = Change::Put {
+            value: Value::Json(Json::parse(&v.to_string()).map_err(|e| e.to_string())?),
+            context: None,
+        };
+        let desc = format!("owned put {key}={v}");
+        self.take_write(t, ("o", key, change, desc), rng, model, report)
+    }
+
+    /// The owner of owned key `key` under this region's map.
+    pub fn owner_of(&self, key: &str) -> Option<String> {
+        let map = self.engine_ref().registry().ownership("o")?;
+        map.layout.owner_of(key).map(|r| r.to_string())
+    }
+
+    /// Submits one write and runs it through the commit protocol, crashing
+    /// now and then; records what the client was told.
+    fn take_write(
+        &mut self,
+        t: u64,
+        (ks, key, change, desc): (&str, String, Change, String),
+        rng: &mut Rng,
+        model: &mut Model,
+        report: &mut SimReport,
+    ) -> Result<String, String> {
         // The keyspace may not have replicated here yet: then the write is refused.
         let req = WriteRequest {
             fallback: false,
@@ -333,8 +438,9 @@ impl SimRegion {
                 change: change.clone(),
             }],
         };
-        if self.engine()?.submit(t, req).is_err() {
-            return Ok(format!("{desc}: refused"));
+        let epoch = self.owned_epoch();
+        if let Err(e) = self.engine()?.submit(t, req) {
+            return Ok(format!("{desc}: refused ({e})"));
         }
         // The write goes through the commit protocol, and now and then the
         // region dies at one of its steps.
@@ -355,6 +461,9 @@ impl SimRegion {
         for op in &staged {
             model.ops.insert(op.dot.clone(), op.clone());
         }
+        if ks == "o" {
+            model.owned.push((key.clone(), epoch, self.index));
+        }
         let acked = done.is_some();
         if !acked {
             // Durable, but the region died before answering.
@@ -363,7 +472,7 @@ impl SimRegion {
         } else {
             model.acked += 1;
         }
-        let shared = key.starts_with("shared-");
+        let shared = key.starts_with("shared-") || ks == "o";
         match (&change, acked) {
             _ if shared => {} // judged against every op, not per write
             (
@@ -502,7 +611,10 @@ impl SimRegion {
             .engine()?
             .receive(t, batch.ops)
             .map_err(|e| e.to_string())?;
+        // Write-backs and fences owed go into the same group, as in the
+        // server's writer.
         self.engine()?.merge_due(t, 64).map_err(|e| e.to_string())?;
+        self.engine()?.write_fences(t).map_err(|e| e.to_string())?;
         if self.commit_or_crash(crash)?.is_none() {
             return Ok(None);
         }
@@ -648,8 +760,10 @@ impl SimRegion {
         let t = self.local(now);
         let e = self.engine()?;
         e.merge_due(t, 64).map_err(|e| e.to_string())?;
+        let fenced = e.write_fences(t).map_err(|e| e.to_string())?;
         self.commit()?;
-        Ok(self.engine()?.merges_due())
+        let e = self.engine()?;
+        Ok(fenced > 0 || e.merges_due() || e.fences_owed())
     }
 
     /// The published version vector.
