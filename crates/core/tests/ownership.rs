@@ -234,3 +234,86 @@ fn a_fallback_write_is_taken_and_recorded_only_when_the_map_allows_it() {
         ("b", Epoch(1), Some(0))
     );
 }
+
+#[test]
+fn a_rolled_back_owner_takes_no_writes_until_it_has_its_own_back() {
+    let mut g = cluster();
+    set(&mut g[0], r#"{"rules":[{"prefix":"eu/","owner":"b"}]}"#)
+        .unwrap()
+        .unwrap();
+    everywhere(&mut g);
+    for x in g.iter_mut() {
+        fence(x);
+    }
+    everywhere(&mut g);
+    put(&mut g[1], "eu/1", "1", false).unwrap();
+    // b restarts believing peers hold more of its own ops than it has (a
+    // rolled-back disk): it waits for them before taking owned writes.
+    let mut hold = g[1].engine.vv().clone();
+    let me = g[1].engine.replica().clone();
+    hold.raise(&me, meridian_crdt::Seq(hold.get(&me).0 + 5));
+    g[1].engine
+        .enable_merges_after(vec![r("a"), r("b"), r("c")], hold);
+    let err = put(&mut g[1], "eu/2", "2", false).unwrap_err();
+    assert!(
+        matches!(err, WriteError::HandoffPending { ref waiting, .. } if waiting == &[r("b")]),
+        "{err}"
+    );
+    // Keys without an owner are taken as before.
+    put(&mut g[1], "open/1", "1", false).unwrap();
+}
+
+#[test]
+fn after_a_fallback_epoch_a_new_owner_waits_for_every_region() {
+    let mut g = cluster();
+    set(
+        &mut g[0],
+        r#"{"rules":[{"prefix":"eu/","owner":"b"}],"fallback":"accept"}"#,
+    )
+    .unwrap()
+    .unwrap();
+    everywhere(&mut g);
+    for x in g.iter_mut() {
+        fence(x);
+    }
+    everywhere(&mut g);
+    // c took a fallback write at epoch 1; the range moves to a at epoch 2.
+    put(&mut g[2], "eu/9", "\"c\"", true).unwrap();
+    g[0].now += 1;
+    let now = g[0].now;
+    g[0].engine
+        .transfer_ownership(now, "users", &RuleRef::Index(0), &r("a"), None)
+        .unwrap()
+        .unwrap();
+    g[0].commit();
+    ship(&mut g, 0, 1);
+    fence(&mut g[1]);
+    ship(&mut g, 1, 0);
+    fence(&mut g[0]);
+    // b (the old owner) has fenced, but c may have written by fallback at
+    // epoch 1: a waits for c too.
+    let err = put(&mut g[0], "eu/9", "\"a\"", false).unwrap_err();
+    assert!(
+        matches!(err, WriteError::HandoffPending { ref waiting, .. } if waiting == &[r("c")]),
+        "{err}"
+    );
+    ship(&mut g, 0, 2);
+    ship(&mut g, 1, 2);
+    fence(&mut g[2]);
+    ship(&mut g, 2, 0);
+    put(&mut g[0], "eu/9", "\"a\"", false).unwrap();
+    everywhere(&mut g);
+    let users = KeyspaceName::new("users").unwrap();
+    for x in &g {
+        assert!(
+            x.engine
+                .reader()
+                .published()
+                .stats
+                .conflicts
+                .get(&users)
+                .is_none(),
+            "a's write follows c's fallback write"
+        );
+    }
+}

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use meridian_core::engine::driver::OpLog;
+use meridian_core::ownership::{MapRequest, RuleRef};
 use meridian_core::replication::{
     BatchLimits, PeerKnowledge, PeerSync, needs_state_transfer, stable_cut, wire,
 };
-use meridian_core::ownership::{MapRequest, RuleRef};
 use meridian_core::{
     Change, Engine, EngineConfig, Key, KeyspaceDef, KeyspaceName, LogError, Lsn, MemBackend,
     MutationRequest, Op, WriteError, WriteRequest,
@@ -237,13 +237,17 @@ impl SimRegion {
         let t = self.local(now);
         let owners = [self.names[0], self.names[1]];
         let e = self.engine().unwrap_or_else(|e| panic!("{e}"));
-        let def = KeyspaceDef::new(KeyspaceName::new("o").unwrap_or_else(|e| panic!("{e}")), Policy::Lww);
+        let def = KeyspaceDef::new(
+            KeyspaceName::new("o").unwrap_or_else(|e| panic!("{e}")),
+            Policy::Lww,
+        );
         e.define(t, def).unwrap_or_else(|e| panic!("{e}"));
         let req: MapRequest = serde_json::from_value(serde_json::json!({
             "rules": [{"prefix": "o0/", "owner": owners[0]}, {"prefix": "o1/", "owner": owners[1]}]
         }))
         .unwrap_or_else(|e| panic!("{e}"));
-        e.set_ownership(t, "o", &req).unwrap_or_else(|e| panic!("{e}"));
+        e.set_ownership(t, "o", &req)
+            .unwrap_or_else(|e| panic!("{e}"));
         self.commit().unwrap_or_else(|e| panic!("{e}"));
     }
 

@@ -343,6 +343,9 @@ pub struct Engine<B: Backend> {
     /// Keys whose merge failed, with whether the failure may pass by
     /// itself (tried again by [`Engine::retry_failed_merges`]).
     failed_merges: BTreeMap<(KeyspaceName, Key), bool>,
+    /// Owned custom keys whose merge waits for a handoff's fences (owed
+    /// again when a fence or map arrives).
+    merges_waiting: std::collections::BTreeSet<(KeyspaceName, Key)>,
 }
 
 impl<B: Backend> Engine<B> {
@@ -422,6 +425,7 @@ impl<B: Backend> Engine<B> {
             sweep_again: false,
             failed_merges: BTreeMap::new(),
             merge_hold: VersionVector::new(),
+            merges_waiting: Default::default(),
         };
         engine.publish(None);
         Ok(engine)
@@ -1108,8 +1112,17 @@ impl<B: Backend> Engine<B> {
                 self.registry.insert_merge(def);
                 self.merges_changed();
             }
-            SystemEntry::Map(ks, map) => self.registry.insert_map(ks, map),
-            SystemEntry::Fence(ks, region, fence) => self.registry.insert_fence(ks, region, fence),
+            SystemEntry::Map(ks, map) => {
+                self.registry.insert_map(ks, map);
+                // Owners may have changed: keys owed a merge are owed by
+                // their (new) owner, found by a sweep.
+                self.merges_changed();
+            }
+            SystemEntry::Fence(ks, region, fence) => {
+                self.registry.insert_fence(ks, region, fence);
+                let waiting = std::mem::take(&mut self.merges_waiting);
+                self.due_merges.extend(waiting);
+            }
         }
     }
 }

@@ -38,14 +38,39 @@ impl<B: Backend> Engine<B> {
         let Some(map) = self.registry.ownership(keyspace.as_str()) else {
             return Admission::Open;
         };
-        ownership::admit(
+        match ownership::admit(
             map,
             |x| self.registry.fence(keyspace, x),
             &self.me.region,
             self.cluster(),
             &self.vv,
             key.as_str(),
-        )
+        ) {
+            // A region whose disk was rolled back may have taken writes it
+            // no longer has (and shipped them): as owner, it takes new ones
+            // only once it has them back.
+            Admission::Owner if self.merges_held() => Admission::Pending {
+                epoch: map.epoch(),
+                waiting: vec![self.me.region.clone()],
+            },
+            a => a,
+        }
+    }
+
+    /// The region that writes back merges of a custom key: its owner
+    /// under the keyspace's map, else the rendezvous pick over `regions`
+    /// ([`crate::merge::merger`]).
+    pub(super) fn merger_of<'a>(
+        &'a self,
+        keyspace: &KeyspaceName,
+        key: &Key,
+        regions: &'a [RegionId],
+    ) -> Option<&'a RegionId> {
+        let owner = self
+            .registry
+            .ownership(keyspace.as_str())
+            .and_then(|m| m.layout.owner_of(key.as_str()));
+        owner.or_else(|| crate::merge::merger(keyspace, key, regions))
     }
 
     /// Refuses a write to a key owned elsewhere (or not yet here), unless
@@ -162,6 +187,16 @@ impl<B: Backend> Engine<B> {
             .ownership(keyspace)
             .cloned()
             .unwrap_or_default();
+        // A region fenced an epoch this steward does not hold: it lost maps
+        // it wrote (a wiped or rolled-back disk) and must get them back
+        // before writing the next one, or epochs would repeat.
+        if self
+            .registry
+            .fences(&ks)
+            .any(|(_, f)| f.epoch > current.epoch())
+        {
+            return Err(WriteError::NotReady);
+        }
         if let Some(expected) = req.epoch
             && expected != current.epoch()
         {
@@ -224,7 +259,7 @@ impl<B: Backend> Engine<B> {
     /// Whether this region owes a fence: it applied a map at an epoch its
     /// latest fence for the keyspace is below.
     pub fn fences_owed(&self) -> bool {
-        self.merge_regions.is_some() && !self.owed_fences().is_empty()
+        self.merge_regions.is_some() && !self.merges_held() && !self.owed_fences().is_empty()
     }
 
     fn owed_fences(&self) -> Vec<(KeyspaceName, Epoch)> {
@@ -244,8 +279,10 @@ impl<B: Backend> Engine<B> {
     /// fence's vector: the map was applied before, so writes since were
     /// judged by it.
     pub fn write_fences(&mut self, now_ms: u64) -> Result<usize, WriteError> {
-        // A fence is a local op: only once the incarnation is settled.
-        if self.merge_regions.is_none() {
+        // A fence is a local op: only once the incarnation is settled, and
+        // only once this region holds what it wrote before a rollback (a
+        // fence must cover every write it took).
+        if self.merge_regions.is_none() || self.merges_held() {
             return Ok(0);
         }
         let owed = self.owed_fences();

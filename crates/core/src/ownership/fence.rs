@@ -12,13 +12,15 @@
 //! key nor was the key ownerless then). So every write another region took
 //! to the key under an earlier epoch is already applied here when the
 //! owner takes its first: the owner's writes follow them causally, and no
-//! two regions take writes to the key at the same epoch.
+//! two regions take writes to the key at the same epoch. Writes taken by
+//! fallback (`accept`) are covered too: in an epoch whose map accepted
+//! fallbacks, every region counts as one that may have written the key.
 
 use meridian_crdt::{RegionId, VersionVector};
 use serde::{Deserialize, Serialize};
 
 use super::Epoch;
-use super::map::{Mode, OwnershipMap};
+use super::map::{KeyRef, Mode, OwnershipMap};
 
 /// A region's fence for a keyspace: it judges writes by the map at
 /// `epoch` or later, and every write it took before is in `vv`.
@@ -70,7 +72,8 @@ pub fn admit<'a>(
     key: &str,
 ) -> Admission {
     let epoch = map.epoch();
-    let rule = map.layout.rule_of(key);
+    let key = KeyRef::new(key);
+    let rule = map.layout.rule_of_ref(&key);
     let owner = match rule {
         Some(i) => Some(&map.layout.rules[i].owner),
         None => map.layout.default.as_ref(),
@@ -94,7 +97,8 @@ pub fn admit<'a>(
         let mut e = from;
         while e < epoch {
             let could_take = match map.layout_at(e) {
-                Some(l) => l.owner_of(key).is_none_or(|o| o == x),
+                // No owner, its own, or taken by fallback.
+                Some(l) => l.fallback_accept || l.owner_of_ref(&key).is_none_or(|o| o == x),
                 // Forgotten: it may have.
                 None => true,
             };

@@ -36,12 +36,37 @@ pub enum Match {
     Hash([u64; 2]),
 }
 
+/// A key with its hash, computed once when a hash rule first needs it.
+pub struct KeyRef<'a> {
+    key: &'a str,
+    hash: std::cell::OnceCell<u64>,
+}
+
+impl<'a> KeyRef<'a> {
+    /// `key`, its hash not computed yet.
+    pub fn new(key: &'a str) -> Self {
+        Self {
+            key,
+            hash: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn hash(&self) -> u64 {
+        *self.hash.get_or_init(|| key_hash(self.key))
+    }
+}
+
 impl Match {
     /// Whether `key` matches.
     pub fn matches(&self, key: &str) -> bool {
+        self.matches_ref(&KeyRef::new(key))
+    }
+
+    /// Whether `key` matches (its hash computed at most once across calls).
+    pub fn matches_ref(&self, key: &KeyRef<'_>) -> bool {
         match self {
-            Match::Prefix(p) => key.starts_with(p.as_str()),
-            Match::Hash([lo, hi]) => (*lo..=*hi).contains(&key_hash(key)),
+            Match::Prefix(p) => key.key.starts_with(p.as_str()),
+            Match::Hash([lo, hi]) => (*lo..=*hi).contains(&key.hash()),
         }
     }
 
@@ -108,17 +133,31 @@ pub struct Layout {
     /// The owner of keys no rule matches (`None`: no owner, any region
     /// takes them).
     pub default: Option<RegionId>,
+    /// Non-owners took writes when the owner was unreachable (fallback
+    /// `accept`): any region may have written any key in this epoch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fallback_accept: bool,
 }
 
 impl Layout {
     /// The index of the rule `key` matches, if one does.
     pub fn rule_of(&self, key: &str) -> Option<usize> {
-        self.rules.iter().position(|r| r.matcher.matches(key))
+        self.rule_of_ref(&KeyRef::new(key))
+    }
+
+    /// [`Layout::rule_of`], sharing the key's hash across calls.
+    pub fn rule_of_ref(&self, key: &KeyRef<'_>) -> Option<usize> {
+        self.rules.iter().position(|r| r.matcher.matches_ref(key))
     }
 
     /// The owner of `key`; `None` when it has none.
     pub fn owner_of(&self, key: &str) -> Option<&RegionId> {
-        match self.rule_of(key) {
+        self.owner_of_ref(&KeyRef::new(key))
+    }
+
+    /// [`Layout::owner_of`], sharing the key's hash across calls.
+    pub fn owner_of_ref(&self, key: &KeyRef<'_>) -> Option<&RegionId> {
+        match self.rule_of_ref(key) {
             Some(i) => Some(&self.rules[i].owner),
             None => self.default.as_ref(),
         }
@@ -327,6 +366,7 @@ impl OwnershipMap {
             epoch: Epoch(0),
             rules: Vec::new(),
             default: None,
+            fallback_accept: false,
         };
         if epoch == self.layout.epoch {
             return Some(&self.layout);
@@ -358,9 +398,10 @@ impl OwnershipMap {
         history.truncate(MAX_HISTORY);
         Some(OwnershipMap {
             layout: Layout {
-                epoch: Epoch(self.epoch().0 + 1),
+                epoch: Epoch(self.epoch().0.saturating_add(1)),
                 rules: req.rules.clone(),
                 default: req.default.clone(),
+                fallback_accept: req.fallback == Fallback::Accept,
             },
             mode: req.mode,
             fallback: req.fallback,

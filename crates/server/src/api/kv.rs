@@ -181,10 +181,7 @@ pub async fn write(
     let retry = owner::has_map(app, &req).then(|| req.clone());
     match take_here(app, h, req).await {
         Ok(done) => Ok(Written::Here(done)),
-        Err(Refused::NotOwner(e)) => match retry {
-            Some(r) => owner::route(app, h, raw, r, e).await,
-            None => Err(owner::not_owner(app, e)),
-        },
+        Err(Refused::NotOwner(e)) => owner::route(app, h, raw, retry, e).await,
         Err(Refused::Api(e)) => Err(e),
     }
 }
@@ -381,9 +378,12 @@ pub async fn get(
     let Query(q) =
         query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
     let mode = headers::read_mode(&h)?;
-    if mode == headers::ReadMode::Owner
+    let at_owner = match mode {
+        headers::ReadMode::Owner => owner::read_owner(&app, &keyspace, key.as_str())?,
+        _ => None,
+    };
+    if let Some(o) = at_owner
         && fwd.is_none()
-        && let Some(o) = owner::read_owner(&app, &keyspace, key.as_str())
     {
         let raw = raw(method, uri, Bytes::new(), fwd);
         let resp = owner::read_at_owner(&app, &o, &h, &raw).await?;

@@ -8,7 +8,7 @@
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
-use meridian_core::ownership::{Fallback, Mode};
+use meridian_core::ownership::{self, Admission, Fallback, Mode};
 use meridian_core::{Registry, WriteError, WriteRequest};
 use meridian_crdt::RegionId;
 use serde_json::json;
@@ -77,7 +77,7 @@ pub async fn route(
     app: &AppInner,
     h: &HeaderMap,
     raw: &Raw,
-    retry: WriteRequest,
+    retry: Option<WriteRequest>,
     refusal: WriteError,
 ) -> Result<Written, ApiError> {
     let WriteError::NotOwner {
@@ -107,20 +107,21 @@ pub async fn route(
         &raw.body,
     )
     .await;
-    match sent {
-        Ok(resp) => {
+    match (sent, retry) {
+        (Ok(resp), _) => {
             count("forwarded");
             Ok(Written::Owner(resp))
         }
-        Err(ForwardError::Unreachable { reason, .. }) if fallback == Fallback::Accept => {
+        (Err(ForwardError::Unreachable { reason, .. }), Some(mut req))
+            if fallback == Fallback::Accept =>
+        {
             tracing::warn!(%owner, %keyspace, cause = %reason, "owner unreachable: taking the write here (fallback accept)");
             count("fallback");
-            let mut req = retry;
             req.fallback = true;
             let done = super::kv::take(app, h, req).await?;
             Ok(Written::Fallback(done, owner))
         }
-        Err(e) => {
+        (Err(e), _) => {
             count("unreachable");
             let indeterminate = matches!(e, ForwardError::Indeterminate { .. });
             Err(ApiError::new(
@@ -129,7 +130,7 @@ pub async fn route(
                 if indeterminate {
                     format!("{e}; the write was sent and may or may not have been applied there")
                 } else {
-                    format!("{e}; the write was not applied (the keyspace's fallback is reject)")
+                    format!("{e}; the write was not applied")
                 },
             )
             .with(json!({"owner": owner.as_str(), "keyspace": keyspace, "indeterminate": indeterminate})))
@@ -159,12 +160,33 @@ pub fn not_owner(app: &AppInner, refusal: WriteError) -> ApiError {
     e
 }
 
-/// The owner a read with `meridian-read: owner` goes to, when it is
-/// another region (`None`: read here).
-pub fn read_owner(app: &AppInner, keyspace: &str, key: &str) -> Option<RegionId> {
-    let reg = app.reader.published().registry.clone();
-    let owner = reg.ownership(keyspace)?.layout.owner_of(key)?.clone();
-    (owner != app.replica.region).then_some(owner)
+/// Where a read with `meridian-read: owner` goes: `Ok(Some(owner))` to
+/// another region, `Ok(None)` here (this region owns the key, or it has no
+/// owner); `503 handoff_pending` while this region, the new owner, has not
+/// yet applied what the earlier owner took.
+pub fn read_owner(app: &AppInner, keyspace: &str, key: &str) -> Result<Option<RegionId>, ApiError> {
+    let p = app.reader.published();
+    let reg = &p.registry;
+    let Some(map) = reg.ownership(keyspace) else {
+        return Ok(None);
+    };
+    let Some(def) = reg.get(keyspace) else {
+        return Ok(None);
+    };
+    let mut regions: Vec<RegionId> = app.peers.links.iter().map(|l| l.name.clone()).collect();
+    regions.push(app.replica.region.clone());
+    let me = &app.replica.region;
+    match ownership::admit(map, |x| reg.fence(&def.name, x), me, &regions, &p.vv, key) {
+        Admission::Open | Admission::Owner => Ok(None),
+        Admission::Elsewhere { owner, .. } => Ok(Some(owner)),
+        Admission::Pending { epoch, waiting } => Err(WriteError::HandoffPending {
+            keyspace: keyspace.to_string(),
+            key: key.to_string(),
+            epoch,
+            waiting,
+        }
+        .into()),
+    }
 }
 
 /// Reads at the owner: its answer, or 503 when it cannot be reached.

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use meridian_crdt::RegionId;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -63,6 +63,16 @@ pub enum ForwardError {
         /// Why.
         reason: String,
     },
+    /// The owner (or this region's configuration) refused the request
+    /// before running it: not applied, and not a reason to fall back
+    /// (a peer that does not verify our signature is not unreachable).
+    #[error("region {owner} cannot be asked: {reason}")]
+    Refused {
+        /// The owner.
+        owner: RegionId,
+        /// Why.
+        reason: String,
+    },
     /// The request was sent, but no answer came back: it may or may not
     /// have been applied.
     #[error("region {owner} did not answer: {reason}")]
@@ -74,13 +84,16 @@ pub enum ForwardError {
     },
 }
 
-const HOP_BY_HOP: [&str; 6] = [
+const HOP_BY_HOP: [&str; 9] = [
     "host",
     "content-length",
     "connection",
     "transfer-encoding",
     "keep-alive",
     "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
 ];
 
 fn carried(h: &HeaderMap) -> Vec<(String, ByteBuf)> {
@@ -116,13 +129,17 @@ pub async fn send(
         owner: owner.clone(),
         reason,
     };
-    let client = client.ok_or_else(|| unreachable("this region has no peers".into()))?;
+    let refused = |reason: String| ForwardError::Refused {
+        owner: owner.clone(),
+        reason,
+    };
+    let client = client.ok_or_else(|| refused("this region has no peers".into()))?;
     let url = client
         .peers
         .iter()
         .find(|(r, _)| r == owner)
         .map(|(_, u)| u.clone())
-        .ok_or_else(|| unreachable("not a peer of this region".into()))?;
+        .ok_or_else(|| refused("not a peer of this region".into()))?;
     let msg = Forwarded {
         method: method.as_str().to_string(),
         uri: uri
@@ -135,11 +152,13 @@ pub async fn send(
         .call(&url, "/peer/v1/forward", "forward", &msg)
         .await
         .map_err(|e| match e {
+            // Only a connection that could not be made proves the request
+            // was never sent.
             PeerError::Unreachable(reason) => unreachable(reason),
-            // Refused before it ran (the owner is starting, or the
-            // signature did not verify): not applied.
-            PeerError::Status { status, body } if status == 401 || status == 503 => {
-                unreachable(format!("answered {status}: {body}"))
+            // Refused by the peer API before it ran (the signature did not
+            // verify, the region is stopping, the body is too large).
+            PeerError::Status { status, body } if (400..500).contains(&status) || status == 503 => {
+                refused(format!("answered {status}: {body}"))
             }
             other => ForwardError::Indeterminate {
                 owner: owner.clone(),
@@ -147,7 +166,8 @@ pub async fn send(
             },
         })?;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut resp = (status, answer.body.into_vec()).into_response();
+    let mut resp = Response::new(Body::from(answer.body.into_vec()));
+    *resp.status_mut() = status;
     restore(&answer.headers, resp.headers_mut());
     if let Ok(v) = HeaderValue::from_str(owner.as_str()) {
         resp.headers_mut().insert(SERVED_BY, v);

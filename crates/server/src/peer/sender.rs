@@ -34,6 +34,9 @@ const MAX_IN_FLIGHT: usize = 64;
 /// Longest wait for one peer request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Largest answer a peer call reads (a page, signed).
+const MAX_ANSWER: usize = meridian_core::budget::MAX_PAGE + (64 << 10);
+
 /// Why a session with a peer ended.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -157,8 +160,8 @@ pub async fn call(
             }
         })?;
         let status = resp.status();
-        let body = resp
-            .into_body()
+        // Bounded: no answer of the peer API is larger than a page.
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
             .map_err(|e| PeerError::Transport(e.to_string()))?

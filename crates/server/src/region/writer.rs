@@ -328,9 +328,14 @@ impl Writer {
                 && g.engine.fences_owed()
                 && let Err(e) = g.engine.write_fences(now)
             {
-                let e = fail(&fatal, e);
-                tracing::error!(error = %e, "writer: fatal error while fencing");
-                g.failed = true;
+                if e.is_fatal() {
+                    let e = fail(&fatal, e);
+                    tracing::error!(error = %e, "writer: fatal error while fencing");
+                    g.failed = true;
+                } else {
+                    // Owed still: tried again next round.
+                    tracing::warn!(error = %e, "writer: fence not written");
+                }
             }
             owed = !g.failed && g.engine.merges_due();
             drop(g);
