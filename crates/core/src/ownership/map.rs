@@ -92,12 +92,44 @@ impl std::fmt::Display for Match {
 
 /// One rule: the keys it matches belong to `owner`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RuleFields")]
 pub struct Rule {
     /// The keys.
     #[serde(flatten)]
     pub matcher: Match,
     /// Their home region.
     pub owner: RegionId,
+}
+
+/// A rule as written: exactly one of `prefix` and `hash`, nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFields {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    hash: Option<[u64; 2]>,
+    owner: RegionId,
+}
+
+impl TryFrom<RuleFields> for Rule {
+    type Error = String;
+    fn try_from(f: RuleFields) -> Result<Self, String> {
+        let matcher = match (f.prefix, f.hash) {
+            (Some(p), None) => Match::Prefix(p),
+            (None, Some(h)) => Match::Hash(h),
+            (Some(_), Some(_)) => {
+                return Err("a rule matches a prefix or a hash range, not both".into());
+            }
+            (None, None) => {
+                return Err("a rule needs `prefix` or `hash`".into());
+            }
+        };
+        Ok(Rule {
+            matcher,
+            owner: f.owner,
+        })
+    }
 }
 
 /// What a non-owner does with a write.
@@ -507,6 +539,20 @@ mod tests {
         )
         .unwrap();
         assert!(mixed.validate(&regions).is_err());
+    }
+
+    #[test]
+    fn a_rule_names_one_matcher() {
+        for bad in [
+            r#"{"prefix":"a","hash":[0,1],"owner":"x"}"#,
+            r#"{"prefx":"a","owner":"x"}"#,
+            r#"{"owner":"x"}"#,
+            r#"{"prefix":"a","owner":"x","colour":"red"}"#,
+            r#"{"hash":[1],"owner":"x"}"#,
+            r#"{"hash":[0,18446744073709551616],"owner":"x"}"#,
+        ] {
+            assert!(serde_json::from_str::<Rule>(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -115,6 +115,27 @@ fn restore(headers: &[(String, ByteBuf)], into: &mut HeaderMap) {
     }
 }
 
+/// Longest waits a forwarded request may ask of the owner (for a token,
+/// for its write concern): together they stay under the peer call's
+/// timeout, so the owner answers before the forwarder gives up on it (a
+/// forward that times out is indeterminate: it may have been applied).
+const FORWARDED_WAITS_MS: [(&str, u64); 2] =
+    [("meridian-wait-ms", 4_000), ("meridian-timeout-ms", 8_000)];
+
+fn capped(mut headers: Vec<(String, ByteBuf)>) -> Vec<(String, ByteBuf)> {
+    for (name, v) in headers.iter_mut() {
+        if let Some((_, max)) = FORWARDED_WAITS_MS.iter().find(|(n, _)| n == name)
+            && let Some(ms) = std::str::from_utf8(v)
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+            && ms > *max
+        {
+            *v = ByteBuf::from(max.to_string().into_bytes());
+        }
+    }
+    headers
+}
+
 /// Sends a client request to `owner` and answers with the owner's answer
 /// (marked with `meridian-served-by`).
 pub async fn send(
@@ -145,7 +166,7 @@ pub async fn send(
         uri: uri
             .path_and_query()
             .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string()),
-        headers: carried(headers),
+        headers: capped(carried(headers)),
         body: ByteBuf::from(body.to_vec()),
     };
     let answer: Answer = client
