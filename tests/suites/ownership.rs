@@ -339,3 +339,77 @@ async fn a_fallback_keeps_writes_available_during_a_partition_and_records_each()
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_survives_a_partition_of_the_old_owner_and_its_kill() {
+    let mut c = setup(10).await;
+    let us = c.client("us-east");
+    us.set_ownership(
+        "profiles",
+        &json!({"rules": [{"prefix": "eu/", "owner": "eu-west"}]}),
+    )
+    .await
+    .unwrap();
+    let eu = c.client("eu-west");
+    put_retrying(&eu, "eu/before", &json!(0)).await.unwrap();
+    // The old owner is cut off from everyone, then the range moves: it has
+    // not heard, so it still owns the range at its epoch and keeps taking
+    // writes there; the new owner must not take any until it has them.
+    c.partition_off("eu-west").unwrap();
+    let moved = us
+        .transfer_ownership("profiles", &json!({"rule": 0, "to": "us-east"}))
+        .await
+        .unwrap();
+    assert_eq!(moved["epoch"], 2);
+    let mut taken_by_old = Vec::new();
+    for i in 0..5 {
+        let key = format!("eu/cut{i}");
+        eu.put("profiles", &key, &json!(i)).await.unwrap();
+        taken_by_old.push((key, i));
+    }
+    // At the new owner: refused while the old owner's fence is missing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pending = us
+        .put("profiles", "eu/cut0", &json!("new"))
+        .await
+        .unwrap_err();
+    let (status, body) = http_error(&pending);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("handoff_pending")),
+        "{body}"
+    );
+    assert!(
+        body["waiting_for"].to_string().contains("eu-west"),
+        "{body}"
+    );
+    // The old owner dies (kill -9) before it ever hears of the handoff, and
+    // comes back still cut off; then the partition heals.
+    c.kill("eu-west").await.unwrap();
+    c.restart("eu-west").await.unwrap();
+    c.heal();
+    // Once its fence arrives the new owner takes writes, after the old
+    // owner's: the key ends with the new value everywhere, no conflict.
+    let b = put_retrying(&us, "eu/cut0", &json!("new")).await.unwrap();
+    assert_eq!(b["region"], "us-east");
+    c.wait_converged(Duration::from_secs(60)).await.unwrap();
+    for r in ["us-east", "eu-west", "ap-south"] {
+        let client = c.client(r);
+        let e = client.get("profiles", "eu/cut0").await.unwrap().unwrap();
+        assert_eq!(e.value(), Some(&json!("new")), "{r}");
+        for (key, i) in &taken_by_old[1..] {
+            let e = client.get("profiles", key).await.unwrap().unwrap();
+            assert_eq!(e.value(), Some(&json!(i)), "{r}: {key} lost");
+        }
+        let ledger = client
+            .conflicts("keyspace=profiles&limit=100")
+            .await
+            .unwrap();
+        assert_eq!(
+            ledger["conflicts"].as_array().map(Vec::len),
+            Some(0),
+            "{r}: {ledger}"
+        );
+    }
+    c.stop().await;
+}
