@@ -316,3 +316,44 @@ fn after_a_fallback_epoch_a_new_owner_waits_for_every_region() {
         );
     }
 }
+
+#[test]
+fn a_region_that_knows_an_owned_keyspace_but_not_its_map_takes_no_writes_to_it() {
+    let mut g = cluster();
+    let before = g[0].log.len();
+    set(&mut g[0], r#"{"rules":[{"prefix":"eu/","owner":"b"}]}"#)
+        .unwrap()
+        .unwrap();
+    // The steward marked the keyspace owned, then wrote the map: two ops.
+    assert_eq!(g[0].log.len(), before + 2);
+    // c gets the first (a batch cut short, a region catching up) only.
+    let first = g[0].log[..before + 1].to_vec();
+    g[2].now += 1;
+    let now = g[2].now;
+    g[2].engine.receive(now, first).unwrap();
+    g[2].commit();
+    let err = put(&mut g[2], "anything", "1", false).unwrap_err();
+    assert!(
+        matches!(err, WriteError::HandoffPending { ref waiting, .. } if waiting.is_empty()),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("has not reached this region yet"),
+        "{err}"
+    );
+    // A definition made anywhere later keeps the keyspace owned.
+    g[2].now += 1;
+    let mut def = KeyspaceDef::new(KeyspaceName::new("users").unwrap(), Policy::Lww);
+    def.ledger_capacity = 5;
+    let now = g[2].now;
+    assert!(g[2].engine.define(now, def).unwrap());
+    g[2].commit();
+    assert!(g[2].engine.registry().get("users").unwrap().owned);
+    // With the map, keys no rule matches are open again.
+    ship(&mut g, 0, 2);
+    put(&mut g[2], "anything", "1", false).unwrap();
+    assert!(matches!(
+        put(&mut g[2], "eu/1", "1", false),
+        Err(WriteError::NotOwner { .. })
+    ));
+}

@@ -124,6 +124,13 @@ pub struct KeyspaceDef {
     /// first (regions not named rank after them, by name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub region_order: Vec<RegionId>,
+    /// The keyspace has (had) an ownership map: set by the steward before
+    /// its first map, and kept by every later definition. A region that
+    /// knows the keyspace but not its map yet (a wiped region catching up)
+    /// then takes no writes to it instead of treating every key as
+    /// ownerless.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owned: bool,
 }
 
 /// A definition that does not make sense.
@@ -151,6 +158,7 @@ impl KeyspaceDef {
             ledger_capacity: default_ledger_capacity(),
             merge: None,
             region_order: Vec::new(),
+            owned: false,
         }
     }
 

@@ -630,8 +630,13 @@ impl<B: Backend> Engine<B> {
 
     /// Creates or updates a keyspace definition. `Ok(false)` when the
     /// definition is already exactly this (nothing staged).
-    pub fn define(&mut self, now_ms: u64, def: KeyspaceDef) -> Result<bool, WriteError> {
+    pub fn define(&mut self, now_ms: u64, mut def: KeyspaceDef) -> Result<bool, WriteError> {
         def.validate()?;
+        // Once owned, always owned: a definition from anywhere keeps it.
+        def.owned |= self
+            .registry
+            .get(def.name.as_str())
+            .is_some_and(|d| d.owned);
         if let Some(m) = def
             .merge_names()
             .into_iter()

@@ -36,6 +36,17 @@ impl<B: Backend> Engine<B> {
     /// How this region may treat a write to `key` of `keyspace` now.
     pub fn admission(&self, keyspace: &KeyspaceName, key: &Key) -> Admission {
         let Some(map) = self.registry.ownership(keyspace.as_str()) else {
+            // Owned, but the map has not arrived here yet.
+            if self
+                .registry
+                .get(keyspace.as_str())
+                .is_some_and(|d| d.owned)
+            {
+                return Admission::Pending {
+                    epoch: Epoch(0),
+                    waiting: Vec::new(),
+                };
+            }
             return Admission::Open;
         };
         match ownership::admit(
@@ -167,7 +178,8 @@ impl<B: Backend> Engine<B> {
         let def = self
             .registry
             .get(keyspace)
-            .ok_or_else(|| WriteError::UnknownKeyspace(keyspace.to_string()))?;
+            .ok_or_else(|| WriteError::UnknownKeyspace(keyspace.to_string()))?
+            .clone();
         let ks = def.name.clone();
         let regions = self.cluster().to_vec();
         let steward = ownership::steward(&regions).unwrap_or(&self.me.region);
@@ -194,6 +206,7 @@ impl<B: Backend> Engine<B> {
             .registry
             .fences(&ks)
             .any(|(_, f)| f.epoch > current.epoch())
+            || (def.owned && current.epoch() == Epoch(0))
         {
             return Err(WriteError::NotReady);
         }
@@ -227,6 +240,14 @@ impl<B: Backend> Engine<B> {
                 }
                 .into());
             }
+        }
+        // The definition says "owned" before the first map exists, so no
+        // region that has one can take the keys as ownerless once the map
+        // is anywhere.
+        if !def.owned {
+            let mut owned = def.clone();
+            owned.owned = true;
+            self.put_system(now_ms, Key::new(owned.name.as_str())?, &owned)?;
         }
         let key = Key::new(ownership::map_key(keyspace))?;
         self.put_system(now_ms, key, &next)?;

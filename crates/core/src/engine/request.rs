@@ -274,10 +274,7 @@ pub enum WriteError {
     },
     /// This region owns the key since a recent handoff, but has not yet
     /// applied every write the earlier owners took: retry shortly.
-    #[error(
-        "{keyspace}/{key}: ownership moved here at epoch {epoch}; waiting for the fence of {waiting} before taking writes: retry shortly",
-        waiting = waiting.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
-    )]
+    #[error("{keyspace}/{key}: {}: retry shortly", pending_text(*epoch, waiting))]
     HandoffPending {
         /// The keyspace.
         keyspace: String,
@@ -318,6 +315,21 @@ pub enum WriteError {
     /// The log failed: fatal for the region.
     #[error(transparent)]
     Log(#[from] LogError),
+}
+
+fn pending_text(epoch: crate::ownership::Epoch, waiting: &[meridian_crdt::RegionId]) -> String {
+    if waiting.is_empty() {
+        return "the keyspace is owned, but its ownership map has not reached this region yet"
+            .into();
+    }
+    format!(
+        "ownership moved here at epoch {epoch}; waiting for the fence of {} before taking writes",
+        waiting
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 impl WriteError {
