@@ -78,6 +78,42 @@ fn many_seeds_converge_and_lose_nothing() {
     );
 }
 
+/// Runs where a third of the steps write owned keys or hand their ranges
+/// between regions, under the same faults: never two takers in an epoch,
+/// never two concurrent writes to an owned key, every region on one map.
+#[test]
+fn ownership_heavy_runs_never_write_an_owned_key_twice_at_once() {
+    let n = seeds() / 2;
+    let mut handoffs = 0;
+    let mut owned = 0;
+    let mut failures = Vec::new();
+    for seed in 0..n {
+        match run(SimConfig::ownership_heavy(OWNERSHIP_SEEDS + seed, 33)) {
+            Ok(r) => {
+                handoffs += r.handoffs;
+                owned += r.owned_writes;
+            }
+            Err(f) => failures.push(format!("{f} (SimConfig::ownership_heavy)")),
+        }
+    }
+    println!(
+        "{n} ownership-heavy seeds: {handoffs} handoffs, {owned} durable owned writes, none taken by two regions in an epoch or concurrently"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {n} seeds failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        owned > n && handoffs > n,
+        "owned keys must be written and handed off ({owned} writes, {handoffs} handoffs)"
+    );
+}
+
+/// Seeds of the ownership-heavy runs start here (their own range).
+const OWNERSHIP_SEEDS: u64 = 1_000_000;
+
 /// Replays one seed: `SIM_SEED=S cargo test -p meridian-harness --test sim -- --ignored replay --nocapture`
 /// (`SIM_TRACE=1` adds the last events to a failure).
 #[test]
@@ -87,7 +123,12 @@ fn replay() {
         .expect("set SIM_SEED to the seed to replay")
         .parse()
         .expect("SIM_SEED is a number");
-    match run(SimConfig::for_seed(seed)) {
+    let cfg = if seed >= OWNERSHIP_SEEDS {
+        SimConfig::ownership_heavy(seed, 33)
+    } else {
+        SimConfig::for_seed(seed)
+    };
+    match run(cfg) {
         Ok(r) => println!("seed {seed}: ok: {r:?}"),
         Err(f) => panic!("{f}"),
     }

@@ -66,6 +66,10 @@ pub struct SimConfig {
     pub steps: usize,
     /// Largest clock skew of a region, ms (either way).
     pub max_skew_ms: i64,
+    /// Steps that are owned writes (97 in 100) or handoffs instead
+    /// (percent): 0 keeps
+    /// the standard mix (a few percent).
+    pub ownership_share: u64,
 }
 
 impl SimConfig {
@@ -77,6 +81,16 @@ impl SimConfig {
             regions: 3 + r.below(3) as usize,
             steps: 300 + r.below(200) as usize,
             max_skew_ms: 2_000,
+            ownership_share: 0,
+        }
+    }
+
+    /// A run for `seed` where `share` percent of the steps are writes to
+    /// owned keys (97 in 100) and handoffs of their ranges.
+    pub fn ownership_heavy(seed: u64, share: u64) -> Self {
+        Self {
+            ownership_share: share.min(90),
+            ..Self::for_seed(seed)
         }
     }
 }
@@ -144,6 +158,8 @@ struct Sim {
     trace: Vec<String>,
     /// The region that changes ownership maps.
     steward: usize,
+    /// See [`SimConfig::ownership_share`].
+    ownership_share: u64,
 }
 
 /// Runs one seeded simulation to quiescence and checks it.
@@ -205,6 +221,7 @@ impl Sim {
             report: SimReport::default(),
             trace: Vec::new(),
             steward: 0,
+            ownership_share: cfg.ownership_share,
         };
         // Keyspaces are created in one region and replicate like data.
         let now = sim.now;
@@ -212,6 +229,20 @@ impl Sim {
         let steward = SimRegion::steward_index(&names[..cfg.regions]);
         sim.regions[steward].define_owned(now);
         sim.steward = steward;
+        if cfg.ownership_share > 0 {
+            // Ownership-heavy runs: the definitions and the map reach
+            // every region before the faults start.
+            for from in [0, steward] {
+                for to in 0..cfg.regions {
+                    if to != from {
+                        let _ = sim.ship(from, to);
+                    }
+                }
+            }
+            while let Some((from, to, msg)) = sim.net.take_any() {
+                let _ = sim.deliver(from, to, msg, false);
+            }
+        }
         sim
     }
 
@@ -229,6 +260,13 @@ impl Sim {
     fn step(&mut self) -> Result<(), String> {
         self.now += 1 + self.rng.below(20);
         let n = self.regions.len();
+        if self.ownership_share > 0 && self.rng.below(100) < self.ownership_share {
+            return if self.rng.chance(97) {
+                self.owned_write_step()
+            } else {
+                self.handoff_step()
+            };
+        }
         match self.rng.below(100) {
             0..=39 => {
                 let r = self.rng.below(n as u64) as usize;
@@ -291,48 +329,56 @@ impl Sim {
                     self.report.collected += collected;
                 }
             }
-            95..=96 => {
-                // A write to an owned key, sent to its owner by the map of
-                // the region the client reached (the forward), if the two
-                // can talk.
-                let r = self.rng.below(n as u64) as usize;
-                let key = format!("o{}/k{}", self.rng.below(2), self.rng.below(3));
-                if self.regions[r].up {
-                    let owner = self.regions[r].owner_of(&key);
-                    let target = owner
-                        .and_then(|o| self.regions.iter().position(|g| g.name == o))
-                        .unwrap_or(r);
-                    if self.regions[target].up && !self.cut(r, target) {
-                        let now = self.now;
-                        let ev = self.regions[target].owned_write(
-                            now,
-                            key,
-                            &mut self.rng,
-                            &mut self.model,
-                            &mut self.report,
-                        )?;
-                        self.note(format!("write at {}: {ev}", self.regions[target].name));
-                    }
-                }
-            }
-            97 => {
-                // A handoff of an owned range, during whatever partitions
-                // and crashes are under way.
-                let s = self.steward;
-                if self.regions[s].up {
-                    let rule = self.rng.below(2) as usize;
-                    let to = self.rng.below(n as u64) as usize;
-                    let now = self.now;
-                    let ev = self.regions[s].transfer(now, rule, to)?;
-                    self.report.handoffs += 1;
-                    self.note(format!("handoff: {ev}"));
-                }
-            }
+            95..=96 => self.owned_write_step()?,
+            97 => self.handoff_step()?,
             _ => {
                 // Timeouts: a sender gives up on what it had in flight.
                 let r = self.rng.below(n as u64) as usize;
                 self.regions[r].reset_peers();
             }
+        }
+        Ok(())
+    }
+
+    fn owned_write_step(&mut self) -> Result<(), String> {
+        let n = self.regions.len();
+        // A write to an owned key, sent to its owner by the map of
+        // the region the client reached (the forward), if the two
+        // can talk.
+        let r = self.rng.below(n as u64) as usize;
+        let key = format!("o{}/k{}", self.rng.below(2), self.rng.below(3));
+        if self.regions[r].up {
+            let owner = self.regions[r].owner_of(&key);
+            let target = owner
+                .and_then(|o| self.regions.iter().position(|g| g.name == o))
+                .unwrap_or(r);
+            if self.regions[target].up && !self.cut(r, target) {
+                let now = self.now;
+                let ev = self.regions[target].owned_write(
+                    now,
+                    key,
+                    &mut self.rng,
+                    &mut self.model,
+                    &mut self.report,
+                )?;
+                self.note(format!("write at {}: {ev}", self.regions[target].name));
+            }
+        }
+        Ok(())
+    }
+
+    fn handoff_step(&mut self) -> Result<(), String> {
+        let n = self.regions.len();
+        // A handoff of an owned range, during whatever partitions
+        // and crashes are under way.
+        let s = self.steward;
+        if self.regions[s].up {
+            let rule = self.rng.below(2) as usize;
+            let to = self.rng.below(n as u64) as usize;
+            let now = self.now;
+            let ev = self.regions[s].transfer(now, rule, to)?;
+            self.report.handoffs += 1;
+            self.note(format!("handoff: {ev}"));
         }
         Ok(())
     }
