@@ -348,7 +348,13 @@ fn a_region_that_knows_an_owned_keyspace_but_not_its_map_takes_no_writes_to_it()
     let now = g[2].now;
     assert!(g[2].engine.define(now, def).unwrap());
     g[2].commit();
-    assert!(g[2].engine.registry().get("users").unwrap().owned);
+    assert!(
+        g[2].engine
+            .registry()
+            .is_owned(&KeyspaceName::new("users").unwrap())
+    );
+    let err = put(&mut g[2], "anything", "1", false).unwrap_err();
+    assert!(matches!(err, WriteError::HandoffPending { .. }), "{err}");
     // With the map, keys no rule matches are open again.
     ship(&mut g, 0, 2);
     put(&mut g[2], "anything", "1", false).unwrap();
@@ -356,4 +362,49 @@ fn a_region_that_knows_an_owned_keyspace_but_not_its_map_takes_no_writes_to_it()
         put(&mut g[2], "eu/1", "1", false),
         Err(WriteError::NotOwner { .. })
     ));
+}
+
+#[test]
+fn with_fallback_accept_a_map_change_does_not_block_an_owner_that_kept_its_range() {
+    let mut g = cluster();
+    set(
+        &mut g[0],
+        r#"{"rules":[{"prefix":"eu/","owner":"b"}],"fallback":"accept"}"#,
+    )
+    .unwrap()
+    .unwrap();
+    everywhere(&mut g);
+    for x in g.iter_mut() {
+        fence(x);
+    }
+    everywhere(&mut g);
+    put(&mut g[1], "eu/1", "1", false).unwrap();
+    // c is away; an unrelated rule is added. b still owns eu/: its writes
+    // go on (fallbacks elsewhere were concurrent with its own anyway).
+    set(
+        &mut g[0],
+        r#"{"rules":[{"prefix":"eu/","owner":"b"},{"prefix":"us/","owner":"a"}],"fallback":"accept"}"#,
+    )
+    .unwrap()
+    .unwrap();
+    ship(&mut g, 0, 1);
+    fence(&mut g[1]);
+    put(&mut g[1], "eu/2", "2", false).unwrap();
+}
+
+#[test]
+fn custom_keyspaces_take_no_ownership_map() {
+    let mut g = cluster();
+    g[0].now += 1;
+    let mut def = KeyspaceDef::new(KeyspaceName::new("carts").unwrap(), Policy::Custom);
+    def.merge = Some("sum".into());
+    let now = g[0].now;
+    g[0].engine.define(now, def).unwrap();
+    g[0].commit();
+    g[0].now += 1;
+    let now = g[0].now;
+    let req: MapRequest = serde_json::from_str(r#"{"rules":[],"default":"b"}"#).unwrap();
+    let err = g[0].engine.set_ownership(now, "carts", &req).unwrap_err();
+    assert!(matches!(err, WriteError::Map(MapError::Custom(_))), "{err}");
+    assert!(!g[0].engine.has_staged());
 }

@@ -124,13 +124,6 @@ pub struct KeyspaceDef {
     /// first (regions not named rank after them, by name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub region_order: Vec<RegionId>,
-    /// The keyspace has (had) an ownership map: set by the steward before
-    /// its first map, and kept by every later definition. A region that
-    /// knows the keyspace but not its map yet (a wiped region catching up)
-    /// then takes no writes to it instead of treating every key as
-    /// ownerless.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub owned: bool,
 }
 
 /// A definition that does not make sense.
@@ -158,7 +151,6 @@ impl KeyspaceDef {
             ledger_capacity: default_ledger_capacity(),
             merge: None,
             region_order: Vec::new(),
-            owned: false,
         }
     }
 
@@ -262,10 +254,13 @@ pub struct Registry {
     merges: BTreeMap<String, (Arc<MergeDef>, Function)>,
     /// Doc keyspaces whose schema has merge fields.
     doc_merges: std::collections::BTreeSet<KeyspaceName>,
-    /// Ownership maps, by keyspace.
-    maps: BTreeMap<KeyspaceName, OwnershipMap>,
+    /// Ownership maps, by keyspace (shared: the registry is cloned for
+    /// every published view).
+    maps: BTreeMap<KeyspaceName, Arc<OwnershipMap>>,
     /// Each region's latest fence, by keyspace.
     fences: BTreeMap<KeyspaceName, BTreeMap<RegionId, Fence>>,
+    /// Keyspaces marked owned (a map exists or existed).
+    owned: std::collections::BTreeSet<KeyspaceName>,
 }
 
 impl Default for Registry {
@@ -279,6 +274,7 @@ impl Default for Registry {
             doc_merges: Default::default(),
             maps: BTreeMap::new(),
             fences: BTreeMap::new(),
+            owned: Default::default(),
         }
     }
 }
@@ -312,12 +308,12 @@ impl Registry {
         self.maps
             .iter()
             .find(|(k, _)| k.as_str() == keyspace)
-            .map(|(_, m)| m)
+            .map(|(_, m)| &**m)
     }
 
     /// Every ownership map, by keyspace.
     pub fn maps(&self) -> impl Iterator<Item = (&KeyspaceName, &OwnershipMap)> {
-        self.maps.iter()
+        self.maps.iter().map(|(k, m)| (k, &**m))
     }
 
     /// Installs a map (one of an older epoch than the one held changes
@@ -325,8 +321,19 @@ impl Registry {
     pub fn insert_map(&mut self, keyspace: KeyspaceName, map: OwnershipMap) {
         let held = self.maps.get(&keyspace).map(|m| m.epoch());
         if held.is_none_or(|e| e <= map.epoch()) {
-            self.maps.insert(keyspace, map);
+            self.maps.insert(keyspace, Arc::new(map));
         }
+    }
+
+    /// Whether `keyspace` is marked owned: a map was set for it (the mark
+    /// is written before the first map and never removed).
+    pub fn is_owned(&self, keyspace: &KeyspaceName) -> bool {
+        self.owned.contains(keyspace)
+    }
+
+    /// Marks `keyspace` owned.
+    pub fn mark_owned(&mut self, keyspace: KeyspaceName) {
+        self.owned.insert(keyspace);
     }
 
     /// The latest fence of `region` for `keyspace`.

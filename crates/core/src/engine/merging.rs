@@ -138,7 +138,7 @@ impl<B: Backend> Engine<B> {
             _ => return Ok(None),
         };
         if let Some(regions) = &self.merge_regions
-            && let Some(m) = self.merger_of(&def.name, key, regions)
+            && let Some(m) = merge::merger(&def.name, key, regions)
             && *m != self.me.region
         {
             return Err(WriteError::NotMerger {
@@ -247,7 +247,7 @@ impl<B: Backend> Engine<B> {
             return;
         }
         if let Some(regions) = &self.merge_regions
-            && self.merger_of(keyspace, key, regions) != Some(&self.me.region)
+            && merge::merger(keyspace, key, regions) != Some(&self.me.region)
         {
             return;
         }
@@ -328,16 +328,7 @@ impl<B: Backend> Engine<B> {
             let Some((ks, key)) = self.due_merges.pop_first() else {
                 break;
             };
-            if self.merger_of(&ks, &key, &regions) != Some(&self.me.region) {
-                continue;
-            }
-            // The owner since a handoff writes back only once it has what
-            // the earlier owners wrote (their write-backs included).
-            if matches!(
-                self.admission(&ks, &key),
-                crate::ownership::Admission::Pending { .. }
-            ) {
-                self.merges_waiting.insert((ks, key));
+            if merge::merger(&ks, &key, &regions) != Some(&self.me.region) {
                 continue;
             }
             let Some(def) = self.registry.get(ks.as_str()).cloned() else {

@@ -343,9 +343,6 @@ pub struct Engine<B: Backend> {
     /// Keys whose merge failed, with whether the failure may pass by
     /// itself (tried again by [`Engine::retry_failed_merges`]).
     failed_merges: BTreeMap<(KeyspaceName, Key), bool>,
-    /// Owned custom keys whose merge waits for a handoff's fences (owed
-    /// again when a fence or map arrives).
-    merges_waiting: std::collections::BTreeSet<(KeyspaceName, Key)>,
 }
 
 impl<B: Backend> Engine<B> {
@@ -370,6 +367,7 @@ impl<B: Backend> Engine<B> {
                     Some(SystemEntry::Keyspace(def)) => registry.insert(def),
                     Some(SystemEntry::Merge(def)) => registry.insert_merge(def),
                     Some(SystemEntry::Map(ks, map)) => registry.insert_map(ks, map),
+                    Some(SystemEntry::Owned(ks)) => registry.mark_owned(ks),
                     Some(SystemEntry::Fence(ks, r, f)) => registry.insert_fence(ks, r, f),
                     None => {}
                 }
@@ -425,7 +423,6 @@ impl<B: Backend> Engine<B> {
             sweep_again: false,
             failed_merges: BTreeMap::new(),
             merge_hold: VersionVector::new(),
-            merges_waiting: Default::default(),
         };
         engine.publish(None);
         Ok(engine)
@@ -630,13 +627,8 @@ impl<B: Backend> Engine<B> {
 
     /// Creates or updates a keyspace definition. `Ok(false)` when the
     /// definition is already exactly this (nothing staged).
-    pub fn define(&mut self, now_ms: u64, mut def: KeyspaceDef) -> Result<bool, WriteError> {
+    pub fn define(&mut self, now_ms: u64, def: KeyspaceDef) -> Result<bool, WriteError> {
         def.validate()?;
-        // Once owned, always owned: a definition from anywhere keeps it.
-        def.owned |= self
-            .registry
-            .get(def.name.as_str())
-            .is_some_and(|d| d.owned);
         if let Some(m) = def
             .merge_names()
             .into_iter()
@@ -1117,17 +1109,9 @@ impl<B: Backend> Engine<B> {
                 self.registry.insert_merge(def);
                 self.merges_changed();
             }
-            SystemEntry::Map(ks, map) => {
-                self.registry.insert_map(ks, map);
-                // Owners may have changed: keys owed a merge are owed by
-                // their (new) owner, found by a sweep.
-                self.merges_changed();
-            }
-            SystemEntry::Fence(ks, region, fence) => {
-                self.registry.insert_fence(ks, region, fence);
-                let waiting = std::mem::take(&mut self.merges_waiting);
-                self.due_merges.extend(waiting);
-            }
+            SystemEntry::Map(ks, map) => self.registry.insert_map(ks, map),
+            SystemEntry::Owned(ks) => self.registry.mark_owned(ks),
+            SystemEntry::Fence(ks, region, fence) => self.registry.insert_fence(ks, region, fence),
         }
     }
 }
@@ -1137,6 +1121,7 @@ enum SystemEntry {
     Keyspace(KeyspaceDef),
     Merge(crate::merge::MergeDef),
     Map(KeyspaceName, crate::ownership::OwnershipMap),
+    Owned(KeyspaceName),
     Fence(
         KeyspaceName,
         meridian_crdt::RegionId,
@@ -1152,6 +1137,9 @@ fn system_entry(key: &[u8], obj: &Object) -> Option<SystemEntry> {
         return None;
     };
     let text = std::str::from_utf8(key).ok()?;
+    if let Some(ks) = text.strip_prefix(crate::ownership::OWNED_PREFIX) {
+        return KeyspaceName::new(ks).ok().map(SystemEntry::Owned);
+    }
     if let Some(ks) = text.strip_prefix(crate::ownership::MAP_PREFIX) {
         let ks = KeyspaceName::new(ks).ok()?;
         return serde_json::from_str(j.as_str())

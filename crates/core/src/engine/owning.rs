@@ -37,11 +37,7 @@ impl<B: Backend> Engine<B> {
     pub fn admission(&self, keyspace: &KeyspaceName, key: &Key) -> Admission {
         let Some(map) = self.registry.ownership(keyspace.as_str()) else {
             // Owned, but the map has not arrived here yet.
-            if self
-                .registry
-                .get(keyspace.as_str())
-                .is_some_and(|d| d.owned)
-            {
+            if self.registry.is_owned(keyspace) {
                 return Admission::Pending {
                     epoch: Epoch(0),
                     waiting: Vec::new(),
@@ -66,22 +62,6 @@ impl<B: Backend> Engine<B> {
             },
             a => a,
         }
-    }
-
-    /// The region that writes back merges of a custom key: its owner
-    /// under the keyspace's map, else the rendezvous pick over `regions`
-    /// ([`crate::merge::merger`]).
-    pub(super) fn merger_of<'a>(
-        &'a self,
-        keyspace: &KeyspaceName,
-        key: &Key,
-        regions: &'a [RegionId],
-    ) -> Option<&'a RegionId> {
-        let owner = self
-            .registry
-            .ownership(keyspace.as_str())
-            .and_then(|m| m.layout.owner_of(key.as_str()));
-        owner.or_else(|| crate::merge::merger(keyspace, key, regions))
     }
 
     /// Refuses a write to a key owned elsewhere (or not yet here), unless
@@ -206,9 +186,11 @@ impl<B: Backend> Engine<B> {
             .registry
             .fences(&ks)
             .any(|(_, f)| f.epoch > current.epoch())
-            || (def.owned && current.epoch() == Epoch(0))
         {
             return Err(WriteError::NotReady);
+        }
+        if def.policy == meridian_crdt::Policy::Custom {
+            return Err(MapError::Custom(keyspace.to_string()).into());
         }
         if let Some(expected) = req.epoch
             && expected != current.epoch()
@@ -241,13 +223,11 @@ impl<B: Backend> Engine<B> {
                 .into());
             }
         }
-        // The definition says "owned" before the first map exists, so no
-        // region that has one can take the keys as ownerless once the map
-        // is anywhere.
-        if !def.owned {
-            let mut owned = def.clone();
-            owned.owned = true;
-            self.put_system(now_ms, Key::new(owned.name.as_str())?, &owned)?;
+        // The mark, then the map (one group): a region with the mark and
+        // no map yet takes no writes to the keyspace, and the map's deps
+        // cover the mark, so nobody has the map without it.
+        if !self.registry.is_owned(&ks) {
+            self.put_system(now_ms, Key::new(ownership::owned_key(keyspace))?, &true)?;
         }
         let key = Key::new(ownership::map_key(keyspace))?;
         self.put_system(now_ms, key, &next)?;

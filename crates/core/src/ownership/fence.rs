@@ -14,7 +14,8 @@
 //! owner takes its first: the owner's writes follow them causally, and no
 //! two regions take writes to the key at the same epoch. Writes taken by
 //! fallback (`accept`) are covered too: in an epoch whose map accepted
-//! fallbacks, every region counts as one that may have written the key.
+//! fallbacks, every region counts as one that may have written a key
+//! another region owned.
 
 use meridian_crdt::{RegionId, VersionVector};
 use serde::{Deserialize, Serialize};
@@ -97,8 +98,13 @@ pub fn admit<'a>(
         let mut e = from;
         while e < epoch {
             let could_take = match map.layout_at(e) {
-                // No owner, its own, or taken by fallback.
-                Some(l) => l.fallback_accept || l.owner_of_ref(&key).is_none_or(|o| o == x),
+                // No owner, its own, or taken by fallback (while another
+                // region owned it: fallbacks while this region owned the
+                // key were concurrent with its writes already, recorded).
+                Some(l) => {
+                    let owner = l.owner_of_ref(&key);
+                    owner.is_none_or(|o| o == x) || (l.fallback_accept && owner != Some(me))
+                }
                 // Forgotten: it may have.
                 None => true,
             };

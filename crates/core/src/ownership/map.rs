@@ -305,6 +305,10 @@ pub enum MapError {
     /// A transfer names no rule of the map.
     #[error("no rule {0} in the map")]
     NoSuchRule(String),
+    /// Ownership maps do not apply to custom keyspaces (their merges are
+    /// written back by a per-key merger that does not follow owners).
+    #[error("keyspace {0:?} is custom: ownership maps do not apply to custom keyspaces")]
+    Custom(String),
     /// A transfer in a keyspace without a map.
     #[error("keyspace {0:?} has no ownership map: set one with PUT first")]
     NoMap(String),

@@ -11,7 +11,9 @@
 //! (`ownership/KEYSPACE` and `fence/KEYSPACE/REGION`), each written by
 //! one region only: the map by the keyspace's steward ([`steward`]), a
 //! fence by its region. So no two versions of either are ever concurrent,
-//! and every region sees the same sequence of maps.
+//! and every region sees the same sequence of maps. With its first map
+//! the steward writes `owned/KEYSPACE` (`true`, never removed): a region
+//! that has the mark but not yet the map takes no writes to the keyspace.
 
 pub mod fence;
 pub mod map;
@@ -41,6 +43,13 @@ impl fmt::Display for Epoch {
 pub const MAP_PREFIX: &str = "ownership/";
 /// System-keyspace key prefix of fences.
 pub const FENCE_PREFIX: &str = "fence/";
+/// System-keyspace key prefix of the owned marks.
+pub const OWNED_PREFIX: &str = "owned/";
+
+/// The system key of `keyspace`'s owned mark.
+pub fn owned_key(keyspace: &str) -> String {
+    format!("{OWNED_PREFIX}{keyspace}")
+}
 
 /// The system key of `keyspace`'s map.
 pub fn map_key(keyspace: &str) -> String {
