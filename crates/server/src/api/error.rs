@@ -65,7 +65,15 @@ impl IntoResponse for ApiError {
         {
             b.extend(extra);
         }
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        // Worth retrying here shortly: say when.
+        if self.code == "handoff_pending" {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }
 
@@ -203,5 +211,25 @@ impl From<ReadError> for ApiError {
             }
             ReadError::Store(_) => ApiError::internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_handoff_says_when_to_retry() {
+        let e = WriteError::HandoffPending {
+            keyspace: "profiles".into(),
+            key: "eu/1".into(),
+            epoch: meridian_core::ownership::Epoch(2),
+            waiting: vec![meridian_crdt::RegionId::new("eu-west").unwrap()],
+        };
+        let resp = ApiError::from(e).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "1");
+        let other = ApiError::not_found("x").into_response();
+        assert!(other.headers().get(axum::http::header::RETRY_AFTER).is_none());
     }
 }

@@ -147,10 +147,10 @@ pub fn not_owner(app: &AppInner, refusal: WriteError) -> ApiError {
             key,
             owner,
             ..
-        } => app
-            .client_urls
-            .get(owner)
-            .map(|base| format!("{base}/v1/kv/{keyspace}/{key}")),
+        } => app.client_urls.get(owner).map(|base| {
+            let seg = meridian_client::path::segment;
+            format!("{base}/v1/kv/{}/{}", seg(keyspace), seg(key))
+        }),
         _ => None,
     };
     let mut e = ApiError::from(refusal);

@@ -41,6 +41,15 @@ fn keyspace_of(
     Ok(name)
 }
 
+/// The keyspace a change names (checked by the steward, which may know a
+/// keyspace this region has not received yet).
+fn keyspace_named(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    meridian_core::KeyspaceName::new(name.clone())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(name)
+}
+
 /// A map as clients see it.
 fn describe(app: &AppInner, keyspace: &str) -> serde_json::Value {
     let reg = app.reader.published().registry.clone();
@@ -108,7 +117,7 @@ pub async fn put(
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ks = keyspace_of(&app, path)?;
+    let ks = keyspace_named(path)?;
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
     let req: MapRequest = body::parse(body::format(&h)?, &bytes)?;
     let regions = cluster(&app);
@@ -135,7 +144,7 @@ pub async fn transfer(
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let ks = keyspace_of(&app, path)?;
+    let ks = keyspace_named(path)?;
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
     let b: TransferBody = body::parse(body::format(&h)?, &bytes)?;
     let change_ = OwnershipChange::Transfer {
