@@ -230,6 +230,11 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "1");
         let other = ApiError::not_found("x").into_response();
-        assert!(other.headers().get(axum::http::header::RETRY_AFTER).is_none());
+        assert!(
+            other
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .is_none()
+        );
     }
 }
