@@ -22,6 +22,19 @@ fn cluster() -> Vec<Region> {
     regions
 }
 
+/// A cluster with `map` set at the steward and every region's fence
+/// everywhere.
+fn fenced_cluster(map: &str) -> Vec<Region> {
+    let mut g = cluster();
+    set(&mut g[0], map).unwrap().unwrap();
+    everywhere(&mut g);
+    for x in g.iter_mut() {
+        fence(x);
+    }
+    everywhere(&mut g);
+    g
+}
+
 /// Ships every op `from` logged to `to`.
 fn ship(regions: &mut [Region], from: usize, to: usize) {
     let ops = regions[from].log.clone();
@@ -237,15 +250,7 @@ fn a_fallback_write_is_taken_and_recorded_only_when_the_map_allows_it() {
 
 #[test]
 fn a_rolled_back_owner_takes_no_writes_until_it_has_its_own_back() {
-    let mut g = cluster();
-    set(&mut g[0], r#"{"rules":[{"prefix":"eu/","owner":"b"}]}"#)
-        .unwrap()
-        .unwrap();
-    everywhere(&mut g);
-    for x in g.iter_mut() {
-        fence(x);
-    }
-    everywhere(&mut g);
+    let mut g = fenced_cluster(r#"{"rules":[{"prefix":"eu/","owner":"b"}]}"#);
     put(&mut g[1], "eu/1", "1", false).unwrap();
     // b restarts believing peers hold more of its own ops than it has (a
     // rolled-back disk): it waits for them before taking owned writes.
@@ -265,18 +270,7 @@ fn a_rolled_back_owner_takes_no_writes_until_it_has_its_own_back() {
 
 #[test]
 fn after_a_fallback_epoch_a_new_owner_waits_for_every_region() {
-    let mut g = cluster();
-    set(
-        &mut g[0],
-        r#"{"rules":[{"prefix":"eu/","owner":"b"}],"fallback":"accept"}"#,
-    )
-    .unwrap()
-    .unwrap();
-    everywhere(&mut g);
-    for x in g.iter_mut() {
-        fence(x);
-    }
-    everywhere(&mut g);
+    let mut g = fenced_cluster(r#"{"rules":[{"prefix":"eu/","owner":"b"}],"fallback":"accept"}"#);
     // c took a fallback write at epoch 1; the range moves to a at epoch 2.
     put(&mut g[2], "eu/9", "\"c\"", true).unwrap();
     g[0].now += 1;
@@ -366,18 +360,7 @@ fn a_region_that_knows_an_owned_keyspace_but_not_its_map_takes_no_writes_to_it()
 
 #[test]
 fn with_fallback_accept_a_map_change_does_not_block_an_owner_that_kept_its_range() {
-    let mut g = cluster();
-    set(
-        &mut g[0],
-        r#"{"rules":[{"prefix":"eu/","owner":"b"}],"fallback":"accept"}"#,
-    )
-    .unwrap()
-    .unwrap();
-    everywhere(&mut g);
-    for x in g.iter_mut() {
-        fence(x);
-    }
-    everywhere(&mut g);
+    let mut g = fenced_cluster(r#"{"rules":[{"prefix":"eu/","owner":"b"}],"fallback":"accept"}"#);
     put(&mut g[1], "eu/1", "1", false).unwrap();
     // c is away; an unrelated rule is added. b still owns eu/: its writes
     // go on (fallbacks elsewhere were concurrent with its own anyway).
