@@ -217,11 +217,10 @@ pub async fn read_at_owner(
 
 /// Whether `keyspace` has an ownership map (so a refused write may need
 /// to be sent on, and is worth keeping).
-pub fn has_map(app: &AppInner, req: &WriteRequest) -> bool {
-    let reg = app.reader.published().registry.clone();
+pub fn has_map(registry: &Registry, req: &WriteRequest) -> bool {
     req.mutations
         .iter()
-        .any(|m| reg.ownership(&m.keyspace).is_some())
+        .any(|m| registry.ownership(&m.keyspace).is_some())
 }
 
 /// Marks a write taken by the fallback.
