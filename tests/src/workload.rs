@@ -130,13 +130,7 @@ fn classify<T>(h: &mut History, r: &Result<T, ClientError>) -> Outcome {
             Outcome::Ok
         }
         Err(e) => {
-            let kind = match e {
-                ClientError::Http { status, code, .. } => format!("{status} {code}"),
-                ClientError::Timeout(_) => "timeout".into(),
-                ClientError::Transport(_) => "transport".into(),
-                other => other.to_string(),
-            };
-            *h.errors.entry(kind).or_default() += 1;
+            *h.errors.entry(e.kind()).or_default() += 1;
             if e.is_indeterminate() {
                 h.indeterminate += 1;
                 Outcome::Indeterminate

@@ -255,3 +255,31 @@ async fn ctl_sets_shows_and_transfers_ownership() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("prefix:PREFIX or hash:LO-HI"));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_commands_fail_over_when_their_region_is_down() {
+    let mut c = Cluster::builder().latency_ms(5).start().await.unwrap();
+    let first = c.url(&c.regions[0]).unwrap();
+    let second = c.url(&c.regions[1]).unwrap();
+    c.kill(&c.regions[0].clone()).await.unwrap();
+    let o = ctl(&c, &["put", "default", "k", "7"]);
+    let out = stdout(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("answered by {second}")) && err.contains(&first),
+        "{err}"
+    );
+    assert!(
+        out.starts_with(&format!("ok, version {}:", c.regions[1])),
+        "{out}"
+    );
+    let got = stdout(&ctl(&c, &["get", "default", "k"]));
+    assert!(got.starts_with('7'), "{got}");
+    // An increment refused by a dead region's connection goes on too: it
+    // never reached it.
+    let o = ctl(&c, &["keyspace", "create", "hits", "--policy", "counter"]);
+    stdout(&o);
+    let out = stdout(&ctl(&c, &["incr", "hits", "n", "2"]));
+    assert!(out.contains(", value 2"), "{out}");
+    c.stop().await;
+}

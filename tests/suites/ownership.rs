@@ -45,9 +45,9 @@ async fn setup(latency_ms: u64) -> Cluster {
 }
 
 fn http_error(e: &ClientError) -> (u16, &Value) {
-    match e {
-        ClientError::Http { status, body, .. } => (*status, body),
-        other => panic!("expected an HTTP error, got {other}"),
+    match (e.status(), e.body()) {
+        (Some(status), Some(body)) => (status, body),
+        _ => panic!("expected an HTTP error, got {e}"),
     }
 }
 

@@ -1,17 +1,22 @@
 //! The client: one method per endpoint.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http::{Method, StatusCode};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+use crate::builder::ClientBuilder;
+use crate::call::{Reply, http_error};
 use crate::error::ClientError;
 use crate::path;
+use crate::regions::{RegionHealth, Regions};
+use crate::safety::Safety;
 
 /// Per-request options. The default is a plain request with a 10 s timeout.
 #[derive(Clone, Debug, Default)]
@@ -26,7 +31,8 @@ pub struct Options {
     pub concern_timeout_ms: Option<u64>,
     /// `mv` context from a read.
     pub context: Option<String>,
-    /// Client-side timeout for the whole call, ms (default 10,000).
+    /// How long each region tried may take to answer, ms (default: the
+    /// client's, 10,000 unless built otherwise).
     pub timeout_ms: Option<u64>,
     /// `meridian-read: quorum` and friends.
     pub read: Option<String>,
@@ -41,6 +47,9 @@ pub struct Written {
     pub token: String,
     /// The whole response body (counter ops carry the new `value`).
     pub body: Value,
+    /// The base URL of the region that answered (a region that forwarded
+    /// the write to the key's owner answers for it).
+    pub served_by: String,
 }
 
 /// A key as read.
@@ -49,6 +58,8 @@ pub struct Entry {
     /// The whole response body: `value` and `version`, or `siblings` and
     /// `context` for `mv` keys.
     pub body: Value,
+    /// The base URL of the region that answered.
+    pub served_by: String,
 }
 
 impl Entry {
@@ -63,130 +74,113 @@ impl Entry {
     }
 }
 
-/// A client of one region's API. Cheap to clone (connections are pooled).
+/// A client of a Meridian cluster's client API: one region, or several in
+/// order of preference, with failover between them (see [`crate::call`]
+/// for when a call moves on and [`crate::safety`] for which writes are
+/// sent again). Cheap to clone: clones share connections and what the
+/// client has learned about each region's health.
 #[derive(Clone)]
 pub struct Client {
-    base: String,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-/// What a call got back.
-struct Reply {
-    status: StatusCode,
-    token: Option<String>,
-    body: Value,
+pub(crate) struct Inner {
+    pub(crate) regions: Regions,
+    pub(crate) http: HyperClient<HttpConnector, Full<Bytes>>,
+    /// Default per-region timeout, ms.
+    pub(crate) timeout_ms: u64,
+    /// Calls answered by a region other than the most preferred one.
+    pub(crate) failovers: AtomicU64,
+    /// The task of [`ClientBuilder::rank_every`], ended with the client.
+    pub(crate) ranker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .ranker
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl Client {
-    /// A client for the region at `base_url` (`http://host:port`).
+    /// A client for the one region at `base_url` (`http://host:port`).
     pub fn new(base_url: &str) -> Result<Client, ClientError> {
-        let base = base_url.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            return Err(ClientError::Invalid(format!(
-                "base URL {base_url:?} must start with http://"
-            )));
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let http = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Ok(Client { base, http })
+        Client::builder().region(base_url).build()
     }
 
-    /// The base URL.
+    /// A builder: several regions, timeouts, backoff, ranking.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The base URL of the most preferred region.
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.inner.regions.first().base
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Option<&Value>,
-        opts: &Options,
-    ) -> Result<Reply, ClientError> {
-        let uri = format!("{}{}", self.base, path_and_query);
-        let mut b = Request::builder().method(method).uri(&uri);
-        let mut set = |name: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                b = std::mem::take(&mut b).header(name, v.as_str());
-            }
-        };
-        set("meridian-token", &opts.token);
-        set("meridian-wait-ms", &opts.wait_ms.map(|v| v.to_string()));
-        set("meridian-write-concern", &opts.write_concern);
-        set(
-            "meridian-timeout-ms",
-            &opts.concern_timeout_ms.map(|v| v.to_string()),
-        );
-        set("meridian-context", &opts.context);
-        set("meridian-read", &opts.read);
-        let bytes = match body {
-            Some(v) => {
-                b = b.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Invalid(e.to_string()))?)
-            }
-            None => Bytes::new(),
-        };
-        let req = b
-            .body(Full::new(bytes))
-            .map_err(|e| ClientError::Invalid(e.to_string()))?;
-        let timeout = opts.timeout_ms.unwrap_or(10_000);
-        let fut = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Transport(format!("{e:?}")))?;
-            let status = resp.status();
-            let token = resp
-                .headers()
-                .get("meridian-token")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ClientError::Transport(e.to_string()))?
-                .to_bytes();
-            let body: Value = if body.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| ClientError::Decode(format!("{status}: body is not JSON: {e}")))?
-            };
-            Ok::<_, ClientError>(Reply {
-                status,
-                token,
-                body,
-            })
-        };
-        match tokio::time::timeout(Duration::from_millis(timeout), fut).await {
-            Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout(timeout)),
+    /// Each configured region with its health, in order of preference.
+    pub fn regions(&self) -> Vec<RegionHealth> {
+        self.inner.regions.health()
+    }
+
+    /// How many calls a region other than the most preferred one answered.
+    pub fn failovers(&self) -> u64 {
+        self.inner.failovers.load(Ordering::Relaxed)
+    }
+
+    /// Measures each region's round trip (the median of three `/healthz`
+    /// calls, all regions at once) and orders them nearest first;
+    /// regions that do not answer go last. Returns the new order.
+    pub async fn rank(&self) -> Vec<RegionHealth> {
+        let mut probes = tokio::task::JoinSet::new();
+        for (i, e) in self.inner.regions.all().iter().enumerate() {
+            let (client, base) = (self.clone(), e.base.clone());
+            probes.spawn(async move {
+                let mut rtts = Vec::with_capacity(3);
+                for _ in 0..3 {
+                    let t = Instant::now();
+                    if client.healthz(&base).await {
+                        rtts.push(t.elapsed());
+                    }
+                }
+                rtts.sort();
+                // A region that answered fewer than two of three is not ranked.
+                (i, rtts.get(1).copied())
+            });
         }
+        let mut rtts = vec![None; self.inner.regions.all().len()];
+        while let Some(done) = probes.join_next().await {
+            if let Ok((i, rtt)) = done {
+                rtts[i] = rtt;
+            }
+        }
+        self.inner.regions.rank(&rtts);
+        self.regions()
+    }
+
+    async fn healthz(&self, base: &str) -> bool {
+        let opts = Options {
+            timeout_ms: Some(1_000),
+            ..Options::default()
+        };
+        let r = self
+            .attempt(&Method::GET, base, "/healthz", &Bytes::new(), &opts)
+            .await;
+        matches!(r, Ok(r) if r.status.is_success())
     }
 
     fn check(r: Reply) -> Result<Reply, ClientError> {
         if r.status.is_success() {
-            return Ok(r);
+            Ok(r)
+        } else {
+            Err(http_error(r))
         }
-        let field = |k: &str| {
-            r.body
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        Err(ClientError::Http {
-            status: r.status.as_u16(),
-            code: field("error"),
-            message: field("message"),
-            body: r.body,
-        })
     }
 
     fn written(r: Reply) -> Result<Written, ClientError> {
@@ -201,8 +195,25 @@ impl Client {
         Ok(Written {
             version: get("version")?,
             token: get("token")?,
+            served_by: r.served_by.clone(),
             body: r.body,
         })
+    }
+
+    /// A read that any region may answer.
+    async fn read(&self, path: &str, opts: &Options) -> Result<Value, ClientError> {
+        let r = self
+            .call(Method::GET, path, None, opts, Safety::Read)
+            .await?;
+        Ok(Self::check(r)?.body)
+    }
+
+    /// An admin change that may be made twice (definitions, maps).
+    async fn change(&self, method: Method, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let r = self
+            .call(method, path, Some(body), &Options::default(), Safety::Retry)
+            .await?;
+        Ok(Self::check(r)?.body)
     }
 
     fn key_path(ks: &str, key: &str) -> String {
@@ -214,7 +225,9 @@ impl Client {
         self.put_with(ks, key, value, &Options::default()).await
     }
 
-    /// `PUT` a JSON value, with options.
+    /// `PUT` a JSON value, with options. Sent to the next region after an
+    /// unknown outcome when the keyspace keeps one value per write
+    /// ([`crate::safety`]).
     pub async fn put_with(
         &self,
         ks: &str,
@@ -222,8 +235,15 @@ impl Client {
         value: &Value,
         opts: &Options,
     ) -> Result<Written, ClientError> {
+        let safety = Safety::of_op(ks, &json!({"op": "put"}));
         let r = self
-            .call(Method::PUT, &Self::key_path(ks, key), Some(value), opts)
+            .call(
+                Method::PUT,
+                &Self::key_path(ks, key),
+                Some(value),
+                opts,
+                safety,
+            )
             .await?;
         Self::written(r)
     }
@@ -241,13 +261,25 @@ impl Client {
         opts: &Options,
     ) -> Result<(Option<Entry>, Option<String>), ClientError> {
         let r = self
-            .call(Method::GET, &Self::key_path(ks, key), None, opts)
+            .call(
+                Method::GET,
+                &Self::key_path(ks, key),
+                None,
+                opts,
+                Safety::Read,
+            )
             .await?;
         if r.status == StatusCode::NOT_FOUND && r.body.get("error") == Some(&json!("not_found")) {
             return Ok((None, r.token));
         }
         let r = Self::check(r)?;
-        Ok((Some(Entry { body: r.body }), r.token))
+        Ok((
+            Some(Entry {
+                body: r.body,
+                served_by: r.served_by,
+            }),
+            r.token,
+        ))
     }
 
     /// `DELETE` a key.
@@ -255,7 +287,8 @@ impl Client {
         self.delete_with(ks, key, &Options::default()).await
     }
 
-    /// `DELETE` a key, with options.
+    /// `DELETE` a key, with options (sent again elsewhere after an unknown
+    /// outcome: a second delete deletes nothing more).
     pub async fn delete_with(
         &self,
         ks: &str,
@@ -263,12 +296,20 @@ impl Client {
         opts: &Options,
     ) -> Result<Written, ClientError> {
         let r = self
-            .call(Method::DELETE, &Self::key_path(ks, key), None, opts)
+            .call(
+                Method::DELETE,
+                &Self::key_path(ks, key),
+                None,
+                opts,
+                Safety::Retry,
+            )
             .await?;
         Self::written(r)
     }
 
-    /// `POST` an op (`{"op":"incr","by":1}`, ...).
+    /// `POST` an op (`{"op":"incr","by":1}`, ...). An `incr`, `add` or
+    /// `remove` whose outcome is unknown fails with
+    /// [`ClientError::Indeterminate`] rather than being sent twice.
     pub async fn op_with(
         &self,
         ks: &str,
@@ -277,7 +318,13 @@ impl Client {
         opts: &Options,
     ) -> Result<Written, ClientError> {
         let r = self
-            .call(Method::POST, &Self::key_path(ks, key), Some(op), opts)
+            .call(
+                Method::POST,
+                &Self::key_path(ks, key),
+                Some(op),
+                opts,
+                Safety::of_op(ks, op),
+            )
             .await?;
         Self::written(r)
     }
@@ -337,9 +384,16 @@ impl Client {
     }
 
     /// `POST /v1/batch`: `ops` is a list of `{"keyspace", "key", "op", ...}`.
+    /// As safe to send twice as its least safe change.
     pub async fn batch(&self, ops: &[Value], opts: &Options) -> Result<Written, ClientError> {
         let r = self
-            .call(Method::POST, "/v1/batch", Some(&json!({"ops": ops})), opts)
+            .call(
+                Method::POST,
+                "/v1/batch",
+                Some(&json!({"ops": ops})),
+                opts,
+                Safety::of_batch(ops),
+            )
             .await?;
         Self::written(r)
     }
@@ -360,10 +414,7 @@ impl Client {
         if let Some(a) = after {
             q.push_str(&format!("&after={}", path::query(a)));
         }
-        let r = self
-            .call(Method::GET, &q, None, &Options::default())
-            .await?;
-        Ok(Self::check(r)?.body)
+        self.read(&q, &Options::default()).await
     }
 
     /// Every live key of a keyspace with its body, following pages.
@@ -384,42 +435,21 @@ impl Client {
 
     /// Creates or updates a keyspace (`{"policy": "counter", ...}`).
     pub async fn define_keyspace(&self, name: &str, def: &Value) -> Result<Value, ClientError> {
-        let r = self
-            .call(
-                Method::PUT,
-                &format!("/v1/keyspaces/{}", path::segment(name)),
-                Some(def),
-                &Options::default(),
-            )
-            .await?;
-        Ok(Self::check(r)?.body)
+        let path = format!("/v1/keyspaces/{}", path::segment(name));
+        self.change(Method::PUT, &path, def).await
     }
 
     /// A keyspace's ownership map (`GET /v1/keyspaces/{name}/ownership`).
     pub async fn ownership(&self, keyspace: &str) -> Result<Value, ClientError> {
-        let r = self
-            .call(
-                Method::GET,
-                &format!("/v1/keyspaces/{}/ownership", path::segment(keyspace)),
-                None,
-                &Options::default(),
-            )
-            .await?;
-        Ok(Self::check(r)?.body)
+        let path = format!("/v1/keyspaces/{}/ownership", path::segment(keyspace));
+        self.read(&path, &Options::default()).await
     }
 
     /// Sets a keyspace's ownership map (`{"rules": [...], "default": ...,
     /// "mode": ..., "fallback": ..., "epoch": N}`).
     pub async fn set_ownership(&self, keyspace: &str, map: &Value) -> Result<Value, ClientError> {
-        let r = self
-            .call(
-                Method::PUT,
-                &format!("/v1/keyspaces/{}/ownership", path::segment(keyspace)),
-                Some(map),
-                &Options::default(),
-            )
-            .await?;
-        Ok(Self::check(r)?.body)
+        let path = format!("/v1/keyspaces/{}/ownership", path::segment(keyspace));
+        self.change(Method::PUT, &path, map).await
     }
 
     /// Moves one rule of a keyspace's map to another region (`{"rule":
@@ -429,110 +459,60 @@ impl Client {
         keyspace: &str,
         body: &Value,
     ) -> Result<Value, ClientError> {
-        let r = self
-            .call(
-                Method::POST,
-                &format!(
-                    "/v1/keyspaces/{}/ownership/transfer",
-                    path::segment(keyspace)
-                ),
-                Some(body),
-                &Options::default(),
-            )
-            .await?;
-        Ok(Self::check(r)?.body)
+        let path = format!(
+            "/v1/keyspaces/{}/ownership/transfer",
+            path::segment(keyspace)
+        );
+        self.change(Method::POST, &path, body).await
     }
 
     /// Registers or replaces a merge script (`{"script": "...", ...}`).
     pub async fn define_merge(&self, name: &str, body: &Value) -> Result<Value, ClientError> {
-        let r = self
-            .call(
-                Method::PUT,
-                &format!("/v1/merges/{}", path::segment(name)),
-                Some(body),
-                &Options::default(),
-            )
-            .await?;
-        Ok(Self::check(r)?.body)
+        let path = format!("/v1/merges/{}", path::segment(name));
+        self.change(Method::PUT, &path, body).await
     }
 
     /// `GET /v1/merges/{name}`: a script with its source and hash.
     pub async fn merge(&self, name: &str) -> Result<Value, ClientError> {
-        let r = self
-            .call(
-                Method::GET,
-                &format!("/v1/merges/{}", path::segment(name)),
-                None,
-                &Options::default(),
-            )
-            .await?;
-        Ok(Self::check(r)?.body)
+        let path = format!("/v1/merges/{}", path::segment(name));
+        self.read(&path, &Options::default()).await
     }
 
     /// `GET /v1/merges`: built-ins and registered scripts.
     pub async fn merges(&self) -> Result<Value, ClientError> {
-        let r = self
-            .call(Method::GET, "/v1/merges", None, &Options::default())
-            .await?;
-        Ok(Self::check(r)?.body)
+        self.read("/v1/merges", &Options::default()).await
     }
 
     /// `GET /v1/keyspaces/{name}`.
     pub async fn keyspace(&self, name: &str) -> Result<Value, ClientError> {
-        let r = self
-            .call(
-                Method::GET,
-                &format!("/v1/keyspaces/{}", path::segment(name)),
-                None,
-                &Options::default(),
-            )
-            .await?;
-        Ok(Self::check(r)?.body)
+        let path = format!("/v1/keyspaces/{}", path::segment(name));
+        self.read(&path, &Options::default()).await
     }
 
     /// `GET /v1/keyspaces`.
     pub async fn keyspaces(&self) -> Result<Value, ClientError> {
-        let r = self
-            .call(Method::GET, "/v1/keyspaces", None, &Options::default())
-            .await?;
-        Ok(Self::check(r)?.body)
+        self.read("/v1/keyspaces", &Options::default()).await
     }
 
     /// `GET /v1/conflicts` with a raw query string (`keyspace=x&limit=10`).
     pub async fn conflicts(&self, query: &str) -> Result<Value, ClientError> {
-        let r = self
-            .call(
-                Method::GET,
-                &format!("/v1/conflicts?{query}"),
-                None,
-                &Options::default(),
-            )
-            .await?;
-        Ok(Self::check(r)?.body)
+        self.read(&format!("/v1/conflicts?{query}"), &Options::default())
+            .await
     }
 
-    /// `GET /v1/status`.
+    /// `GET /v1/status` of the most preferred region that answers (its
+    /// `region` field says which).
     pub async fn status(&self) -> Result<Value, ClientError> {
-        let r = self
-            .call(
-                Method::GET,
-                "/v1/status",
-                None,
-                &Options {
-                    timeout_ms: Some(3_000),
-                    ..Options::default()
-                },
-            )
-            .await?;
-        Ok(Self::check(r)?.body)
-    }
-
-    /// Whether `/healthz` answers 200.
-    pub async fn healthy(&self) -> bool {
         let opts = Options {
-            timeout_ms: Some(1_000),
+            timeout_ms: Some(3_000),
             ..Options::default()
         };
-        matches!(self.call(Method::GET, "/healthz", None, &opts).await, Ok(r) if r.status.is_success())
+        self.read("/v1/status", &opts).await
+    }
+
+    /// Whether the most preferred region's `/healthz` answers 200 (no
+    /// failover: this asks about that one region).
+    pub async fn healthy(&self) -> bool {
+        self.healthz(self.base_url()).await
     }
 }

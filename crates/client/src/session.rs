@@ -10,11 +10,14 @@ use crate::{Client, ClientError, Entry, Options, Written};
 ///
 /// Writes then follow reads, reads follow writes, and reads never go back in
 /// time, in whichever region the session talks to (the region waits up to
-/// `wait_ms` until it has caught up, or answers 503).
+/// `wait_ms` until it has caught up, or answers 503). Over a client of
+/// several regions the token goes with every failover: a region the
+/// session moves to serves it only once it has what the session saw.
 pub struct Session {
     client: Client,
     token: Mutex<Option<String>>,
     wait_ms: Option<u64>,
+    write_concern: Option<String>,
 }
 
 impl Session {
@@ -24,6 +27,7 @@ impl Session {
             client,
             token: Mutex::new(None),
             wait_ms: None,
+            write_concern: None,
         }
     }
 
@@ -33,12 +37,23 @@ impl Session {
         self
     }
 
+    /// Sets the write concern of the session's writes (`one`, `majority`,
+    /// ...). A session that must carry on in another region as soon as its
+    /// region dies needs `one` or more: with `local`, writes the dead region
+    /// had not shipped are covered by the token, and other regions answer
+    /// `503 behind_token` until they arrive.
+    pub fn with_write_concern(mut self, concern: &str) -> Self {
+        self.write_concern = Some(concern.to_string());
+        self
+    }
+
     /// Switches to another region, keeping the token.
     pub fn with_client(&self, client: Client) -> Session {
         Session {
             client,
             token: Mutex::new(self.token()),
             wait_ms: self.wait_ms,
+            write_concern: self.write_concern.clone(),
         }
     }
 
@@ -59,6 +74,7 @@ impl Session {
         Options {
             token: self.token(),
             wait_ms: self.wait_ms,
+            write_concern: self.write_concern.clone(),
             ..Options::default()
         }
     }
@@ -78,7 +94,11 @@ impl Session {
 
     /// `GET` a key.
     pub async fn get(&self, ks: &str, key: &str) -> Result<Option<Entry>, ClientError> {
-        let (e, token) = self.client.get_with(ks, key, &self.opts()).await?;
+        let opts = Options {
+            write_concern: None,
+            ..self.opts()
+        };
+        let (e, token) = self.client.get_with(ks, key, &opts).await?;
         self.keep(&token);
         Ok(e)
     }

@@ -85,6 +85,7 @@ fn writes(
         probe_to: probe,
         write_concern: None,
         progress: false,
+        failover: false,
     }
 }
 
@@ -290,6 +291,7 @@ pub async fn concerns(spec: GeoSpec, concurrency: usize) -> Result<Vec<ConcernRo
             probe_to: None,
             write_concern: Some(concern.to_string()),
             progress: false,
+            failover: false,
         })
         .await?;
         let r = &report.regions[0];

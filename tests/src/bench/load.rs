@@ -115,6 +115,10 @@ pub struct LoadSpec {
     pub write_concern: Option<String>,
     /// Show a progress bar.
     pub progress: bool,
+    /// Each region's client fails over to the other regions (in the order
+    /// given, from the next one on) when its region cannot take a call;
+    /// `false` pins each to its region.
+    pub failover: bool,
 }
 
 /// One region's figures.
@@ -130,8 +134,11 @@ pub struct RegionReport {
     pub latency: Percentiles,
     /// Latency of successful writes only, ms.
     pub write_latency: Percentiles,
-    /// Failures by kind (`404`, `503 behind_token`, `timeout`, `transport`...).
+    /// Failures by kind (`404`, `503 behind_token`, `timeout`,
+    /// `indeterminate`...).
     pub errors: BTreeMap<String, u64>,
+    /// Calls another region answered because this one could not.
+    pub failovers: u64,
 }
 
 /// The whole run's figures.
@@ -198,16 +205,6 @@ fn xorshift(x: &mut u64) -> u64 {
     *x ^= *x >> 7;
     *x ^= *x << 17;
     *x
-}
-
-fn error_kind(e: &ClientError) -> String {
-    match e {
-        ClientError::Http { status, code, .. } => format!("{status} {code}"),
-        ClientError::Timeout(_) => "timeout".into(),
-        ClientError::Transport(_) => "transport".into(),
-        ClientError::Decode(_) => "bad answer".into(),
-        ClientError::Invalid(_) => "invalid".into(),
-    }
 }
 
 struct Ctx {
@@ -308,7 +305,7 @@ async fn one_op(ctx: Arc<Ctx>, region: usize, seed: u64, scheduled: Instant) {
                     a.writes.record(micros);
                 }
             }
-            Err(e) => *a.errors.entry(error_kind(e)).or_default() += 1,
+            Err(e) => *a.errors.entry(e.kind()).or_default() += 1,
         }
     }
     // Replication lag: read the write in the next region with its token.
@@ -345,10 +342,15 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, String> {
     if spec.urls.is_empty() {
         return Err("at least one --url".into());
     }
-    let clients: Vec<Client> = spec
-        .urls
-        .iter()
-        .map(|u| Client::new(u).map_err(|e| e.to_string()))
+    let n = spec.urls.len();
+    let clients: Vec<Client> = (0..n)
+        .map(|i| {
+            let others = if spec.failover { n } else { 1 };
+            Client::builder()
+                .regions((0..others).map(|k| spec.urls[(i + k) % n].clone()))
+                .build()
+                .map_err(|e| e.to_string())
+        })
         .collect::<Result<_, _>>()?;
     prepare(&clients, &spec.mix).await?;
     let probe = spec
@@ -457,6 +459,7 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, String> {
             latency: a.all.percentiles(),
             write_latency: a.writes.percentiles(),
             errors: a.errors.clone(),
+            failovers: ctx.clients[i].failovers(),
         });
     }
     let lag = ctx.lag.lock().unwrap_or_else(PoisonError::into_inner);
@@ -472,9 +475,9 @@ impl LoadReport {
     pub fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(
-            "| region | ok ops | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |\n",
+            "| region | ok ops | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | failed over | errors |\n",
         );
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|---|\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
         for r in &self.regions {
             let errors = if r.errors.is_empty() {
                 "none".to_string()
@@ -486,7 +489,7 @@ impl LoadReport {
                     .join(", ")
             };
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
                 r.url,
                 r.ok,
                 r.per_sec,
@@ -494,6 +497,7 @@ impl LoadReport {
                 r.latency.p90,
                 r.latency.p99,
                 r.latency.p999,
+                r.failovers,
                 errors
             ));
         }

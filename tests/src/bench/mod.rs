@@ -1,7 +1,9 @@
 //! Benchmarks run from the `meridian` binary (`meridian bench ...`): a load
-//! generator against running regions ([`load`]) and the replication
-//! benchmark on a local cluster of real processes ([`geo`]).
+//! generator against running regions ([`load`]), the replication
+//! benchmark on a local cluster of real processes ([`geo`]), and a client
+//! session carried across a region's death ([`failover`]).
 
+pub mod failover;
 pub mod geo;
 pub mod hist;
 pub mod load;
@@ -39,6 +41,42 @@ pub enum BenchCommand {
     Concerns(ConcernArgs),
     /// A nemesis suite (faults under load, then heal and check) for a while.
     Nemesis(NemesisArgs),
+    /// A session preferring us-east while us-east is killed and restarted:
+    /// the failover window, errors, read-your-writes, lost writes.
+    Failover(FailoverArgs),
+}
+
+/// `meridian bench failover`.
+#[derive(Debug, clap::Args)]
+pub struct FailoverArgs {
+    /// One-way latency of every link, ms.
+    #[arg(long, default_value_t = 20)]
+    pub latency: u64,
+    /// Write concern of the session's writes.
+    #[arg(long, default_value = "majority")]
+    pub write_concern: String,
+    /// Loop time before us-east is killed.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// How long us-east stays dead.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub down: Duration,
+    /// Runs (a new cluster each); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// What happens to us-east: kill (kill -9, restart) or pause (SIGSTOP,
+    /// SIGCONT: only the client's timeout notices).
+    #[arg(long, default_value = "kill")]
+    pub fault: failover::Fault,
+    /// The client's per-region timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Where the regions' data goes.
+    #[arg(long, default_value = "bench/out/failover")]
+    pub dir: PathBuf,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `meridian bench nemesis`.
@@ -127,6 +165,9 @@ pub struct LoadArgs {
     /// Write concern of the writes.
     #[arg(long)]
     pub write_concern: Option<String>,
+    /// Pin each region's load to its region: no failover to the others.
+    #[arg(long)]
+    pub no_failover: bool,
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -175,6 +216,7 @@ pub async fn run(cmd: BenchCommand, bin: PathBuf) -> Result<(), String> {
                 probe_to: a.lag_region,
                 write_concern: a.write_concern,
                 progress: !a.json,
+                failover: !a.no_failover,
             })
             .await?;
             if a.json {
@@ -250,6 +292,28 @@ pub async fn run(cmd: BenchCommand, bin: PathBuf) -> Result<(), String> {
             }
             if !failed.is_empty() {
                 return Err(format!("nemesis checks failed: {}", failed.join(", ")));
+            }
+        }
+        BenchCommand::Failover(a) => {
+            let report = failover::run(&failover::FailoverSpec {
+                bin,
+                dir: a.dir,
+                latency_ms: a.latency,
+                write_concern: a.write_concern,
+                warmup: a.warmup,
+                down: a.down,
+                runs: a.runs,
+                fault: a.fault,
+                timeout: a.timeout,
+            })
+            .await?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", report.table());
             }
         }
         BenchCommand::Geo(a) => {

@@ -292,6 +292,7 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             let Some(entry) = entry else {
                 return Err(format!("{keyspace}/{key}: not found"));
             };
+            note_failover(&c, &entry.served_by);
             if a.json {
                 return print_json(&entry.body);
             }
@@ -381,7 +382,18 @@ async fn send(
         Write::Op(op) => c.op_with(keyspace, key, op, &opts).await,
     }
     .map_err(explain)?;
+    note_failover(&c, &answer.served_by);
     written(&answer.body, a.json)
+}
+
+/// Says on stderr when a region other than the chosen one answered.
+fn note_failover(c: &Client, served_by: &str) {
+    if served_by != c.base_url() {
+        eprintln!(
+            "note: answered by {served_by}: {} could not take the request",
+            c.base_url()
+        );
+    }
 }
 
 fn urls(given: &[String]) -> Vec<String> {
@@ -406,21 +418,38 @@ pub(crate) fn client(url: &str) -> Result<Client, String> {
     Client::new(url).map_err(|e| format!("{url}: {e}"))
 }
 
-/// The client of the region named `region`, else of the first URL.
+/// A client over every region, the one named `region` first (else the
+/// first URL), the others in the order given: a command fails over to the
+/// next region when the first cannot take it.
 async fn pick(urls: &[String], region: Option<&str>) -> Result<Client, String> {
-    let Some(want) = region else {
-        return client(&urls[0]);
-    };
-    let mut seen = Vec::new();
-    for u in urls {
-        let c = client(u)?;
-        match c.status().await {
-            Ok(s) if s["region"] == json!(want) => return Ok(c),
-            Ok(s) => seen.push(format!("{u} is {}", text(&s["region"]))),
-            Err(e) => seen.push(format!("{u}: {e}")),
+    let first = match region {
+        None => 0,
+        Some(want) => {
+            let mut seen = Vec::new();
+            let mut found = None;
+            for (i, u) in urls.iter().enumerate() {
+                match client(u)?.status().await {
+                    Ok(s) if s["region"] == json!(want) => {
+                        found = Some(i);
+                        break;
+                    }
+                    Ok(s) => seen.push(format!("{u} is {}", text(&s["region"]))),
+                    Err(e) => seen.push(format!("{u}: {e}")),
+                }
+            }
+            found.ok_or_else(|| format!("no region named {want:?} ({})", seen.join("; ")))?
         }
-    }
-    Err(format!("no region named {want:?} ({})", seen.join("; ")))
+    };
+    let order = std::iter::once(&urls[first]).chain(
+        urls.iter()
+            .enumerate()
+            .filter(|(i, _)| *i != first)
+            .map(|(_, u)| u),
+    );
+    Client::builder()
+        .regions(order.cloned())
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 fn parse_value(s: &str, string: bool) -> Result<Value, String> {

@@ -1,0 +1,259 @@
+//! The regions a client may talk to, in order of preference, with what it
+//! has learned about each one's health.
+//!
+//! A region that fails (no connection, a timeout, a server error) is set
+//! aside for a backoff that grows with each consecutive failure (with
+//! jitter, so many clients do not come back at once); calls go to the next
+//! region meanwhile. Once the backoff has passed, the next call tries the
+//! region again at its place in the order, so a client returns to its
+//! preferred region as soon as that region answers.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
+/// How long a failed region is set aside.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// After the first failure.
+    pub min: Duration,
+    /// At most, however many failures in a row.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            min: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backoff {
+    fn schedule(&self) -> ExponentialBackoff {
+        ExponentialBuilder::new()
+            .with_min_delay(self.min)
+            .with_max_delay(self.max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}
+
+/// One region's URL and health.
+pub(crate) struct Endpoint {
+    pub(crate) base: String,
+    health: Mutex<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    /// Set aside until then.
+    down_until: Option<Instant>,
+    /// The delays still to come while it keeps failing.
+    schedule: Option<ExponentialBackoff>,
+    /// Consecutive failures.
+    failures: u32,
+    /// Round trip of `/healthz`, when measured.
+    rtt: Option<Duration>,
+}
+
+impl Endpoint {
+    fn new(base: String) -> Self {
+        Endpoint {
+            base,
+            health: Mutex::new(Health::default()),
+        }
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// It answered: back in its place.
+    pub(crate) fn succeeded(&self) {
+        let mut h = self.health();
+        h.down_until = None;
+        h.schedule = None;
+        h.failures = 0;
+    }
+
+    /// It failed: set aside for the next delay of its backoff. Failures of
+    /// calls that were already in flight when it was set aside do not
+    /// lengthen the backoff.
+    pub(crate) fn failed(&self, backoff: &Backoff) {
+        let now = Instant::now();
+        let mut h = self.health();
+        if h.down_until.is_some_and(|t| t > now) {
+            return;
+        }
+        let delay = h
+            .schedule
+            .get_or_insert_with(|| backoff.schedule())
+            .next()
+            .unwrap_or(backoff.max);
+        h.down_until = Some(now + delay);
+        h.failures = h.failures.saturating_add(1);
+    }
+
+    fn down_until(&self, now: Instant) -> Option<Instant> {
+        self.health().down_until.filter(|t| *t > now)
+    }
+}
+
+/// A region as the client sees it (for status displays and tests).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionHealth {
+    /// Its base URL.
+    pub url: String,
+    /// Whether calls go to it now (false while it is set aside).
+    pub up: bool,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Round trip of `/healthz`, when [`crate::Client::rank`] measured it.
+    pub rtt: Option<Duration>,
+}
+
+/// The configured regions and the order calls try them in.
+pub(crate) struct Regions {
+    endpoints: Vec<Endpoint>,
+    /// Indexes into `endpoints`, most preferred first.
+    order: Mutex<Vec<usize>>,
+    pub(crate) backoff: Backoff,
+}
+
+impl Regions {
+    pub(crate) fn new(bases: Vec<String>, backoff: Backoff) -> Self {
+        let order = (0..bases.len()).collect();
+        Regions {
+            endpoints: bases.into_iter().map(Endpoint::new).collect(),
+            order: Mutex::new(order),
+            backoff,
+        }
+    }
+
+    fn order(&self) -> Vec<usize> {
+        self.order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The regions to try for one call: those not set aside, in order of
+    /// preference, then those set aside, soonest back first (a call tries
+    /// every region before it gives up).
+    pub(crate) fn plan(&self) -> Vec<&Endpoint> {
+        let now = Instant::now();
+        let (mut up, mut down): (Vec<_>, Vec<_>) = self
+            .order()
+            .into_iter()
+            .map(|i| &self.endpoints[i])
+            .partition(|e| e.down_until(now).is_none());
+        down.sort_by_key(|e| e.down_until(now));
+        up.append(&mut down);
+        up
+    }
+
+    /// The configured region with this base URL.
+    pub(crate) fn find(&self, base: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.base == base)
+    }
+
+    /// The most preferred region.
+    pub(crate) fn first(&self) -> &Endpoint {
+        &self.endpoints[self.order()[0]]
+    }
+
+    pub(crate) fn all(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// Records measured round trips and orders by them (unmeasured, i.e.
+    /// unreachable, regions last, in their configured order).
+    pub(crate) fn rank(&self, rtts: &[Option<Duration>]) {
+        for (e, rtt) in self.endpoints.iter().zip(rtts) {
+            e.health().rtt = *rtt;
+        }
+        let mut order: Vec<usize> = (0..self.endpoints.len()).collect();
+        order.sort_by_key(|i| (rtts[*i].is_none(), rtts[*i], *i));
+        *self.order.lock().unwrap_or_else(PoisonError::into_inner) = order;
+    }
+
+    /// Each region's health, in order of preference.
+    pub(crate) fn health(&self) -> Vec<RegionHealth> {
+        let now = Instant::now();
+        self.order()
+            .into_iter()
+            .map(|i| {
+                let e = &self.endpoints[i];
+                let h = e.health();
+                RegionHealth {
+                    url: e.base.clone(),
+                    up: h.down_until.is_none_or(|t| t <= now),
+                    failures: h.failures,
+                    rtt: h.rtt,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regions() -> Regions {
+        Regions::new(
+            vec!["http://a".into(), "http://b".into(), "http://c".into()],
+            Backoff {
+                min: Duration::from_secs(60),
+                max: Duration::from_secs(120),
+            },
+        )
+    }
+
+    fn bases(r: &Regions) -> Vec<&str> {
+        r.plan().into_iter().map(|e| e.base.as_str()).collect()
+    }
+
+    #[test]
+    fn a_failed_region_goes_last_and_comes_back_when_it_answers() {
+        let r = regions();
+        assert_eq!(bases(&r), ["http://a", "http://b", "http://c"]);
+        r.all()[0].failed(&r.backoff);
+        assert_eq!(bases(&r), ["http://b", "http://c", "http://a"]);
+        r.all()[1].failed(&r.backoff);
+        // Both set aside: the one back sooner is tried first.
+        assert_eq!(bases(&r), ["http://c", "http://a", "http://b"]);
+        r.all()[0].succeeded();
+        assert_eq!(bases(&r), ["http://a", "http://c", "http://b"]);
+        let h = r.health();
+        assert!(h[0].up && !h[1].up && h[2].up);
+        assert_eq!(h[1].failures, 1);
+    }
+
+    #[test]
+    fn failures_while_set_aside_do_not_lengthen_the_backoff() {
+        let r = regions();
+        let e = &r.all()[0];
+        e.failed(&r.backoff);
+        let first = e.down_until(Instant::now());
+        for _ in 0..10 {
+            e.failed(&r.backoff);
+        }
+        assert_eq!(e.down_until(Instant::now()), first);
+        assert_eq!(r.health()[0].failures, 1);
+    }
+
+    #[test]
+    fn ranking_puts_the_nearest_first_and_the_unreachable_last() {
+        let r = regions();
+        let ms = |n| Some(Duration::from_millis(n));
+        r.rank(&[None, ms(30), ms(5)]);
+        assert_eq!(bases(&r), ["http://c", "http://b", "http://a"]);
+        assert_eq!(r.first().base, "http://c");
+    }
+}

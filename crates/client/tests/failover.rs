@@ -1,0 +1,499 @@
+//! Failover between regions, against scripted HTTP servers on loopback:
+//! what moves a call to the next region, what stops it, which writes are
+//! sent twice, and how redirects are followed. (Real clusters, with a
+//! region killed under a session, are in the harness: `tests/suites/failover.rs`.)
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_client::{Client, ClientError, Options, Session};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A request as a scripted server saw it.
+#[derive(Clone, Debug)]
+struct Hit {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Hit {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a scripted server does with a request.
+enum Act {
+    /// Answers with a status, a JSON body and extra headers.
+    Answer(u16, Value, Vec<(&'static str, String)>),
+    /// Closes the connection without answering (a region killed mid-request).
+    Drop,
+    /// Never answers.
+    Hang,
+}
+
+fn ok(body: Value) -> Act {
+    Act::Answer(200, body, vec![])
+}
+
+fn written() -> Act {
+    ok(json!({"version": "v1", "token": "tok-after", "value": 1}))
+}
+
+type Script = Arc<dyn Fn(&Hit) -> Act + Send + Sync>;
+
+struct Fake {
+    url: String,
+    hits: Arc<Mutex<Vec<Hit>>>,
+}
+
+impl Fake {
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    fn count(&self, method: &str) -> usize {
+        self.hits().iter().filter(|h| h.method == method).count()
+    }
+}
+
+async fn fake(script: impl Fn(&Hit) -> Act + Send + Sync + 'static) -> Fake {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(Mutex::new(Vec::new()));
+    let script: Script = Arc::new(script);
+    let seen = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(serve(conn, script.clone(), seen.clone()));
+        }
+    });
+    Fake { url, hits }
+}
+
+async fn serve(mut conn: TcpStream, script: Script, hits: Arc<Mutex<Vec<Hit>>>) {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap_or("").split(' ');
+        let method = first.next().unwrap_or("").to_string();
+        let path = first.next().unwrap_or("").to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+        buf.drain(..head_end + len);
+        let hit = Hit {
+            method,
+            path,
+            headers,
+            body,
+        };
+        hits.lock().unwrap().push(hit.clone());
+        match script(&hit) {
+            Act::Answer(status, body, extra) => {
+                let body = body.to_string();
+                let mut resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+                    body.len()
+                );
+                for (k, v) in extra {
+                    resp.push_str(&format!("{k}: {v}\r\n"));
+                }
+                resp.push_str("\r\n");
+                resp.push_str(&body);
+                if conn.write_all(resp.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Act::Drop => return,
+            Act::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// A URL nothing listens on: connecting is refused.
+async fn dead() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    url
+}
+
+fn client(urls: &[&str]) -> Client {
+    Client::builder()
+        .regions(urls.iter().copied())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn calls_move_to_the_next_region_when_one_cannot_be_reached() {
+    let a = dead().await;
+    let b = fake(|_| ok(json!({"value": 7, "version": "v"}))).await;
+    let c = client(&[&a, &b.url]);
+    let entry = c.get("default", "k").await.unwrap().unwrap();
+    assert_eq!(entry.value(), Some(&json!(7)));
+    assert_eq!(entry.served_by, b.url);
+    assert_eq!(c.failovers(), 1);
+    let health = c.regions();
+    assert_eq!(health[0].url, a);
+    assert!(!health[0].up, "the unreachable region is set aside");
+    assert!(health[1].up);
+}
+
+#[tokio::test]
+async fn an_incr_that_never_connected_is_sent_to_the_next_region() {
+    let a = dead().await;
+    let b = fake(|_| written()).await;
+    let c = client(&[&a, &b.url]);
+    assert_eq!(c.incr("hits", "k", 1).await.unwrap(), 1);
+    assert_eq!(b.count("POST"), 1);
+}
+
+#[tokio::test]
+async fn an_incr_whose_region_dies_mid_request_is_indeterminate_and_not_sent_again() {
+    let a = fake(|_| Act::Drop).await;
+    let b = fake(|_| written()).await;
+    let c = client(&[&a.url, &b.url]);
+    let err = c.incr("hits", "k", 1).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Indeterminate { region, .. } if *region == a.url),
+        "{err:?}"
+    );
+    assert!(err.is_indeterminate());
+    assert_eq!(a.count("POST"), 1);
+    assert!(
+        b.hits().is_empty(),
+        "a second region must not count it again"
+    );
+    // Set adds and batches holding an incr are not sent twice either (a
+    // fresh client each time: `a` is set aside in this one now).
+    let err = client(&[&a.url, &b.url])
+        .add("tags", "k", &[json!("x")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Indeterminate { .. }), "{err:?}");
+    let batch = [
+        json!({"keyspace": "default", "key": "a", "op": "put", "value": 1}),
+        json!({"keyspace": "hits", "key": "b", "op": "incr", "by": 2}),
+    ];
+    let err = client(&[&a.url, &b.url])
+        .batch(&batch, &Options::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Indeterminate { .. }), "{err:?}");
+    assert!(b.hits().is_empty());
+}
+
+#[tokio::test]
+async fn an_incr_that_times_out_is_indeterminate() {
+    let a = fake(|_| Act::Hang).await;
+    let b = fake(|_| written()).await;
+    let c = Client::builder()
+        .regions([&a.url, &b.url])
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = c.incr("hits", "k", 1).await.unwrap_err();
+    match err {
+        ClientError::Indeterminate { cause, .. } => {
+            assert!(matches!(*cause, ClientError::Timeout(300)), "{cause:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(b.hits().is_empty());
+}
+
+/// A region that answers keyspace definitions with `policy` and every
+/// write with success.
+fn region_with_policy(def: Value) -> impl Fn(&Hit) -> Act {
+    move |h: &Hit| {
+        if h.method == "GET" && h.path.starts_with("/v1/keyspaces/") {
+            ok(def.clone())
+        } else {
+            written()
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_put_whose_outcome_is_unknown_is_sent_again_when_its_keyspace_keeps_one_value() {
+    let a =
+        fake(|_| Act::Answer(500, json!({"error": "internal", "message": "boom"}), vec![])).await;
+    let b = fake(region_with_policy(
+        json!({"name": "default", "policy": "lww"}),
+    ))
+    .await;
+    let c = client(&[&a.url, &b.url]);
+    let w = c.put("default", "k", &json!("v")).await.unwrap();
+    assert_eq!(w.served_by, b.url);
+    assert_eq!(b.count("PUT"), 1);
+    // Deletes always are.
+    let w = c.delete("default", "k").await.unwrap();
+    assert_eq!(w.served_by, b.url);
+}
+
+#[tokio::test]
+async fn a_put_to_a_custom_keyspace_is_not_sent_twice() {
+    let a = fake(|_| Act::Drop).await;
+    let b = fake(region_with_policy(
+        json!({"name": "carts", "policy": "custom", "merge": "sum"}),
+    ))
+    .await;
+    let c = client(&[&a.url, &b.url]);
+    let err = c.put("carts", "k", &json!(1)).await.unwrap_err();
+    assert!(matches!(err, ClientError::Indeterminate { .. }), "{err:?}");
+    assert_eq!(b.count("PUT"), 0, "only the keyspace was looked up");
+    assert_eq!(b.count("GET"), 1);
+}
+
+#[tokio::test]
+async fn a_patch_is_sent_again_only_when_every_field_it_touches_keeps_one_value() {
+    let def = json!({"name": "profiles", "policy": "doc", "schema": {"views": "counter"}});
+    let a = fake(|_| Act::Drop).await;
+    let b = fake(region_with_policy(def)).await;
+    let c = client(&[&a.url, &b.url]);
+    let w = c
+        .patch("profiles", "k", &json!({"name": "Ada"}))
+        .await
+        .unwrap();
+    assert_eq!(w.served_by, b.url);
+    // `a` is set aside now: the next call starts at `b`. Make `b` drop too.
+    let c2 = client(&[&a.url, &b.url]);
+    let err = c2
+        .patch("profiles", "k", &json!({"views": 1}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Indeterminate { .. }), "{err:?}");
+    assert_eq!(b.count("POST"), 1, "the counter patch was not sent again");
+}
+
+#[tokio::test]
+async fn refusals_move_on_without_setting_the_region_aside() {
+    let refusal = json!({"error": "behind_token", "message": "behind"});
+    let a = fake(move |_| Act::Answer(503, refusal.clone(), vec![])).await;
+    let b = fake(|h| match h.method.as_str() {
+        "GET" => ok(json!({"value": 1, "version": "v"})),
+        _ => written(),
+    })
+    .await;
+    let c = client(&[&a.url, &b.url]);
+    for _ in 0..2 {
+        let e = c.get("default", "k").await.unwrap().unwrap();
+        assert_eq!(e.served_by, b.url);
+    }
+    assert_eq!(a.count("GET"), 2, "a refusing region stays first");
+    assert!(c.regions()[0].up);
+    // A refused incr was not applied: it may go on.
+    assert_eq!(c.incr("hits", "k", 1).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn when_every_region_refuses_the_caller_hears_the_refusal() {
+    let refusal = json!({"error": "behind_token", "message": "behind on us-east"});
+    let r1 = refusal.clone();
+    let a = fake(move |_| Act::Answer(503, r1.clone(), vec![])).await;
+    let b = fake(move |_| Act::Answer(503, refusal.clone(), vec![])).await;
+    let c = client(&[&a.url, &b.url]);
+    let err = c.get("default", "k").await.unwrap_err();
+    assert!(err.is_code("behind_token"), "{err:?}");
+    assert!(!err.is_indeterminate());
+    // A put that was lost in flight at `a` and refused at `b` may still
+    // have been applied at `a`: indeterminate, not a refusal.
+    let lost = fake(|_| Act::Drop).await;
+    let c = client(&[&lost.url, &b.url]);
+    let err = c.delete("default", "k").await.unwrap_err();
+    assert!(matches!(err, ClientError::Indeterminate { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_421_is_followed_to_the_owner_with_the_same_request() {
+    let b = fake(|_| written()).await;
+    let owner = format!("{}/v1/kv/eu/k", b.url);
+    let a = fake(move |_| {
+        Act::Answer(
+            421,
+            json!({"error": "not_owner", "owner": "eu-west", "url": owner}),
+            vec![],
+        )
+    })
+    .await;
+    let c = client(&[&a.url]);
+    let opts = Options {
+        write_concern: Some("one".into()),
+        ..Options::default()
+    };
+    let w = c
+        .op_with("eu", "k", &json!({"op": "incr", "by": 2}), &opts)
+        .await
+        .unwrap();
+    assert_eq!(w.served_by, b.url);
+    let hit = &b.hits()[0];
+    assert_eq!(
+        (hit.method.as_str(), hit.path.as_str()),
+        ("POST", "/v1/kv/eu/k")
+    );
+    assert_eq!(hit.header("meridian-write-concern"), Some("one"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&hit.body).unwrap(),
+        json!({"op": "incr", "by": 2})
+    );
+    assert_eq!(c.failovers(), 0, "a redirect is not a failover");
+}
+
+#[tokio::test]
+async fn redirects_are_followed_a_bounded_number_of_times() {
+    let b = fake(|_| written()).await;
+    let target = format!("{}/v1/kv/x/moved", b.url);
+    let a = fake(move |_| Act::Answer(307, Value::Null, vec![("location", target.clone())])).await;
+    let c = client(&[&a.url]);
+    let w = c.put("x", "k", &json!({"n": 1})).await.unwrap();
+    assert_eq!(w.served_by, b.url);
+    let hit = &b.hits()[0];
+    assert_eq!(
+        (hit.method.as_str(), hit.path.as_str()),
+        ("PUT", "/v1/kv/x/moved")
+    );
+    assert_eq!(hit.body, r#"{"n":1}"#);
+
+    // A region that redirects to itself is given up on.
+    let looping = fake(|h| {
+        let url = format!("http://{}/v1/kv/x/k", h.header("host").unwrap_or(""));
+        Act::Answer(421, json!({"error": "not_owner", "url": url}), vec![])
+    })
+    .await;
+    let c = client(&[&looping.url]);
+    let err = c.put("x", "k", &json!(1)).await.unwrap_err();
+    assert_eq!(err.status(), Some(421), "{err:?}");
+    assert_eq!(
+        looping.count("PUT"),
+        1 + meridian_client::call::MAX_REDIRECTS
+    );
+}
+
+#[tokio::test]
+async fn the_client_returns_to_its_preferred_region_once_the_backoff_has_passed() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let f = failing.clone();
+    let a = fake(move |_| {
+        if f.load(Ordering::SeqCst) {
+            Act::Answer(500, json!({"error": "internal", "message": "x"}), vec![])
+        } else {
+            ok(json!({"value": "a", "version": "v"}))
+        }
+    })
+    .await;
+    let b = fake(|_| ok(json!({"value": "b", "version": "v"}))).await;
+    let c = Client::builder()
+        .regions([&a.url, &b.url])
+        .backoff(Duration::from_millis(150), Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let served = |e: Option<meridian_client::Entry>| e.unwrap().served_by;
+    assert_eq!(served(c.get("default", "k").await.unwrap()), b.url);
+    // Set aside: the next call goes straight to `b`.
+    assert_eq!(served(c.get("default", "k").await.unwrap()), b.url);
+    assert_eq!(a.count("GET"), 1);
+    failing.store(false, Ordering::SeqCst);
+    // Jitter can double the 150 ms delay.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(served(c.get("default", "k").await.unwrap()), a.url);
+    assert_eq!(c.failovers(), 2);
+    assert!(c.regions()[0].up);
+}
+
+#[tokio::test]
+async fn a_session_carries_its_token_to_the_next_region() {
+    let a = dead().await;
+    let b = fake(|h| {
+        if h.method == "GET" {
+            Act::Answer(
+                200,
+                json!({"value": 1, "version": "v"}),
+                vec![("meridian-token", "tok-b".into())],
+            )
+        } else {
+            written()
+        }
+    })
+    .await;
+    let s = Session::new(client(&[&a, &b.url])).with_wait_ms(900);
+    s.set_token(Some("tok-before".into()));
+    s.get("default", "k").await.unwrap();
+    let hit = &b.hits()[0];
+    assert_eq!(hit.header("meridian-token"), Some("tok-before"));
+    assert_eq!(hit.header("meridian-wait-ms"), Some("900"));
+    assert_eq!(s.token().as_deref(), Some("tok-b"));
+    s.put("default", "k", &json!(2)).await.unwrap();
+    assert_eq!(b.hits()[1].header("meridian-token"), Some("tok-b"));
+    assert_eq!(s.token().as_deref(), Some("tok-after"));
+}
+
+#[tokio::test]
+async fn ranking_orders_regions_by_round_trip_and_puts_the_unreachable_last() {
+    let a = dead().await;
+    let slow = fake(|_| Act::Hang).await;
+    let b = fake(|_| ok(json!({}))).await;
+    let c = client(&[&a, &slow.url, &b.url]);
+    let order = c.rank().await;
+    assert_eq!(order[0].url, b.url);
+    assert!(order[0].rtt.is_some());
+    assert!(order[1..].iter().all(|r| r.rtt.is_none()));
+    assert_eq!(c.base_url(), b.url);
+}
+
+#[test]
+fn builder_refuses_what_cannot_work() {
+    let err = |b: meridian_client::ClientBuilder| match b.build() {
+        Err(ClientError::Invalid(m)) => m,
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("built"),
+    };
+    assert!(err(Client::builder()).contains("needs a region"));
+    assert!(err(Client::builder().region("https://x:1")).contains("http://"));
+    assert!(err(Client::builder().region("http://")).contains("http://"));
+    assert!(err(Client::builder().regions(["http://a:1", "http://a:1/"])).contains("twice"));
+    assert!(
+        err(Client::builder()
+            .region("http://a:1")
+            .rank_every(Duration::from_secs(1)))
+        .contains("runtime")
+    );
+}
