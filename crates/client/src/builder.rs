@@ -50,9 +50,10 @@ impl ClientBuilder {
         self
     }
 
-    /// How long a region that failed is set aside: `min` after the first
-    /// failure, doubling (with jitter) up to `max` while it keeps failing.
-    /// Default 200 ms to 5 s.
+    /// How often a region that failed is probed (`/healthz`, in the
+    /// background) to bring it back: `min` after the first failure,
+    /// doubling (plus jitter of up to the delay itself) up to `max` while
+    /// it keeps failing. Default 200 ms to 2 s.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff = Backoff {
             min,
@@ -69,8 +70,9 @@ impl ClientBuilder {
         self
     }
 
-    /// How long connecting to a region may take (default 2 s): a region
-    /// that cannot be reached costs a call this much before it moves on.
+    /// How long connecting to a region may take (default 2 s, at most the
+    /// timeout): a region that cannot be reached costs a call this much
+    /// before it moves on.
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = t;
         self
@@ -106,7 +108,10 @@ impl ClientBuilder {
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(self.connect_timeout));
+        // Connecting never outlasts the attempt: a connection that was
+        // never made is then `Unreachable` (safe to send elsewhere), not a
+        // timeout whose outcome is unknown.
+        connector.set_connect_timeout(Some(self.connect_timeout.min(self.timeout)));
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -117,6 +122,7 @@ impl ClientBuilder {
                 timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
                 failovers: AtomicU64::new(0),
                 ranker: Mutex::new(None),
+                probes: Mutex::new(tokio::task::JoinSet::new()),
             }),
         };
         if let Some(every) = self.rank_every {

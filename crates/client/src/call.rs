@@ -1,22 +1,22 @@
 //! One call, carried across regions: tried at the most preferred region
 //! that is up, sent on to the next one when a region cannot take it, and
-//! after a redirect (`421` with the owner's URL, `307`/`308` with a
-//! `Location`) sent where the region says.
+//! after a redirect (`421` with the owner's URL, or a `307`/`308` to the
+//! same path at another region) sent where the region says.
 //!
 //! What moves a call on, and what stops it (see [`crate::safety`] for
 //! which writes are sent twice):
 //!
 //! | outcome at a region | the region | the call |
 //! |---|---|---|
-//! | no connection | set aside | next region |
-//! | `503` refusal (`behind_token`, `handoff_pending`, ...) | kept | next region |
-//! | timeout, connection lost, other `5xx` | set aside | reads and safe writes: next region; others: [`ClientError::Indeterminate`] |
+//! | no connection | set aside (probed in the background until it answers) | next region |
+//! | `503` refusal (`behind_token`, `handoff_pending`, `deadline_passed`, ...) | kept (after `behind_token`: tried after the others for a second) | next region |
+//! | timeout, connection lost, other `5xx` (a proxy's `504` too) | set aside | reads: next region; writes safe to repeat: next region once the first copy can no longer be taken there; others: [`ClientError::Indeterminate`] |
 //! | `421`/`307`/`308` with a URL | kept | the URL (at most [`MAX_REDIRECTS`]) |
-//! | any other answer (`2xx`, `4xx`, `504`) | kept | done |
+//! | any other answer (`2xx`, `4xx`, Meridian's `504 write_concern_timeout`) | kept | done (an error answer after an unknown outcome elsewhere is `Indeterminate`) |
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri, header};
@@ -30,6 +30,20 @@ use crate::safety::{self, Safety};
 
 /// Redirects followed by one call before it gives up.
 pub const MAX_REDIRECTS: usize = 3;
+
+/// The header that carries a write's deadline (Unix ms).
+pub const DEADLINE_HEADER: &str = "meridian-deadline-ms";
+
+/// A write's deadline for an attempt that may take `timeout_ms`: a quarter
+/// of it (at most 250 ms) early, so a region whose clock runs somewhat
+/// behind this one's still stops before the client gives up.
+fn deadline_ms(timeout_ms: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let margin = (timeout_ms / 4).min(250);
+    now.saturating_add(timeout_ms - margin)
+}
 
 /// What a region answered.
 pub(crate) struct Reply {
@@ -60,7 +74,10 @@ enum Verdict {
 
 fn verdict(r: &Reply) -> Verdict {
     let s = r.status.as_u16();
-    if s < 500 || s == 504 {
+    // A 504 of Meridian's own is a write durable where it was taken whose
+    // concern was not met in time; any other (a proxy's) is a failure.
+    let concern_timeout = s == 504 && r.body["error"] == "write_concern_timeout";
+    if s < 500 || concern_timeout {
         Verdict::Answer
     } else if refused(s, &r.body) {
         Verdict::Refused
@@ -90,12 +107,11 @@ fn redirect(r: &Reply, path: &str) -> Option<(String, String)> {
             let (base, _) = split_url(url)?;
             Some((base, path.to_string()))
         }
+        // Only to the same path elsewhere (a standby naming its leader):
+        // what the call may do was decided for this path.
         307 | 308 => {
-            let loc = r.location.as_deref()?;
-            if loc.starts_with('/') {
-                return Some((r.served_by.clone(), loc.to_string()));
-            }
-            split_url(loc)
+            let (base, to) = split_url(r.location.as_deref()?)?;
+            (to == path).then_some((base, to))
         }
         _ => None,
     }
@@ -134,6 +150,8 @@ impl Client {
         let mut last: Option<ClientError> = None;
         let mut unknown: Option<ClientError> = None;
         while let Some(t) = queue.pop_front() {
+            let timeout = opts.timeout_ms.unwrap_or(self.inner.timeout_ms);
+            let deadline = Instant::now() + Duration::from_millis(timeout);
             let failure = match self.attempt(&method, &t.base, &t.path, &bytes, opts).await {
                 Ok(r) => {
                     if let Some((base, path)) = redirect(&r, &t.path) {
@@ -142,7 +160,7 @@ impl Client {
                         }
                         redirects += 1;
                         if redirects > MAX_REDIRECTS {
-                            return Err(http_error(r));
+                            return Err(unknown.unwrap_or_else(|| http_error(r)));
                         }
                         queue.push_front(Target {
                             endpoint: regions.find(&base),
@@ -160,9 +178,19 @@ impl Client {
                             if !t.redirected && t.base != preferred {
                                 self.inner.failovers.fetch_add(1, Ordering::Relaxed);
                             }
+                            // A refusal here says nothing of an attempt
+                            // whose outcome is unknown.
+                            if let (false, Some(u)) = (r.status.is_success(), unknown) {
+                                return Err(u);
+                            }
                             return Ok(r);
                         }
                         Verdict::Refused => {
+                            if let Some(e) =
+                                t.endpoint.filter(|_| r.body["error"] == "behind_token")
+                            {
+                                e.lagging();
+                            }
                             last = Some(http_error(r));
                             continue;
                         }
@@ -172,16 +200,18 @@ impl Client {
                 Err(e @ ClientError::Unreachable(_)) => {
                     if let Some(ep) = t.endpoint {
                         ep.failed(&regions.backoff);
+                        self.watch(ep);
                     }
                     last = Some(e);
                     continue;
                 }
                 Err(e @ (ClientError::Timeout(_) | ClientError::Transport(_))) => e,
-                Err(e) => return Err(e),
+                Err(e) => return Err(unknown.unwrap_or(e)),
             };
             // The region failed with the outcome unknown.
             if let Some(ep) = t.endpoint {
                 ep.failed(&regions.backoff);
+                self.watch(ep);
             }
             let indeterminate = ClientError::Indeterminate {
                 region: t.base.clone(),
@@ -197,6 +227,9 @@ impl Client {
             match safety {
                 Safety::Read => last = Some(failure),
                 Safety::Retry => {
+                    if !queue.is_empty() {
+                        self.settle(&t.base, &failure, deadline).await;
+                    }
                     unknown.get_or_insert(indeterminate);
                 }
                 Safety::Once | Safety::Ask(_) => return Err(indeterminate),
@@ -205,6 +238,41 @@ impl Client {
         Err(unknown
             .or(last)
             .unwrap_or_else(|| ClientError::Invalid("no region to send the request to".into())))
+    }
+
+    /// Before a write whose outcome at `base` is unknown goes to another
+    /// region: waits until the copy sent to `base` can no longer be taken
+    /// there. Otherwise a region that was only slow (paused, overloaded, a
+    /// connection lost in between) could take it late, with a newer
+    /// timestamp than the writes that followed it elsewhere, and undo them.
+    ///
+    /// Every write carries its deadline (`meridian-deadline-ms`, a little
+    /// before the attempt's timeout), and a region refuses a write it gets
+    /// to after it. So: after a timeout, the deadline has passed; after an
+    /// answer (`500`, `503 stopping`) the region is done with the request;
+    /// after a lost connection, a region whose process is gone (connection
+    /// refused) takes nothing more; otherwise the client waits out the
+    /// deadline.
+    async fn settle(&self, base: &str, failure: &ClientError, deadline: Instant) {
+        match failure {
+            ClientError::Timeout(_) => return,
+            ClientError::Http { status: 500, .. } => return,
+            e if e.is_code("stopping") => return,
+            ClientError::Transport(_) => {
+                let probe = Options {
+                    timeout_ms: Some(500),
+                    ..Options::default()
+                };
+                let gone = self
+                    .attempt(&Method::GET, base, "/healthz", &Bytes::new(), &probe)
+                    .await;
+                if matches!(gone, Err(ClientError::Unreachable(_))) {
+                    return;
+                }
+            }
+            _ => {}
+        }
+        tokio::time::sleep_until(deadline.into()).await;
     }
 
     /// Whether every change may be sent twice, by its keyspace's policy as
@@ -259,10 +327,13 @@ impl Client {
         if !body.is_empty() {
             b = b.header(header::CONTENT_TYPE, "application/json");
         }
+        let timeout = opts.timeout_ms.unwrap_or(self.inner.timeout_ms);
+        if *method != Method::GET {
+            b = b.header(DEADLINE_HEADER, deadline_ms(timeout).to_string());
+        }
         let req = b
             .body(Full::new(body.clone()))
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
-        let timeout = opts.timeout_ms.unwrap_or(self.inner.timeout_ms);
         let fut = async {
             let resp = self.inner.http.request(req).await.map_err(|e| {
                 if e.is_connect() {
@@ -289,8 +360,16 @@ impl Client {
             let body: Value = if body.is_empty() {
                 Value::Null
             } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| ClientError::Decode(format!("{status}: body is not JSON: {e}")))?
+                match serde_json::from_slice(&body) {
+                    Ok(v) => v,
+                    // A proxy's error page: judged by its status alone.
+                    Err(_) if status.is_server_error() => Value::Null,
+                    Err(e) => {
+                        return Err(ClientError::Decode(format!(
+                            "{status}: body is not JSON: {e}"
+                        )));
+                    }
+                }
             };
             Ok::<_, ClientError>(Reply {
                 status,

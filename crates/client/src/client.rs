@@ -93,6 +93,9 @@ pub(crate) struct Inner {
     pub(crate) failovers: AtomicU64,
     /// The task of [`ClientBuilder::rank_every`], ended with the client.
     pub(crate) ranker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Watchers of set-aside regions ([`Client::watch`]; aborted with the
+    /// client).
+    pub(crate) probes: Mutex<tokio::task::JoinSet<()>>,
 }
 
 impl Drop for Inner {
@@ -162,6 +165,46 @@ impl Client {
         }
         self.inner.regions.rank(&rtts);
         self.regions()
+    }
+
+    /// Watches a region that was just set aside: probes its `/healthz`
+    /// whenever its backoff passes, until it answers (then it is back in
+    /// the order) or a call succeeds there. The watcher holds the client
+    /// only while it probes, and ends with it.
+    pub(crate) fn watch(&self, e: &crate::regions::Endpoint) {
+        if !e.take_watch() {
+            return;
+        }
+        let (weak, base) = (Arc::downgrade(&self.inner), e.base.clone());
+        let mut probes = self
+            .inner
+            .probes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while probes.try_join_next().is_some() {}
+        probes.spawn(async move {
+            loop {
+                let until = {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let Some(until) = inner.regions.find(&base).and_then(|e| e.set_aside_until())
+                    else {
+                        return;
+                    };
+                    until
+                };
+                tokio::time::sleep_until(until.into()).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let client = Client { inner };
+                let ok = client.healthz(&base).await;
+                let regions = &client.inner.regions;
+                let Some(e) = regions.find(&base) else { return };
+                if ok {
+                    e.succeeded();
+                    return;
+                }
+                e.probe_failed(&regions.backoff);
+            }
+        });
     }
 
     async fn healthz(&self, base: &str) -> bool {

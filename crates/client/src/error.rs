@@ -112,8 +112,9 @@ impl ClientError {
 /// not ready; an owner that could not be reached (unless the forward was
 /// sent). Any other 5xx may follow a write that was applied.
 pub(crate) fn refused(status: u16, body: &serde_json::Value) -> bool {
-    const REFUSALS: [&str; 7] = [
+    const REFUSALS: [&str; 8] = [
         "behind_token",
+        "deadline_passed",
         "handoff_pending",
         "merge_pending",
         "not_ready",
@@ -126,7 +127,7 @@ pub(crate) fn refused(status: u16, body: &serde_json::Value) -> bool {
     }
     let code = body.get("error").and_then(serde_json::Value::as_str);
     match code {
-        Some("owner_unreachable") => body.get("indeterminate") != Some(&serde_json::json!(true)),
+        Some("owner_unreachable") => body.get("indeterminate") == Some(&serde_json::json!(false)),
         Some(c) => REFUSALS.contains(&c),
         None => false,
     }

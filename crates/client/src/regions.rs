@@ -2,11 +2,13 @@
 //! has learned about each one's health.
 //!
 //! A region that fails (no connection, a timeout, a server error) is set
-//! aside for a backoff that grows with each consecutive failure (with
-//! jitter, so many clients do not come back at once); calls go to the next
-//! region meanwhile. Once the backoff has passed, the next call tries the
-//! region again at its place in the order, so a client returns to its
-//! preferred region as soon as that region answers.
+//! aside; calls go to the next region meanwhile. A background watcher
+//! probes the region's `/healthz` each time a backoff passes (growing with
+//! each failure in a row, with jitter, so many clients do not come back at
+//! once) and puts it back at its place in the order as soon as it answers:
+//! a client returns to its preferred region without any application call
+//! paying for a region that is still dead. A call tries set-aside regions
+//! only when every other region has failed it too.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -26,7 +28,7 @@ impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             min: Duration::from_millis(200),
-            max: Duration::from_secs(5),
+            max: Duration::from_secs(2),
         }
     }
 }
@@ -59,7 +61,17 @@ struct Health {
     failures: u32,
     /// Round trip of `/healthz`, when measured.
     rtt: Option<Duration>,
+    /// A background probe is running.
+    probing: bool,
+    /// Behind a session's token until then: tried after the regions that
+    /// are not (it answers; it is catching up).
+    lagging_until: Option<Instant>,
 }
+
+/// How long a region that answered `503 behind_token` goes after the
+/// others: about the time a region needs to catch up after a restart,
+/// short enough that a client soon returns to its nearest region.
+pub const LAGGING_HOLD: Duration = Duration::from_secs(1);
 
 impl Endpoint {
     fn new(base: String) -> Self {
@@ -79,6 +91,17 @@ impl Endpoint {
         h.down_until = None;
         h.schedule = None;
         h.failures = 0;
+        h.probing = false;
+    }
+
+    /// It answered that it is behind the call's token: try it after the
+    /// others for [`LAGGING_HOLD`].
+    pub(crate) fn lagging(&self) {
+        self.health().lagging_until = Instant::now().checked_add(LAGGING_HOLD);
+    }
+
+    fn is_lagging(&self, now: Instant) -> bool {
+        self.health().lagging_until.is_some_and(|t| t > now)
     }
 
     /// It failed: set aside for the next delay of its backoff. Failures of
@@ -90,17 +113,45 @@ impl Endpoint {
         if h.down_until.is_some_and(|t| t > now) {
             return;
         }
+        Self::set_aside(&mut h, now, backoff);
+    }
+
+    /// Its background probe failed: set aside for the next delay.
+    pub(crate) fn probe_failed(&self, backoff: &Backoff) {
+        let mut h = self.health();
+        Self::set_aside(&mut h, Instant::now(), backoff);
+    }
+
+    fn set_aside(h: &mut Health, now: Instant, backoff: &Backoff) {
         let delay = h
             .schedule
             .get_or_insert_with(|| backoff.schedule())
             .next()
             .unwrap_or(backoff.max);
-        h.down_until = Some(now + delay);
+        h.down_until = Some(now.checked_add(delay).unwrap_or(now));
         h.failures = h.failures.saturating_add(1);
     }
 
-    fn down_until(&self, now: Instant) -> Option<Instant> {
-        self.health().down_until.filter(|t| *t > now)
+    /// Until when it is set aside; it stays set aside past that time until
+    /// a probe or a call succeeds there.
+    fn down_until(&self) -> Option<Instant> {
+        self.health().down_until
+    }
+
+    /// Whether a background watcher should start for it (none runs yet);
+    /// if so, one is now counted as running until it succeeds there.
+    pub(crate) fn take_watch(&self) -> bool {
+        let mut h = self.health();
+        let start = h.down_until.is_some() && !h.probing;
+        if start {
+            h.probing = true;
+        }
+        start
+    }
+
+    /// Until when it is set aside (`None`: it is back).
+    pub(crate) fn set_aside_until(&self) -> Option<Instant> {
+        self.down_until()
     }
 }
 
@@ -109,7 +160,8 @@ impl Endpoint {
 pub struct RegionHealth {
     /// Its base URL.
     pub url: String,
-    /// Whether calls go to it now (false while it is set aside).
+    /// Whether calls go to it (false from a failure until a probe or a
+    /// call succeeds there again).
     pub up: bool,
     /// Consecutive failures.
     pub failures: u32,
@@ -143,18 +195,22 @@ impl Regions {
     }
 
     /// The regions to try for one call: those not set aside, in order of
-    /// preference, then those set aside, soonest back first (a call tries
-    /// every region before it gives up).
+    /// preference (those lagging behind a token last among them), then
+    /// those set aside, soonest back first (a call tries every region
+    /// before it gives up).
     pub(crate) fn plan(&self) -> Vec<&Endpoint> {
         let now = Instant::now();
-        let (mut up, mut down): (Vec<_>, Vec<_>) = self
+        let (up, mut down): (Vec<_>, Vec<_>) = self
             .order()
             .into_iter()
             .map(|i| &self.endpoints[i])
-            .partition(|e| e.down_until(now).is_none());
-        down.sort_by_key(|e| e.down_until(now));
-        up.append(&mut down);
-        up
+            .partition(|e| e.down_until().is_none());
+        let (mut plan, mut lagging): (Vec<_>, Vec<_>) =
+            up.into_iter().partition(|e| !e.is_lagging(now));
+        down.sort_by_key(|e| e.down_until());
+        plan.append(&mut lagging);
+        plan.append(&mut down);
+        plan
     }
 
     /// The configured region with this base URL.
@@ -184,7 +240,6 @@ impl Regions {
 
     /// Each region's health, in order of preference.
     pub(crate) fn health(&self) -> Vec<RegionHealth> {
-        let now = Instant::now();
         self.order()
             .into_iter()
             .map(|i| {
@@ -192,7 +247,7 @@ impl Regions {
                 let h = e.health();
                 RegionHealth {
                     url: e.base.clone(),
-                    up: h.down_until.is_none_or(|t| t <= now),
+                    up: h.down_until.is_none(),
                     failures: h.failures,
                     rtt: h.rtt,
                 }
@@ -226,8 +281,11 @@ mod tests {
         r.all()[0].failed(&r.backoff);
         assert_eq!(bases(&r), ["http://b", "http://c", "http://a"]);
         r.all()[1].failed(&r.backoff);
-        // Both set aside: the one back sooner is tried first.
-        assert_eq!(bases(&r), ["http://c", "http://a", "http://b"]);
+        // Both set aside: the one due back sooner (by its jittered delay)
+        // is tried first.
+        let plan = r.plan();
+        assert_eq!(plan[0].base, "http://c");
+        assert!(plan[1].down_until() <= plan[2].down_until());
         r.all()[0].succeeded();
         assert_eq!(bases(&r), ["http://a", "http://c", "http://b"]);
         let h = r.health();
@@ -240,12 +298,38 @@ mod tests {
         let r = regions();
         let e = &r.all()[0];
         e.failed(&r.backoff);
-        let first = e.down_until(Instant::now());
+        let first = e.down_until();
         for _ in 0..10 {
             e.failed(&r.backoff);
         }
-        assert_eq!(e.down_until(Instant::now()), first);
+        assert_eq!(e.down_until(), first);
         assert_eq!(r.health()[0].failures, 1);
+    }
+
+    #[test]
+    fn one_watcher_per_set_aside_region_and_only_a_success_brings_it_back() {
+        let r = regions();
+        let a = &r.all()[0];
+        assert!(!a.take_watch(), "nothing to watch while it is up");
+        a.failed(&r.backoff);
+        assert!(a.take_watch());
+        assert!(!a.take_watch(), "one watcher at a time");
+        a.probe_failed(&r.backoff);
+        assert_eq!(r.health()[0].failures, 2);
+        assert!(!r.health()[0].up, "still set aside");
+        a.succeeded();
+        assert_eq!(a.set_aside_until(), None);
+        a.failed(&r.backoff);
+        assert!(a.take_watch(), "a new failure gets a new watcher");
+    }
+
+    #[test]
+    fn a_lagging_region_goes_after_the_others_but_before_those_set_aside() {
+        let r = regions();
+        r.all()[2].failed(&r.backoff);
+        r.all()[0].lagging();
+        assert_eq!(bases(&r), ["http://b", "http://a", "http://c"]);
+        assert!(r.health()[0].up, "lagging is not down");
     }
 
     #[test]

@@ -41,7 +41,9 @@ impl Session {
     /// ...). A session that must carry on in another region as soon as its
     /// region dies needs `one` or more: with `local`, writes the dead region
     /// had not shipped are covered by the token, and other regions answer
-    /// `503 behind_token` until they arrive.
+    /// `503 behind_token` until they arrive. The same holds for other
+    /// clients' `local` writes the session's reads saw there (a read's
+    /// token is the region's whole version vector): see docs/client.md.
     pub fn with_write_concern(mut self, concern: &str) -> Self {
         self.write_concern = Some(concern.to_string());
         self

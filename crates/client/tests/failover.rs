@@ -265,9 +265,13 @@ async fn a_put_whose_outcome_is_unknown_is_sent_again_when_its_keyspace_keeps_on
     let w = c.put("default", "k", &json!("v")).await.unwrap();
     assert_eq!(w.served_by, b.url);
     assert_eq!(b.count("PUT"), 1);
-    // Deletes always are.
-    let w = c.delete("default", "k").await.unwrap();
+    // Deletes always are (a fresh client: `a` is set aside in this one).
+    let w = client(&[&a.url, &b.url])
+        .delete("default", "k")
+        .await
+        .unwrap();
     assert_eq!(w.served_by, b.url);
+    assert_eq!(a.count("DELETE"), 1);
 }
 
 #[tokio::test]
@@ -295,7 +299,7 @@ async fn a_patch_is_sent_again_only_when_every_field_it_touches_keeps_one_value(
         .await
         .unwrap();
     assert_eq!(w.served_by, b.url);
-    // `a` is set aside now: the next call starts at `b`. Make `b` drop too.
+    // A fresh client, so the patch is tried at `a` first again.
     let c2 = client(&[&a.url, &b.url]);
     let err = c2
         .patch("profiles", "k", &json!({"views": 1}))
@@ -307,7 +311,7 @@ async fn a_patch_is_sent_again_only_when_every_field_it_touches_keeps_one_value(
 
 #[tokio::test]
 async fn refusals_move_on_without_setting_the_region_aside() {
-    let refusal = json!({"error": "behind_token", "message": "behind"});
+    let refusal = json!({"error": "handoff_pending", "message": "waiting for a fence"});
     let a = fake(move |_| Act::Answer(503, refusal.clone(), vec![])).await;
     let b = fake(|h| match h.method.as_str() {
         "GET" => ok(json!({"value": 1, "version": "v"})),
@@ -381,17 +385,29 @@ async fn a_421_is_followed_to_the_owner_with_the_same_request() {
 #[tokio::test]
 async fn redirects_are_followed_a_bounded_number_of_times() {
     let b = fake(|_| written()).await;
-    let target = format!("{}/v1/kv/x/moved", b.url);
-    let a = fake(move |_| Act::Answer(307, Value::Null, vec![("location", target.clone())])).await;
+    let leader = format!("{}/v1/kv/x/k", b.url);
+    let a = fake(move |_| Act::Answer(307, Value::Null, vec![("location", leader.clone())])).await;
     let c = client(&[&a.url]);
     let w = c.put("x", "k", &json!({"n": 1})).await.unwrap();
     assert_eq!(w.served_by, b.url);
     let hit = &b.hits()[0];
     assert_eq!(
         (hit.method.as_str(), hit.path.as_str()),
-        ("PUT", "/v1/kv/x/moved")
+        ("PUT", "/v1/kv/x/k")
     );
     assert_eq!(hit.body, r#"{"n":1}"#);
+
+    // A 307 to another path is not followed: what the call may do was
+    // decided for this one.
+    let moved = format!("{}/v1/kv/other/k", b.url);
+    let elsewhere =
+        fake(move |_| Act::Answer(307, Value::Null, vec![("location", moved.clone())])).await;
+    let err = client(&[&elsewhere.url])
+        .incr("x", "k", 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(307), "{err:?}");
+    assert_eq!(b.count("POST"), 0);
 
     // A region that redirects to itself is given up on.
     let looping = fake(|h| {
@@ -432,11 +448,13 @@ async fn the_client_returns_to_its_preferred_region_once_the_backoff_has_passed(
     assert_eq!(served(c.get("default", "k").await.unwrap()), b.url);
     assert_eq!(a.count("GET"), 1);
     failing.store(false, Ordering::SeqCst);
-    // Jitter can double the 150 ms delay.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The watcher probes `a` once its delay has passed (jitter can double
+    // the 150 ms), with no call needed to notice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(c.regions()[0].up, "{:?}", c.regions());
+    assert!(a.hits().iter().any(|h| h.path == "/healthz"));
     assert_eq!(served(c.get("default", "k").await.unwrap()), a.url);
     assert_eq!(c.failovers(), 2);
-    assert!(c.regions()[0].up);
 }
 
 #[tokio::test]
@@ -495,5 +513,176 @@ fn builder_refuses_what_cannot_work() {
             .region("http://a:1")
             .rank_every(Duration::from_secs(1)))
         .contains("runtime")
+    );
+}
+
+#[tokio::test]
+async fn a_region_behind_the_token_is_tried_after_the_others_for_a_while() {
+    let refusal = json!({"error": "behind_token", "message": "behind"});
+    let a = fake(move |_| Act::Answer(503, refusal.clone(), vec![])).await;
+    let b = fake(|_| ok(json!({"value": 1, "version": "v"}))).await;
+    let c = client(&[&a.url, &b.url]);
+    for _ in 0..3 {
+        let e = c.get("default", "k").await.unwrap().unwrap();
+        assert_eq!(e.served_by, b.url);
+    }
+    assert_eq!(a.count("GET"), 1, "not asked again while it catches up");
+    assert!(c.regions()[0].up);
+    tokio::time::sleep(meridian_client::regions::LAGGING_HOLD + Duration::from_millis(100)).await;
+    c.get("default", "k").await.unwrap();
+    assert_eq!(a.count("GET"), 2, "asked again once the hold passed");
+}
+
+#[tokio::test]
+async fn writes_carry_their_deadline_and_reads_do_not() {
+    let a = fake(|h| match h.method.as_str() {
+        "GET" => ok(json!({"value": 1, "version": "v"})),
+        _ => written(),
+    })
+    .await;
+    let c = Client::builder()
+        .region(&a.url)
+        .timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let before = now();
+    c.put("default", "k", &json!(1)).await.unwrap();
+    c.get("default", "k").await.unwrap();
+    let hits = a.hits();
+    let deadline: u64 = hits[0]
+        .header(meridian_client::call::DEADLINE_HEADER)
+        .expect("a write carries its deadline")
+        .parse()
+        .unwrap();
+    // 4 s, less a margin of 250 ms for clocks behind this one.
+    assert!(
+        (before + 3_700..=now() + 3_750).contains(&deadline),
+        "{deadline} vs {before}"
+    );
+    assert_eq!(hits[1].header(meridian_client::call::DEADLINE_HEADER), None);
+}
+
+#[tokio::test]
+async fn a_put_lost_in_flight_at_a_live_region_waits_out_its_deadline_before_going_on() {
+    // `a` drops every connection but is alive (its port accepts): the first
+    // copy could still be taken there until its deadline.
+    let a = fake(|_| Act::Drop).await;
+    let b = fake(region_with_policy(
+        json!({"name": "default", "policy": "lww"}),
+    ))
+    .await;
+    let c = Client::builder()
+        .regions([&a.url, &b.url])
+        .timeout(Duration::from_millis(800))
+        .build()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let w = c.put("default", "k", &json!(1)).await.unwrap();
+    assert_eq!(w.served_by, b.url);
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "sent on after {:?}, before the first copy's deadline",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_owner_unreachable_answer_is_a_refusal_only_when_the_write_was_not_sent() {
+    let sent = json!({"error": "owner_unreachable", "message": "x", "indeterminate": true});
+    let a = fake(move |_| Act::Answer(503, sent.clone(), vec![])).await;
+    let b = fake(|_| written()).await;
+    let err = client(&[&a.url, &b.url])
+        .incr("hits", "k", 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Indeterminate { .. }), "{err:?}");
+    assert!(err.is_code("owner_unreachable"));
+    assert!(b.hits().is_empty());
+    let not_sent = json!({"error": "owner_unreachable", "message": "x", "indeterminate": false});
+    let a2 = fake(move |_| Act::Answer(503, not_sent.clone(), vec![])).await;
+    assert_eq!(
+        client(&[&a2.url, &b.url])
+            .incr("hits", "k", 1)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_incr_redirected_to_an_owner_that_drops_it_is_not_sent_anywhere_else() {
+    let owner = fake(|_| Act::Drop).await;
+    let other = fake(|_| written()).await;
+    let url = format!("{}/v1/kv/hits/k", owner.url);
+    let a = fake(move |_| {
+        Act::Answer(
+            421,
+            json!({"error": "not_owner", "url": url.clone()}),
+            vec![],
+        )
+    })
+    .await;
+    let err = client(&[&a.url, &other.url])
+        .incr("hits", "k", 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Indeterminate { region, .. } if *region == owner.url),
+        "{err:?}"
+    );
+    assert!(other.hits().is_empty());
+}
+
+#[tokio::test]
+async fn a_write_concern_timeout_is_an_answer_and_a_proxys_504_is_a_failure() {
+    let concern = json!({"error": "write_concern_timeout", "message": "1 of 3", "version": "v", "token": "t"});
+    let a = fake(move |_| Act::Answer(504, concern.clone(), vec![])).await;
+    let b = fake(|_| written()).await;
+    let err = client(&[&a.url, &b.url])
+        .incr("hits", "k", 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(504));
+    assert!(err.is_code("write_concern_timeout"));
+    assert!(b.hits().is_empty(), "durable at a: not sent again");
+
+    // An HTML 504 from a proxy in front of a region: the read goes on.
+    let proxy = fake(|_| Act::Answer(504, Value::Null, vec![])).await;
+    let e = client(&[&proxy.url, &b.url])
+        .get("default", "k")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.served_by, b.url);
+}
+
+#[tokio::test]
+async fn an_error_answer_after_an_unknown_outcome_is_indeterminate() {
+    let a = fake(|_| Act::Answer(500, json!({"error": "internal", "message": "x"}), vec![])).await;
+    let b = fake(|h| {
+        if h.method == "GET" {
+            ok(json!({"name": "default", "policy": "lww"}))
+        } else {
+            Act::Answer(
+                409,
+                json!({"error": "stale_context", "message": "x"}),
+                vec![],
+            )
+        }
+    })
+    .await;
+    let err = client(&[&a.url, &b.url])
+        .put("default", "k", &json!(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Indeterminate { region, .. } if *region == a.url),
+        "the put may have been applied at a: {err:?}"
     );
 }

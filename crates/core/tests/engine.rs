@@ -24,6 +24,7 @@ fn lww_value(o: &Object) -> String {
 fn a_write_is_invisible_until_committed_then_readable_with_a_covering_token() {
     let mut r = Region::new("us-east");
     let req = WriteRequest {
+        deadline_ms: None,
         fallback: false,
         mutations: vec![MutationRequest {
             keyspace: "default".into(),
@@ -423,6 +424,7 @@ fn pipelined_groups_stage_on_each_other_but_commit_in_order() {
         context: None,
     };
     let req = |ks: &str, k: &str, c: Change| WriteRequest {
+        deadline_ms: None,
         fallback: false,
         mutations: vec![MutationRequest {
             keyspace: ks.into(),
@@ -541,4 +543,35 @@ fn ops_waiting_in_the_causal_buffer_are_published_as_seen() {
     let p = b.engine.reader().published();
     assert!(!p.vv.covers(&second.dot), "not applied");
     assert_eq!(p.buffered_top.get(&second.dot.replica), second.dot.seq);
+}
+
+#[test]
+fn a_write_past_its_deadline_stages_nothing_and_one_just_in_time_is_taken() {
+    let mut r = Region::new("us-east");
+    let req = |deadline_ms| WriteRequest {
+        deadline_ms: Some(deadline_ms),
+        fallback: false,
+        mutations: vec![MutationRequest {
+            keyspace: "default".into(),
+            key: Key::new("k").unwrap(),
+            change: Change::Put {
+                value: Value::Json(Json::parse("1").unwrap()),
+                context: None,
+            },
+        }],
+    };
+    let err = r.engine.submit(1_001, req(1_000)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WriteError::DeadlinePassed {
+                deadline_ms: 1_000,
+                now_ms: 1_001
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(r.engine.staged_len(), 0);
+    r.engine.submit(1_000, req(1_000)).unwrap();
+    assert_eq!(r.engine.staged_len(), 1);
 }

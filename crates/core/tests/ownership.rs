@@ -68,6 +68,7 @@ fn put(g: &mut Region, key: &str, v: &str, fallback: bool) -> Result<Committed, 
     g.engine.submit(
         g.now,
         WriteRequest {
+            deadline_ms: None,
             fallback,
             mutations: vec![MutationRequest {
                 keyspace: "users".into(),

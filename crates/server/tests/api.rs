@@ -776,3 +776,60 @@ async fn own_ops_logged_but_not_applied_retire_their_seqs() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_write_whose_deadline_has_passed_is_refused_and_not_written() {
+    let api = Api::start("deadline").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let past = (now - 1_000).to_string();
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/kv/default/late",
+            &[("meridian-deadline-ms", past.as_str())],
+            Bytes::from_static(b"1"),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{:?}", r.json());
+    assert_eq!(r.code(), "deadline_passed");
+    assert_eq!(r.json()["deadline_ms"], json!(now - 1_000));
+    assert_eq!(api.get("/v1/kv/default/late").await.status, 404);
+    let batch = json!({"ops": [{"keyspace": "default", "key": "late", "op": "put", "value": 1}]});
+    let r = api
+        .req(
+            Method::POST,
+            "/v1/batch",
+            &[
+                ("meridian-deadline-ms", past.as_str()),
+                ("content-type", "application/json"),
+            ],
+            Bytes::from(batch.to_string()),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (503, "deadline_passed".into()));
+    assert_eq!(api.get("/v1/kv/default/late").await.status, 404);
+
+    let future = (now + 60_000).to_string();
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/kv/default/late",
+            &[("meridian-deadline-ms", future.as_str())],
+            Bytes::from_static(b"2"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/kv/default/late",
+            &[("meridian-deadline-ms", "soon")],
+            Bytes::from_static(b"3"),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "bad_request".into()));
+    assert_eq!(api.get("/v1/kv/default/late").await.json()["value"], 2);
+}

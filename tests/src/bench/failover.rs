@@ -3,20 +3,25 @@
 //! killed (`kill -9`) and later restarted, or paused (`SIGSTOP`) and
 //! resumed.
 //!
-//! One loop writes a new key and reads it back through one [`Session`]
-//! over a client of all three regions (us-east first), with the write
-//! concern given (default `majority`, so what us-east acknowledged is
-//! elsewhere too). It measures:
+//! One loop, through one [`Session`] over a client of all three regions
+//! (us-east first), with the write concern given (default `majority`, so
+//! what us-east acknowledged is elsewhere too), writes a new key `w/N`,
+//! overwrites one key `cur` with N, reads `cur` back and reads the
+//! previous iteration's key. It measures:
 //!
 //! - the failover window: the last success at us-east before the kill to
 //!   the first success at another region;
 //! - the return: us-east answering health checks again to the first
 //!   success at us-east;
 //! - errors the loop saw, inside the window and outside it;
-//! - read-your-writes violations (a read of the key just written that does
-//!   not show the write);
+//! - read-your-writes violations: a read of `cur` that does not show the
+//!   session's last write, or of the previous key that does not show it
+//!   (that read is the first one in a new region after a switch);
 //! - after the cluster converges, every acknowledged write read back in
-//!   every region (missing ones are lost writes).
+//!   every region (missing ones are lost writes), and `cur` holding the
+//!   last value the session wrote in every region (an older one means a
+//!   copy of a write the client sent again was taken late and undid later
+//!   writes).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -102,6 +107,8 @@ pub struct FailoverRun {
     pub acked: u64,
     /// Acknowledged writes missing in some region after convergence.
     pub missing: u64,
+    /// Regions where `cur` did not end at the session's last write.
+    pub cur_wrong: u64,
 }
 
 /// All runs.
@@ -213,10 +220,11 @@ pub async fn run_once(spec: &FailoverSpec, dir: &std::path::Path) -> Result<Fail
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::SeqCst);
-    let (events, acked, ryw) = app.await.map_err(|e| e.to_string())?;
+    let out = app.await.map_err(|e| e.to_string())?;
+    let acked = &out.acked;
 
-    let mut run = summarize(&events, killed, back);
-    run.ryw_violations = ryw;
+    let mut run = summarize(&out.events, killed, back);
+    run.ryw_violations = out.ryw;
     run.acked = acked.len() as u64;
 
     c.wait_converged(Duration::from_secs(60))
@@ -236,6 +244,11 @@ pub async fn run_once(spec: &FailoverSpec, dir: &std::path::Path) -> Result<Fail
             .iter()
             .filter(|(k, v)| have.get(k.as_str()) != Some(&&json!(v)))
             .count() as u64;
+        let cur = have.get("cur").and_then(|v| v.as_i64());
+        if !cur.is_some_and(|v| out.cur_may_be.contains(&v)) {
+            eprintln!("{n}: cur is {cur:?}, expected one of {:?}", out.cur_may_be);
+            run.cur_wrong += 1;
+        }
     }
     c.stop().await;
     Ok(run)
@@ -250,69 +263,107 @@ fn returned(session: &Session, preferred: &str) -> bool {
         .is_some_and(|r| r.url == preferred && r.up && r.failures == 0)
 }
 
-type LoopResult = (Vec<Event>, Vec<(String, i64)>, u64);
+/// What the loop saw.
+struct LoopOut {
+    events: Vec<Event>,
+    /// Acknowledged `w/N` writes.
+    acked: Vec<(String, i64)>,
+    ryw: u64,
+    /// The values `cur` may end at: the last acknowledged write of it and
+    /// any whose outcome was unknown after it.
+    cur_may_be: Vec<i64>,
+}
 
-/// Writes `w/N` = N, then reads it back, until told to stop.
+fn event(served: Result<Option<String>, String>, region_of: &BTreeMap<String, String>) -> Event {
+    let (ok, region, error) = match served {
+        Ok(url) => (
+            true,
+            url.map(|u| region_of.get(&u).cloned().unwrap_or(u)),
+            None,
+        ),
+        Err(e) => (false, None, Some(e)),
+    };
+    Event {
+        at: Instant::now(),
+        ok,
+        region,
+        error,
+    }
+}
+
+/// One iteration per N, until told to stop: `w/N` = N, `cur` = N, read
+/// `cur`, read `w/(N-1)`.
 async fn app_loop(
     session: Arc<Session>,
     region_of: BTreeMap<String, String>,
     stop: Arc<AtomicBool>,
-) -> LoopResult {
-    let mut events = Vec::new();
-    let mut acked = Vec::new();
-    let mut ryw = 0;
-    let region = |url: &str| {
-        region_of
-            .get(url)
-            .cloned()
-            .unwrap_or_else(|| url.to_string())
+) -> LoopOut {
+    let mut out = LoopOut {
+        events: Vec::new(),
+        acked: Vec::new(),
+        ryw: 0,
+        cur_may_be: Vec::new(),
     };
     let mut i: i64 = 0;
+    let mut prev_acked = false;
     while !stop.load(Ordering::SeqCst) {
         i += 1;
         let key = format!("w/{i:08}");
-        match session.put(KEYSPACE, &key, &json!(i)).await {
+        let w = session.put(KEYSPACE, &key, &json!(i)).await;
+        let acked_now = w.is_ok();
+        if acked_now {
+            out.acked.push((key.clone(), i));
+        }
+        out.events.push(event(
+            w.map(|w| Some(w.served_by)).map_err(|e| e.kind()),
+            &region_of,
+        ));
+        match session.put(KEYSPACE, "cur", &json!(i)).await {
             Ok(w) => {
-                events.push(Event {
-                    at: Instant::now(),
-                    ok: true,
-                    region: Some(region(&w.served_by)),
-                    error: None,
-                });
-                acked.push((key.clone(), i));
+                out.cur_may_be = vec![i];
+                out.events.push(event(Ok(Some(w.served_by)), &region_of));
             }
             Err(e) => {
-                events.push(Event {
-                    at: Instant::now(),
-                    ok: false,
-                    region: None,
-                    error: Some(e.kind()),
-                });
-                continue;
-            }
-        }
-        match session.get(KEYSPACE, &key).await {
-            Ok(entry) => {
-                let seen = entry.as_ref().and_then(|e| e.value().cloned());
-                if seen != Some(json!(i)) {
-                    ryw += 1;
+                if e.is_indeterminate() {
+                    out.cur_may_be.push(i);
                 }
-                events.push(Event {
-                    at: Instant::now(),
-                    ok: true,
-                    region: entry.map(|e| region(&e.served_by)),
-                    error: None,
-                });
+                out.events.push(event(Err(e.kind()), &region_of));
             }
-            Err(e) => events.push(Event {
-                at: Instant::now(),
-                ok: false,
-                region: None,
-                error: Some(e.kind()),
-            }),
         }
+        if out.cur_may_be.last() == Some(&i) {
+            match session.get(KEYSPACE, "cur").await {
+                Ok(entry) => {
+                    let seen = entry
+                        .as_ref()
+                        .and_then(|e| e.value())
+                        .and_then(|v| v.as_i64());
+                    // The session's last write, or (after an unknown
+                    // outcome) an earlier one that was taken after all.
+                    if !seen.is_some_and(|v| out.cur_may_be.contains(&v)) {
+                        out.ryw += 1;
+                    }
+                    out.events
+                        .push(event(Ok(entry.map(|e| e.served_by)), &region_of));
+                }
+                Err(e) => out.events.push(event(Err(e.kind()), &region_of)),
+            }
+        }
+        if prev_acked {
+            let prev = format!("w/{:08}", i - 1);
+            match session.get(KEYSPACE, &prev).await {
+                Ok(entry) => {
+                    if entry.as_ref().and_then(|e| e.value()) != Some(&json!(i - 1)) {
+                        out.ryw += 1;
+                    }
+                    out.events
+                        .push(event(Ok(entry.map(|e| e.served_by)), &region_of));
+                }
+                Err(e) => out.events.push(event(Err(e.kind()), &region_of)),
+            }
+        }
+        prev_acked = acked_now;
     }
-    (events, acked, ryw)
+    out
 }
 
 fn ms(d: Duration) -> f64 {
@@ -368,7 +419,7 @@ impl FailoverReport {
     /// The report as a table for people.
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "| run | failover window ms | return ms | longest gap ms | ok calls | errors (outside window) | read-your-writes violations | acked writes | missing |\n|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
+            "| run | failover window ms | return ms | longest gap ms | ok calls | errors (outside window) | read-your-writes violations | acked writes | missing | `cur` wrong |\n|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n",
         );
         for (i, r) in self.runs.iter().enumerate() {
             let errors = if r.errors.is_empty() {
@@ -381,7 +432,7 @@ impl FailoverReport {
                     .join(", ")
             };
             out.push_str(&format!(
-                "| {} | {:.1} | {} | {:.1} | {} | {} ({}) | {} | {} | {} |\n",
+                "| {} | {:.1} | {} | {:.1} | {} | {} ({}) | {} | {} | {} | {} |\n",
                 i + 1,
                 r.window_ms,
                 r.return_ms.map_or("never".into(), |v| format!("{v:.0}")),
@@ -391,7 +442,8 @@ impl FailoverReport {
                 r.errors_outside_window,
                 r.ryw_violations,
                 r.acked,
-                r.missing
+                r.missing,
+                r.cur_wrong
             ));
         }
         out.push_str(&format!(

@@ -209,6 +209,9 @@ fn xorshift(x: &mut u64) -> u64 {
 
 struct Ctx {
     clients: Vec<Client>,
+    /// One client per region, pinned to it (no failover): a lag probe must
+    /// be answered by the region it asks.
+    pinned: Vec<Client>,
     probe: Option<Client>,
     accs: Vec<Mutex<Acc>>,
     keys: Keys,
@@ -316,7 +319,7 @@ async fn one_op(ctx: Arc<Ctx>, region: usize, seed: u64, scheduled: Instant) {
             let next = ctx
                 .probe
                 .as_ref()
-                .unwrap_or(&ctx.clients[(region + 1) % ctx.clients.len()]);
+                .unwrap_or(&ctx.pinned[(region + 1) % ctx.pinned.len()]);
             let opts = Options {
                 token: Some(token),
                 wait_ms: Some(10_000),
@@ -352,7 +355,12 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, String> {
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
-    prepare(&clients, &spec.mix).await?;
+    let pinned: Vec<Client> = spec
+        .urls
+        .iter()
+        .map(|u| Client::new(u).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    prepare(&pinned, &spec.mix).await?;
     let probe = spec
         .probe_to
         .as_deref()
@@ -362,6 +370,7 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, String> {
     let text = "x".repeat(spec.value_size.saturating_sub(2));
     let ctx = Arc::new(Ctx {
         accs: clients.iter().map(|_| Mutex::new(Acc::default())).collect(),
+        pinned,
         clients,
         probe,
         keys: Keys::new(spec.keys, &spec.dist),

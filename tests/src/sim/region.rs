@@ -435,6 +435,7 @@ impl SimRegion {
     ) -> Result<String, String> {
         // The keyspace may not have replicated here yet: then the write is refused.
         let req = WriteRequest {
+            deadline_ms: None,
             fallback: false,
             mutations: vec![MutationRequest {
                 keyspace: ks.to_string(),

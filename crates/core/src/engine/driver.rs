@@ -190,6 +190,7 @@ mod tests {
         let mut log = Calls::default();
         assert!(e.step(&mut log, 1).unwrap().is_none(), "nothing staged");
         let put = WriteRequest {
+            deadline_ms: None,
             fallback: false,
             mutations: vec![MutationRequest {
                 keyspace: "default".into(),

@@ -519,6 +519,12 @@ impl<B: Backend> Engine<B> {
         if req.mutations.is_empty() {
             return Err(WriteError::Empty);
         }
+        if let Some(deadline_ms) = req.deadline_ms.filter(|d| now_ms > *d) {
+            return Err(WriteError::DeadlinePassed {
+                deadline_ms,
+                now_ms,
+            });
+        }
         if req.mutations.len() > MAX_MUTATIONS {
             return Err(WriteError::TooMany {
                 count: req.mutations.len(),

@@ -18,6 +18,11 @@ pub struct WriteRequest {
     /// be reached, under a map whose fallback is `accept`), recording each
     /// in the conflict ledger as an ownership fallback.
     pub fallback: bool,
+    /// Wall-clock time (Unix ms, this region's clock) after which the
+    /// write must not be taken: a client that gave up on it by then may
+    /// have sent it to another region, and a copy stamped later here would
+    /// carry a newer timestamp than the writes that followed it there.
+    pub deadline_ms: Option<u64>,
 }
 
 /// A change to one key.
@@ -300,6 +305,17 @@ pub enum WriteError {
     /// is still settling after a start).
     #[error("region is still starting (settling its incarnation): retry shortly")]
     NotReady,
+    /// The request's deadline had passed before it could be taken: nothing
+    /// was written.
+    #[error(
+        "the request's deadline ({deadline_ms} ms) had passed when this region got to it ({now_ms} ms): nothing was written"
+    )]
+    DeadlinePassed {
+        /// The deadline the client set, Unix ms.
+        deadline_ms: u64,
+        /// This region's clock when it got to the write, Unix ms.
+        now_ms: u64,
+    },
     /// A custom keyspace names a merge this region does not know.
     #[error("no merge function named {0:?}: use a built-in ({builtins}) or register a script with PUT /v1/merges/{0}", builtins = crate::merge::builtin::NAMES.join(", "))]
     UnknownMerge(String),

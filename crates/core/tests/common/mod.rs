@@ -50,6 +50,7 @@ impl Region {
     pub fn write(&mut self, muts: Vec<(&str, &str, Change)>) -> Result<Committed, WriteError> {
         self.now += 1;
         let req = WriteRequest {
+            deadline_ms: None,
             fallback: false,
             mutations: muts
                 .into_iter()

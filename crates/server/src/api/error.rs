@@ -179,6 +179,10 @@ impl From<WriteError> for ApiError {
                 }
             }
             W::NotReady => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message),
+            W::DeadlinePassed { deadline_ms, .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "deadline_passed", message)
+                    .with(json!({"deadline_ms": deadline_ms}))
+            }
             W::Clock(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock", message),
             W::Store(_) | W::Log(_) => ApiError::internal(message),
         }

@@ -17,6 +17,8 @@ pub const CONTEXT: &str = "meridian-context";
 pub const WRITE_CONCERN: &str = "meridian-write-concern";
 /// How long a write may wait for its write concern, in ms.
 pub const TIMEOUT_MS: &str = "meridian-timeout-ms";
+/// Wall-clock time (Unix ms) after which a write must not be taken.
+pub const DEADLINE_MS: &str = "meridian-deadline-ms";
 /// The version of a value answered as raw bytes.
 pub const VERSION: &str = "meridian-version";
 /// How a read is served: `local` (default) or `quorum`.
@@ -98,6 +100,20 @@ fn millis(h: &HeaderMap, name: &str, default: u64) -> Result<u64, ApiError> {
 /// How long to wait for a causal token.
 pub fn wait_ms(h: &HeaderMap) -> Result<u64, ApiError> {
     millis(h, WAIT_MS, DEFAULT_WAIT_MS)
+}
+
+/// The write's deadline, Unix ms: a client that timed out by then may have
+/// sent the write elsewhere, so it must not be taken here after it.
+pub fn deadline_ms(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    text(h, DEADLINE_MS)?
+        .map(|t| {
+            t.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "header {DEADLINE_MS}: {t:?} is not a time in Unix milliseconds"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// How long a write may wait for its write concern.

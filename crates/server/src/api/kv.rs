@@ -140,10 +140,15 @@ impl From<ApiError> for Refused {
 
 /// Sends a write to the writer, waits for it to be durable here, then for
 /// its write concern.
-async fn take_here(app: &AppInner, h: &HeaderMap, req: WriteRequest) -> Result<WriteDone, Refused> {
+async fn take_here(
+    app: &AppInner,
+    h: &HeaderMap,
+    mut req: WriteRequest,
+) -> Result<WriteDone, Refused> {
     // Headers are checked before anything is written.
     let concern = consistency::concern_for(app, h, &req)?;
     let timeout = headers::timeout_ms(h, consistency::DEFAULT_CONCERN_TIMEOUT_MS)?;
+    req.deadline_ms = headers::deadline_ms(h)?;
     wait_token(app, h).await?;
     let done = match app.writer.write(req).await {
         Ok(Ok(done)) => done,
@@ -264,6 +269,7 @@ async fn write_one(
     t: Instant,
 ) -> Result<Written, ApiError> {
     let req = WriteRequest {
+        deadline_ms: None,
         fallback: false,
         mutations: vec![MutationRequest {
             keyspace,

@@ -183,7 +183,7 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             admin::merge(&c, cmd, a.json).await
         }
         CtlCommand::Keyspaces => {
-            let c = pick(&urls, a.region.as_deref()).await?;
+            let c = pinned(&urls, a.region.as_deref()).await?;
             let body = c.keyspaces().await.map_err(explain)?;
             if a.json {
                 return print_json(&body);
@@ -214,7 +214,7 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             key,
             limit,
         } => {
-            let c = pick(&urls, a.region.as_deref()).await?;
+            let c = pinned(&urls, a.region.as_deref()).await?;
             let mut q = format!("limit={limit}");
             if let Some(ks) = keyspace {
                 q.push_str(&format!("&keyspace={}", meridian_client::path::query(ks)));
@@ -386,14 +386,23 @@ async fn send(
     written(&answer.body, a.json)
 }
 
-/// Says on stderr when a region other than the chosen one answered.
+/// Says on stderr when a region other than the chosen one answered (it
+/// could not take the request, or sent it to the key's owner).
 fn note_failover(c: &Client, served_by: &str) {
     if served_by != c.base_url() {
         eprintln!(
-            "note: answered by {served_by}: {} could not take the request",
+            "note: answered by {served_by}, not {} (it was down, behind, or not the key's owner)",
             c.base_url()
         );
     }
+}
+
+/// The client of the chosen region alone: for views that are that
+/// region's own (its conflict ledger, its keyspace digests), which another
+/// region must not answer for.
+async fn pinned(urls: &[String], region: Option<&str>) -> Result<Client, String> {
+    let c = pick(urls, region).await?;
+    client(c.base_url())
 }
 
 fn urls(given: &[String]) -> Vec<String> {

@@ -22,7 +22,7 @@ use meridian_core::{
     Engine, FjallBackend, KeyspaceDef, Log, LogError, Op, Received, WriteError, WriteRequest,
 };
 use meridian_core::{Key, KeyspaceName};
-use meridian_crdt::{Hlc, Object, Version, VersionVector};
+use meridian_crdt::{Dot, Hlc, Object, Version, VersionVector};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock::WallClock;
@@ -618,11 +618,28 @@ impl Committer {
     }
 }
 
+/// The token of one write in a group: the group's vector, but of this
+/// region's own ops only up to this one. Writes later in the group are not
+/// the client's causal past, and a write concern covers this op only: a
+/// token naming them could keep a region the session fails over to
+/// waiting for ops that only this region holds.
+fn token_vv(vv: &VersionVector, dot: &Dot) -> VersionVector {
+    let mut t = VersionVector::new();
+    for (origin, seq) in vv.iter() {
+        let seq = if *origin == dot.replica {
+            seq.min(dot.seq)
+        } else {
+            seq
+        };
+        t.raise(origin, seq);
+    }
+    t
+}
+
 fn answer(pending: Vec<Pending>, applied: &[Applied], vv: &VersionVector) {
     if pending.is_empty() {
         return;
     }
-    let token: Arc<str> = Arc::from(meridian_core::token::encode(vv));
     let shared_vv = Arc::new(vv.clone());
     for p in pending {
         match p {
@@ -631,7 +648,7 @@ fn answer(pending: Vec<Pending>, applied: &[Applied], vv: &VersionVector) {
                     let _ = reply.send(Ok(WriteDone {
                         version: Version::new(a.op.hlc, a.op.dot.clone()),
                         vv: shared_vv.clone(),
-                        token: token.clone(),
+                        token: Arc::from(meridian_core::token::encode(&token_vv(vv, &a.op.dot))),
                         counters: a.counters.clone(),
                     }));
                 }
@@ -649,5 +666,25 @@ fn answer(pending: Vec<Pending>, applied: &[Applied], vv: &VersionVector) {
                 let _ = reply.send(Ok(n));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meridian_crdt::{Dot, RegionId, ReplicaId, Seq, VersionVector};
+
+    fn replica(name: &str) -> ReplicaId {
+        ReplicaId::new(RegionId::new(name).unwrap(), uuid::Uuid::nil())
+    }
+
+    #[test]
+    fn a_write_token_covers_this_regions_ops_only_up_to_the_write() {
+        let (me, peer) = (replica("us-east"), replica("eu-west"));
+        let mut group = VersionVector::new();
+        group.raise(&me, Seq(12));
+        group.raise(&peer, Seq(40));
+        let t = super::token_vv(&group, &Dot::new(me.clone(), Seq(10)));
+        assert_eq!(t.get(&me), Seq(10));
+        assert_eq!(t.get(&peer), Seq(40));
     }
 }
