@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Every figure in docs/benchmarks.md, in one go (about 35 minutes on the
+# Every figure in docs/benchmarks.md, in one go (about 40 minutes on the
 # 2-core machine). Steps run in the order given (default: all of them):
 #
-#   bench/all.sh                     # peers load geo concerns nemesis
+#   bench/all.sh                     # peers load geo concerns nemesis failover
 #   bench/all.sh load nemesis        # just those
 #
 # Output: bench/out/all-<step>.txt (the tables are at the end of each file).
@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 mkdir -p bench/out
 STEPS=("$@")
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(peers load geo concerns nemesis)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(peers load geo concerns nemesis failover)
 cargo build --release --quiet --bin meridian
 M=target/release/meridian
 export MERIDIAN_LOG="${MERIDIAN_LOG:-warn}"
@@ -71,7 +71,16 @@ for step in "${STEPS[@]}"; do
         "$M" bench nemesis --suite combined --duration 5m --seed 7
       } >"$out" 2>&1
       ;;
-    *) echo "unknown step $step (peers load geo concerns nemesis)" >&2; exit 2 ;;
+    failover)
+      # Issue 19: a session through us-east killed and restarted, and hung.
+      {
+        "$M" bench failover --runs 5
+        "$M" bench failover --runs 5 --latency 0
+        "$M" bench failover --runs 3 --fault pause --down 15s
+        "$M" bench failover --runs 3 --fault pause --timeout 1s
+      } >"$out" 2>&1
+      ;;
+    *) echo "unknown step $step (peers load geo concerns nemesis failover)" >&2; exit 2 ;;
   esac
   tail -n 30 "$out"
 done
