@@ -223,3 +223,89 @@ async fn a_session_carries_on_through_its_region_hanging_and_nothing_it_sent_the
     assert!(run.return_ms.is_some(), "{run:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_stuck_at_a_hung_region_is_refused_there_when_it_resumes() {
+    // The first copy of a write reaches us-east while it hangs (SIGSTOP)
+    // and stays in its socket: the connection is held open, as a client or
+    // proxy that has not noticed may hold it. The client gives up and sends
+    // the write to eu-west with the first copy's deadline as its floor,
+    // then writes again. When us-east resumes it gets to the stuck copy
+    // with a newer clock than both: without the deadline it would take it
+    // and the key would go back to the older value everywhere.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tmp("late");
+    let c = Cluster::builder()
+        .binary(&meridian_bin())
+        .dir(&dir)
+        .latency_ms(5)
+        .start()
+        .await
+        .unwrap();
+    let west = c.client("eu-west");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    west.put("default", "cur", &json!(0)).await.unwrap();
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+
+    c.pause("us-east").unwrap();
+    let deadline = now() + 750;
+    let addr = c
+        .url("us-east")
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let mut stuck = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "PUT /v1/kv/default/cur HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 1\r\nmeridian-deadline-ms: {deadline}\r\n\r\n1"
+    );
+    stuck.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    // What the client does next: the copy sent on, with the floor, then a
+    // later write.
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let put = |value: &'static str, not_before: Option<u64>| {
+        let mut b = http::Request::builder()
+            .method("PUT")
+            .uri(format!("{}/v1/kv/default/cur", c.url("eu-west").unwrap()))
+            .header("content-type", "application/json");
+        if let Some(f) = not_before {
+            b = b.header("meridian-not-before-ms", f.to_string());
+        }
+        http.request(
+            b.body(http_body_util::Full::new(bytes::Bytes::from(value)))
+                .unwrap(),
+        )
+    };
+    assert_eq!(put("1", Some(deadline)).await.unwrap().status(), 200);
+    assert_eq!(put("2", None).await.unwrap().status(), 200);
+
+    c.resume("us-east").unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stuck.read(&mut answer))
+        .await
+        .expect("us-east answers the stuck copy")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains("deadline_passed"),
+        "{answer}"
+    );
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    for r in ["us-east", "eu-west", "ap-south"] {
+        let v = c.client(r).get("default", "cur").await.unwrap();
+        assert_eq!(
+            v.as_ref().and_then(|e| e.value()),
+            Some(&json!(2)),
+            "{r}: the last write stands"
+        );
+    }
+    c.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,15 +34,31 @@ pub const MAX_REDIRECTS: usize = 3;
 /// The header that carries a write's deadline (Unix ms).
 pub const DEADLINE_HEADER: &str = "meridian-deadline-ms";
 
+/// The header that carries the time a write sent again must be stamped
+/// above (Unix ms).
+pub const NOT_BEFORE_HEADER: &str = "meridian-not-before-ms";
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A write's deadline for an attempt that may take `timeout_ms`: a quarter
 /// of it (at most 250 ms) early, so a region whose clock runs somewhat
 /// behind this one's still stops before the client gives up.
 fn deadline_ms(timeout_ms: u64) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let margin = (timeout_ms / 4).min(250);
-    now.saturating_add(timeout_ms - margin)
+    unix_now_ms().saturating_add(timeout_ms - margin)
+}
+
+/// The write headers of one attempt.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Stamp {
+    /// `meridian-deadline-ms`.
+    pub(crate) deadline_ms: Option<u64>,
+    /// `meridian-not-before-ms`.
+    pub(crate) not_before_ms: Option<u64>,
 }
 
 /// What a region answered.
@@ -149,10 +165,17 @@ impl Client {
         let mut redirects = 0;
         let mut last: Option<ClientError> = None;
         let mut unknown: Option<ClientError> = None;
+        let mut stamp = Stamp::default();
         while let Some(t) = queue.pop_front() {
             let timeout = opts.timeout_ms.unwrap_or(self.inner.timeout_ms);
             let deadline = Instant::now() + Duration::from_millis(timeout);
-            let failure = match self.attempt(&method, &t.base, &t.path, &bytes, opts).await {
+            if method != Method::GET {
+                stamp.deadline_ms = Some(deadline_ms(timeout));
+            }
+            let failure = match self
+                .attempt(&method, &t.base, &t.path, &bytes, opts, stamp)
+                .await
+            {
                 Ok(r) => {
                     if let Some((base, path)) = redirect(&r, &t.path) {
                         if let Some(e) = t.endpoint {
@@ -228,7 +251,8 @@ impl Client {
                 Safety::Read => last = Some(failure),
                 Safety::Retry => {
                     if !queue.is_empty() {
-                        self.settle(&t.base, &failure, deadline).await;
+                        let floor = self.settle(&t.base, &failure, deadline, stamp).await;
+                        stamp.not_before_ms = stamp.not_before_ms.max(Some(floor));
                     }
                     unknown.get_or_insert(indeterminate);
                 }
@@ -241,38 +265,62 @@ impl Client {
     }
 
     /// Before a write whose outcome at `base` is unknown goes to another
-    /// region: waits until the copy sent to `base` can no longer be taken
-    /// there. Otherwise a region that was only slow (paused, overloaded, a
+    /// region: makes sure the copy sent to `base` cannot undo what follows.
+    /// Otherwise a region that was only slow (paused, overloaded, a
     /// connection lost in between) could take it late, with a newer
-    /// timestamp than the writes that followed it elsewhere, and undo them.
+    /// timestamp than the writes that followed it elsewhere.
     ///
     /// Every write carries its deadline (`meridian-deadline-ms`, a little
-    /// before the attempt's timeout), and a region refuses a write it gets
-    /// to after it. So: after a timeout, the deadline has passed; after an
-    /// answer (`500`, `503 stopping`) the region is done with the request;
-    /// after a lost connection, a region whose process is gone (connection
-    /// refused) takes nothing more; otherwise the client waits out the
-    /// deadline.
-    async fn settle(&self, base: &str, failure: &ClientError, deadline: Instant) {
-        match failure {
-            ClientError::Timeout(_) => return,
-            ClientError::Http { status: 500, .. } => return,
-            e if e.is_code("stopping") => return,
-            ClientError::Transport(_) => {
-                let probe = Options {
-                    timeout_ms: Some(500),
-                    ..Options::default()
-                };
-                let gone = self
-                    .attempt(&Method::GET, base, "/healthz", &Bytes::new(), &probe)
-                    .await;
-                if matches!(gone, Err(ClientError::Unreachable(_))) {
-                    return;
-                }
+    /// before the attempt's timeout) and a region does not stamp a write
+    /// later than it; the copy sent on carries the first copy's deadline as
+    /// a floor (`meridian-not-before-ms`) it is stamped above. So once the
+    /// deadline has passed the first copy is older than the second whatever
+    /// the regions' clocks say. That is the case after a timeout; otherwise
+    /// the client waits for it, except where the first region can take
+    /// nothing more: it answered (Meridian's own `500`, `503 stopping`), or
+    /// its process is gone (a new connection is refused). Then the first
+    /// copy, if taken, was stamped before the failure was seen, and the
+    /// floor is now by this client's clock: ordered up to the clock offset
+    /// between the first region and this client. Returns the floor.
+    async fn settle(
+        &self,
+        base: &str,
+        failure: &ClientError,
+        deadline: Instant,
+        stamp: Stamp,
+    ) -> u64 {
+        let passed = stamp.deadline_ms.unwrap_or(0);
+        let done = match failure {
+            ClientError::Timeout(_) => return passed,
+            ClientError::Http {
+                status: 500, code, ..
+            } => code == "internal",
+            e => e.is_code("stopping"),
+        };
+        if done {
+            return unix_now_ms();
+        }
+        if let ClientError::Transport(_) = failure {
+            let probe = Options {
+                timeout_ms: Some(500),
+                ..Options::default()
+            };
+            let gone = self
+                .attempt(
+                    &Method::GET,
+                    base,
+                    "/healthz",
+                    &Bytes::new(),
+                    &probe,
+                    Stamp::default(),
+                )
+                .await;
+            if matches!(gone, Err(ClientError::Unreachable(_))) {
+                return unix_now_ms();
             }
-            _ => {}
         }
         tokio::time::sleep_until(deadline.into()).await;
+        passed
     }
 
     /// Whether every change may be sent twice, by its keyspace's policy as
@@ -307,6 +355,7 @@ impl Client {
         path: &str,
         body: &Bytes,
         opts: &Options,
+        stamp: Stamp,
     ) -> Result<Reply, ClientError> {
         let uri = format!("{base}{path}");
         let mut b = Request::builder().method(method.clone()).uri(&uri);
@@ -328,8 +377,11 @@ impl Client {
             b = b.header(header::CONTENT_TYPE, "application/json");
         }
         let timeout = opts.timeout_ms.unwrap_or(self.inner.timeout_ms);
-        if *method != Method::GET {
-            b = b.header(DEADLINE_HEADER, deadline_ms(timeout).to_string());
+        if let Some(d) = stamp.deadline_ms {
+            b = b.header(DEADLINE_HEADER, d.to_string());
+        }
+        if let Some(f) = stamp.not_before_ms {
+            b = b.header(NOT_BEFORE_HEADER, f.to_string());
         }
         let req = b
             .body(Full::new(body.clone()))

@@ -98,6 +98,23 @@ pub(crate) struct Inner {
     pub(crate) probes: Mutex<tokio::task::JoinSet<()>>,
 }
 
+/// Marks a region's watcher as ended when its task goes away.
+struct WatchEnded {
+    inner: std::sync::Weak<Inner>,
+    base: String,
+    generation: u64,
+}
+
+impl Drop for WatchEnded {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade()
+            && let Some(e) = inner.regions.find(&self.base)
+        {
+            e.watch_ended(self.generation);
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(task) = self
@@ -172,9 +189,9 @@ impl Client {
     /// the order) or a call succeeds there. The watcher holds the client
     /// only while it probes, and ends with it.
     pub(crate) fn watch(&self, e: &crate::regions::Endpoint) {
-        if !e.take_watch() {
+        let Some(generation) = e.take_watch() else {
             return;
-        }
+        };
         let (weak, base) = (Arc::downgrade(&self.inner), e.base.clone());
         let mut probes = self
             .inner
@@ -183,10 +200,20 @@ impl Client {
             .unwrap_or_else(PoisonError::into_inner);
         while probes.try_join_next().is_some() {}
         probes.spawn(async move {
+            // However the watcher ends (the client dropped, the runtime
+            // shutting down, a panic), the region can be watched again.
+            let _ended = WatchEnded {
+                inner: weak.clone(),
+                base: base.clone(),
+                generation,
+            };
             loop {
                 let until = {
                     let Some(inner) = weak.upgrade() else { return };
-                    let Some(until) = inner.regions.find(&base).and_then(|e| e.set_aside_until())
+                    let Some(until) = inner
+                        .regions
+                        .find(&base)
+                        .and_then(|e| e.watch_until(generation))
                     else {
                         return;
                     };
@@ -198,8 +225,11 @@ impl Client {
                 let ok = client.healthz(&base).await;
                 let regions = &client.inner.regions;
                 let Some(e) = regions.find(&base) else { return };
+                if e.watch_until(generation).is_none() {
+                    return;
+                }
                 if ok {
-                    e.succeeded();
+                    e.probe_succeeded(generation);
                     return;
                 }
                 e.probe_failed(&regions.backoff);
@@ -213,7 +243,14 @@ impl Client {
             ..Options::default()
         };
         let r = self
-            .attempt(&Method::GET, base, "/healthz", &Bytes::new(), &opts)
+            .attempt(
+                &Method::GET,
+                base,
+                "/healthz",
+                &Bytes::new(),
+                &opts,
+                crate::call::Stamp::default(),
+            )
             .await;
         matches!(r, Ok(r) if r.status.is_success())
     }
@@ -331,7 +368,8 @@ impl Client {
     }
 
     /// `DELETE` a key, with options (sent again elsewhere after an unknown
-    /// outcome: a second delete deletes nothing more).
+    /// outcome, but in `mv` and `custom` keyspaces: a second delete deletes
+    /// nothing more).
     pub async fn delete_with(
         &self,
         ks: &str,
@@ -344,7 +382,7 @@ impl Client {
                 &Self::key_path(ks, key),
                 None,
                 opts,
-                Safety::Retry,
+                Safety::of_op(ks, &json!({"op": "delete"})),
             )
             .await?;
         Self::written(r)

@@ -61,8 +61,11 @@ struct Health {
     failures: u32,
     /// Round trip of `/healthz`, when measured.
     rtt: Option<Duration>,
-    /// A background probe is running.
+    /// A background watcher is running.
     probing: bool,
+    /// Which watcher is the current one (a newer one replaces an older one
+    /// still asleep).
+    watch_gen: u64,
     /// Behind a session's token until then: tried after the regions that
     /// are not (it answers; it is catching up).
     lagging_until: Option<Instant>,
@@ -85,13 +88,25 @@ impl Endpoint {
         self.health.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// It answered: back in its place.
+    /// A call succeeded there: back in its place, its backoff reset.
     pub(crate) fn succeeded(&self) {
         let mut h = self.health();
         h.down_until = None;
         h.schedule = None;
         h.failures = 0;
         h.probing = false;
+        h.lagging_until = None;
+    }
+
+    /// Its `/healthz` answered: back in its place, but its backoff goes on
+    /// from where it was, so a region whose health check passes while its
+    /// calls fail is not brought back ever faster.
+    pub(crate) fn probe_succeeded(&self, generation: u64) {
+        let mut h = self.health();
+        if h.watch_gen == generation {
+            h.down_until = None;
+            h.probing = false;
+        }
     }
 
     /// It answered that it is behind the call's token: try it after the
@@ -138,18 +153,37 @@ impl Endpoint {
         self.health().down_until
     }
 
-    /// Whether a background watcher should start for it (none runs yet);
-    /// if so, one is now counted as running until it succeeds there.
-    pub(crate) fn take_watch(&self) -> bool {
+    /// Whether a background watcher should start for it (it is set aside
+    /// and none runs): the new watcher's generation.
+    pub(crate) fn take_watch(&self) -> Option<u64> {
         let mut h = self.health();
-        let start = h.down_until.is_some() && !h.probing;
-        if start {
-            h.probing = true;
+        if h.down_until.is_none() || h.probing {
+            return None;
         }
-        start
+        h.probing = true;
+        h.watch_gen += 1;
+        Some(h.watch_gen)
+    }
+
+    /// Until when watcher `generation` should sleep: `None` when it should
+    /// stop (the region is back, or a newer watcher took over).
+    pub(crate) fn watch_until(&self, generation: u64) -> Option<Instant> {
+        let h = self.health();
+        (h.probing && h.watch_gen == generation)
+            .then_some(h.down_until)
+            .flatten()
+    }
+
+    /// Watcher `generation` ended (however: finished, aborted, panicked).
+    pub(crate) fn watch_ended(&self, generation: u64) {
+        let mut h = self.health();
+        if h.watch_gen == generation {
+            h.probing = false;
+        }
     }
 
     /// Until when it is set aside (`None`: it is back).
+    #[cfg(test)]
     pub(crate) fn set_aside_until(&self) -> Option<Instant> {
         self.down_until()
     }
@@ -310,17 +344,39 @@ mod tests {
     fn one_watcher_per_set_aside_region_and_only_a_success_brings_it_back() {
         let r = regions();
         let a = &r.all()[0];
-        assert!(!a.take_watch(), "nothing to watch while it is up");
+        assert_eq!(a.take_watch(), None, "nothing to watch while it is up");
         a.failed(&r.backoff);
-        assert!(a.take_watch());
-        assert!(!a.take_watch(), "one watcher at a time");
+        let g = a.take_watch().unwrap();
+        assert_eq!(a.take_watch(), None, "one watcher at a time");
+        assert!(a.watch_until(g).is_some());
         a.probe_failed(&r.backoff);
         assert_eq!(r.health()[0].failures, 2);
         assert!(!r.health()[0].up, "still set aside");
+        a.probe_succeeded(g);
+        assert!(r.health()[0].up);
+        assert_eq!(
+            r.health()[0].failures,
+            2,
+            "a probe does not reset the backoff"
+        );
+        assert_eq!(a.watch_until(g), None, "the watcher stops");
+        a.failed(&r.backoff);
+        let g2 = a.take_watch().unwrap();
+        assert!(g2 > g);
         a.succeeded();
         assert_eq!(a.set_aside_until(), None);
+        assert_eq!(r.health()[0].failures, 0, "a call success does");
+        assert_eq!(a.watch_until(g2), None);
+    }
+
+    #[test]
+    fn a_watcher_that_ends_without_a_verdict_lets_the_next_one_start() {
+        let r = regions();
+        let a = &r.all()[0];
         a.failed(&r.backoff);
-        assert!(a.take_watch(), "a new failure gets a new watcher");
+        let g = a.take_watch().unwrap();
+        a.watch_ended(g);
+        assert!(a.take_watch().is_some(), "not stuck as watched forever");
     }
 
     #[test]

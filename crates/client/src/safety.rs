@@ -6,12 +6,15 @@
 //! to the next region whatever it is. After a timeout, a lost connection or
 //! a server error the write may have been applied where it was sent; it is
 //! sent again elsewhere only when applying it twice has the effect of
-//! applying it once: a `put` to an `lww` or `mv` key (or to a `doc` whose
-//! fields all keep one value), a `delete`, a `patch` of fields that keep one
-//! value (`lww`, `max`, `min`). An `incr`, a set `add` or `remove`, a patch
-//! of a counter or set field, a write to a `custom` keyspace (its merge
-//! function may add versions up), and a batch holding any of them are not:
-//! the call fails with [`crate::ClientError::Indeterminate`].
+//! applying it once: a `put` to an `lww` key (or to a `doc` whose fields all
+//! keep one value), a `delete` (but in `mv` and `custom` keyspaces), a
+//! `patch` of fields that keep one value (`lww`, `max`, `min`). An `incr`,
+//! a set `add` or `remove`, a patch of a counter or set field, a `put` to
+//! an `mv` key (two copies are two siblings, and a later write made from a
+//! read that saw only one leaves the other behind), a write to a `custom`
+//! keyspace (its merge function may add versions up), and a batch holding
+//! any of them are not: the call fails with
+//! [`crate::ClientError::Indeterminate`].
 
 use serde_json::Value;
 
@@ -38,6 +41,7 @@ pub(crate) struct Change {
 #[derive(Clone, Debug)]
 pub(crate) enum Kind {
     Put,
+    Delete,
     Patch(Value),
 }
 
@@ -51,7 +55,7 @@ impl Safety {
             }])
         };
         match op.get("op").and_then(Value::as_str) {
-            Some("delete") => Safety::Retry,
+            Some("delete") => change(Kind::Delete),
             Some("put") => change(Kind::Put),
             Some("patch") => change(Kind::Patch(op.get("doc").cloned().unwrap_or(Value::Null))),
             _ => Safety::Once,
@@ -82,7 +86,9 @@ impl Safety {
 pub(crate) fn idempotent(def: &Value, change: &Kind) -> bool {
     let schema = def.get("schema");
     match (def.get("policy").and_then(Value::as_str), change) {
-        (Some("lww" | "mv"), Kind::Put) => true,
+        (Some("mv" | "custom"), Kind::Delete) => false,
+        (Some(_), Kind::Delete) => true,
+        (Some("lww"), Kind::Put) => true,
         (Some("doc"), Kind::Put) => schema_keeps_one(schema),
         (Some("doc"), Kind::Patch(doc)) => patch_keeps_one(schema, doc),
         _ => false,
@@ -136,7 +142,13 @@ mod tests {
     #[test]
     fn puts_are_retried_only_where_a_second_copy_changes_nothing() {
         assert!(idempotent(&json!({"policy": "lww"}), &Kind::Put));
-        assert!(idempotent(&json!({"policy": "mv"}), &Kind::Put));
+        assert!(!idempotent(&json!({"policy": "mv"}), &Kind::Put));
+        assert!(idempotent(&json!({"policy": "counter"}), &Kind::Delete));
+        assert!(!idempotent(&json!({"policy": "mv"}), &Kind::Delete));
+        assert!(!idempotent(
+            &json!({"policy": "custom", "merge": "sum"}),
+            &Kind::Delete
+        ));
         assert!(!idempotent(
             &json!({"policy": "custom", "merge": "sum"}),
             &Kind::Put
@@ -180,13 +192,13 @@ mod tests {
         ));
         assert!(matches!(
             Safety::of_op("s", &json!({"op": "delete"})),
-            Safety::Retry
+            Safety::Ask(_)
         ));
         let batch = [
             json!({"keyspace": "a", "key": "k", "op": "put", "value": 1}),
             json!({"keyspace": "b", "key": "k", "op": "delete"}),
         ];
-        assert!(matches!(Safety::of_batch(&batch), Safety::Ask(c) if c.len() == 1));
+        assert!(matches!(Safety::of_batch(&batch), Safety::Ask(c) if c.len() == 2));
         let with_incr = [
             json!({"keyspace": "a", "key": "k", "op": "put", "value": 1}),
             json!({"keyspace": "c", "key": "k", "op": "incr"}),

@@ -590,6 +590,49 @@ async fn a_put_lost_in_flight_at_a_live_region_waits_out_its_deadline_before_goi
         "sent on after {:?}, before the first copy's deadline",
         t.elapsed()
     );
+    // The copy sent on is stamped above the first copy's deadline.
+    let first: u64 = a.hits()[0]
+        .header(meridian_client::call::DEADLINE_HEADER)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let put = b.hits().into_iter().find(|h| h.method == "PUT").unwrap();
+    let floor: u64 = put
+        .header(meridian_client::call::NOT_BEFORE_HEADER)
+        .expect("a floor on the copy sent on")
+        .parse()
+        .unwrap();
+    assert_eq!(floor, first);
+    assert_eq!(
+        a.hits()[0].header(meridian_client::call::NOT_BEFORE_HEADER),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_put_that_timed_out_goes_on_at_once_with_the_first_deadline_as_its_floor() {
+    let a = fake(|_| Act::Hang).await;
+    let b = fake(region_with_policy(
+        json!({"name": "default", "policy": "lww"}),
+    ))
+    .await;
+    let c = Client::builder()
+        .regions([&a.url, &b.url])
+        .timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let w = c.put("default", "k", &json!(1)).await.unwrap();
+    assert_eq!(w.served_by, b.url);
+    let first: u64 = a.hits()[0]
+        .header(meridian_client::call::DEADLINE_HEADER)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let put = b.hits().into_iter().find(|h| h.method == "PUT").unwrap();
+    assert_eq!(
+        put.header(meridian_client::call::NOT_BEFORE_HEADER),
+        Some(first.to_string().as_str())
+    );
 }
 
 #[tokio::test]

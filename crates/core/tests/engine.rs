@@ -25,6 +25,7 @@ fn a_write_is_invisible_until_committed_then_readable_with_a_covering_token() {
     let mut r = Region::new("us-east");
     let req = WriteRequest {
         deadline_ms: None,
+        not_before_ms: None,
         fallback: false,
         mutations: vec![MutationRequest {
             keyspace: "default".into(),
@@ -425,6 +426,7 @@ fn pipelined_groups_stage_on_each_other_but_commit_in_order() {
     };
     let req = |ks: &str, k: &str, c: Change| WriteRequest {
         deadline_ms: None,
+        not_before_ms: None,
         fallback: false,
         mutations: vec![MutationRequest {
             keyspace: ks.into(),
@@ -550,6 +552,7 @@ fn a_write_past_its_deadline_stages_nothing_and_one_just_in_time_is_taken() {
     let mut r = Region::new("us-east");
     let req = |deadline_ms| WriteRequest {
         deadline_ms: Some(deadline_ms),
+        not_before_ms: None,
         fallback: false,
         mutations: vec![MutationRequest {
             keyspace: "default".into(),
@@ -573,5 +576,45 @@ fn a_write_past_its_deadline_stages_nothing_and_one_just_in_time_is_taken() {
     );
     assert_eq!(r.engine.staged_len(), 0);
     r.engine.submit(1_000, req(1_000)).unwrap();
+    assert_eq!(r.engine.staged_len(), 1);
+}
+
+#[test]
+fn a_floor_stamps_the_write_above_it_and_deadlines_bound_the_stamp_not_the_wall_clock() {
+    let mut r = Region::new("us-east");
+    let req = |deadline_ms: Option<u64>, not_before_ms: Option<u64>| WriteRequest {
+        deadline_ms,
+        not_before_ms,
+        fallback: false,
+        mutations: vec![MutationRequest {
+            keyspace: "default".into(),
+            key: Key::new("k").unwrap(),
+            change: Change::Put {
+                value: Value::Json(Json::parse("1").unwrap()),
+                context: None,
+            },
+        }],
+    };
+    // A floor 400 ms ahead of this region's clock (within the 500 ms
+    // offset bound): the write is stamped above it.
+    r.engine.submit(10_000, req(None, Some(10_400))).unwrap();
+    let stamped = r.engine.staged().last().unwrap().hlc;
+    assert!(stamped.wall_ms() >= 10_400, "{stamped:?}");
+    // The clock is now ahead of the wall clock: a deadline the wall clock
+    // has not reached but the stamp would pass is refused.
+    let err = r
+        .engine
+        .submit(10_001, req(Some(10_100), None))
+        .unwrap_err();
+    assert!(
+        matches!(err, WriteError::DeadlinePassed { deadline_ms: 10_100, now_ms } if now_ms >= 10_400),
+        "{err:?}"
+    );
+    // A floor further ahead than a peer's timestamp may be is a clock error.
+    let err = r
+        .engine
+        .submit(10_002, req(None, Some(20_000)))
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Clock(_)), "{err:?}");
     assert_eq!(r.engine.staged_len(), 1);
 }

@@ -69,6 +69,7 @@ fn put(g: &mut Region, key: &str, v: &str, fallback: bool) -> Result<Committed, 
         g.now,
         WriteRequest {
             deadline_ms: None,
+            not_before_ms: None,
             fallback,
             mutations: vec![MutationRequest {
                 keyspace: "users".into(),

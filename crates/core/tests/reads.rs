@@ -71,6 +71,7 @@ fn a_read_between_the_store_write_and_the_publish_gets_a_covering_token() {
     for i in 0..3 {
         let req = WriteRequest {
             deadline_ms: None,
+            not_before_ms: None,
             fallback: false,
             mutations: vec![MutationRequest {
                 keyspace: "default".into(),

@@ -19,9 +19,9 @@
 //!   (that read is the first one in a new region after a switch);
 //! - after the cluster converges, every acknowledged write read back in
 //!   every region (missing ones are lost writes), and `cur` holding the
-//!   last value the session wrote in every region (an older one means a
-//!   copy of a write the client sent again was taken late and undid later
-//!   writes).
+//!   last value the session wrote in every region (the loop stops writing
+//!   `cur` when the fault ends; an older value means a copy of a write the
+//!   client sent again was taken late and undid later writes).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -199,7 +199,13 @@ pub async fn run_once(spec: &FailoverSpec, dir: &std::path::Path) -> Result<Fail
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let app = tokio::spawn(app_loop(session.clone(), region_of, stop.clone()));
+    let freeze = Arc::new(AtomicBool::new(false));
+    let app = tokio::spawn(app_loop(
+        session.clone(),
+        region_of,
+        stop.clone(),
+        freeze.clone(),
+    ));
 
     tokio::time::sleep(spec.warmup).await;
     let killed = Instant::now();
@@ -208,6 +214,10 @@ pub async fn run_once(spec: &FailoverSpec, dir: &std::path::Path) -> Result<Fail
         Fault::Pause => c.pause("us-east").map_err(err)?,
     }
     tokio::time::sleep(spec.down).await;
+    // `cur` stays as it is from here: a late copy that lands when us-east
+    // comes back would show in the final check instead of being
+    // overwritten by the next iteration.
+    freeze.store(true, Ordering::SeqCst);
     match spec.fault {
         Fault::Kill => c.restart("us-east").await.map_err(err)?,
         Fault::Pause => c.resume("us-east").map_err(err)?,
@@ -297,6 +307,7 @@ async fn app_loop(
     session: Arc<Session>,
     region_of: BTreeMap<String, String>,
     stop: Arc<AtomicBool>,
+    freeze: Arc<AtomicBool>,
 ) -> LoopOut {
     let mut out = LoopOut {
         events: Vec::new(),
@@ -318,19 +329,24 @@ async fn app_loop(
             w.map(|w| Some(w.served_by)).map_err(|e| e.kind()),
             &region_of,
         ));
-        match session.put(KEYSPACE, "cur", &json!(i)).await {
-            Ok(w) => {
-                out.cur_may_be = vec![i];
-                out.events.push(event(Ok(Some(w.served_by)), &region_of));
-            }
-            Err(e) => {
-                if e.is_indeterminate() {
-                    out.cur_may_be.push(i);
+        let frozen = freeze.load(Ordering::SeqCst);
+        let value = json!(i);
+        match (!frozen).then(|| session.put(KEYSPACE, "cur", &value)) {
+            None => {}
+            Some(put) => match put.await {
+                Ok(w) => {
+                    out.cur_may_be = vec![i];
+                    out.events.push(event(Ok(Some(w.served_by)), &region_of));
                 }
-                out.events.push(event(Err(e.kind()), &region_of));
-            }
+                Err(e) => {
+                    if e.is_indeterminate() {
+                        out.cur_may_be.push(i);
+                    }
+                    out.events.push(event(Err(e.kind()), &region_of));
+                }
+            },
         }
-        if out.cur_may_be.last() == Some(&i) {
+        if !frozen && out.cur_may_be.last() == Some(&i) {
             match session.get(KEYSPACE, "cur").await {
                 Ok(entry) => {
                     let seen = entry

@@ -436,6 +436,7 @@ impl SimRegion {
         // The keyspace may not have replicated here yet: then the write is refused.
         let req = WriteRequest {
             deadline_ms: None,
+            not_before_ms: None,
             fallback: false,
             mutations: vec![MutationRequest {
                 keyspace: ks.to_string(),

@@ -191,6 +191,7 @@ mod tests {
         assert!(e.step(&mut log, 1).unwrap().is_none(), "nothing staged");
         let put = WriteRequest {
             deadline_ms: None,
+            not_before_ms: None,
             fallback: false,
             mutations: vec![MutationRequest {
                 keyspace: "default".into(),

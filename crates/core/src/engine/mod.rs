@@ -519,10 +519,20 @@ impl<B: Backend> Engine<B> {
         if req.mutations.is_empty() {
             return Err(WriteError::Empty);
         }
-        if let Some(deadline_ms) = req.deadline_ms.filter(|d| now_ms > *d) {
+        // A floor first: the write (and so everything after it here) is
+        // stamped above it. Refused when it is further ahead than a peer's
+        // timestamp may be.
+        if let Some(floor) = req.not_before_ms {
+            let floor = Hlc::new(floor, 0)?;
+            self.clock.observe(floor, now_ms)?;
+        }
+        // The deadline bounds the timestamp the write will carry, which is
+        // the clock's last one when that is ahead of the wall clock.
+        let stamp_ms = now_ms.max(self.clock.last().wall_ms());
+        if let Some(deadline_ms) = req.deadline_ms.filter(|d| stamp_ms > *d) {
             return Err(WriteError::DeadlinePassed {
                 deadline_ms,
-                now_ms,
+                now_ms: stamp_ms,
             });
         }
         if req.mutations.len() > MAX_MUTATIONS {

@@ -23,6 +23,13 @@ pub struct WriteRequest {
     /// have sent it to another region, and a copy stamped later here would
     /// carry a newer timestamp than the writes that followed it there.
     pub deadline_ms: Option<u64>,
+    /// A timestamp (Unix ms) the write must be stamped above: a client
+    /// sending again a write whose first copy may have been taken elsewhere
+    /// (stamped no later than that copy's deadline) makes this copy, and
+    /// whatever follows it, newer than that one whatever this region's
+    /// clock says. At most the clock offset bound ahead of this region's
+    /// clock, else refused as a clock error.
+    pub not_before_ms: Option<u64>,
 }
 
 /// A change to one key.
@@ -308,7 +315,7 @@ pub enum WriteError {
     /// The request's deadline had passed before it could be taken: nothing
     /// was written.
     #[error(
-        "the request's deadline ({deadline_ms} ms) had passed when this region got to it ({now_ms} ms): nothing was written"
+        "the request's deadline ({deadline_ms} ms) had passed when this region got to it (its clock: {now_ms} ms): nothing was written; if every write meets this, the client's clock is behind the regions'"
     )]
     DeadlinePassed {
         /// The deadline the client set, Unix ms.

@@ -51,6 +51,7 @@ impl Region {
         self.now += 1;
         let req = WriteRequest {
             deadline_ms: None,
+            not_before_ms: None,
             fallback: false,
             mutations: muts
                 .into_iter()

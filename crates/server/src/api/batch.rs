@@ -64,6 +64,7 @@ pub async fn post(
     let raw = super::kv::raw(method, uri, bytes, fwd);
     let req = WriteRequest {
         deadline_ms: None,
+        not_before_ms: None,
         fallback: false,
         mutations,
     };

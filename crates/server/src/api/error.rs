@@ -179,10 +179,11 @@ impl From<WriteError> for ApiError {
                 }
             }
             W::NotReady => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message),
-            W::DeadlinePassed { deadline_ms, .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "deadline_passed", message)
-                    .with(json!({"deadline_ms": deadline_ms}))
-            }
+            W::DeadlinePassed {
+                deadline_ms,
+                now_ms,
+            } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "deadline_passed", message)
+                .with(json!({"deadline_ms": deadline_ms, "now_ms": now_ms})),
             W::Clock(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock", message),
             W::Store(_) | W::Log(_) => ApiError::internal(message),
         }

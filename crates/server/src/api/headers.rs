@@ -19,6 +19,8 @@ pub const WRITE_CONCERN: &str = "meridian-write-concern";
 pub const TIMEOUT_MS: &str = "meridian-timeout-ms";
 /// Wall-clock time (Unix ms) after which a write must not be taken.
 pub const DEADLINE_MS: &str = "meridian-deadline-ms";
+/// A time (Unix ms) a write must be stamped above.
+pub const NOT_BEFORE_MS: &str = "meridian-not-before-ms";
 /// The version of a value answered as raw bytes.
 pub const VERSION: &str = "meridian-version";
 /// How a read is served: `local` (default) or `quorum`.
@@ -102,14 +104,14 @@ pub fn wait_ms(h: &HeaderMap) -> Result<u64, ApiError> {
     millis(h, WAIT_MS, DEFAULT_WAIT_MS)
 }
 
-/// The write's deadline, Unix ms: a client that timed out by then may have
-/// sent the write elsewhere, so it must not be taken here after it.
-pub fn deadline_ms(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    text(h, DEADLINE_MS)?
+/// A time in Unix milliseconds (`meridian-deadline-ms`,
+/// `meridian-not-before-ms`).
+pub fn unix_ms(h: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+    text(h, name)?
         .map(|t| {
             t.trim().parse::<u64>().map_err(|_| {
                 ApiError::bad_request(format!(
-                    "header {DEADLINE_MS}: {t:?} is not a time in Unix milliseconds"
+                    "header {name}: {t:?} is not a time in Unix milliseconds"
                 ))
             })
         })

@@ -148,7 +148,8 @@ async fn take_here(
     // Headers are checked before anything is written.
     let concern = consistency::concern_for(app, h, &req)?;
     let timeout = headers::timeout_ms(h, consistency::DEFAULT_CONCERN_TIMEOUT_MS)?;
-    req.deadline_ms = headers::deadline_ms(h)?;
+    req.deadline_ms = headers::unix_ms(h, headers::DEADLINE_MS)?;
+    req.not_before_ms = headers::unix_ms(h, headers::NOT_BEFORE_MS)?;
     wait_token(app, h).await?;
     let done = match app.writer.write(req).await {
         Ok(Ok(done)) => done,
@@ -270,6 +271,7 @@ async fn write_one(
 ) -> Result<Written, ApiError> {
     let req = WriteRequest {
         deadline_ms: None,
+        not_before_ms: None,
         fallback: false,
         mutations: vec![MutationRequest {
             keyspace,

@@ -41,9 +41,11 @@ const MERGES_PER_ROUND: usize = 16;
 pub struct WriteDone {
     /// The version the write created.
     pub version: Version,
-    /// The region's version vector after it (the causal token to hand out).
+    /// What the write's causal token covers: the region's version vector
+    /// after its group commit, but of this region's own ops only up to
+    /// this write ([`token_vv`]).
     pub vv: Arc<VersionVector>,
-    /// `vv` as a token, encoded once per group.
+    /// `vv` as a token.
     pub token: Arc<str>,
     /// Per mutation: the counter value after it, for counter keys.
     pub counters: Vec<Option<i128>>,
@@ -640,15 +642,15 @@ fn answer(pending: Vec<Pending>, applied: &[Applied], vv: &VersionVector) {
     if pending.is_empty() {
         return;
     }
-    let shared_vv = Arc::new(vv.clone());
     for p in pending {
         match p {
             Pending::Write(idx, reply) => {
                 if let Some(a) = applied.get(idx) {
+                    let covers = token_vv(vv, &a.op.dot);
                     let _ = reply.send(Ok(WriteDone {
                         version: Version::new(a.op.hlc, a.op.dot.clone()),
-                        vv: shared_vv.clone(),
-                        token: Arc::from(meridian_core::token::encode(&token_vv(vv, &a.op.dot))),
+                        token: Arc::from(meridian_core::token::encode(&covers)),
+                        vv: Arc::new(covers),
                         counters: a.counters.clone(),
                     }));
                 }
