@@ -309,3 +309,83 @@ async fn a_copy_stuck_at_a_hung_region_is_refused_there_when_it_resumes() {
     c.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_sent_on_is_stamped_above_the_first_where_the_clock_runs_behind() {
+    // The first copy of a write is taken at us-east (cut off: it reaches no
+    // one) and its answer is lost. The client sends it on to eu-west, whose
+    // clock runs 450 ms behind (within the 500 ms bound), then writes
+    // again. Stamped by eu-west's clock alone both would be older than the
+    // first copy, which would win when us-east rejoins; the floor (the
+    // first copy's deadline) puts them above it.
+    let dir = tmp("floor");
+    let c = Cluster::builder()
+        .binary(&meridian_bin())
+        .dir(&dir)
+        .latency_ms(5)
+        .clock_skew_ms("eu-west", -450)
+        .start()
+        .await
+        .unwrap();
+    c.client("us-east")
+        .put("default", "cur", &json!(0))
+        .await
+        .unwrap();
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    c.partition_off("us-east").unwrap();
+
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let put = |region: &str, value: &'static str, headers: Vec<(&'static str, String)>| {
+        let mut b = http::Request::builder()
+            .method("PUT")
+            .uri(format!("{}/v1/kv/default/cur", c.url(region).unwrap()))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            b = b.header(k, v);
+        }
+        http.request(
+            b.body(http_body_util::Full::new(bytes::Bytes::from(value)))
+                .unwrap(),
+        )
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    // What the client sends: a deadline 300 ms out (a 400 ms timeout).
+    let deadline = now() + 300;
+    let first = put(
+        "us-east",
+        "1",
+        vec![("meridian-deadline-ms", deadline.to_string())],
+    );
+    assert_eq!(
+        first.await.unwrap().status(),
+        200,
+        "taken; the client never hears it"
+    );
+    tokio::time::sleep(Duration::from_millis(310)).await;
+    let again = put(
+        "eu-west",
+        "1",
+        vec![("meridian-not-before-ms", deadline.to_string())],
+    );
+    assert_eq!(again.await.unwrap().status(), 200);
+    assert_eq!(put("eu-west", "2", vec![]).await.unwrap().status(), 200);
+
+    c.heal();
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    for r in ["us-east", "eu-west", "ap-south"] {
+        let v = c.client(r).get("default", "cur").await.unwrap();
+        assert_eq!(
+            v.as_ref().and_then(|e| e.value()),
+            Some(&json!(2)),
+            "{r}: the last write stands"
+        );
+    }
+    c.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -276,12 +276,11 @@ impl Client {
     /// a floor (`meridian-not-before-ms`) it is stamped above. So once the
     /// deadline has passed the first copy is older than the second whatever
     /// the regions' clocks say. That is the case after a timeout; otherwise
-    /// the client waits for it, except where the first region can take
-    /// nothing more: it answered (Meridian's own `500`, `503 stopping`), or
-    /// its process is gone (a new connection is refused). Then the first
-    /// copy, if taken, was stamped before the failure was seen, and the
-    /// floor is now by this client's clock: ordered up to the clock offset
-    /// between the first region and this client. Returns the floor.
+    /// the client waits for it, except where the first region's process is
+    /// gone (a new connection is refused): then the first copy, if taken,
+    /// was stamped before the failure was seen, and the floor is now by
+    /// this client's clock: ordered up to the clock offset between the
+    /// first region and this client. Returns the floor.
     async fn settle(
         &self,
         base: &str,
@@ -290,15 +289,8 @@ impl Client {
         stamp: Stamp,
     ) -> u64 {
         let passed = stamp.deadline_ms.unwrap_or(0);
-        let done = match failure {
-            ClientError::Timeout(_) => return passed,
-            ClientError::Http {
-                status: 500, code, ..
-            } => code == "internal",
-            e => e.is_code("stopping"),
-        };
-        if done {
-            return unix_now_ms();
+        if let ClientError::Timeout(_) = failure {
+            return passed;
         }
         if let ClientError::Transport(_) = failure {
             let probe = Options {

@@ -193,6 +193,13 @@ impl Client {
             return;
         };
         let (weak, base) = (Arc::downgrade(&self.inner), e.base.clone());
+        // However the watcher ends (the client dropped, the runtime shutting
+        // down before it ran, a panic), the region can be watched again.
+        let ended = WatchEnded {
+            inner: weak.clone(),
+            base: base.clone(),
+            generation,
+        };
         let mut probes = self
             .inner
             .probes
@@ -200,13 +207,7 @@ impl Client {
             .unwrap_or_else(PoisonError::into_inner);
         while probes.try_join_next().is_some() {}
         probes.spawn(async move {
-            // However the watcher ends (the client dropped, the runtime
-            // shutting down, a panic), the region can be watched again.
-            let _ended = WatchEnded {
-                inner: weak.clone(),
-                base: base.clone(),
-                generation,
-            };
+            let _ended = ended;
             loop {
                 let until = {
                     let Some(inner) = weak.upgrade() else { return };
@@ -225,14 +226,13 @@ impl Client {
                 let ok = client.healthz(&base).await;
                 let regions = &client.inner.regions;
                 let Some(e) = regions.find(&base) else { return };
-                if e.watch_until(generation).is_none() {
-                    return;
-                }
                 if ok {
                     e.probe_succeeded(generation);
                     return;
                 }
-                e.probe_failed(&regions.backoff);
+                if !e.probe_failed(generation, &regions.backoff) {
+                    return;
+                }
             }
         });
     }
@@ -288,10 +288,12 @@ impl Client {
         Ok(Self::check(r)?.body)
     }
 
-    /// An admin change that may be made twice (definitions, maps).
+    /// An admin change (definitions, maps, merges). Not sent again after
+    /// an unknown outcome: regions take these without a deadline, so a
+    /// late first copy could land after a newer change.
     async fn change(&self, method: Method, path: &str, body: &Value) -> Result<Value, ClientError> {
         let r = self
-            .call(method, path, Some(body), &Options::default(), Safety::Retry)
+            .call(method, path, Some(body), &Options::default(), Safety::Once)
             .await?;
         Ok(Self::check(r)?.body)
     }

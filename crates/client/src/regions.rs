@@ -103,7 +103,7 @@ impl Endpoint {
     /// calls fail is not brought back ever faster.
     pub(crate) fn probe_succeeded(&self, generation: u64) {
         let mut h = self.health();
-        if h.watch_gen == generation {
+        if h.probing && h.watch_gen == generation {
             h.down_until = None;
             h.probing = false;
         }
@@ -131,10 +131,16 @@ impl Endpoint {
         Self::set_aside(&mut h, now, backoff);
     }
 
-    /// Its background probe failed: set aside for the next delay.
-    pub(crate) fn probe_failed(&self, backoff: &Backoff) {
+    /// Watcher `generation`'s probe failed: set aside for the next delay,
+    /// unless the region came back meanwhile or a newer watcher took over
+    /// (then `false`: the watcher stops).
+    pub(crate) fn probe_failed(&self, generation: u64, backoff: &Backoff) -> bool {
         let mut h = self.health();
+        if !(h.probing && h.watch_gen == generation) {
+            return false;
+        }
         Self::set_aside(&mut h, Instant::now(), backoff);
+        true
     }
 
     fn set_aside(h: &mut Health, now: Instant, backoff: &Backoff) {
@@ -349,7 +355,7 @@ mod tests {
         let g = a.take_watch().unwrap();
         assert_eq!(a.take_watch(), None, "one watcher at a time");
         assert!(a.watch_until(g).is_some());
-        a.probe_failed(&r.backoff);
+        assert!(a.probe_failed(g, &r.backoff));
         assert_eq!(r.health()[0].failures, 2);
         assert!(!r.health()[0].up, "still set aside");
         a.probe_succeeded(g);
@@ -367,6 +373,17 @@ mod tests {
         assert_eq!(a.set_aside_until(), None);
         assert_eq!(r.health()[0].failures, 0, "a call success does");
         assert_eq!(a.watch_until(g2), None);
+    }
+
+    #[test]
+    fn a_probe_failing_after_a_call_brought_the_region_back_changes_nothing() {
+        let r = regions();
+        let a = &r.all()[0];
+        a.failed(&r.backoff);
+        let g = a.take_watch().unwrap();
+        a.succeeded();
+        assert!(!a.probe_failed(g, &r.backoff), "the watcher stops");
+        assert!(r.health()[0].up, "not set aside again with nobody watching");
     }
 
     #[test]

@@ -519,16 +519,20 @@ impl<B: Backend> Engine<B> {
         if req.mutations.is_empty() {
             return Err(WriteError::Empty);
         }
-        // A floor first: the write (and so everything after it here) is
-        // stamped above it. Refused when it is further ahead than a peer's
-        // timestamp may be.
-        if let Some(floor) = req.not_before_ms {
-            let floor = Hlc::new(floor, 0)?;
-            self.clock.observe(floor, now_ms)?;
+        // A floor: the write (and so everything after it here) is stamped
+        // above it. Refused when it is further ahead than a peer's
+        // timestamp may be; the clock moves to it only once the write is
+        // about to be stamped, so a refused request leaves it alone.
+        let floor = req.not_before_ms.map(|f| Hlc::new(f, 0)).transpose()?;
+        if let Some(f) = floor {
+            self.clock.check(f, now_ms)?;
         }
-        // The deadline bounds the timestamp the write will carry, which is
-        // the clock's last one when that is ahead of the wall clock.
-        let stamp_ms = now_ms.max(self.clock.last().wall_ms());
+        // The deadline bounds the timestamp the write will carry: the
+        // clock's last one (or the floor) when that is ahead of the wall
+        // clock.
+        let stamp_ms = now_ms
+            .max(self.clock.last().wall_ms())
+            .max(floor.map_or(0, |f| f.wall_ms()));
         if let Some(deadline_ms) = req.deadline_ms.filter(|d| stamp_ms > *d) {
             return Err(WriteError::DeadlinePassed {
                 deadline_ms,
@@ -636,6 +640,9 @@ impl<B: Backend> Engine<B> {
             });
         }
         self.stats.siblings_pruned += pruned as u64;
+        if let Some(f) = floor {
+            self.clock.observe(f, now_ms)?;
+        }
         self.stage_local(now_ms, mutations)?;
         self.record_fallbacks(fallbacks);
         Ok(())
