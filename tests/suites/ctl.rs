@@ -10,6 +10,8 @@ use serde_json::Value;
 
 fn ctl(c: &Cluster, args: &[&str]) -> Output {
     let mut cmd = std::process::Command::new(meridian_bin());
+    // Each cluster's session file is its own.
+    cmd.env("MERIDIAN_SESSION", c.dir().join("ctl-session.json"));
     cmd.arg("ctl");
     for r in &c.regions {
         cmd.arg("--url").arg(c.url(r).unwrap());
@@ -127,6 +129,9 @@ async fn ctl_registers_merges_and_creates_custom_keyspaces() {
         "{list}"
     );
     assert!(!list.contains("broken"), "{list}");
+    // Merge scripts replicate like data (ctl's session token covers key
+    // writes only): let eu-west have it before reading it there.
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
     let got = stdout(&ctl(
         &c,
         &["--region", "eu-west", "merge", "get", "keep-max"],
@@ -281,5 +286,47 @@ async fn ctl_commands_fail_over_when_their_region_is_down() {
     stdout(&o);
     let out = stdout(&ctl(&c, &["incr", "hits", "n", "2"]));
     assert!(out.contains(", value 2"), "{out}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_reads_follow_its_writes_in_any_region() {
+    // 300 ms links: without the session's token a read in eu-west right
+    // after the write in us-east would not find it.
+    let c = Cluster::builder().latency_ms(300).start().await.unwrap();
+    let out = stdout(&ctl(&c, &["put", "default", "greeting", r#""hello""#]));
+    assert!(out.starts_with("ok, version us-east:"), "{out}");
+    let got = stdout(&ctl(
+        &c,
+        &["--region", "eu-west", "get", "default", "greeting"],
+    ));
+    assert!(got.starts_with("\"hello\""), "{got}");
+    let session = stdout(&ctl(&c, &["session"]));
+    assert!(session.contains("token: "), "{session}");
+    let session = stdout(&ctl(&c, &["session", "--clear"]));
+    assert!(session.contains("no token kept"), "{session}");
+    // A region cut off from the write cannot serve a read that follows it:
+    // it answers 503 behind_token, and ctl reads at the next region, which
+    // has the write (never the older value ap-south holds).
+    stdout(&ctl(&c, &["put", "default", "greeting", r#""again""#]));
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    c.partition_off("ap-south").unwrap();
+    stdout(&ctl(&c, &["put", "default", "greeting", r#""third""#]));
+    let o = ctl(
+        &c,
+        &[
+            "--region",
+            "ap-south",
+            "--wait-ms",
+            "200",
+            "get",
+            "default",
+            "greeting",
+        ],
+    );
+    let got = stdout(&o);
+    assert!(got.starts_with("\"third\""), "{got}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("answered by"), "{err}");
     c.stop().await;
 }

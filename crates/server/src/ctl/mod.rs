@@ -4,11 +4,14 @@
 //! Readable tables by default, `--json` for scripts.
 //!
 //! - [`status`]: the whole cluster at once, converged or not.
+//! - [`session`]: the causal token kept between commands, so a read
+//!   follows the writes made before it, in any region.
 //! - [`output`]: tables and JSON on stdout.
 
 pub mod admin;
 pub mod output;
 pub mod ownership;
+pub mod session;
 pub mod status;
 
 use meridian_client::{Client, ClientError, Options};
@@ -37,6 +40,14 @@ pub struct CtlArgs {
     /// JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Neither send nor keep the session's causal token (see `ctl
+    /// session`).
+    #[arg(long, global = true)]
+    pub no_session: bool,
+    /// How long a region may wait to catch up with the session's token
+    /// before it answers 503 (default: the region's, 2 s).
+    #[arg(long, global = true)]
+    pub wait_ms: Option<u64>,
     /// The command.
     #[command(subcommand)]
     pub cmd: CtlCommand,
@@ -48,6 +59,14 @@ pub enum CtlCommand {
     /// Every region: links, lag, version vectors, digests, and whether they
     /// have converged.
     Status,
+    /// The causal token ctl keeps between commands (so a read in one
+    /// region follows a write made in another): where it is, and whether
+    /// one is kept.
+    Session {
+        /// Forget it.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Read a key.
     Get {
         /// Keyspace.
@@ -168,8 +187,28 @@ pub struct WriteFlags {
 /// Runs a ctl command and prints its answer.
 pub async fn run(a: CtlArgs) -> Result<(), String> {
     let urls = urls(&a.urls);
+    let store = session::Store::new((!a.no_session).then(session::default_path).flatten(), &urls);
     match &a.cmd {
         CtlCommand::Status => status::print(&urls, a.json).await,
+        CtlCommand::Session { clear } => {
+            let Some(path) = store.path() else {
+                println!("no session kept (--no-session, or no MERIDIAN_SESSION or HOME)");
+                return Ok(());
+            };
+            if *clear {
+                store.clear()?;
+            }
+            let token = store.token();
+            if a.json {
+                return print_json(&json!({"path": path, "token": token}));
+            }
+            println!("session file: {}", path.display());
+            match token {
+                Some(t) => println!("token: {t}"),
+                None => println!("no token kept for these regions"),
+            }
+            Ok(())
+        }
         CtlCommand::Keyspace { cmd } => {
             let c = pick(&urls, a.region.as_deref()).await?;
             admin::keyspace(&c, cmd, a.json).await
@@ -283,12 +322,19 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             token,
         } => {
             let c = pick(&urls, a.region.as_deref()).await?;
+            let kept = store.token();
             let opts = Options {
-                token: token.clone(),
+                token: token.clone().or(kept.clone()),
+                wait_ms: a.wait_ms,
                 read: quorum.then(|| "quorum".to_string()),
                 ..Options::default()
             };
-            let (entry, _) = c.get_with(keyspace, key, &opts).await.map_err(explain)?;
+            // Reads carry the session's token but do not replace it: what
+            // the session guarantees is that reads follow its writes.
+            let (entry, _) = c
+                .get_with(keyspace, key, &opts)
+                .await
+                .map_err(|e| with_session_hint(e, token.is_none() && kept.is_some()))?;
             let Some(entry) = entry else {
                 return Err(format!("{keyspace}/{key}: not found"));
             };
@@ -313,13 +359,13 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             write,
         } => {
             let v = parse_value(value, write.string)?;
-            send(&a, &urls, (keyspace, key), write, Write::Put(v)).await
+            send(&a, &urls, &store, (keyspace, key), write, Write::Put(v)).await
         }
         CtlCommand::Del {
             keyspace,
             key,
             write,
-        } => send(&a, &urls, (keyspace, key), write, Write::Delete).await,
+        } => send(&a, &urls, &store, (keyspace, key), write, Write::Delete).await,
         CtlCommand::Incr {
             keyspace,
             key,
@@ -327,7 +373,7 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             write,
         } => {
             let op = json!({"op": "incr", "by": by});
-            send(&a, &urls, (keyspace, key), write, Write::Op(op)).await
+            send(&a, &urls, &store, (keyspace, key), write, Write::Op(op)).await
         }
         CtlCommand::Add {
             keyspace,
@@ -351,7 +397,7 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
                 .map(|v| parse_value(v, write.string))
                 .collect::<Result<Vec<_>, _>>()?;
             let op = json!({"op": name, "values": values});
-            send(&a, &urls, (keyspace, key), write, Write::Op(op)).await
+            send(&a, &urls, &store, (keyspace, key), write, Write::Op(op)).await
         }
     }
 }
@@ -367,12 +413,16 @@ enum Write {
 async fn send(
     a: &CtlArgs,
     urls: &[String],
+    store: &session::Store,
     (keyspace, key): (&str, &str),
     flags: &WriteFlags,
     w: Write,
 ) -> Result<(), String> {
     let c = pick(urls, a.region.as_deref()).await?;
+    let kept = store.token();
     let opts = Options {
+        token: kept.clone(),
+        wait_ms: a.wait_ms,
         write_concern: flags.concern.clone(),
         ..Options::default()
     };
@@ -381,7 +431,8 @@ async fn send(
         Write::Delete => c.delete_with(keyspace, key, &opts).await,
         Write::Op(op) => c.op_with(keyspace, key, op, &opts).await,
     }
-    .map_err(explain)?;
+    .map_err(|e| with_session_hint(e, kept.is_some()))?;
+    store.keep(&answer.token);
     note_failover(&c, &answer.served_by);
     written(&answer.body, a.json)
 }
@@ -467,6 +518,19 @@ fn parse_value(s: &str, string: bool) -> Result<Value, String> {
     }
     serde_json::from_str(s)
         .map_err(|e| format!("{s:?} is not JSON ({e}); quote text as '\"{s}\"' or pass --string"))
+}
+
+/// [`explain`], with a hint when a kept session token held the request
+/// up (a cluster recreated on the same ports holds none of its writes).
+fn with_session_hint(e: ClientError, kept: bool) -> String {
+    let behind = e.is_code("behind_token");
+    let mut text = explain(e);
+    if behind && kept {
+        text.push_str(
+            "\n(the request carried this shell's session token: the region had not caught up with your earlier writes; retry, pass --wait-ms, or --no-session / `meridian ctl session --clear` if the cluster was recreated)",
+        );
+    }
+    text
 }
 
 pub(crate) fn explain(e: ClientError) -> String {
