@@ -296,11 +296,14 @@ async fn ctl_reads_follow_its_writes_in_any_region() {
     let c = Cluster::builder().latency_ms(300).start().await.unwrap();
     let out = stdout(&ctl(&c, &["put", "default", "greeting", r#""hello""#]));
     assert!(out.starts_with("ok, version us-east:"), "{out}");
-    let got = stdout(&ctl(
-        &c,
-        &["--region", "eu-west", "get", "default", "greeting"],
-    ));
+    let o = ctl(&c, &["--region", "eu-west", "get", "default", "greeting"]);
+    let got = stdout(&o);
     assert!(got.starts_with("\"hello\""), "{got}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains("answered by"),
+        "eu-west waited and answered: {err}"
+    );
     let session = stdout(&ctl(&c, &["session"]));
     assert!(session.contains("token: "), "{session}");
     let session = stdout(&ctl(&c, &["session", "--clear"]));
@@ -328,5 +331,39 @@ async fn ctl_reads_follow_its_writes_in_any_region() {
     assert!(got.starts_with("\"third\""), "{got}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("answered by"), "{err}");
+    // A write in the cut-off region stays there: writes do not wait for
+    // the session.
+    let out = stdout(&ctl(
+        &c,
+        &["--region", "ap-south", "put", "default", "side", "1"],
+    ));
+    assert!(out.starts_with("ok, version ap-south:"), "{out}");
+    c.heal();
+
+    // A session of a cluster since recreated on the same ports (what
+    // `meridian dev` does on every start): no region can serve it; the read
+    // drops it, says so, and reads without it.
+    let mut stale = meridian_crdt::VersionVector::new();
+    let gone = meridian_crdt::ReplicaId::new(
+        meridian_crdt::RegionId::new("us-east").unwrap(),
+        uuid::Uuid::from_u128(42),
+    );
+    stale.raise(&gone, meridian_crdt::Seq(7));
+    let mut urls: Vec<String> = c.regions.iter().map(|r| c.url(r).unwrap()).collect();
+    urls.sort();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let file = serde_json::json!({"clusters": {urls.join(","): {
+        "token": meridian_core::token::encode(&stale), "at": now}}});
+    std::fs::write(c.dir().join("ctl-session.json"), file.to_string()).unwrap();
+    let o = ctl(&c, &["--wait-ms", "100", "get", "default", "greeting"]);
+    let got = stdout(&o);
+    assert!(got.starts_with("\"third\""), "{got}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the session is cleared"), "{err}");
+    let session = stdout(&ctl(&c, &["session"]));
+    assert!(session.contains("no token kept"), "{session}");
     c.stop().await;
 }

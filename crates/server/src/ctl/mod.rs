@@ -45,7 +45,7 @@ pub struct CtlArgs {
     #[arg(long, global = true)]
     pub no_session: bool,
     /// How long a region may wait to catch up with the session's token
-    /// before it answers 503 (default: the region's, 2 s).
+    /// before a read moves on (default: the region's, 2 s).
     #[arg(long, global = true)]
     pub wait_ms: Option<u64>,
     /// The command.
@@ -322,7 +322,7 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             token,
         } => {
             let c = pick(&urls, a.region.as_deref()).await?;
-            let kept = store.token();
+            let kept = store.token().filter(|_| token.is_none());
             let opts = Options {
                 token: token.clone().or(kept.clone()),
                 wait_ms: a.wait_ms,
@@ -331,10 +331,25 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             };
             // Reads carry the session's token but do not replace it: what
             // the session guarantees is that reads follow its writes.
-            let (entry, _) = c
-                .get_with(keyspace, key, &opts)
-                .await
-                .map_err(|e| with_session_hint(e, token.is_none() && kept.is_some()))?;
+            let entry = match c.get_with(keyspace, key, &opts).await {
+                Ok((entry, _)) => entry,
+                // No region could serve the session's token: a cluster
+                // recreated on the same ports (as `meridian dev` is) holds
+                // none of its writes. Drop it and read without it.
+                Err(e) if kept.is_some() && e.is_code("behind_token") => {
+                    eprintln!(
+                        "note: no region has caught up with this shell's earlier writes ({}); the session is cleared and this read made without it",
+                        explain(e)
+                    );
+                    store.clear()?;
+                    let opts = Options {
+                        token: None,
+                        ..opts
+                    };
+                    c.get_with(keyspace, key, &opts).await.map_err(explain)?.0
+                }
+                Err(e) => return Err(explain(e)),
+            };
             let Some(entry) = entry else {
                 return Err(format!("{keyspace}/{key}: not found"));
             };
@@ -419,10 +434,9 @@ async fn send(
     w: Write,
 ) -> Result<(), String> {
     let c = pick(urls, a.region.as_deref()).await?;
-    let kept = store.token();
+    // Writes go where they are sent without waiting for the session (a
+    // write in a cut-off region stays there); their tokens join it.
     let opts = Options {
-        token: kept.clone(),
-        wait_ms: a.wait_ms,
         write_concern: flags.concern.clone(),
         ..Options::default()
     };
@@ -430,8 +444,20 @@ async fn send(
         Write::Put(v) => c.put_with(keyspace, key, v, &opts).await,
         Write::Delete => c.delete_with(keyspace, key, &opts).await,
         Write::Op(op) => c.op_with(keyspace, key, op, &opts).await,
-    }
-    .map_err(|e| with_session_hint(e, kept.is_some()))?;
+    };
+    let answer = match answer {
+        Ok(w) => w,
+        Err(e) => {
+            // Durable where it was taken, its concern not met in time: a
+            // write the session has made.
+            if e.is_code("write_concern_timeout")
+                && let Some(t) = e.body().and_then(|b| b["token"].as_str())
+            {
+                store.keep(t);
+            }
+            return Err(explain(e));
+        }
+    };
     store.keep(&answer.token);
     note_failover(&c, &answer.served_by);
     written(&answer.body, a.json)
@@ -518,19 +544,6 @@ fn parse_value(s: &str, string: bool) -> Result<Value, String> {
     }
     serde_json::from_str(s)
         .map_err(|e| format!("{s:?} is not JSON ({e}); quote text as '\"{s}\"' or pass --string"))
-}
-
-/// [`explain`], with a hint when a kept session token held the request
-/// up (a cluster recreated on the same ports holds none of its writes).
-fn with_session_hint(e: ClientError, kept: bool) -> String {
-    let behind = e.is_code("behind_token");
-    let mut text = explain(e);
-    if behind && kept {
-        text.push_str(
-            "\n(the request carried this shell's session token: the region had not caught up with your earlier writes; retry, pass --wait-ms, or --no-session / `meridian ctl session --clear` if the cluster was recreated)",
-        );
-    }
-    text
 }
 
 pub(crate) fn explain(e: ClientError) -> String {

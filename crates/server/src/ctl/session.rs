@@ -1,17 +1,19 @@
 //! The causal token `meridian ctl` keeps between invocations, so `ctl put`
 //! in one region and then `ctl --region eu-west get` reads the write: the
 //! get carries the put's token and eu-west waits until it has applied it
-//! (or answers `503 behind_token`). Writes keep their answer's token (each
-//! carries the one before, so the newest covers them all); reads carry it
-//! and keep nothing.
+//! (or answers `503 behind_token`). Writes do not carry it (a write goes
+//! where it is sent, without waiting: a partition experiment stays one);
+//! their answers' tokens are merged into it, so it covers every write the
+//! shell made. Reads carry it and keep nothing.
 //!
 //! Kept in one file (`$MERIDIAN_SESSION`, else
 //! `$XDG_STATE_HOME/meridian/ctl-session.json`, else
 //! `~/.local/state/meridian/ctl-session.json`), one token per cluster (the
 //! set of URLs ctl talks to), for [`TTL`]: a session is the minutes of a
-//! shell sitting, and a token of a cluster since recreated on the same
-//! ports would otherwise hold every read up. `--no-session` leaves it
-//! alone.
+//! shell sitting. A token no region can serve (a cluster recreated on the
+//! same ports, as `meridian dev` is on every start) is dropped by the read
+//! that finds so, which then reads without it and says so. `--no-session`
+//! leaves it alone.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,7 +32,7 @@ pub struct Store {
 
 #[derive(Default, Serialize, Deserialize)]
 struct File {
-    /// Cluster (its sorted URLs, comma-separated) to its newest token.
+    /// Cluster (its sorted URLs, comma-separated) to its token.
     #[serde(default)]
     clusters: BTreeMap<String, Kept>,
 }
@@ -48,13 +50,22 @@ fn now_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Whether a token kept at `at` is still to be used (a time in the future,
+/// from a clock stepped back or an edited file, is as old as its distance).
+fn fresh(at: u64) -> bool {
+    now_s().abs_diff(at) <= TTL.as_secs()
+}
+
 /// The session file's path from the environment, if there is one.
 pub fn default_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MERIDIAN_SESSION") {
+    if let Some(p) = std::env::var_os("MERIDIAN_SESSION").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
+    // An empty or relative XDG_STATE_HOME is to be ignored (XDG base
+    // directory spec).
     let state = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
     Some(state.join("meridian").join("ctl-session.json"))
 }
@@ -83,23 +94,34 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// The cluster's token, if one was kept within [`TTL`].
+    /// The cluster's token, if one was kept within [`TTL`] and is a token
+    /// at all (a damaged file is no session).
     pub fn token(&self) -> Option<String> {
         let kept = self.read().clusters.get(&self.cluster).cloned()?;
-        (now_s().saturating_sub(kept.at) <= TTL.as_secs()).then_some(kept.token)
+        let valid = meridian_core::token::decode(&kept.token).is_ok();
+        (fresh(kept.at) && valid).then_some(kept.token)
     }
 
-    /// Keeps `token` as the cluster's newest. A session that cannot be
-    /// kept is not an error of the command: it says so on stderr.
+    /// Merges a write's `token` into the cluster's (the pointwise newest of
+    /// both, so it covers every write kept). A session that cannot be kept
+    /// is not an error of the command: it says so on stderr.
     pub fn keep(&self, token: &str) {
         let Some(path) = &self.path else { return };
+        let Ok(mut vv) = meridian_core::token::decode(token) else {
+            return;
+        };
+        if let Some(old) = self
+            .token()
+            .and_then(|t| meridian_core::token::decode(&t).ok())
+        {
+            vv.merge(&old);
+        }
         let mut file = self.read();
-        file.clusters
-            .retain(|_, k| now_s().saturating_sub(k.at) <= TTL.as_secs());
+        file.clusters.retain(|_, k| fresh(k.at));
         file.clusters.insert(
             self.cluster.clone(),
             Kept {
-                token: token.to_string(),
+                token: meridian_core::token::encode(&vv),
                 at: now_s(),
             },
         );
@@ -122,16 +144,28 @@ impl Store {
     }
 }
 
+/// Writes `file` to a new temporary file beside `path` and renames it over
+/// `path` (two ctl runs at once: the last rename wins, and each leaves a
+/// whole file). The temporary file is removed when anything fails.
 fn write_atomically(path: &PathBuf, file: &File) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    let bytes = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(&tmp, path)
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -148,8 +182,18 @@ mod tests {
         d
     }
 
+    fn token(region: &str, seq: u64) -> String {
+        let mut vv = meridian_crdt::VersionVector::new();
+        let r = meridian_crdt::ReplicaId::new(
+            meridian_crdt::RegionId::new(region).unwrap(),
+            uuid::Uuid::nil(),
+        );
+        vv.raise(&r, meridian_crdt::Seq(seq));
+        meridian_core::token::encode(&vv)
+    }
+
     #[test]
-    fn a_token_is_kept_per_cluster_and_forgotten_on_clear() {
+    fn a_token_is_kept_per_cluster_merged_and_forgotten_on_clear() {
         let path = dir().join("s.json");
         let a = Store::new(
             Some(path.clone()),
@@ -161,41 +205,53 @@ mod tests {
         );
         let other = Store::new(Some(path.clone()), &["http://c:1".into()]);
         assert_eq!(a.token(), None);
-        a.keep("t1");
-        other.keep("t9");
+        a.keep(&token("us-east", 1));
+        other.keep(&token("ap-south", 9));
         assert_eq!(
-            same.token().as_deref(),
-            Some("t1"),
+            same.token(),
+            Some(token("us-east", 1)),
             "the same cluster in any order"
         );
-        assert_eq!(other.token().as_deref(), Some("t9"));
-        a.keep("t2");
-        assert_eq!(a.token().as_deref(), Some("t2"));
+        assert_eq!(other.token(), Some(token("ap-south", 9)));
+        a.keep(&token("us-east", 2));
+        assert_eq!(a.token(), Some(token("us-east", 2)));
+        // A write elsewhere that did not see the first: the kept token
+        // covers both.
+        a.keep(&token("eu-west", 5));
+        let both = meridian_core::token::decode(&a.token().unwrap()).unwrap();
+        assert_eq!(both.len(), 2, "{both:?}");
         a.clear().unwrap();
         assert_eq!(a.token(), None);
-        assert_eq!(other.token().as_deref(), Some("t9"));
+        assert_eq!(other.token(), Some(token("ap-south", 9)));
     }
 
     #[test]
-    fn an_old_or_unreadable_session_is_no_session() {
+    fn an_old_damaged_or_unreadable_session_is_no_session() {
         let path = dir().join("s.json");
         let s = Store::new(Some(path.clone()), &["http://a:1".into()]);
-        let old = File {
+        let at = |at: u64, t: &str| File {
             clusters: [(
                 "http://a:1".to_string(),
                 Kept {
-                    token: "stale".into(),
-                    at: now_s() - TTL.as_secs() - 1,
+                    token: t.to_string(),
+                    at,
                 },
             )]
             .into(),
         };
-        write_atomically(&path, &old).unwrap();
-        assert_eq!(s.token(), None);
+        let good = token("us-east", 3);
+        write_atomically(&path, &at(now_s() - TTL.as_secs() - 1, &good)).unwrap();
+        assert_eq!(s.token(), None, "too old");
+        write_atomically(&path, &at(now_s() + TTL.as_secs() + 60, &good)).unwrap();
+        assert_eq!(s.token(), None, "from the future");
+        write_atomically(&path, &at(now_s(), "not a token")).unwrap();
+        assert_eq!(s.token(), None, "damaged");
         std::fs::write(&path, b"not json").unwrap();
         assert_eq!(s.token(), None);
-        s.keep("fresh");
-        assert_eq!(s.token().as_deref(), Some("fresh"));
+        s.keep(&good);
+        assert_eq!(s.token(), Some(good));
         assert_eq!(Store::new(None, &["http://a:1".into()]).token(), None);
+        let files = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(files, 1, "no temporary files left");
     }
 }
