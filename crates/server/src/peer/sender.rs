@@ -194,30 +194,16 @@ async fn inject(
     url: &str,
     body: &[u8],
 ) {
-    if unit_random(1) < faults.delay {
-        let ms = (unit_random(2) * 200.0) as u64;
+    if fastrand::f64() < faults.delay {
+        let ms = fastrand::u64(0..200);
         peer.fault_delayed.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    if unit_random(3) < faults.duplicate {
+    if fastrand::f64() < faults.duplicate {
         // The first copy's answer is ignored; the second is the real send.
         peer.fault_duplicated.fetch_add(1, Ordering::Relaxed);
         let _ = call(http, secret, me, url, "/peer/v1/ops", "ops", body).await;
     }
-}
-
-/// A number in `[0, 1)`, good enough for fault injection (no RNG crate).
-fn unit_random(salt: u64) -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let mut x = nanos ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    // splitmix64's finaliser spreads nearby inputs over the whole range.
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
-    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Decodes a peer's answer to a request sent at wall time `sent_ms` (and
@@ -267,14 +253,17 @@ fn check_sender(me: &ReplicaId, peer: &PeerStatus, ack: &Ack) -> Result<(), Peer
     Ok(())
 }
 
-fn jitter(base: Duration, salt: u64) -> Duration {
-    // No RNG crate: mix the clock's nanoseconds with a per-peer salt.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let x = (nanos ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % 1000;
-    base / 2 + base * x as u32 / 2000
+/// The delays between reconnects while a peer keeps failing: 50 ms
+/// doubling to 500 ms, each plus random jitter of up to itself (so 50-100
+/// ms at first, 0.5-1 s at most), so regions do not reconnect in step.
+fn reconnect_delays() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder as _;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_millis(500))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 impl Sender {
@@ -305,13 +294,7 @@ impl Sender {
 
     /// Runs until `shutdown`.
     pub async fn run(mut self, mut shutdown: Shutdown) {
-        let salt = self
-            .peer
-            .name
-            .as_str()
-            .bytes()
-            .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
-        let mut backoff = Duration::from_millis(100);
+        let mut delays = reconnect_delays();
         loop {
             let started = Instant::now();
             tokio::select! {
@@ -324,13 +307,13 @@ impl Sender {
                 }
             }
             if started.elapsed() > Duration::from_secs(5) {
-                backoff = Duration::from_millis(100);
+                delays = reconnect_delays();
             }
+            let delay = delays.next().unwrap_or(Duration::from_secs(1));
             tokio::select! {
                 _ = shutdown.wait() => return,
-                _ = tokio::time::sleep(jitter(backoff, salt)) => {}
+                _ = tokio::time::sleep(delay) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
             self.peer.set_state(LinkState::Connecting);
         }
     }
