@@ -314,16 +314,17 @@ async fn a_copy_stuck_at_a_hung_region_is_refused_there_when_it_resumes() {
 async fn a_copy_sent_on_is_stamped_above_the_first_where_the_clock_runs_behind() {
     // The first copy of a write is taken at us-east (cut off: it reaches no
     // one) and its answer is lost. The client sends it on to eu-west, whose
-    // clock runs 450 ms behind (within the 500 ms bound), then writes
-    // again. Stamped by eu-west's clock alone both would be older than the
-    // first copy, which would win when us-east rejoins; the floor (the
-    // first copy's deadline) puts them above it.
+    // clock runs 1.5 s behind (within the 3 s bound this cluster allows),
+    // then writes again. Stamped by eu-west's clock alone both would be
+    // older than the first copy, which would win when us-east rejoins; the
+    // floor (the first copy's deadline) puts them above it.
     let dir = tmp("floor");
     let c = Cluster::builder()
         .binary(&meridian_bin())
         .dir(&dir)
         .latency_ms(5)
-        .clock_skew_ms("eu-west", -450)
+        .env("MERIDIAN_MAX_CLOCK_OFFSET_MS", "3000")
+        .clock_skew_ms("eu-west", -1_500)
         .start()
         .await
         .unwrap();
@@ -355,8 +356,8 @@ async fn a_copy_sent_on_is_stamped_above_the_first_where_the_clock_runs_behind()
             .unwrap()
             .as_millis() as u64
     };
-    // What the client sends: a deadline 300 ms out (a 400 ms timeout).
-    let deadline = now() + 300;
+    // What the client sends: a deadline 1 s out; sent on once it passed.
+    let deadline = now() + 1_000;
     let first = put(
         "us-east",
         "1",
@@ -367,7 +368,9 @@ async fn a_copy_sent_on_is_stamped_above_the_first_where_the_clock_runs_behind()
         200,
         "taken; the client never hears it"
     );
-    tokio::time::sleep(Duration::from_millis(310)).await;
+    while now() <= deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let again = put(
         "eu-west",
         "1",

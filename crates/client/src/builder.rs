@@ -111,7 +111,9 @@ impl ClientBuilder {
         // Connecting never outlasts the attempt: a connection that was
         // never made is then `Unreachable` (safe to send elsewhere), not a
         // timeout whose outcome is unknown.
-        connector.set_connect_timeout(Some(self.connect_timeout.min(self.timeout * 3 / 4)));
+        connector.set_connect_timeout(Some(
+            self.connect_timeout.min(self.timeout.saturating_mul(3) / 4),
+        ));
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);

@@ -221,6 +221,17 @@ impl Clock {
         Ok(next)
     }
 
+    /// The timestamp the next local event would get at wall time `now_ms`,
+    /// after observing `floor` if given (what [`Clock::observe`] then
+    /// [`Clock::tick`] would return), without moving the clock.
+    pub fn peek(&self, now_ms: u64, floor: Option<Hlc>) -> Result<Hlc, ClockError> {
+        let mut c = self.clone();
+        if let Some(f) = floor {
+            c.observe(f, now_ms)?;
+        }
+        c.tick(now_ms)
+    }
+
     /// Checks a received timestamp against the offset bound without moving
     /// the clock.
     pub fn check(&self, remote: Hlc, now_ms: u64) -> Result<(), ClockError> {
@@ -255,6 +266,23 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peek_says_what_the_next_tick_gives_and_moves_nothing() {
+        let mut c = Clock::new(500);
+        c.tick(1_000).unwrap();
+        let floor = Hlc::new(1_200, u16::MAX).unwrap();
+        let p = c.peek(1_000, Some(floor)).unwrap();
+        assert_eq!(c.last(), Hlc::new(1_000, 0).unwrap(), "not moved");
+        assert!(
+            p > floor,
+            "above every timestamp of the floor's millisecond"
+        );
+        assert_eq!(p.wall_ms(), 1_201);
+        c.observe(floor, 1_000).unwrap();
+        assert_eq!(c.tick(1_000).unwrap(), p);
+        assert!(c.peek(1_000, Some(Hlc::new(5_000, 0).unwrap())).is_err());
+    }
 
     #[test]
     fn tick_follows_wall_time_and_never_goes_back() {

@@ -523,16 +523,17 @@ impl<B: Backend> Engine<B> {
         // above it. Refused when it is further ahead than a peer's
         // timestamp may be; the clock moves to it only once the write is
         // about to be stamped, so a refused request leaves it alone.
-        let floor = req.not_before_ms.map(|f| Hlc::new(f, 0)).transpose()?;
-        if let Some(f) = floor {
-            self.clock.check(f, now_ms)?;
-        }
-        // The deadline bounds the timestamp the write will carry: the
-        // clock's last one (or the floor) when that is ahead of the wall
-        // clock.
-        let stamp_ms = now_ms
-            .max(self.clock.last().wall_ms())
-            .max(floor.map_or(0, |f| f.wall_ms()));
+        // The floor is the whole of its millisecond (logical counter at its
+        // top): the write is stamped above every timestamp a copy taken
+        // before that deadline can carry.
+        let floor = req
+            .not_before_ms
+            .map(|f| Hlc::new(f, u16::MAX))
+            .transpose()?;
+        // The deadline bounds the timestamp the write will carry (the
+        // clock's, which may run ahead of the wall clock), exactly as it
+        // will be stamped.
+        let stamp_ms = self.clock.peek(now_ms, floor)?.wall_ms();
         if let Some(deadline_ms) = req.deadline_ms.filter(|d| stamp_ms > *d) {
             return Err(WriteError::DeadlinePassed {
                 deadline_ms,
