@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use meridian_client::{Client, ClientError, Options};
-use meridian_harness::bench::failover::{FailoverSpec, Fault, run_once};
+use meridian_harness::bench::failover::{FailoverRun, FailoverSpec, Fault, run_once};
 use meridian_harness::cluster::Cluster;
 use meridian_harness::node::meridian_bin;
 use serde_json::json;
@@ -19,6 +19,25 @@ enum Outcome {
     Refused,
 }
 
+/// One run of the failover scenario on a fresh cluster: 5 ms links, a
+/// `majority` session, us-east faulted after 2 s for 3 s.
+async fn one_run(dir: &std::path::Path, fault: Fault, timeout: Duration) -> FailoverRun {
+    let spec = FailoverSpec {
+        bin: meridian_bin(),
+        dir: dir.to_path_buf(),
+        latency_ms: 5,
+        write_concern: "majority".into(),
+        warmup: Duration::from_secs(2),
+        down: Duration::from_secs(3),
+        runs: 1,
+        fault,
+        timeout,
+    };
+    let run = run_once(&spec, dir).await.unwrap();
+    eprintln!("{run:#?}");
+    run
+}
+
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("meridian-failover-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -28,19 +47,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_carries_on_through_its_region_dying_and_coming_back() {
     let dir = tmp("session");
-    let spec = FailoverSpec {
-        bin: meridian_bin(),
-        dir: dir.clone(),
-        latency_ms: 5,
-        write_concern: "majority".into(),
-        warmup: Duration::from_secs(2),
-        down: Duration::from_secs(3),
-        runs: 1,
-        fault: Fault::Kill,
-        timeout: Duration::from_secs(10),
-    };
-    let run = run_once(&spec, &dir).await.unwrap();
-    eprintln!("{run:#?}");
+    let run = one_run(&dir, Fault::Kill, Duration::from_secs(10)).await;
     assert!(run.acked > 20, "the loop made progress: {run:?}");
     assert_eq!(run.missing, 0, "acknowledged writes lost: {run:?}");
     assert_eq!(run.ryw_violations, 0, "{run:?}");
@@ -201,19 +208,7 @@ async fn a_session_carries_on_through_its_region_hanging_and_nothing_it_sent_the
     // on stays queued at us-east; when us-east resumes it must refuse it
     // (its deadline passed), or `cur` would go back to an older value.
     let dir = tmp("pause");
-    let spec = FailoverSpec {
-        bin: meridian_bin(),
-        dir: dir.clone(),
-        latency_ms: 5,
-        write_concern: "majority".into(),
-        warmup: Duration::from_secs(2),
-        down: Duration::from_secs(3),
-        runs: 1,
-        fault: Fault::Pause,
-        timeout: Duration::from_secs(1),
-    };
-    let run = run_once(&spec, &dir).await.unwrap();
-    eprintln!("{run:#?}");
+    let run = one_run(&dir, Fault::Pause, Duration::from_secs(1)).await;
     assert!(run.acked > 20, "{run:?}");
     assert_eq!(run.missing, 0, "{run:?}");
     assert_eq!(run.cur_wrong, 0, "a late copy undid later writes: {run:?}");

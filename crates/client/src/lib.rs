@@ -5,8 +5,8 @@
 //!   [`Options`] (causal token, wait, write concern, timeout).
 //! - [`call`]: how a call moves across regions: a region that cannot be
 //!   reached, refuses, or fails is set aside with a backoff
-//!   ([`regions`]) and the call goes to the next; `421` and `307` redirects
-//!   are followed.
+//!   ([`regions`], watched in the background until it answers) and the
+//!   call goes to the next; `421` and `307` redirects are followed.
 //! - [`safety`]: which writes are sent again after a failure that leaves
 //!   their outcome unknown, and which fail as
 //!   [`ClientError::Indeterminate`] instead.
@@ -22,6 +22,7 @@ mod builder;
 pub mod call;
 mod client;
 mod error;
+mod health;
 pub mod path;
 pub mod regions;
 pub mod safety;
