@@ -168,7 +168,12 @@ impl Client {
         let mut stamp = Stamp::default();
         while let Some(t) = queue.pop_front() {
             let timeout = opts.timeout_ms.unwrap_or(self.inner.timeout_ms);
-            let deadline = Instant::now() + Duration::from_millis(timeout);
+            // A timeout too long to add to the clock is no deadline to wait
+            // for: a far-off instant stands in (a year).
+            let now = Instant::now();
+            let deadline = now
+                .checked_add(Duration::from_millis(timeout))
+                .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
             if method != Method::GET {
                 stamp.deadline_ms = Some(deadline_ms(timeout));
             }

@@ -739,3 +739,24 @@ async fn an_error_answer_after_an_unknown_outcome_is_indeterminate() {
         "the put may have been applied at a: {err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_timeout_too_long_to_count_is_no_timeout() {
+    let a = fake(|h| match h.method.as_str() {
+        "GET" => ok(json!({"value": 1, "version": "v"})),
+        _ => written(),
+    })
+    .await;
+    let c = Client::builder()
+        .region(&a.url)
+        .timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    c.put("default", "k", &json!(1)).await.unwrap();
+    assert!(c.get("default", "k").await.unwrap().is_some());
+    let deadline = a.hits()[0]
+        .header(meridian_client::call::DEADLINE_HEADER)
+        .unwrap()
+        .to_string();
+    assert_eq!(deadline, u64::MAX.to_string());
+}
