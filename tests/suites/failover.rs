@@ -38,6 +38,46 @@ async fn one_run(dir: &std::path::Path, fault: Fault, timeout: Duration) -> Fail
     run
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `PUT default/cur` = `value` at `region` with `headers`, as a client
+/// would send it by hand; the status.
+async fn put_cur(c: &Cluster, region: &str, value: &'static str, headers: &[(&str, u64)]) -> u16 {
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut b = http::Request::builder()
+        .method("PUT")
+        .uri(format!("{}/v1/kv/default/cur", c.url(region).unwrap()))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        b = b.header(*k, v.to_string());
+    }
+    let body = http_body_util::Full::new(bytes::Bytes::from(value));
+    http.request(b.body(body).unwrap())
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// After convergence, `default/cur` is `want` in every region.
+async fn cur_everywhere(c: &Cluster, want: serde_json::Value) {
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    for r in ["us-east", "eu-west", "ap-south"] {
+        let v = c.client(r).get("default", "cur").await.unwrap();
+        assert_eq!(
+            v.as_ref().and_then(|e| e.value()),
+            Some(&want),
+            "{r}: the last write stands"
+        );
+    }
+}
+
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("meridian-failover-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -238,17 +278,11 @@ async fn a_copy_stuck_at_a_hung_region_is_refused_there_when_it_resumes() {
         .await
         .unwrap();
     let west = c.client("eu-west");
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
-    };
     west.put("default", "cur", &json!(0)).await.unwrap();
     c.wait_converged(Duration::from_secs(30)).await.unwrap();
 
     c.pause("us-east").unwrap();
-    let deadline = now() + 750;
+    let deadline = unix_ms() + 750;
     let addr = c
         .url("us-east")
         .unwrap()
@@ -263,23 +297,11 @@ async fn a_copy_stuck_at_a_hung_region_is_refused_there_when_it_resumes() {
 
     // What the client does next: the copy sent on, with the floor, then a
     // later write.
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let put = |value: &'static str, not_before: Option<u64>| {
-        let mut b = http::Request::builder()
-            .method("PUT")
-            .uri(format!("{}/v1/kv/default/cur", c.url("eu-west").unwrap()))
-            .header("content-type", "application/json");
-        if let Some(f) = not_before {
-            b = b.header("meridian-not-before-ms", f.to_string());
-        }
-        http.request(
-            b.body(http_body_util::Full::new(bytes::Bytes::from(value)))
-                .unwrap(),
-        )
-    };
-    assert_eq!(put("1", Some(deadline)).await.unwrap().status(), 200);
-    assert_eq!(put("2", None).await.unwrap().status(), 200);
+    assert_eq!(
+        put_cur(&c, "eu-west", "1", &[("meridian-not-before-ms", deadline)]).await,
+        200
+    );
+    assert_eq!(put_cur(&c, "eu-west", "2", &[]).await, 200);
 
     c.resume("us-east").unwrap();
     let mut answer = vec![0u8; 4096];
@@ -292,15 +314,7 @@ async fn a_copy_stuck_at_a_hung_region_is_refused_there_when_it_resumes() {
         answer.starts_with("HTTP/1.1 503") && answer.contains("deadline_passed"),
         "{answer}"
     );
-    c.wait_converged(Duration::from_secs(30)).await.unwrap();
-    for r in ["us-east", "eu-west", "ap-south"] {
-        let v = c.client(r).get("default", "cur").await.unwrap();
-        assert_eq!(
-            v.as_ref().and_then(|e| e.value()),
-            Some(&json!(2)),
-            "{r}: the last write stands"
-        );
-    }
+    cur_everywhere(&c, json!(2)).await;
     c.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -330,60 +344,21 @@ async fn a_copy_sent_on_is_stamped_above_the_first_where_the_clock_runs_behind()
     c.wait_converged(Duration::from_secs(30)).await.unwrap();
     c.partition_off("us-east").unwrap();
 
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let put = |region: &str, value: &'static str, headers: Vec<(&'static str, String)>| {
-        let mut b = http::Request::builder()
-            .method("PUT")
-            .uri(format!("{}/v1/kv/default/cur", c.url(region).unwrap()))
-            .header("content-type", "application/json");
-        for (k, v) in headers {
-            b = b.header(k, v);
-        }
-        http.request(
-            b.body(http_body_util::Full::new(bytes::Bytes::from(value)))
-                .unwrap(),
-        )
-    };
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
-    };
     // What the client sends: a deadline 1 s out; sent on once it passed.
-    let deadline = now() + 1_000;
-    let first = put(
-        "us-east",
-        "1",
-        vec![("meridian-deadline-ms", deadline.to_string())],
-    );
-    assert_eq!(
-        first.await.unwrap().status(),
-        200,
-        "taken; the client never hears it"
-    );
-    while now() <= deadline {
+    let deadline = unix_ms() + 1_000;
+    let first = put_cur(&c, "us-east", "1", &[("meridian-deadline-ms", deadline)]).await;
+    assert_eq!(first, 200, "taken; the client never hears it");
+    while unix_ms() <= deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let again = put(
-        "eu-west",
-        "1",
-        vec![("meridian-not-before-ms", deadline.to_string())],
+    assert_eq!(
+        put_cur(&c, "eu-west", "1", &[("meridian-not-before-ms", deadline)]).await,
+        200
     );
-    assert_eq!(again.await.unwrap().status(), 200);
-    assert_eq!(put("eu-west", "2", vec![]).await.unwrap().status(), 200);
+    assert_eq!(put_cur(&c, "eu-west", "2", &[]).await, 200);
 
     c.heal();
-    c.wait_converged(Duration::from_secs(30)).await.unwrap();
-    for r in ["us-east", "eu-west", "ap-south"] {
-        let v = c.client(r).get("default", "cur").await.unwrap();
-        assert_eq!(
-            v.as_ref().and_then(|e| e.value()),
-            Some(&json!(2)),
-            "{r}: the last write stands"
-        );
-    }
+    cur_everywhere(&c, json!(2)).await;
     c.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,6 +22,11 @@ struct Hit {
 }
 
 impl Hit {
+    /// A header holding Unix milliseconds (the deadline, the floor).
+    fn ms(&self, name: &str) -> Option<u64> {
+        self.header(name).map(|v| v.parse().unwrap())
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -594,17 +599,13 @@ async fn a_put_lost_in_flight_at_a_live_region_waits_out_its_deadline_before_goi
         t.elapsed()
     );
     // The copy sent on is stamped above the first copy's deadline.
-    let first: u64 = a.hits()[0]
-        .header(meridian_client::call::DEADLINE_HEADER)
-        .unwrap()
-        .parse()
+    let first = a.hits()[0]
+        .ms(meridian_client::call::DEADLINE_HEADER)
         .unwrap();
     let put = b.hits().into_iter().find(|h| h.method == "PUT").unwrap();
-    let floor: u64 = put
-        .header(meridian_client::call::NOT_BEFORE_HEADER)
-        .expect("a floor on the copy sent on")
-        .parse()
-        .unwrap();
+    let floor = put
+        .ms(meridian_client::call::NOT_BEFORE_HEADER)
+        .expect("a floor on the copy sent on");
     assert_eq!(floor, first);
     assert_eq!(
         a.hits()[0].header(meridian_client::call::NOT_BEFORE_HEADER),
@@ -633,15 +634,13 @@ async fn a_put_that_timed_out_goes_on_at_once_with_the_first_deadline_as_its_flo
         "{:?}",
         t.elapsed()
     );
-    let first: u64 = a.hits()[0]
-        .header(meridian_client::call::DEADLINE_HEADER)
-        .unwrap()
-        .parse()
+    let first = a.hits()[0]
+        .ms(meridian_client::call::DEADLINE_HEADER)
         .unwrap();
     let put = b.hits().into_iter().find(|h| h.method == "PUT").unwrap();
     assert_eq!(
-        put.header(meridian_client::call::NOT_BEFORE_HEADER),
-        Some(first.to_string().as_str())
+        put.ms(meridian_client::call::NOT_BEFORE_HEADER),
+        Some(first)
     );
 }
 
