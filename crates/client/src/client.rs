@@ -173,10 +173,74 @@ impl Client {
     /// an unknown outcome: regions take these without a deadline, so a
     /// late first copy could land after a newer change.
     async fn change(&self, method: Method, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.change_with(method, path, body, &Options::default())
+            .await
+    }
+
+    async fn change_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        opts: &Options,
+    ) -> Result<Value, ClientError> {
         let r = self
-            .call(method, path, Some(body), &Options::default(), Safety::Once)
+            .call(method, path, Some(body), opts, Safety::Once)
             .await?;
         Ok(Self::check(r)?.body)
+    }
+
+    /// Options for admin calls that read a whole backup (verify, rewind):
+    /// ten minutes per region.
+    fn long() -> Options {
+        Options {
+            timeout_ms: Some(600_000),
+            ..Options::default()
+        }
+    }
+
+    /// `GET /v1/admin/backups`: the region's complete backups and running jobs.
+    pub async fn backups(&self) -> Result<Value, ClientError> {
+        self.read("/v1/admin/backups", &Options::default()).await
+    }
+
+    /// `GET /v1/admin/backups/{id}`: a manifest, or a running backup's progress.
+    pub async fn backup(&self, id: &str) -> Result<Value, ClientError> {
+        let path = format!("/v1/admin/backups/{}", path::segment(id));
+        self.read(&path, &Options::default()).await
+    }
+
+    /// `POST /v1/admin/backups`: starts a backup; `{"id", "state"}`.
+    pub async fn start_backup(&self) -> Result<Value, ClientError> {
+        self.change(Method::POST, "/v1/admin/backups", &Value::Null)
+            .await
+    }
+
+    /// `POST /v1/admin/backups/{id}/verify`.
+    pub async fn verify_backup(&self, id: &str) -> Result<Value, ClientError> {
+        let path = format!("/v1/admin/backups/{}/verify", path::segment(id));
+        self.change_with(Method::POST, &path, &Value::Null, &Self::long())
+            .await
+    }
+
+    /// `DELETE /v1/admin/backups/{id}`.
+    pub async fn delete_backup(&self, id: &str) -> Result<Value, ClientError> {
+        let path = format!("/v1/admin/backups/{}", path::segment(id));
+        self.change_with(Method::DELETE, &path, &Value::Null, &Self::long())
+            .await
+    }
+
+    /// `POST /v1/admin/backups/prune` (`{"keep_last": N, "keep_hours": H}`,
+    /// or `null` for the configured rules).
+    pub async fn prune_backups(&self, body: &Value) -> Result<Value, ClientError> {
+        self.change_with(Method::POST, "/v1/admin/backups/prune", body, &Self::long())
+            .await
+    }
+
+    /// `POST /v1/admin/rewind` (`{"keyspace", "prefix", "to_time", "dry_run"}`).
+    pub async fn rewind(&self, body: &Value) -> Result<Value, ClientError> {
+        self.change_with(Method::POST, "/v1/admin/rewind", body, &Self::long())
+            .await
     }
 
     fn key_path(ks: &str, key: &str) -> String {

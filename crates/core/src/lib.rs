@@ -1,6 +1,8 @@
 //! Meridian's replication engine: everything a region does with data, free of
 //! HTTP and of any async runtime.
 //!
+//! - [`backup`]: backup manifests, snapshot chunks and point-in-time
+//!   restore.
 //! - [`budget`]: the encoded-size limits every accepted write fits.
 //! - [`op`]: ops, the unit of logging, shipping and applying; keyspace names
 //!   and keys.
@@ -21,6 +23,7 @@
 //! Time and storage come in from outside: the engine never reads a clock
 //! (callers pass `now_ms`) and never touches a socket.
 
+pub mod backup;
 pub mod budget;
 pub mod engine;
 pub mod log;

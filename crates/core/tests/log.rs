@@ -153,6 +153,8 @@ fn segments_roll_and_retention_drops_only_checkpointed_ones() {
         segment_bytes: 1_000,
         retention_bytes: 2_500,
         retention_ms: 0,
+        keep_ms: 0,
+        pin: None,
     };
     write(d.path(), opts.clone(), 60);
     let (mut log, seen) = open(d.path(), opts.clone(), false).unwrap();
@@ -184,6 +186,8 @@ fn retention_by_age() {
         segment_bytes: 500,
         retention_bytes: 0,
         retention_ms: 10_000,
+        keep_ms: 0,
+        pin: None,
     };
     write(d.path(), opts.clone(), 20);
     let (mut log, _) = open(d.path(), opts, false).unwrap();
@@ -195,6 +199,42 @@ fn retention_by_age() {
         log.segments().count() + removed - 1,
         "all sealed segments go, the active stays"
     );
+}
+
+#[test]
+fn retention_spares_what_is_not_archived_and_the_undo_window() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let d = TestDir::new("log-pin");
+    let pin = Arc::new(AtomicU64::new(0));
+    let opts = LogOptions {
+        segment_bytes: 500,
+        retention_bytes: 1,
+        retention_ms: 0,
+        keep_ms: 0,
+        pin: Some(pin.clone()),
+    };
+    write(d.path(), opts.clone(), 20);
+    let (mut log, _) = open(d.path(), opts.clone(), false).unwrap();
+    let sealed: Vec<u64> = log.segments().map(|s| s.end_lsn().0).collect();
+    assert!(sealed.len() > 3, "{sealed:?}");
+    // Nothing archived: nothing goes, however far over the size limit.
+    assert_eq!(log.enforce_retention(Lsn(21), 0).unwrap(), 0);
+    // The first two segments archived: exactly those may go.
+    pin.store(sealed[1], Ordering::Release);
+    assert_eq!(log.enforce_retention(Lsn(21), 0).unwrap(), 2);
+    assert_eq!(log.start_lsn().0, sealed[1]);
+    // Everything archived, but the ops are inside the undo window.
+    pin.store(u64::MAX, Ordering::Release);
+    drop(log);
+    let windowed = LogOptions {
+        keep_ms: 10_000,
+        ..opts
+    };
+    let (mut log, _) = open(d.path(), windowed, false).unwrap();
+    // Ops carry wall times 1001..1020.
+    assert_eq!(log.enforce_retention(Lsn(21), 5_000).unwrap(), 0);
+    assert!(log.enforce_retention(Lsn(21), 20_000).unwrap() > 0);
 }
 
 #[test]

@@ -106,6 +106,53 @@ pub struct Config {
     /// How often to collect stable tombstones, ms; 0: never.
     #[serde(default = "default_gc_ms")]
     pub tombstone_gc_interval_ms: u64,
+    /// Backups (`[backup]`); off unless `target` is set.
+    #[serde(default)]
+    pub backup: BackupConfig,
+}
+
+fn default_archive_ms() -> u64 {
+    60_000
+}
+fn default_undo_hours() -> u64 {
+    24
+}
+
+/// Backup settings: where backups go, how often, how many are kept.
+/// Credentials never appear here in the clear unless put here: they come
+/// from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`) or `credentials_file`, and are never written into
+/// a backup.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// `file:///absolute/dir` or `s3://bucket[/prefix]`; unset: no backups.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// S3: the endpoint of an S3-compatible server (`http://host:port`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3: the bucket's region (default `us-east-1`).
+    #[serde(default)]
+    pub s3_region: Option<String>,
+    /// S3: a file of `access_key_id = ...` / `secret_access_key = ...`
+    /// lines (else the environment's `AWS_*` variables).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// How often sealed log segments are uploaded (and the segment being
+    /// written sealed, when it holds records), ms: restores reach up to
+    /// this far behind the present.
+    #[serde(default = "default_archive_ms")]
+    pub archive_interval_ms: u64,
+    /// Take a backup every this many ms (0: only when asked).
+    #[serde(default)]
+    pub every_ms: u64,
+    /// Retention: keep the newest N backups (0: no count rule).
+    #[serde(default)]
+    pub keep_last: u32,
+    /// Retention: keep backups younger than this many hours (0: no age rule).
+    #[serde(default)]
+    pub keep_hours: u64,
 }
 
 fn default_ae_ms() -> u64 {
@@ -184,6 +231,7 @@ impl Default for Config {
             replication: ReplicationConfig::default(),
             anti_entropy_interval_ms: default_ae_ms(),
             tombstone_gc_interval_ms: default_gc_ms(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -201,6 +249,10 @@ pub struct LogConfig {
     /// Drop segments older than this, hours (0: no age limit).
     #[serde(default = "default_retention_hours")]
     pub retention_hours: u64,
+    /// Keep at least this many hours of log whatever the size limit: the
+    /// history `rewind` reads (0: none).
+    #[serde(default = "default_undo_hours")]
+    pub undo_window_hours: u64,
 }
 
 impl Default for LogConfig {
@@ -209,6 +261,7 @@ impl Default for LogConfig {
             segment_mb: default_segment_mb(),
             retention_mb: default_retention_mb(),
             retention_hours: default_retention_hours(),
+            undo_window_hours: default_undo_hours(),
         }
     }
 }
@@ -283,6 +336,7 @@ const ENV_KEYS: &[&str] = &[
     "replication",
     "anti_entropy_interval_ms",
     "tombstone_gc_interval_ms",
+    "backup",
 ];
 
 impl Config {
@@ -332,6 +386,21 @@ impl Config {
                 "op_log.segment_mb",
                 format!("{} is outside 1..=1024", self.op_log.segment_mb),
             ));
+        }
+        let backup = match &self.backup.target {
+            None => None,
+            Some(t) => Some(
+                crate::backup::target::TargetSpec::parse(
+                    t,
+                    self.backup.endpoint.clone(),
+                    self.backup.s3_region.clone(),
+                    self.backup.credentials_file.clone(),
+                )
+                .map_err(|e| field("backup.target", e.to_string()))?,
+            ),
+        };
+        if backup.is_some() && self.backup.archive_interval_ms < 100 {
+            return Err(field("backup.archive_interval_ms", "must be at least 100"));
         }
         if self.checkpoint_interval_ms < 100 {
             return Err(field("checkpoint_interval_ms", "must be at least 100"));
@@ -498,7 +567,17 @@ impl Config {
                 segment_bytes: self.op_log.segment_mb << 20,
                 retention_bytes: self.op_log.retention_mb << 20,
                 retention_ms: self.op_log.retention_hours * 3_600_000,
+                keep_ms: self.op_log.undo_window_hours.saturating_mul(3_600_000),
+                // Set by the region when it archives to a backup target.
+                pin: None,
             },
+            backup: backup.map(|target| BackupSettings {
+                target,
+                archive_interval_ms: self.backup.archive_interval_ms,
+                every_ms: self.backup.every_ms,
+                keep_last: self.backup.keep_last,
+                keep_ms: self.backup.keep_hours.saturating_mul(3_600_000),
+            }),
             checkpoint_interval_ms: self.checkpoint_interval_ms,
             max_clock_offset_ms: self.max_clock_offset_ms,
             keyspaces,
@@ -540,6 +619,23 @@ pub struct Valid {
     pub anti_entropy_interval_ms: u64,
     /// Tombstone collection interval, ms (0: off).
     pub tombstone_gc_interval_ms: u64,
+    /// Backups, when a target is configured.
+    pub backup: Option<BackupSettings>,
+}
+
+/// Checked backup settings.
+#[derive(Clone, Debug)]
+pub struct BackupSettings {
+    /// Where backups go.
+    pub target: crate::backup::target::TargetSpec,
+    /// Archive interval, ms.
+    pub archive_interval_ms: u64,
+    /// Scheduled backups, ms (0: off).
+    pub every_ms: u64,
+    /// Retention by count (0: off).
+    pub keep_last: u32,
+    /// Retention by age, ms (0: off).
+    pub keep_ms: u64,
 }
 
 #[cfg(test)]

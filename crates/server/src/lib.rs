@@ -14,6 +14,7 @@
 //! - [`shutdown`]: signals and shutdown tokens.
 
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod ctl;
 pub mod dev;

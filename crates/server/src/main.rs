@@ -26,6 +26,9 @@ enum Command {
     /// Run a three-region cluster on this machine (us-east, eu-west,
     /// ap-south) with WAN latencies between them.
     Dev(DevArgs),
+    /// Build a region's data directory from a backup target, holding every
+    /// archived op up to a time (point-in-time restore).
+    Restore(RestoreArgs),
     /// Run the WAN link emulator on its own.
     Link(meridian_harness::link::LinkArgs),
     /// Exit 0 if a region answers GET /healthz (for container health checks).
@@ -92,6 +95,96 @@ struct ServeArgs {
     /// Tests only: shift this region's wall clock by this many ms.
     #[arg(long, allow_hyphen_values = true)]
     clock_skew_ms: Option<i64>,
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The backup target: file:///dir or s3://bucket/prefix.
+    #[arg(long = "from")]
+    from: String,
+    /// The region to restore (its folder in the target).
+    #[arg(long)]
+    region: String,
+    /// Keep every op stamped at or before this time: RFC 3339
+    /// (2026-12-01T20:15:00Z) or Unix ms. Default: everything archived.
+    #[arg(long)]
+    to_time: Option<String>,
+    /// Start from this backup (default: the newest at or before the time).
+    #[arg(long)]
+    backup: Option<String>,
+    /// The new data directory (must not exist, or be empty).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// S3: an S3-compatible server's endpoint (http://host:port).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// S3: the bucket's region.
+    #[arg(long)]
+    s3_region: Option<String>,
+    /// S3: credentials file (else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    #[arg(long)]
+    credentials_file: Option<PathBuf>,
+    /// Then serve the restored region alone (no peers) on --listen, for
+    /// forensics, until stopped.
+    #[arg(long)]
+    standalone: bool,
+    /// With --standalone: the client API address.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: std::net::SocketAddr,
+}
+
+async fn restore(a: RestoreArgs) -> Result<(), String> {
+    use meridian_server::api::backups::{end_of_ms, parse_time_str};
+    use meridian_server::backup::target::TargetSpec;
+    let to = match &a.to_time {
+        None => None,
+        Some(t) => Some(
+            parse_time_str(t)
+                .and_then(end_of_ms)
+                .map_err(|e| format!("--to-time: {e}"))?,
+        ),
+    };
+    let spec = TargetSpec::parse(&a.from, a.endpoint, a.s3_region, a.credentials_file)
+        .map_err(|e| e.to_string())?;
+    let target = spec.open().map_err(|e| e.to_string())?;
+    let report = meridian_server::backup::restore::restore(
+        &target,
+        &a.region,
+        to,
+        a.backup.as_deref(),
+        &a.data_dir,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    println!(
+        "meridian: restored region {} into {} from backup {}: {} snapshot entries, {} ops replayed, {} later ops left out",
+        a.region,
+        a.data_dir.display(),
+        report.backup,
+        report.entries,
+        report.ops,
+        report.later
+    );
+    if !a.standalone {
+        println!(
+            "meridian: start it with `meridian serve --region {} --data-dir {}` (a new incarnation; with peers it rejoins and catches up)",
+            a.region,
+            a.data_dir.display()
+        );
+        return Ok(());
+    }
+    let overrides = Overrides {
+        region: Some(a.region),
+        listen: Some(a.listen),
+        data_dir: Some(a.data_dir),
+        ..Overrides::default()
+    };
+    let cfg = Config::load(None, &overrides)
+        .and_then(|c| c.validate())
+        .map_err(|e| e.to_string())?;
+    meridian_server::serve::run(cfg, false)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn parse_peer(s: &str) -> Result<PeerEntry, String> {
@@ -161,6 +254,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Ctl(a) => meridian_server::ctl::run(a).await,
+            Command::Restore(a) => restore(a).await,
             Command::Bench { cmd } => {
                 let bin = std::env::current_exe().map_err(|e| e.to_string())?;
                 meridian_harness::bench::run(cmd, bin).await

@@ -38,6 +38,9 @@ pub enum ServeError {
     /// The writer failed while serving (a failed fsync, a full disk).
     #[error("fatal: {0}")]
     Fatal(String),
+    /// The backup target could not be opened.
+    #[error("backup: {0}")]
+    Backup(String),
     /// The writer stopped with a fatal error.
     #[error(transparent)]
     Writer(#[from] crate::region::writer::WriterError),
@@ -206,6 +209,38 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         }
     }
 
+    let backups = match (&cfg.backup, &region.archive_pin) {
+        (Some(bs), Some(pin)) => {
+            let target = bs
+                .target
+                .open()
+                .map_err(|e| ServeError::Backup(e.to_string()))?;
+            let archive = Arc::new(
+                crate::backup::archive::Archive::new(
+                    target,
+                    cfg.region.to_string(),
+                    cfg.data_dir.join("log"),
+                    pin.clone(),
+                    region.writer.clone(),
+                )
+                .map_err(|e| ServeError::Backup(format!("op log id: {e}")))?,
+            );
+            let every = Duration::from_millis(bs.archive_interval_ms);
+            tasks.push(tokio::spawn(archive.clone().run(every, stop.clone())));
+            let b = Arc::new(crate::backup::Backups::new(
+                archive,
+                region.reader.clone(),
+                bs.clone(),
+                cfg.region.to_string(),
+                region.incarnation.clone(),
+                region.clock,
+                cfg.log.keep_ms,
+            ));
+            tasks.push(tokio::spawn(b.clone().schedule(stop.clone())));
+            Some(b)
+        }
+        _ => None,
+    };
     let state = Arc::new(AppInner {
         replica: region.replica.clone(),
         reader: region.reader.clone(),
@@ -223,6 +258,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             .map(|s| crate::peer::client::PeerClient::new(&cfg.region, s, cfg.peers.clone())),
         fatal: region.fatal.clone(),
         client_urls: cfg.client_urls.clone(),
+        backups,
     });
     tasks.push(region.spawn_checkpoints(Duration::from_millis(cfg.checkpoint_interval_ms)));
     let router = api::router(state.clone());

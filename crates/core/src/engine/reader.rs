@@ -212,6 +212,7 @@ impl<B: Backend> Reader<B> {
             snap,
             vv: ckpt.vv,
             hlc: ckpt.hlc,
+            lsn: ckpt.lsn,
             keyspaces,
         })
     }
@@ -275,11 +276,26 @@ pub struct StateSnapshot<S> {
     pub vv: VersionVector,
     /// The highest HLC the state had seen.
     pub hlc: Hlc,
+    /// The log position the state reflects.
+    pub lsn: u64,
     /// The keyspaces to send (the system keyspace first).
     pub keyspaces: Vec<KeyspaceName>,
 }
 
 impl<S: ReadSnapshot> StateSnapshot<S> {
+    /// Every stored table (for a backup): engine metadata, the conflict
+    /// ledger, and each keyspace's objects.
+    pub fn tables(&self) -> Vec<String> {
+        let mut t = vec![store::META.to_string(), super::ledger::TABLE.to_string()];
+        t.extend(self.keyspaces.iter().map(store::table));
+        t
+    }
+
+    /// The snapshot itself, for reading whole tables.
+    pub fn inner(&self) -> &S {
+        &self.snap
+    }
+
     /// Encoded objects of `ks` with keys after `after`: at most `limit` of
     /// them and, keys and objects together, at most `max_bytes` (a larger
     /// object comes alone).

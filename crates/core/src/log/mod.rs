@@ -107,6 +107,13 @@ pub struct LogOptions {
     pub retention_bytes: u64,
     /// Drop sealed segments whose newest op is older than this (0 = no limit).
     pub retention_ms: u64,
+    /// Keep every segment whose newest op is younger than this, whatever
+    /// the size limit (the undo window `rewind` reads history from; 0 = none).
+    pub keep_ms: u64,
+    /// When set, keep every segment ending above this LSN: the backup
+    /// archiver raises it as segments reach the backup target, so nothing
+    /// leaves the disk before it is archived.
+    pub pin: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for LogOptions {
@@ -115,6 +122,8 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             retention_bytes: 4 << 30,
             retention_ms: 7 * 24 * 3600 * 1000,
+            keep_ms: 24 * 3600 * 1000,
+            pin: None,
         }
     }
 }
@@ -432,6 +441,21 @@ impl Log {
         })
     }
 
+    /// Seals the segment being written, if it holds any record, so that
+    /// everything logged so far is in sealed (immutable) segments: the
+    /// backup archiver uploads only those. Returns one past the last record.
+    pub fn seal_active(&mut self) -> Result<Lsn, LogError> {
+        if self.active.records > 0 {
+            self.roll()?;
+        }
+        Ok(self.end_lsn())
+    }
+
+    /// Records in the segment being written.
+    pub fn active_records(&self) -> u64 {
+        self.active.records
+    }
+
     fn roll(&mut self) -> Result<(), LogError> {
         self.sync()?;
         let (file, meta) = segment::create(&self.dir, self.active.end_lsn())?;
@@ -508,6 +532,16 @@ impl Log {
         let mut removed = 0;
         while let Some(oldest) = self.sealed.first() {
             if oldest.end_lsn() > checkpoint {
+                break;
+            }
+            if let Some(pin) = &self.opts.pin
+                && oldest.end_lsn().0 > pin.load(std::sync::atomic::Ordering::Acquire)
+            {
+                break;
+            }
+            let in_window = self.opts.keep_ms > 0
+                && oldest.max_wall_ms.saturating_add(self.opts.keep_ms) >= now_ms;
+            if in_window {
                 break;
             }
             let total = self.bytes();

@@ -173,17 +173,24 @@ pub fn load(path: &Path, first_lsn: Lsn) -> Result<Option<Loaded>, LogError> {
             path: path.to_path_buf(),
             source,
         })?;
+    from_bytes(bytes, first_lsn).map_err(|reason| LogError::Corrupt {
+        segment: path.to_path_buf(),
+        offset: 0,
+        reason,
+    })
+}
+
+/// A segment's bytes (read from disk or an archive), checked against the
+/// LSN its name gives. `None` when too short or zero-filled where the
+/// header belongs.
+pub fn from_bytes(bytes: Vec<u8>, first_lsn: Lsn) -> Result<Option<Loaded>, &'static str> {
     if bytes.len() < HEADER_LEN || bytes[..HEADER_LEN].iter().all(|b| *b == 0) {
         return Ok(None);
     }
     let format = [Format::V2, Format::V1]
         .into_iter()
         .find(|f| bytes[..HEADER_LEN] == header(first_lsn, *f))
-        .ok_or_else(|| LogError::Corrupt {
-            segment: path.to_path_buf(),
-            offset: 0,
-            reason: "segment header does not match its file name",
-        })?;
+        .ok_or("segment header does not match its file name")?;
     Ok(Some(Loaded { bytes, format }))
 }
 

@@ -3,6 +3,7 @@
 //! then the region's writer thread (`crate::region::writer`), then
 //! `meridian_core::engine`.
 
+pub mod backups;
 pub mod batch;
 pub mod body;
 pub mod conflicts;
@@ -56,6 +57,11 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/merges/{name}", &["get", "put"]),
     ("/v1/conflicts", &["get"]),
     ("/v1/status", &["get"]),
+    ("/v1/admin/backups", &["get", "post"]),
+    ("/v1/admin/backups/prune", &["post"]),
+    ("/v1/admin/backups/{id}", &["get", "delete"]),
+    ("/v1/admin/backups/{id}/verify", &["post"]),
+    ("/v1/admin/rewind", &["post"]),
     ("/v1/openapi.json", &["get"]),
     ("/healthz", &["get"]),
     ("/metrics", &["get"]),
@@ -90,6 +96,8 @@ pub struct AppInner {
     /// Other regions' client API URLs, where configured (named in `421`
     /// answers).
     pub client_urls: std::collections::BTreeMap<meridian_crdt::RegionId, String>,
+    /// Backups, when a target is configured.
+    pub backups: Option<Arc<crate::backup::Backups>>,
 }
 
 /// Handler state: cheap to clone.
@@ -135,6 +143,26 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/conflicts", get(conflicts::get))
         .route("/v1/status", get(status::status))
+        .route(
+            "/v1/admin/backups",
+            get(backups::list).post(backups::create),
+        )
+        .route(
+            "/v1/admin/backups/prune",
+            axum::routing::post(backups::prune).layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
+        )
+        .route(
+            "/v1/admin/backups/{id}",
+            get(backups::get).delete(backups::delete),
+        )
+        .route(
+            "/v1/admin/backups/{id}/verify",
+            axum::routing::post(backups::verify),
+        )
+        .route(
+            "/v1/admin/rewind",
+            axum::routing::post(backups::rewind).layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
+        )
         .route("/v1/openapi.json", get(status::openapi))
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(status::metrics))

@@ -9,6 +9,7 @@
 //! - [`output`]: tables and JSON on stdout.
 
 pub mod admin;
+pub mod backup;
 pub mod output;
 pub mod ownership;
 pub mod session;
@@ -161,6 +162,16 @@ pub enum CtlCommand {
         #[command(subcommand)]
         cmd: admin::MergeCommand,
     },
+    /// One region's backups (`--region` picks it): create, list, show,
+    /// verify, delete, prune.
+    Backup {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: backup::BackupCommand,
+    },
+    /// Rewind a key range to its value at a time, as new writes that
+    /// replicate everywhere (`--dry-run` lists what would change).
+    Rewind(backup::RewindArgs),
     /// The conflict ledger: what each merge decided.
     Conflicts {
         /// Only this keyspace.
@@ -220,6 +231,14 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
         CtlCommand::Merge { cmd } => {
             let c = pick(&urls, a.region.as_deref()).await?;
             admin::merge(&c, cmd, a.json).await
+        }
+        CtlCommand::Backup { cmd } => {
+            let c = pinned(&urls, a.region.as_deref()).await?;
+            backup::run(&c, cmd, a.json).await
+        }
+        CtlCommand::Rewind(r) => {
+            let c = pinned(&urls, a.region.as_deref()).await?;
+            backup::rewind(&c, r, a.json).await
         }
         CtlCommand::Keyspaces => {
             let c = pinned(&urls, a.region.as_deref()).await?;

@@ -185,6 +185,16 @@ impl WriterHandle {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// Seals the op log's segment being written; one past the last record.
+    pub async fn seal(&self) -> Result<Result<Lsn, WriteError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Seal { reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
     /// Asks for a checkpoint (state fsync, log retention).
     pub async fn checkpoint(&self) -> Result<(), Stopped> {
         self.tx.send(Command::Checkpoint).await.map_err(|_| Stopped)
@@ -211,6 +221,8 @@ pub struct Region {
     pub fatal: watch::Receiver<Option<Arc<str>>>,
     /// Retires this incarnation if a peer proves its log was rolled back.
     pub incarnation: Arc<Incarnation>,
+    /// The op log's retention pin, when archiving to a backup target.
+    pub archive_pin: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// Started an existing incarnation with peers: ask them, before taking
     /// writes, whether they hold own ops this region lacks
     /// ([`Region::settle_incarnation`]).
@@ -239,11 +251,19 @@ impl Region {
             ..EngineConfig::default()
         };
         let mut engine = Engine::open(dir.replica.clone(), engine_cfg, backend)?;
+        // With a backup target, no segment leaves the disk before the
+        // archiver has stored it (it raises the pin).
+        let archive_pin = cfg
+            .backup
+            .as_ref()
+            .map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0)));
+        let mut log_opts = cfg.log.clone();
+        log_opts.pin = archive_pin.clone();
         let mut replay_err = None;
         let mut replayed = 0u64;
         let (log, recovery) = Log::open(
             &cfg.data_dir.join("log"),
-            cfg.log.clone(),
+            log_opts,
             repair_log,
             |lsn, op| {
                 if replay_err.is_some() {
@@ -264,6 +284,16 @@ impl Region {
         )?;
         if let Some(e) = replay_err {
             return Err(e.into());
+        }
+        if recovery.repaired.is_some() {
+            // Positions after the damage are issued again: archive them
+            // under a new log id, apart from what was archived before.
+            crate::backup::archive::forget_log_id(&cfg.data_dir.join("log")).map_err(|source| {
+                StartError::Log(meridian_core::LogError::Io {
+                    path: cfg.data_dir.join("log"),
+                    source,
+                })
+            })?;
         }
         let end = Lsn(log.end_lsn().0.saturating_sub(1));
         engine.commit(Some(end))?;
@@ -353,6 +383,7 @@ impl Region {
             feed,
             fatal: fatal_rx,
             incarnation,
+            archive_pin,
             check_with_peers,
             thread: Some(thread),
             _dir: dir,

@@ -147,6 +147,12 @@ pub enum Command {
     },
     /// Time to make the state store durable and trim the log.
     Checkpoint,
+    /// Seal the op log's segment being written (for the backup archiver),
+    /// answering one past the last record logged.
+    Seal {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<meridian_core::Lsn, WriteError>>,
+    },
     /// Continue as a new incarnation (before any local write is taken).
     Reincarnate {
         /// The new replica id.
@@ -450,6 +456,13 @@ fn stage(
             g.checkpoint = true;
             // The periodic tick: merges that failed get another try.
             g.engine.retry_failed_merges();
+        }
+        Command::Seal { reply } => {
+            let r = g.log.seal_active().map_err(WriteError::Log);
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "op log: sealing a segment failed");
+            }
+            let _ = reply.send(r);
         }
         Command::Reincarnate { replica, reply } => {
             g.engine.reincarnate(replica);

@@ -1,0 +1,265 @@
+//! Backups and rewind: `/v1/admin/backups...` and `/v1/admin/rewind`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use meridian_crdt::Hlc;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{AppState, MAX_SMALL_BODY, body};
+use crate::backup::{BackupError, Backups, Summary};
+
+fn backups(app: &AppState) -> Result<Arc<Backups>, ApiError> {
+    app.backups.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_backup_target",
+            "this region has no backup target: set [backup] target in its config",
+        )
+    })
+}
+
+/// Maps a backup failure to its answer.
+pub fn backup_error(e: BackupError) -> ApiError {
+    match e {
+        BackupError::Unknown(id) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_backup",
+            format!("no complete backup {id}"),
+        ),
+        BackupError::Running(id) => ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_running",
+            format!("backup {id} is running; wait for it"),
+        )
+        .with(json!({ "id": id })),
+        BackupError::Damaged { file, reason } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "backup_damaged",
+            format!("backup file {file} is damaged: {reason}"),
+        )
+        .with(json!({ "file": file })),
+        BackupError::NoBase(m) => ApiError::new(StatusCode::CONFLICT, "history_unavailable", m),
+        BackupError::Stopped => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
+        }
+        e @ BackupError::Target(_) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "backup_target", e.to_string())
+        }
+        e @ BackupError::Local(_) => ApiError::internal(e.to_string()),
+    }
+}
+
+fn backup_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(ApiError::bad_request(
+            "a backup id is 1-64 of a-z, A-Z, 0-9, '-', '_'",
+        ));
+    }
+    Ok(id)
+}
+
+/// `?wait=true` on create.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQuery {
+    #[serde(default)]
+    wait: Option<bool>,
+}
+
+/// `POST /v1/admin/backups`: starts a backup (202 with its id), or with
+/// `?wait=true` takes it and answers 201 with its summary.
+pub async fn create(
+    State(app): State<AppState>,
+    q: Result<Query<CreateQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let b = backups(&app)?;
+    if q.wait.unwrap_or(false) {
+        let m = b.create_now().await.map_err(backup_error)?;
+        return Ok((StatusCode::CREATED, Json(Summary::of(&m))).into_response());
+    }
+    let id = b.start().map_err(backup_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "status": "running" })),
+    )
+        .into_response())
+}
+
+/// `GET /v1/admin/backups`: complete backups (oldest first) and those
+/// running or failed lately.
+pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let b = backups(&app)?;
+    let all = b.list().await.map_err(backup_error)?;
+    let listed: Vec<Summary> = all.iter().map(Summary::of).collect();
+    Ok(Json(json!({
+        "target": b.target_url(),
+        "backups": listed,
+        "jobs": b.jobs_list(),
+    }))
+    .into_response())
+}
+
+/// `GET /v1/admin/backups/{id}`: a complete backup's manifest, or a
+/// running (or failed) one's progress.
+pub async fn get(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = backup_id(path)?;
+    let b = backups(&app)?;
+    if let Some(p) = b.job(&id) {
+        return Ok(Json(p).into_response());
+    }
+    let m = b.manifest(&id).await.map_err(backup_error)?;
+    let mut v = serde_json::to_value(&m).map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("status".into(), json!("complete"));
+        o.insert("summary".into(), json!(Summary::of(&m)));
+    }
+    Ok(Json(v).into_response())
+}
+
+/// `DELETE /v1/admin/backups/{id}`.
+pub async fn delete(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = backup_id(path)?;
+    let b = backups(&app)?;
+    let p = b.delete(&id).await.map_err(backup_error)?;
+    Ok(Json(p).into_response())
+}
+
+/// `POST /v1/admin/backups/{id}/verify`: every checksum, then a replay.
+pub async fn verify(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = backup_id(path)?;
+    let b = backups(&app)?;
+    let v = b.verify(&id).await.map_err(backup_error)?;
+    Ok(Json(json!({ "ok": true, "verified": v })).into_response())
+}
+
+/// Body of `POST /v1/admin/backups/prune`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PruneBody {
+    /// Keep the newest N.
+    #[serde(default)]
+    keep_last: Option<u32>,
+    /// Keep those younger than this many hours.
+    #[serde(default)]
+    keep_hours: Option<u64>,
+}
+
+/// `POST /v1/admin/backups/prune`: applies retention (the body's rules,
+/// else the configured ones).
+pub async fn prune(
+    State(app): State<AppState>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body::bytes(body, MAX_SMALL_BODY)?;
+    let p: PruneBody = if bytes.is_empty() || bytes.as_ref() == b"null" {
+        PruneBody::default()
+    } else {
+        body::parse(body::format(&h)?, &bytes)?
+    };
+    let b = backups(&app)?;
+    let r = match (p.keep_last, p.keep_hours) {
+        (None, None) => b.prune_configured().await,
+        (last, hours) => {
+            let ms = hours
+                .unwrap_or(0)
+                .checked_mul(3_600_000)
+                .ok_or_else(|| ApiError::bad_request("keep_hours is too large"))?;
+            b.prune(last.unwrap_or(0), ms).await
+        }
+    }
+    .map_err(backup_error)?;
+    Ok(Json(r).into_response())
+}
+
+/// Body of `POST /v1/admin/rewind`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewindBody {
+    keyspace: String,
+    #[serde(default)]
+    prefix: String,
+    /// RFC 3339 (`2026-12-01T20:15:00Z`) or Unix ms.
+    to_time: serde_json::Value,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Parses a time: RFC 3339 text or Unix ms (a number or digits).
+pub fn parse_time(v: &serde_json::Value) -> Result<u64, String> {
+    match v {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| format!("{n} is not a Unix time in ms")),
+        serde_json::Value::String(s) => parse_time_str(s),
+        other => Err(format!("{other} is not a time (RFC 3339 text or Unix ms)")),
+    }
+}
+
+/// Parses RFC 3339 text or Unix ms digits.
+pub fn parse_time_str(s: &str) -> Result<u64, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| format!("{s} is too large"));
+    }
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{s:?} is not RFC 3339 (2026-12-01T20:15:00Z) or Unix ms: {e}"))?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|_| format!("{s} is before 1970"))
+}
+
+/// The HLC that ends millisecond `ms`: everything stamped in it is kept.
+pub fn end_of_ms(ms: u64) -> Result<Hlc, String> {
+    Hlc::new(ms, u16::MAX).map_err(|e| format!("{ms}: {e}"))
+}
+
+/// `POST /v1/admin/rewind`: a key range back to its value at a time, as
+/// new writes (or, with `dry_run`, the list of what would change).
+pub async fn rewind(
+    State(app): State<AppState>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body::bytes(body, MAX_SMALL_BODY)?;
+    let r: RewindBody = body::parse(body::format(&h)?, &bytes)?;
+    let ks = meridian_core::KeyspaceName::new(r.keyspace.clone())
+        .map_err(|e| ApiError::bad_request(format!("keyspace: {e}")))?;
+    if app.reader.published().registry.get(ks.as_str()).is_none() || ks.is_system() {
+        return Err(ApiError::not_found(format!("no keyspace {ks}")));
+    }
+    let ms = parse_time(&r.to_time).map_err(|m| ApiError::bad_request(format!("to_time: {m}")))?;
+    if ms > app.clock.now_ms() {
+        return Err(ApiError::bad_request("to_time is in the future"));
+    }
+    let to = end_of_ms(ms).map_err(|m| ApiError::bad_request(format!("to_time: {m}")))?;
+    let b = backups(&app)?;
+    let out = b
+        .rewind(&app.writer, &app.reader, &ks, &r.prefix, to, r.dry_run)
+        .await
+        .map_err(backup_error)?;
+    Ok(Json(out).into_response())
+}

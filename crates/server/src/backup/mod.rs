@@ -1,0 +1,686 @@
+//! Backups of a running region: consistent snapshots plus the continuously
+//! archived op log in a [`target::Target`], listing, retention,
+//! verification, point-in-time restore into a new data directory, and
+//! `rewind` (a key range back to its value at a time, as new writes).
+//!
+//! A backup (see [`meridian_core::backup::manifest`] for the layout):
+//! 1. takes a snapshot of the state store (a consistent view with the
+//!    checkpoint it reflects) while writes go on;
+//! 2. seals the op log's segment being written and archives every sealed
+//!    segment not yet in the target;
+//! 3. uploads the snapshot's chunks the target does not hold yet;
+//! 4. writes the manifest last. A backup cut short (a kill, a failure)
+//!    has no manifest and is never listed; its orphan files go at the next
+//!    prune.
+
+pub mod archive;
+pub mod restore;
+pub mod rewind;
+pub mod target;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use meridian_core::backup::chunk::Chunker;
+use meridian_core::backup::manifest::{
+    self, FileRef, Manifest, SegmentRef, chunk_name, sha256_hex,
+};
+use meridian_core::{FjallBackend, Reader};
+use serde::Serialize;
+
+use crate::config::BackupSettings;
+use crate::region::clock::WallClock;
+use archive::Archive;
+use target::TargetError;
+
+/// Why a backup operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The target.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// A stored file that does not match what names it.
+    #[error("backup file {file} is damaged: {reason}")]
+    Damaged {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading this region's own state or log.
+    #[error("backup: {0}")]
+    Local(String),
+    /// No such backup.
+    #[error("no backup {0}")]
+    Unknown(String),
+    /// Another backup is being taken.
+    #[error("backup {0} is running; wait for it")]
+    Running(String),
+    /// Nothing to restore from.
+    #[error("{0}")]
+    NoBase(String),
+    /// The region is stopping.
+    #[error("the region is shutting down")]
+    Stopped,
+}
+
+impl From<meridian_core::backup::RestoreError> for BackupError {
+    fn from(e: meridian_core::backup::RestoreError) -> Self {
+        use meridian_core::backup::RestoreError as R;
+        match e {
+            R::Damaged { file, reason } => BackupError::Damaged { file, reason },
+            R::Gap {
+                file,
+                found,
+                expected,
+            } => BackupError::Damaged {
+                file,
+                reason: format!(
+                    "the archived log has a gap: it starts at {found}, {expected} was expected"
+                ),
+            },
+            other => BackupError::Local(other.to_string()),
+        }
+    }
+}
+
+/// A backup as listed: its manifest without the file lists.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Id.
+    pub id: String,
+    /// Region.
+    pub region: String,
+    /// `complete` (listed backups always are).
+    pub status: &'static str,
+    /// Start and end, Unix ms.
+    pub started_ms: u64,
+    /// See `started_ms`.
+    pub finished_ms: u64,
+    /// The snapshot's time (HLC wall ms): the earliest time it restores to.
+    pub snapshot_ms: u64,
+    /// The newest op archived with it, wall ms.
+    pub covers_to_ms: u64,
+    /// Files and bytes it names.
+    pub files: usize,
+    /// See `files`.
+    pub bytes: u64,
+    /// Keys per keyspace.
+    pub keyspaces: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    /// The summary of a manifest.
+    pub fn of(m: &Manifest) -> Summary {
+        Summary {
+            id: m.id.clone(),
+            region: m.region.clone(),
+            status: "complete",
+            started_ms: m.started_ms,
+            finished_ms: m.finished_ms,
+            snapshot_ms: m.hlc.wall_ms(),
+            covers_to_ms: m.hlc_max.wall_ms().max(m.hlc.wall_ms()),
+            files: m.state.len() + m.segments.len(),
+            bytes: m.bytes(),
+            keyspaces: m.keyspaces.clone(),
+        }
+    }
+}
+
+/// A backup being taken.
+#[derive(Clone, Debug, Serialize)]
+pub struct Progress {
+    /// Id.
+    pub id: String,
+    /// `running` or `failed`.
+    pub status: &'static str,
+    /// Bytes uploaded or found already stored.
+    pub done_bytes: u64,
+    /// Estimated bytes in all.
+    pub total_bytes: u64,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a prune removed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Pruned {
+    /// Backups removed.
+    pub backups: Vec<String>,
+    /// Files removed (chunks, segments, orphans of cut-short backups).
+    pub files: usize,
+}
+
+/// What a verification checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verified {
+    /// The backup.
+    pub id: String,
+    /// Files read whose size and SHA-256 matched.
+    pub files: usize,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Snapshot entries loaded.
+    pub entries: u64,
+    /// Log records replayed.
+    pub records: u64,
+}
+
+/// One region's backups.
+pub struct Backups {
+    /// The archive (and through it the target).
+    pub archive: Arc<Archive>,
+    reader: Reader<FjallBackend>,
+    settings: BackupSettings,
+    region: String,
+    replica: Arc<crate::region::incarnation::Incarnation>,
+    clock: WallClock,
+    undo_ms: u64,
+    /// One backup or prune at a time.
+    lock: Arc<tokio::sync::Mutex<()>>,
+    jobs: Mutex<BTreeMap<String, Progress>>,
+}
+
+/// Wall-clock ms of now.
+fn now(clock: &WallClock) -> u64 {
+    clock.now_ms()
+}
+
+impl Backups {
+    /// The backups of a region.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        archive: Arc<Archive>,
+        reader: Reader<FjallBackend>,
+        settings: BackupSettings,
+        region: String,
+        replica: Arc<crate::region::incarnation::Incarnation>,
+        clock: WallClock,
+        undo_ms: u64,
+    ) -> Self {
+        Self {
+            archive,
+            reader,
+            settings,
+            region,
+            replica,
+            clock,
+            undo_ms,
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+            jobs: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The target's URL (for status and errors).
+    pub fn target_url(&self) -> &str {
+        &self.archive.target.url
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Progress>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts a backup in the background; its id.
+    pub fn start(self: &Arc<Self>) -> Result<String, BackupError> {
+        let Ok(guard) = self.lock.clone().try_lock_owned() else {
+            let running = self
+                .jobs()
+                .values()
+                .find(|p| p.status == "running")
+                .map(|p| p.id.clone())
+                .unwrap_or_else(|| "a prune".into());
+            return Err(BackupError::Running(running));
+        };
+        let id = format!(
+            "{:013}-{}",
+            now(&self.clock),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        self.jobs().insert(
+            id.clone(),
+            Progress {
+                id: id.clone(),
+                status: "running",
+                done_bytes: 0,
+                total_bytes: 0,
+                error: None,
+            },
+        );
+        let me = self.clone();
+        let job = id.clone();
+        tokio::spawn(async move {
+            let r = me.create(&job).await;
+            drop(guard);
+            let mut jobs = me.jobs();
+            match r {
+                Ok(_) => {
+                    jobs.remove(&job);
+                }
+                Err(e) => {
+                    tracing::error!(backup = %job, error = %e, "backup failed");
+                    if let Some(p) = jobs.get_mut(&job) {
+                        p.status = "failed";
+                        p.error = Some(e.to_string());
+                    }
+                }
+            }
+            // Keep the last few failures to show; never grow without bound.
+            while jobs.len() > 16 {
+                let Some(k) = jobs.keys().next().cloned() else {
+                    break;
+                };
+                jobs.remove(&k);
+            }
+        });
+        Ok(id)
+    }
+
+    fn progress(&self, id: &str, done: u64, total: u64) {
+        if let Some(p) = self.jobs().get_mut(id) {
+            p.done_bytes = done;
+            p.total_bytes = p.total_bytes.max(total);
+        }
+    }
+
+    async fn create(&self, id: &str) -> Result<Manifest, BackupError> {
+        let started_ms = now(&self.clock);
+        // 1. The snapshot: a consistent view with its checkpoint.
+        let reader = self.reader.clone();
+        let snap = tokio::task::spawn_blocking(move || reader.transfer_snapshot())
+            .await
+            .map_err(|e| BackupError::Local(e.to_string()))?
+            .map_err(|e| BackupError::Local(e.to_string()))?;
+        let (vv, lsn, hlc) = (snap.vv.clone(), snap.lsn, snap.hlc);
+        let estimate = self.reader.disk_bytes();
+        self.progress(id, 0, estimate);
+        // 2. The log up to now, archived.
+        let archived = self.archive.sync(true).await?;
+        let segments: Vec<SegmentRef> = archived
+            .into_iter()
+            // Those holding a record after the snapshot's position.
+            .filter(|s| s.end_lsn > lsn + 1)
+            .collect();
+        let mut done: u64 = segments.iter().map(|s| s.file.bytes).sum();
+        self.progress(id, done, estimate + done);
+        // 3. Chunks not stored yet.
+        let have: BTreeSet<String> = self
+            .archive
+            .target
+            .list(&self.archive.name("state"))
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let tables = snap.tables();
+        let chunker = tokio::task::spawn_blocking(move || {
+            let mut c = Chunker::new(snap.inner(), tables);
+            loop {
+                match c.next_chunk() {
+                    Ok(Some(ch)) => {
+                        if tx.blocking_send(Ok(ch)).is_err() {
+                            return BTreeMap::new();
+                        }
+                    }
+                    Ok(None) => return c.counts,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return BTreeMap::new();
+                    }
+                }
+            }
+        });
+        let mut state = Vec::new();
+        while let Some(ch) = rx.recv().await {
+            let ch = ch.map_err(|e| BackupError::Local(e.to_string()))?;
+            let sha = sha256_hex(&ch.bytes);
+            let name = self.archive.name(&chunk_name(&sha));
+            let bytes = ch.bytes.len() as u64;
+            if !have.contains(&name) {
+                self.archive
+                    .target
+                    .put(&name, Bytes::from(ch.bytes))
+                    .await?;
+            }
+            done += bytes;
+            self.progress(id, done, estimate + done);
+            state.push(FileRef {
+                name,
+                bytes,
+                sha256: sha,
+            });
+        }
+        let counts = chunker
+            .await
+            .map_err(|e| BackupError::Local(e.to_string()))?;
+        let keyspaces = counts
+            .into_iter()
+            .filter_map(|(t, n)| t.strip_prefix("k.").map(|k| (k.to_string(), n)))
+            .collect();
+        let hlc_max = segments.iter().map(|s| s.hlc_max).max().unwrap_or(hlc);
+        let m = Manifest {
+            format: manifest::FORMAT,
+            id: id.to_string(),
+            region: self.region.clone(),
+            replica: self.replica.replica().to_string(),
+            log_id: self.archive.log_id.clone(),
+            started_ms,
+            finished_ms: now(&self.clock),
+            vv,
+            lsn,
+            hlc,
+            hlc_max,
+            keyspaces,
+            state,
+            segments,
+        };
+        // 4. The manifest, last: only now is the backup listed.
+        let json = serde_json::to_vec_pretty(&m).map_err(|e| BackupError::Local(e.to_string()))?;
+        self.archive
+            .target
+            .put(
+                &self.archive.name(&format!("backups/{id}.json")),
+                Bytes::from(json),
+            )
+            .await?;
+        tracing::info!(backup = %id, files = m.state.len() + m.segments.len(), bytes = m.bytes(), "backup complete");
+        Ok(m)
+    }
+
+    /// Takes a backup and waits for it.
+    pub async fn create_now(self: &Arc<Self>) -> Result<Manifest, BackupError> {
+        let id = self.start()?;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let failed = self.jobs().get(&id).cloned();
+            match failed {
+                Some(p) if p.status == "running" => continue,
+                Some(p) => {
+                    return Err(BackupError::Local(p.error.unwrap_or_default()));
+                }
+                None => return self.manifest(&id).await,
+            }
+        }
+    }
+
+    /// A running or failed backup's progress.
+    pub fn job(&self, id: &str) -> Option<Progress> {
+        self.jobs().get(id).cloned()
+    }
+
+    /// Backups being taken or failed lately.
+    pub fn jobs_list(&self) -> Vec<Progress> {
+        self.jobs().values().cloned().collect()
+    }
+
+    /// A complete backup's manifest.
+    pub async fn manifest(&self, id: &str) -> Result<Manifest, BackupError> {
+        read_manifest(&self.archive.target, &self.archive.folder, id).await
+    }
+
+    /// Every complete backup, oldest first.
+    pub async fn list(&self) -> Result<Vec<Manifest>, BackupError> {
+        list_manifests(&self.archive.target, &self.archive.folder).await
+    }
+
+    /// Removes a backup, then what no backup needs any more.
+    pub async fn delete(&self, id: &str) -> Result<Pruned, BackupError> {
+        let _g = self.lock.lock().await;
+        self.manifest(id).await?;
+        self.archive
+            .target
+            .delete(&self.archive.name(&format!("backups/{id}.json")))
+            .await?;
+        let mut p = self.collect_garbage().await?;
+        p.backups.push(id.to_string());
+        Ok(p)
+    }
+
+    /// Applies retention: keeps the newest `keep_last` (0: any number)
+    /// and those younger than `keep_ms` (0: any age); with both, a backup
+    /// either rule keeps stays. Always kept whatever the rules: the newest
+    /// backup, and the newest one older than the undo window (so any time
+    /// inside it can still be restored and rewound to).
+    pub async fn prune(&self, keep_last: u32, keep_ms: u64) -> Result<Pruned, BackupError> {
+        let _g = self.lock.lock().await;
+        let all = self.list().await?;
+        let now = now(&self.clock);
+        let n = all.len();
+        let window_start = now.saturating_sub(self.undo_ms);
+        let base_for_window = all
+            .iter()
+            .rposition(|m| m.hlc.wall_ms() <= window_start)
+            .unwrap_or(0);
+        let mut removed = Vec::new();
+        for (i, m) in all.iter().enumerate() {
+            let by_count = keep_last > 0 && i + (keep_last as usize) >= n;
+            let by_age = keep_ms > 0 && m.finished_ms.saturating_add(keep_ms) >= now;
+            let rules = keep_last > 0 || keep_ms > 0;
+            let keep = !rules || by_count || by_age || i + 1 == n || i == base_for_window;
+            if !keep {
+                self.archive
+                    .target
+                    .delete(&self.archive.name(&format!("backups/{}.json", m.id)))
+                    .await?;
+                removed.push(m.id.clone());
+            }
+        }
+        // Also sweeps what backups cut short left behind.
+        let mut p = self.collect_garbage().await?;
+        p.backups = removed;
+        Ok(p)
+    }
+
+    /// Applies the configured retention (a no-op when none is set).
+    pub async fn prune_configured(&self) -> Result<Pruned, BackupError> {
+        self.prune(self.settings.keep_last, self.settings.keep_ms)
+            .await
+    }
+
+    /// Deletes chunks no backup names and segments below every backup's
+    /// snapshot (of this log: older logs go with their last backup).
+    /// Called with the lock held, so no backup is half-written meanwhile.
+    async fn collect_garbage(&self) -> Result<Pruned, BackupError> {
+        let kept = self.list().await?;
+        let t = &self.archive.target;
+        let mut needed: BTreeSet<String> = BTreeSet::new();
+        let mut floor: BTreeMap<String, u64> = BTreeMap::new();
+        for m in &kept {
+            needed.extend(m.state.iter().map(|f| f.name.clone()));
+            let f = floor.entry(m.log_id.clone()).or_insert(u64::MAX);
+            *f = (*f).min(m.lsn + 1);
+        }
+        // The log being written is archived whatever the backups.
+        floor.entry(self.archive.log_id.clone()).or_insert(u64::MAX);
+        let mut files = 0;
+        for (name, _) in t.list(&self.archive.name("state")).await? {
+            if !needed.contains(&name) {
+                t.delete(&name).await?;
+                files += 1;
+            }
+        }
+        let wal = t.list(&self.archive.name("wal")).await?;
+        // Segment records name their end; a segment goes when it ends at or
+        // below its log's floor (or its log has no backup left).
+        let mut by_first: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
+        for (name, _) in &wal {
+            let parts: Vec<&str> = name.rsplitn(3, '/').collect();
+            if parts.len() < 3 {
+                continue;
+            }
+            let (file, log) = (parts[0], parts[1]);
+            let Some(first) = file
+                .strip_suffix(".seg.json")
+                .or_else(|| file.strip_suffix(".seg"))
+                .and_then(|d| d.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            by_first
+                .entry((log.to_string(), first))
+                .or_default()
+                .push(name.clone());
+        }
+        let firsts: Vec<(String, u64)> = by_first.keys().cloned().collect();
+        for (i, (log, first)) in firsts.iter().enumerate() {
+            let next_first = firsts.get(i + 1).filter(|(l, _)| l == log).map(|(_, f)| *f);
+            let remove = match floor.get(log) {
+                None => true,
+                Some(fl) => next_first.is_some_and(|end| end <= *fl),
+            };
+            if remove {
+                for name in &by_first[&(log.clone(), *first)] {
+                    t.delete(name).await?;
+                    files += 1;
+                }
+            }
+        }
+        self.archive.forget().await;
+        Ok(Pruned {
+            backups: Vec::new(),
+            files,
+        })
+    }
+
+    /// Checks every file a restore from this backup would read (its
+    /// snapshot, and the archived log after it to the newest segment):
+    /// size and SHA-256, then that the snapshot loads and the log replays,
+    /// in memory.
+    pub async fn verify(&self, id: &str) -> Result<Verified, BackupError> {
+        let m = self.manifest(id).await?;
+        let t = self.archive.target.clone();
+        let backend = Arc::new(meridian_core::MemBackend::default());
+        let mut r = meridian_core::backup::Restore::new(
+            backend,
+            None,
+            meridian_core::backup::Filter::default(),
+        );
+        let segs = restore::roll_forward(&t, &self.archive.folder, &m, &mut r).await?;
+        let (done, _) = r.finish()?;
+        Ok(Verified {
+            id: id.to_string(),
+            files: m.state.len() + segs.len(),
+            bytes: m.state.iter().map(|f| f.bytes).sum::<u64>()
+                + segs.iter().map(|s| s.file.bytes).sum::<u64>(),
+            entries: done.entries,
+            records: done.records,
+        })
+    }
+
+    /// Takes a backup every `every_ms` (and applies retention after each)
+    /// until `stop`, when configured.
+    pub async fn schedule(self: Arc<Self>, mut stop: crate::shutdown::Shutdown) {
+        let every = self.settings.every_ms;
+        if every == 0 {
+            return;
+        }
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(every));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait() => return,
+            }
+            match self.create_now().await {
+                Ok(m) => tracing::info!(backup = %m.id, "scheduled backup taken"),
+                Err(e) => tracing::error!(error = %e, "scheduled backup failed"),
+            }
+            if let Err(e) = self.prune_configured().await {
+                tracing::error!(error = %e, "backup retention failed");
+            }
+        }
+    }
+}
+
+/// Fetches a file and checks its size and checksum; the error names it.
+pub async fn fetch_checked(t: &target::Target, f: &FileRef) -> Result<Bytes, BackupError> {
+    if !manifest::valid_name(&f.name) {
+        return Err(BackupError::Damaged {
+            file: f.name.clone(),
+            reason: "the name could escape the target's folder".into(),
+        });
+    }
+    let b = match t.get(&f.name).await {
+        Err(TargetError::NotFound(_)) => {
+            return Err(BackupError::Damaged {
+                file: f.name.clone(),
+                reason: "missing from the target".into(),
+            });
+        }
+        r => r?,
+    };
+    if b.len() as u64 != f.bytes {
+        return Err(BackupError::Damaged {
+            file: f.name.clone(),
+            reason: format!("{} bytes, the manifest says {}", b.len(), f.bytes),
+        });
+    }
+    let sha = sha256_hex(&b);
+    if sha != f.sha256 {
+        return Err(BackupError::Damaged {
+            file: f.name.clone(),
+            reason: format!("SHA-256 {sha}, the manifest says {}", f.sha256),
+        });
+    }
+    Ok(b)
+}
+
+/// A backup's manifest, checked: format, names, and that it is the
+/// backup it is stored as.
+pub async fn read_manifest(
+    t: &target::Target,
+    folder: &str,
+    id: &str,
+) -> Result<Manifest, BackupError> {
+    let name = format!("{folder}/backups/{id}.json");
+    if !manifest::valid_name(&name) {
+        return Err(BackupError::Unknown(id.to_string()));
+    }
+    let bytes = match t.get(&name).await {
+        Err(TargetError::NotFound(_)) => return Err(BackupError::Unknown(id.to_string())),
+        r => r?,
+    };
+    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| BackupError::Damaged {
+        file: name.clone(),
+        reason: e.to_string(),
+    })?;
+    if m.format != manifest::FORMAT || m.id != id {
+        return Err(BackupError::Damaged {
+            file: name,
+            reason: format!("format {} / id {} does not match", m.format, m.id),
+        });
+    }
+    let prefix = format!("{folder}/");
+    for f in m.state.iter().chain(m.segments.iter().map(|s| &s.file)) {
+        if !manifest::valid_name(&f.name) || !f.name.starts_with(&prefix) {
+            return Err(BackupError::Damaged {
+                file: f.name.clone(),
+                reason: format!("named by {name}: outside the region's folder {prefix}"),
+            });
+        }
+    }
+    Ok(m)
+}
+
+/// Every complete backup in `folder`, oldest first.
+pub async fn list_manifests(
+    t: &target::Target,
+    folder: &str,
+) -> Result<Vec<Manifest>, BackupError> {
+    let mut out = Vec::new();
+    for (name, _) in t.list(&format!("{folder}/backups")).await? {
+        let Some(id) = name
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        out.push(read_manifest(t, folder, id).await?);
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
