@@ -562,9 +562,16 @@ async fn tampered_backups_are_refused_naming_the_file() {
     let dir = scratch("tamper");
     let tdir = dir.join("target");
     let target = format!("file://{}", tdir.display());
-    let node = Node::start(&meridian_bin(), one_region(&dir, &target, &[]))
-        .await
-        .unwrap();
+    let node = Node::start(
+        &meridian_bin(),
+        one_region(
+            &dir,
+            &target,
+            &[("MERIDIAN_OP_LOG__UNDO_WINDOW_HOURS", "0")],
+        ),
+    )
+    .await
+    .unwrap();
     let c = node.client();
     for i in 0..50 {
         c.put("default", &format!("k{i}"), &json!(i)).await.unwrap();
@@ -673,6 +680,31 @@ async fn tampered_backups_are_refused_naming_the_file() {
     std::fs::write(&mpath, serde_json::to_vec(&evil).unwrap()).unwrap();
     let e = c.verify_backup(&id).await.unwrap_err();
     assert!(e.to_string().contains("outside"), "{e}");
+    std::fs::write(&mpath, &text).unwrap();
+
+    // A restore's lease keeps retention off the backup it reads.
+    let leases = tdir.join("us-east/leases");
+    std::fs::create_dir_all(&leases).unwrap();
+    let lease = leases.join("l1.json");
+    std::fs::write(
+        &lease,
+        serde_json::to_vec(&json!({"backup": id, "expires_ms": now_ms() + 600_000})).unwrap(),
+    )
+    .unwrap();
+    let p = c.prune_backups(&json!({"keep_last": 1})).await.unwrap();
+    assert_eq!(p["backups"], json!([]), "a leased backup went: {p}");
+    let e = c.delete_backup(&id).await.unwrap_err();
+    assert!(e.is_code("backup_in_use"), "{e}");
+    // An expired lease holds nothing (and is swept).
+    std::fs::write(
+        &lease,
+        serde_json::to_vec(&json!({"backup": id, "expires_ms": 1})).unwrap(),
+    )
+    .unwrap();
+    let p = c.prune_backups(&json!({"keep_last": 1})).await.unwrap();
+    assert_eq!(p["backups"], json!([id]), "{p}");
+    assert!(!lease.exists());
+    assert_eq!(c.verify_backup(&id2).await.unwrap()["ok"], true);
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

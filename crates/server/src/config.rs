@@ -114,6 +114,21 @@ pub struct Config {
 fn default_archive_ms() -> u64 {
     60_000
 }
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            target: None,
+            endpoint: None,
+            s3_region: None,
+            credentials_file: None,
+            archive_interval_ms: default_archive_ms(),
+            every_ms: 0,
+            keep_last: 0,
+            keep_hours: 0,
+        }
+    }
+}
 fn default_undo_hours() -> u64 {
     24
 }
@@ -123,7 +138,7 @@ fn default_undo_hours() -> u64 {
 /// from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_SESSION_TOKEN`) or `credentials_file`, and are never written into
 /// a backup.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BackupConfig {
     /// `file:///absolute/dir` or `s3://bucket[/prefix]`; unset: no backups.
@@ -655,6 +670,52 @@ mod tests {
             Ok(())
         });
         out.expect("the jail ran")
+    }
+
+    #[test]
+    fn backup_settings_are_checked() {
+        let base = "region = \"eu-west\"\ndata_dir = \"/tmp/x\"\n";
+        let v = with_file(base).unwrap().validate().unwrap();
+        assert!(v.backup.is_none(), "no target: no backups");
+        assert!(v.log.pin.is_none());
+        assert_eq!(
+            v.log.keep_ms,
+            24 * 3_600_000,
+            "the undo window defaults to a day"
+        );
+        let v = with_file(&format!(
+            "{base}[backup]\ntarget = \"s3://bkt/eu\"\nendpoint = \"http://127.0.0.1:9000\"\nkeep_last = 7\nkeep_hours = 48\n[op_log]\nundo_window_hours = 2\n"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap();
+        let b = v.backup.unwrap();
+        assert_eq!(b.target.url, "s3://bkt/eu");
+        assert_eq!((b.keep_last, b.keep_ms), (7, 48 * 3_600_000));
+        assert_eq!(b.archive_interval_ms, 60_000);
+        assert_eq!(v.log.keep_ms, 2 * 3_600_000);
+        for (bad, field_) in [
+            ("target = \"relative\"", "backup.target"),
+            (
+                "target = \"/abs\"\nendpoint = \"http://x\"",
+                "backup.target",
+            ),
+            (
+                "target = \"/abs\"\narchive_interval_ms = 99",
+                "backup.archive_interval_ms",
+            ),
+        ] {
+            let e = with_file(&format!("{base}[backup]\n{bad}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{field_}`")), "{bad}: {e}");
+        }
+        let e = with_file(&format!("{base}[backup]\ntarget = \"/a\"\nbucket = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bucket"), "{e}");
     }
 
     #[test]

@@ -105,6 +105,13 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
         let base = Config {
             region: name.to_string(),
             data_dir: root.join(name),
+            // Backups to a folder beside the regions (`meridian ctl backup
+            // create`), the log archived every 10 s.
+            backup: crate::config::BackupConfig {
+                target: Some(format!("file://{}", root.join("backups").display())),
+                archive_interval_ms: 10_000,
+                ..Default::default()
+            },
             ..Config::default()
         }
         .validate()

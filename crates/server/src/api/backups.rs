@@ -34,12 +34,12 @@ pub fn backup_error(e: BackupError) -> ApiError {
             "unknown_backup",
             format!("no complete backup {id}"),
         ),
-        BackupError::Running(id) => ApiError::new(
-            StatusCode::CONFLICT,
-            "backup_running",
-            format!("backup {id} is running; wait for it"),
-        )
-        .with(json!({ "id": id })),
+        e @ BackupError::Running(_) => {
+            ApiError::new(StatusCode::CONFLICT, "backup_running", e.to_string())
+        }
+        e @ BackupError::Leased(_) => {
+            ApiError::new(StatusCode::CONFLICT, "backup_in_use", e.to_string())
+        }
         BackupError::Damaged { file, reason } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "backup_damaged",

@@ -54,9 +54,13 @@ pub enum BackupError {
     /// No such backup.
     #[error("no backup {0}")]
     Unknown(String),
-    /// Another backup is being taken.
-    #[error("backup {0} is running; wait for it")]
+    /// Another backup operation runs (the id of a backup being taken, or
+    /// what runs).
+    #[error("{0} is running; wait for it")]
     Running(String),
+    /// A restore holds a lease on the backup.
+    #[error("backup {0} is being restored from; try again when the restore ends")]
+    Leased(String),
     /// Nothing to restore from.
     #[error("{0}")]
     NoBase(String),
@@ -229,8 +233,8 @@ impl Backups {
                 .jobs()
                 .values()
                 .find(|p| p.status == "running")
-                .map(|p| p.id.clone())
-                .unwrap_or_else(|| "a prune".into());
+                .map(|p| format!("backup {}", p.id))
+                .unwrap_or_else(|| "a prune, verify or rewind".into());
             return Err(BackupError::Running(running));
         };
         let id = format!(
@@ -429,6 +433,12 @@ impl Backups {
     pub async fn delete(&self, id: &str) -> Result<Pruned, BackupError> {
         let _g = self.lock.lock().await;
         self.manifest(id).await?;
+        if Lease::held(&self.archive.target, &self.archive.folder)
+            .await?
+            .contains(id)
+        {
+            return Err(BackupError::Leased(id.to_string()));
+        }
         self.archive
             .target
             .delete(&self.archive.name(&format!("backups/{id}.json")))
@@ -453,12 +463,18 @@ impl Backups {
             .iter()
             .rposition(|m| m.hlc.wall_ms() <= window_start)
             .unwrap_or(0);
+        let leased = Lease::held(&self.archive.target, &self.archive.folder).await?;
         let mut removed = Vec::new();
         for (i, m) in all.iter().enumerate() {
             let by_count = keep_last > 0 && i + (keep_last as usize) >= n;
             let by_age = keep_ms > 0 && m.finished_ms.saturating_add(keep_ms) >= now;
             let rules = keep_last > 0 || keep_ms > 0;
-            let keep = !rules || by_count || by_age || i + 1 == n || i == base_for_window;
+            let keep = !rules
+                || by_count
+                || by_age
+                || i + 1 == n
+                || i == base_for_window
+                || leased.contains(&m.id);
             if !keep {
                 self.archive
                     .target
@@ -549,6 +565,8 @@ impl Backups {
     /// size and SHA-256, then that the snapshot loads and the log replays,
     /// in memory.
     pub async fn verify(&self, id: &str) -> Result<Verified, BackupError> {
+        // No prune or delete while the files are read.
+        let _g = self.lock.lock().await;
         let m = self.manifest(id).await?;
         let t = self.archive.target.clone();
         let backend = Arc::new(meridian_core::MemBackend::default());
@@ -592,6 +610,66 @@ impl Backups {
                 tracing::error!(error = %e, "backup retention failed");
             }
         }
+    }
+}
+
+/// How long a lease holds without being released (a restore that died).
+const LEASE_MS: u64 = 6 * 3_600_000;
+
+/// A restore's claim on a backup: retention keeps a backup named by a
+/// live lease (`<region>/leases/<uuid>.json`), whichever process prunes.
+pub struct Lease {
+    name: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LeaseFile {
+    backup: String,
+    expires_ms: u64,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Lease {
+    /// Claims backup `id` of `folder`.
+    pub async fn take(t: &target::Target, folder: &str, id: &str) -> Result<Lease, BackupError> {
+        let name = format!("{folder}/leases/{}.json", uuid::Uuid::new_v4().simple());
+        let body = serde_json::to_vec(&LeaseFile {
+            backup: id.to_string(),
+            expires_ms: unix_ms() + LEASE_MS,
+        })
+        .map_err(|e| BackupError::Local(e.to_string()))?;
+        t.put(&name, Bytes::from(body)).await?;
+        Ok(Lease { name })
+    }
+
+    /// Gives the claim up (an error only leaves it to expire).
+    pub async fn release(self, t: &target::Target) {
+        if let Err(e) = t.delete(&self.name).await {
+            tracing::warn!(lease = %self.name, error = %e, "backup lease not released; it expires");
+        }
+    }
+
+    /// Backups named by live leases in `folder` (expired leases go).
+    async fn held(t: &target::Target, folder: &str) -> Result<BTreeSet<String>, BackupError> {
+        let mut out = BTreeSet::new();
+        for (name, _) in t.list(&format!("{folder}/leases")).await? {
+            let Ok(bytes) = t.get(&name).await else {
+                continue;
+            };
+            match serde_json::from_slice::<LeaseFile>(&bytes) {
+                Ok(l) if l.expires_ms > unix_ms() => {
+                    out.insert(l.backup);
+                }
+                _ => t.delete(&name).await?,
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -146,6 +146,23 @@ pub async fn restore(
     let folder = region.to_string();
     let all = list_manifests(t, &folder).await?;
     let m = pick(&all, to, backup)?;
+    // A lease keeps retention in a running region from deleting what this
+    // restore reads.
+    let lease = super::Lease::take(t, &folder, &m.id).await?;
+    let r = build(t, &folder, &m, to, data_dir).await;
+    lease.release(t).await;
+    r
+}
+
+async fn build(
+    t: &Target,
+    folder: &str,
+    m: &Manifest,
+    to: Option<Hlc>,
+    data_dir: &Path,
+) -> Result<Report, BackupError> {
+    let local = |e: std::io::Error| BackupError::Local(format!("{}: {e}", data_dir.display()));
+    let region = folder;
     std::fs::create_dir_all(data_dir).map_err(local)?;
     let backend = Arc::new(
         FjallBackend::open(&data_dir.join("state"))
@@ -153,7 +170,7 @@ pub async fn restore(
     );
     let log_dir: PathBuf = data_dir.join("log");
     let mut r = Restore::new(backend, Some(&log_dir), Filter { to, keyspace: None });
-    let segments = roll_forward(t, &folder, &m, &mut r).await?.len();
+    let segments = roll_forward(t, folder, m, &mut r).await?.len();
     let (done, _) = r.finish()?;
     let report = Report {
         backup: m.id.clone(),

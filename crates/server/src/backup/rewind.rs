@@ -199,6 +199,8 @@ impl Backups {
         // History up to now is archived first, so the range's ops from
         // before `to` that arrived late are in it.
         self.archive.sync(true).await?;
+        // No prune or delete while history is read.
+        let _g = self.lock.lock().await;
         let t = self.archive.target.clone();
         let folder = self.archive.folder.clone();
         let all = super::list_manifests(&t, &folder).await?;
