@@ -1,8 +1,10 @@
 //! Benchmarks run from the `meridian` binary (`meridian bench ...`): a load
 //! generator against running regions ([`load`]), the replication
 //! benchmark on a local cluster of real processes ([`geo`]), and a client
-//! session carried across a region's death ([`failover`]).
+//! session carried across a region's death ([`failover`]), and backup and
+//! restore throughput ([`backup`]).
 
+pub mod backup;
 pub mod failover;
 pub mod geo;
 pub mod hist;
@@ -44,6 +46,27 @@ pub enum BenchCommand {
     /// A session preferring us-east while us-east is killed and restarted:
     /// the failover window, errors, read-your-writes, lost writes.
     Failover(FailoverArgs),
+    /// Backup throughput and restore time for a log of a given size, on
+    /// one region backing up to a directory.
+    Backup(BackupArgs),
+}
+
+/// `meridian bench backup`.
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// How much to write before the timed backup, MiB (the op log and the
+    /// state each hold about this much).
+    #[arg(long, default_value_t = 1024)]
+    pub log_mb: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 65536)]
+    pub value_bytes: usize,
+    /// Where the region's data and the backup target go.
+    #[arg(long, default_value = "bench/out/backup")]
+    pub dir: PathBuf,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `meridian bench failover`.
@@ -292,6 +315,23 @@ pub async fn run(cmd: BenchCommand, bin: PathBuf) -> Result<(), String> {
             }
             if !failed.is_empty() {
                 return Err(format!("nemesis checks failed: {}", failed.join(", ")));
+            }
+        }
+        BenchCommand::Backup(a) => {
+            let report = backup::run(&backup::BackupSpec {
+                bin,
+                dir: a.dir,
+                log_mb: a.log_mb,
+                value_bytes: a.value_bytes,
+            })
+            .await?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", report.table());
             }
         }
         BenchCommand::Failover(a) => {

@@ -115,13 +115,13 @@ impl TargetSpec {
     /// Connects (reads credentials for S3).
     pub fn open(&self) -> Result<Target, TargetError> {
         let cfg = |e: object_store::Error| TargetError::Config(e.to_string());
-        let (store, root): (Arc<dyn ObjectStore>, String) = match &self.kind {
+        let (store, root, dir): (Arc<dyn ObjectStore>, String, Option<PathBuf>) = match &self.kind {
             Kind::Dir(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     TargetError::Config(format!("cannot create {}: {e}", dir.display()))
                 })?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(cfg)?;
-                (Arc::new(fs), String::new())
+                (Arc::new(fs), String::new(), Some(dir.clone()))
             }
             Kind::S3 { bucket, prefix } => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
@@ -137,12 +137,13 @@ impl TargetSpec {
                     let (id, secret) = read_credentials(f)?;
                     b = b.with_access_key_id(id).with_secret_access_key(secret);
                 }
-                (Arc::new(b.build().map_err(cfg)?), prefix.clone())
+                (Arc::new(b.build().map_err(cfg)?), prefix.clone(), None)
             }
         };
         Ok(Target {
             store,
             root,
+            dir,
             url: self.url.clone(),
         })
     }
@@ -181,6 +182,10 @@ fn read_credentials(f: &std::path::Path) -> Result<(String, String), TargetError
 pub struct Target {
     store: Arc<dyn ObjectStore>,
     root: String,
+    /// A directory target's root: puts there are fsynced (the local store
+    /// renames into place but does not sync), so a manifest written after
+    /// its files never survives a power loss they do not.
+    dir: Option<PathBuf>,
     /// As configured.
     pub url: String,
 }
@@ -216,6 +221,31 @@ impl Target {
             .put(&p, PutPayload::from(bytes))
             .await
             .map_err(Self::err(name))?;
+        if let Some(dir) = &self.dir {
+            let (root, file) = (dir.clone(), dir.join(name));
+            // The file, then every folder up to the root (a put may have
+            // created them).
+            let sync = move || -> std::io::Result<()> {
+                std::fs::File::open(&file)?.sync_all()?;
+                for parent in file.ancestors().skip(1) {
+                    std::fs::File::open(parent)?.sync_all()?;
+                    if parent == root {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            tokio::task::spawn_blocking(sync)
+                .await
+                .map_err(|e| TargetError::Config(e.to_string()))?
+                .map_err(|e| TargetError::Store {
+                    name: name.to_string(),
+                    source: object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    },
+                })?;
+        }
         Ok(())
     }
 
