@@ -181,8 +181,29 @@ async fn writer(c: Client, region: &'static str, seed: u64, ops: usize) -> Histo
     h
 }
 
+/// The backup a region takes of its log when it starts (it has none).
+async fn first_backup(c: &Client) -> String {
+    for _ in 0..500 {
+        let v = c.backups().await.unwrap();
+        if let Some(b) = v["backups"].as_array().and_then(|b| b.first()) {
+            return b["id"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no first backup was taken");
+}
+
 async fn backup_now(c: &Client) -> String {
-    let started = c.start_backup().await.unwrap();
+    // The region's own first backup may still run: wait for it.
+    let started = loop {
+        match c.start_backup().await {
+            Ok(v) => break v,
+            Err(e) if e.is_code("backup_running") => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("start a backup: {e}"),
+        }
+    };
     let id = started["id"].as_str().unwrap().to_string();
     for _ in 0..600 {
         let v = c.backup(&id).await.unwrap();
@@ -316,8 +337,8 @@ async fn restore_to_any_time_equals_the_acknowledged_history_up_to_it() {
     assert_eq!(served, want_default);
     drop(node);
 
-    // A restore refuses a directory that is not empty, and a time before
-    // every backup.
+    // A restore refuses a directory that is not empty; a time long before
+    // the first write restores the empty state.
     let (ok, _, stderr) = meridian(&[
         "restore",
         "--from",
@@ -340,7 +361,10 @@ async fn restore_to_any_time_equals_the_acknowledged_history_up_to_it() {
         "--data-dir",
         early.to_str().unwrap(),
     ]);
-    assert!(!ok && stderr.contains("no backup at or before"), "{stderr}");
+    // The region's first backup is of its empty state: before any write,
+    // there was nothing.
+    assert!(ok, "{stderr}");
+    assert!(read_restored(&early).is_empty());
     cluster.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -455,6 +479,24 @@ async fn rewind_brings_a_deleted_prefix_back_everywhere() {
     assert_eq!(again["restored"], 0, "{again}");
     assert_eq!(again["deleted"], 0, "{again}");
 
+    // Keyspaces whose values a rewind cannot write back as they were are
+    // refused up front.
+    east.define_keyspace(
+        "profiles",
+        &json!({"policy": "doc", "schema": {"visits": "counter"}}),
+    )
+    .await
+    .unwrap();
+    east.define_keyspace("prices", &json!({"policy": "custom", "merge": "max"}))
+        .await
+        .unwrap();
+    for ks in ["profiles", "prices"] {
+        let e = east
+            .rewind(&json!({"keyspace": ks, "to_time": before}))
+            .await
+            .unwrap_err();
+        assert!(e.is_code("rewind_refused"), "{ks}: {e}");
+    }
     // Bad requests are refused with a reason.
     for (body, code) in [
         (json!({"keyspace": "nope", "to_time": before}), 404),
@@ -463,7 +505,6 @@ async fn rewind_brings_a_deleted_prefix_back_everywhere() {
             json!({"keyspace": "default", "to_time": now_ms() + 3_600_000}),
             400,
         ),
-        (json!({"keyspace": "default", "to_time": 1000}), 409),
         (
             json!({"keyspace": "default", "to_time": before, "extra": 1}),
             400,
@@ -472,6 +513,17 @@ async fn rewind_brings_a_deleted_prefix_back_everywhere() {
         let e = cluster.client("us-east").rewind(&body).await.unwrap_err();
         assert_eq!(e.status(), Some(code), "{body}: {e}");
     }
+    // Without a backup at or before the time, there is no history to
+    // rewind from.
+    let west_backups = west.backups().await.unwrap();
+    for b in west_backups["backups"].as_array().unwrap() {
+        west.delete_backup(b["id"].as_str().unwrap()).await.unwrap();
+    }
+    let e = west
+        .rewind(&json!({"keyspace": "default", "to_time": before}))
+        .await
+        .unwrap_err();
+    assert!(e.is_code("history_unavailable"), "{e}");
     cluster.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -494,9 +546,16 @@ fn one_region(dir: &Path, target: &str, extra_env: &[(&str, &str)]) -> NodeSpec 
 async fn a_kill_during_a_backup_never_lists_it() {
     let dir = scratch("kill");
     let target = format!("file://{}", dir.join("target").display());
-    let mut node = Node::start(&meridian_bin(), one_region(&dir, &target, &[]))
-        .await
-        .unwrap();
+    let mut node = Node::start(
+        &meridian_bin(),
+        one_region(
+            &dir,
+            &target,
+            &[("MERIDIAN_BACKUP__UNDO_WINDOW_HOURS", "0")],
+        ),
+    )
+    .await
+    .unwrap();
     let c = node.client();
     // Enough state that a backup takes a while.
     let pad = "x".repeat(4000);
@@ -508,14 +567,21 @@ async fn a_kill_during_a_backup_never_lists_it() {
             ops.clear();
         }
     }
-    let started = c.start_backup().await.unwrap();
-    let id = started["id"].as_str().unwrap().to_string();
-    // Kill it while it runs (the job says so just before).
-    let v = c.backup(&id).await.unwrap();
-    assert_eq!(
-        v["status"], "running",
-        "the backup finished too soon to test: {v}"
-    );
+    let first = first_backup(&c).await;
+    // Kill a backup while it runs (the job says so just before); should one
+    // finish before the kill, take another.
+    let mut killed = None;
+    for _ in 0..5 {
+        let started = c.start_backup().await.unwrap();
+        let id = started["id"].as_str().unwrap().to_string();
+        let v = c.backup(&id).await.unwrap();
+        if v["status"] == "running" {
+            killed = Some(id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = killed.expect("every backup finished before it could be killed");
     node.kill9().await;
     node.restart().await.unwrap();
     let c = node.client();
@@ -538,9 +604,19 @@ async fn a_kill_during_a_backup_never_lists_it() {
     assert_eq!(v["ok"], true, "{v}");
     let m = c.backup(&next).await.unwrap();
     assert_eq!(m["keyspaces"]["default"], 12_000, "{m}");
-    // Retention sweeps the orphan chunks of the killed backup.
+    // Retention sweeps the orphan chunks of the killed backup (the
+    // region's first backup goes: no undo window here).
     let pruned = c.prune_backups(&json!({"keep_last": 1})).await.unwrap();
-    assert_eq!(pruned["backups"].as_array().unwrap().len(), 0, "{pruned}");
+    let gone: Vec<&str> = pruned["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        gone.contains(&first.as_str()) && !gone.contains(&next.as_str()),
+        "{pruned}"
+    );
     let chunks = std::fs::read_dir(dir.join("target/us-east/state"))
         .unwrap()
         .count();
@@ -552,6 +628,86 @@ async fn a_kill_during_a_backup_never_lists_it() {
         .collect();
     assert_eq!(chunks, named.len(), "orphan chunks left");
     drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Local log retention deletes a segment only once it is archived: with a
+/// retention budget of 1 MiB and nothing archived, every segment stays;
+/// once a backup archives them they go, and a restore from the region's
+/// first (empty) backup still replays every write from the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_retention_waits_for_the_archive() {
+    let dir = scratch("pin");
+    let target = format!("file://{}", dir.join("target").display());
+    let mut spec = one_region(
+        &dir,
+        &target,
+        &[
+            ("MERIDIAN_OP_LOG__SEGMENT_MB", "1"),
+            ("MERIDIAN_OP_LOG__RETENTION_MB", "1"),
+            ("MERIDIAN_CHECKPOINT_INTERVAL_MS", "200"),
+        ],
+    );
+    // The archiver's own round never comes in this test.
+    spec.env.push((
+        "MERIDIAN_BACKUP__ARCHIVE_INTERVAL_MS".into(),
+        "3600000".into(),
+    ));
+    let node = Node::start(&meridian_bin(), spec).await.unwrap();
+    let c = node.client();
+    let first = first_backup(&c).await;
+    let pad = "y".repeat(8000);
+    for part in 0..6 {
+        let ops: Vec<Value> = (0..128)
+            .map(|i| json!({"keyspace": "default", "key": format!("p{part}-{i:03}"), "op": "put", "value": pad}))
+            .collect();
+        c.batch(&ops, &Options::default()).await.unwrap();
+    }
+    let segments = || {
+        std::fs::read_dir(dir.join("data/log"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
+            .count()
+    };
+    // Several checkpoints later: nothing archived, nothing removed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let held = segments();
+    assert!(
+        held >= 6,
+        "segments removed before they were archived: {held} left"
+    );
+    // A backup archives them; retention then removes them.
+    backup_now(&c).await;
+    let mut left = held;
+    for _ in 0..100 {
+        left = segments();
+        if left <= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left <= 2, "archived segments were kept: {left} of {held}");
+    drop(node);
+    let out = dir.join("restored");
+    let (ok, stdout, stderr) = meridian(&[
+        "restore",
+        "--from",
+        &target,
+        "--region",
+        "us-east",
+        "--backup",
+        &first,
+        "--data-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(read_restored(&out).len(), 6 * 128, "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -567,12 +723,13 @@ async fn tampered_backups_are_refused_naming_the_file() {
         one_region(
             &dir,
             &target,
-            &[("MERIDIAN_OP_LOG__UNDO_WINDOW_HOURS", "0")],
+            &[("MERIDIAN_BACKUP__UNDO_WINDOW_HOURS", "0")],
         ),
     )
     .await
     .unwrap();
     let c = node.client();
+    let auto = first_backup(&c).await;
     for i in 0..50 {
         c.put("default", &format!("k{i}"), &json!(i)).await.unwrap();
     }
@@ -692,7 +849,7 @@ async fn tampered_backups_are_refused_naming_the_file() {
     )
     .unwrap();
     let p = c.prune_backups(&json!({"keep_last": 1})).await.unwrap();
-    assert_eq!(p["backups"], json!([]), "a leased backup went: {p}");
+    assert_eq!(p["backups"], json!([auto]), "a leased backup went: {p}");
     let e = c.delete_backup(&id).await.unwrap_err();
     assert!(e.is_code("backup_in_use"), "{e}");
     // An expired lease holds nothing (and is swept).
@@ -790,13 +947,14 @@ async fn backups_to_s3_compatible_storage() {
                 ("MERIDIAN_BACKUP__ENDPOINT", &endpoint),
                 ("MERIDIAN_BACKUP__CREDENTIALS_FILE", creds.to_str().unwrap()),
                 // No undo window: retention keeps only what its rules say.
-                ("MERIDIAN_OP_LOG__UNDO_WINDOW_HOURS", "0"),
+                ("MERIDIAN_BACKUP__UNDO_WINDOW_HOURS", "0"),
             ],
         ),
     )
     .await
     .unwrap();
     let c = node.client();
+    let auto = first_backup(&c).await;
     // Enough for several chunks (a chunk is cut past 64 KiB).
     let pad = "p".repeat(200);
     let ops: Vec<Value> = (0..N)
@@ -867,7 +1025,7 @@ async fn backups_to_s3_compatible_storage() {
     // Retention: keep the newest one; the first goes, the second still
     // verifies and restores.
     let pruned = c.prune_backups(&json!({"keep_last": 1})).await.unwrap();
-    assert_eq!(pruned["backups"], json!([first]), "{pruned}");
+    assert_eq!(pruned["backups"], json!([auto, first]), "{pruned}");
     assert_eq!(
         c.backups().await.unwrap()["backups"]
             .as_array()

@@ -153,7 +153,6 @@ fn segments_roll_and_retention_drops_only_checkpointed_ones() {
         segment_bytes: 1_000,
         retention_bytes: 2_500,
         retention_ms: 0,
-        keep_ms: 0,
         pin: None,
     };
     write(d.path(), opts.clone(), 60);
@@ -186,7 +185,6 @@ fn retention_by_age() {
         segment_bytes: 500,
         retention_bytes: 0,
         retention_ms: 10_000,
-        keep_ms: 0,
         pin: None,
     };
     write(d.path(), opts.clone(), 20);
@@ -202,7 +200,7 @@ fn retention_by_age() {
 }
 
 #[test]
-fn retention_spares_what_is_not_archived_and_the_undo_window() {
+fn retention_spares_what_is_not_archived() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let d = TestDir::new("log-pin");
@@ -211,7 +209,6 @@ fn retention_spares_what_is_not_archived_and_the_undo_window() {
         segment_bytes: 500,
         retention_bytes: 1,
         retention_ms: 0,
-        keep_ms: 0,
         pin: Some(pin.clone()),
     };
     write(d.path(), opts.clone(), 20);
@@ -224,17 +221,44 @@ fn retention_spares_what_is_not_archived_and_the_undo_window() {
     pin.store(sealed[1], Ordering::Release);
     assert_eq!(log.enforce_retention(Lsn(21), 0).unwrap(), 2);
     assert_eq!(log.start_lsn().0, sealed[1]);
-    // Everything archived, but the ops are inside the undo window.
+    // Everything archived: down to the size limit (the active one stays).
     pin.store(u64::MAX, Ordering::Release);
+    assert_eq!(log.enforce_retention(Lsn(21), 0).unwrap(), sealed.len() - 3);
     drop(log);
-    let windowed = LogOptions {
-        keep_ms: 10_000,
-        ..opts
+    let (_, seen) = open(d.path(), opts, false).unwrap();
+    assert_eq!(seen.last().unwrap().dot.seq, Seq(20));
+}
+
+#[test]
+fn a_segment_whose_successor_was_cut_short_stays_sealed() {
+    let d = TestDir::new("log-cut-short");
+    let opts = LogOptions {
+        segment_bytes: 500,
+        ..LogOptions::default()
     };
-    let (mut log, _) = open(d.path(), windowed, false).unwrap();
-    // Ops carry wall times 1001..1020.
-    assert_eq!(log.enforce_retention(Lsn(21), 5_000).unwrap(), 0);
-    assert!(log.enforce_retention(Lsn(21), 20_000).unwrap() > 0);
+    write(d.path(), opts.clone(), 20);
+    let (log, _) = open(d.path(), opts.clone(), false).unwrap();
+    let last = log.segments().last().unwrap().clone();
+    let before: Vec<(Lsn, u64)> = log.segments().map(|s| (s.first_lsn, s.bytes)).collect();
+    drop(log);
+    // A crash while the next segment was being created: its file is there,
+    // its header is not.
+    let next = d
+        .path()
+        .join(meridian_core::log::segment::file_name(last.end_lsn()));
+    std::fs::write(&next, [0u8; 8]).unwrap();
+    let (mut log, seen) = open(d.path(), opts, false).unwrap();
+    assert_eq!(seen.len(), 20);
+    let after: Vec<(Lsn, u64)> = log.segments().map(|s| (s.first_lsn, s.bytes)).collect();
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "sealed segments unchanged"
+    );
+    assert_eq!(after.len(), before.len() + 1, "a new active segment");
+    assert_eq!(log.segments().last().unwrap().first_lsn, last.end_lsn());
+    assert_eq!(log.segments().last().unwrap().records, 0);
+    let _ = log.sync();
 }
 
 #[test]

@@ -126,6 +126,7 @@ impl Default for BackupConfig {
             every_ms: 0,
             keep_last: 0,
             keep_hours: 0,
+            undo_window_hours: default_undo_hours(),
         }
     }
 }
@@ -168,6 +169,10 @@ pub struct BackupConfig {
     /// Retention: keep backups younger than this many hours (0: no age rule).
     #[serde(default)]
     pub keep_hours: u64,
+    /// Whatever the rules, retention keeps what restores and rewinds to
+    /// any time in the last this many hours (0: only the rules).
+    #[serde(default = "default_undo_hours")]
+    pub undo_window_hours: u64,
 }
 
 fn default_ae_ms() -> u64 {
@@ -264,10 +269,6 @@ pub struct LogConfig {
     /// Drop segments older than this, hours (0: no age limit).
     #[serde(default = "default_retention_hours")]
     pub retention_hours: u64,
-    /// Keep at least this many hours of log whatever the size limit: the
-    /// history `rewind` reads (0: none).
-    #[serde(default = "default_undo_hours")]
-    pub undo_window_hours: u64,
 }
 
 impl Default for LogConfig {
@@ -276,7 +277,6 @@ impl Default for LogConfig {
             segment_mb: default_segment_mb(),
             retention_mb: default_retention_mb(),
             retention_hours: default_retention_hours(),
-            undo_window_hours: default_undo_hours(),
         }
     }
 }
@@ -582,7 +582,6 @@ impl Config {
                 segment_bytes: self.op_log.segment_mb << 20,
                 retention_bytes: self.op_log.retention_mb << 20,
                 retention_ms: self.op_log.retention_hours * 3_600_000,
-                keep_ms: self.op_log.undo_window_hours.saturating_mul(3_600_000),
                 // Set by the region when it archives to a backup target.
                 pin: None,
             },
@@ -592,6 +591,7 @@ impl Config {
                 every_ms: self.backup.every_ms,
                 keep_last: self.backup.keep_last,
                 keep_ms: self.backup.keep_hours.saturating_mul(3_600_000),
+                undo_ms: self.backup.undo_window_hours.saturating_mul(3_600_000),
             }),
             checkpoint_interval_ms: self.checkpoint_interval_ms,
             max_clock_offset_ms: self.max_clock_offset_ms,
@@ -651,6 +651,8 @@ pub struct BackupSettings {
     pub keep_last: u32,
     /// Retention by age, ms (0: off).
     pub keep_ms: u64,
+    /// The undo window, ms.
+    pub undo_ms: u64,
 }
 
 #[cfg(test)]
@@ -678,13 +680,8 @@ mod tests {
         let v = with_file(base).unwrap().validate().unwrap();
         assert!(v.backup.is_none(), "no target: no backups");
         assert!(v.log.pin.is_none());
-        assert_eq!(
-            v.log.keep_ms,
-            24 * 3_600_000,
-            "the undo window defaults to a day"
-        );
         let v = with_file(&format!(
-            "{base}[backup]\ntarget = \"s3://bkt/eu\"\nendpoint = \"http://127.0.0.1:9000\"\nkeep_last = 7\nkeep_hours = 48\n[op_log]\nundo_window_hours = 2\n"
+            "{base}[backup]\ntarget = \"s3://bkt/eu\"\nendpoint = \"http://127.0.0.1:9000\"\nkeep_last = 7\nkeep_hours = 48\nundo_window_hours = 2\n"
         ))
         .unwrap()
         .validate()
@@ -693,7 +690,16 @@ mod tests {
         assert_eq!(b.target.url, "s3://bkt/eu");
         assert_eq!((b.keep_last, b.keep_ms), (7, 48 * 3_600_000));
         assert_eq!(b.archive_interval_ms, 60_000);
-        assert_eq!(v.log.keep_ms, 2 * 3_600_000);
+        assert_eq!(b.undo_ms, 2 * 3_600_000);
+        let v = with_file(&format!("{base}[backup]\ntarget = \"/b\"\n"))
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(
+            v.backup.unwrap().undo_ms,
+            24 * 3_600_000,
+            "a day by default"
+        );
         for (bad, field_) in [
             ("target = \"relative\"", "backup.target"),
             (

@@ -165,6 +165,16 @@ async fn restore(a: RestoreArgs) -> Result<(), String> {
         report.ops,
         report.later
     );
+    let ends = std::time::UNIX_EPOCH + std::time::Duration::from_millis(report.archive_ends_ms);
+    println!(
+        "meridian: the archive read reaches {}",
+        humantime::format_rfc3339_millis(ends)
+    );
+    if report.to_ms.is_some_and(|t| t > report.archive_ends_ms) {
+        println!(
+            "meridian: note: the time asked is later than that; ops after it were not archived yet"
+        );
+    }
     if !a.standalone {
         println!(
             "meridian: start it with `meridian serve --region {} --data-dir {}` (a new incarnation; with peers it rejoins and catches up)",
@@ -179,9 +189,13 @@ async fn restore(a: RestoreArgs) -> Result<(), String> {
         data_dir: Some(a.data_dir),
         ..Overrides::default()
     };
-    let cfg = Config::load(None, &overrides)
-        .and_then(|c| c.validate())
-        .map_err(|e| e.to_string())?;
+    let mut cfg = Config::load(None, &overrides).map_err(|e| e.to_string())?;
+    // Alone means alone, whatever the environment says: no peers, and no
+    // archiving into the region's backup folder.
+    cfg.peers.clear();
+    cfg.peer_listen = None;
+    cfg.backup = Default::default();
+    let cfg = cfg.validate().map_err(|e| e.to_string())?;
     meridian_server::serve::run(cfg, false)
         .await
         .map_err(|e| e.to_string())

@@ -234,7 +234,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
                 cfg.region.to_string(),
                 region.incarnation.clone(),
                 region.clock,
-                cfg.log.keep_ms,
+                bs.undo_ms,
             ));
             tasks.push(tokio::spawn(b.clone().schedule(stop.clone())));
             Some(b)

@@ -45,6 +45,15 @@ pub enum RestoreError {
     /// Replaying an op.
     #[error("replaying the archived log: {0}")]
     Replay(#[from] WriteError),
+    /// Kept ops whose causal past is in no archived record (it came by a
+    /// state transfer, which the log does not hold).
+    #[error(
+        "{held} archived ops wait for a causal past the archive does not hold (the region took a state transfer after this backup's snapshot): restore from a backup taken after it"
+    )]
+    Held {
+        /// How many.
+        held: usize,
+    },
     /// Segments do not follow each other.
     #[error("archived log has a gap: {file} starts at {found}, expected {expected}")]
     Gap {
@@ -294,6 +303,12 @@ impl<B: Backend> Restore<B> {
             .ok_or_else(|| RestoreError::Store(StoreError::Backend("restore engine".into())))?;
         let last = self.log.as_ref().map(|l| Lsn(l.end_lsn().0 - 1));
         engine.commit(last)?;
+        // Every kept op must have been applied: one still waiting means its
+        // past is missing, and the state would silently stop short.
+        let held = engine.reader().published().stats.buffered;
+        if held > 0 {
+            return Err(RestoreError::Held { held });
+        }
         engine.checkpoint()?;
         self.done.vv = engine.vv().clone();
         if let Some(base) = &self.base {

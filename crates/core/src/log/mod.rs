@@ -98,6 +98,41 @@ pub enum LogError {
     },
 }
 
+/// The file in the log directory naming its archive folder.
+const LOG_ID_FILE: &str = "log-id";
+
+/// The id of the log in `log_dir`, made when there is none. A new log
+/// (a new data directory, a restore, a repaired log) gets a new id, so
+/// positions that restart never mix with archived ones.
+pub fn log_id(log_dir: &Path) -> std::io::Result<String> {
+    let p = log_dir.join(LOG_ID_FILE);
+    match std::fs::read_to_string(&p) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(log_dir)?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tmp = log_dir.join("log-id.tmp");
+    std::fs::write(&tmp, &id)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &p)?;
+    std::fs::File::open(log_dir)?.sync_all()?;
+    Ok(id)
+}
+
+/// Forgets the log's id (before `--repair-log` rewrites positions, or when
+/// the region continues as a new incarnation because its disk may have
+/// been rolled back): positions may be issued again, so the next archive
+/// run starts a new folder.
+pub fn forget_log_id(log_dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(log_dir.join(LOG_ID_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Tuning of the op log.
 #[derive(Clone, Debug)]
 pub struct LogOptions {
@@ -107,9 +142,6 @@ pub struct LogOptions {
     pub retention_bytes: u64,
     /// Drop sealed segments whose newest op is older than this (0 = no limit).
     pub retention_ms: u64,
-    /// Keep every segment whose newest op is younger than this, whatever
-    /// the size limit (the undo window `rewind` reads history from; 0 = none).
-    pub keep_ms: u64,
     /// When set, keep every segment ending above this LSN: the backup
     /// archiver raises it as segments reach the backup target, so nothing
     /// leaves the disk before it is archived.
@@ -122,7 +154,6 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             retention_bytes: 4 << 30,
             retention_ms: 7 * 24 * 3600 * 1000,
-            keep_ms: 24 * 3600 * 1000,
             pin: None,
         }
     }
@@ -142,8 +173,9 @@ pub struct Recovery {
 /// A summary of the log for replication (see [`Log::index`]).
 #[derive(Clone, Debug, Default)]
 pub struct LogIndex {
-    /// Per sealed segment: first position and per-origin seq ranges.
-    pub sealed: Vec<crate::replication::peer::SegmentOrigins>,
+    /// Per sealed segment: first position and per-origin seq ranges
+    /// (shared: rebuilt only when a segment is sealed or removed).
+    pub sealed: std::sync::Arc<Vec<crate::replication::peer::SegmentOrigins>>,
     /// First position of the segment being written.
     pub active_first: Lsn,
     /// Per-origin seq ranges in the segment being written.
@@ -186,6 +218,8 @@ pub struct Log {
     dir: PathBuf,
     opts: LogOptions,
     sealed: Vec<SegmentMeta>,
+    /// The sealed segments' part of [`Log::index`], shared until it changes.
+    sealed_index: std::sync::Arc<Vec<crate::replication::peer::SegmentOrigins>>,
     active: SegmentMeta,
     file: File,
     buf: Vec<u8>,
@@ -224,6 +258,7 @@ impl Log {
         let mut metas: Vec<SegmentMeta> = Vec::new();
         let mut expected = names.first().map(|(l, _)| *l).unwrap_or(Lsn(1));
         let mut stop_after: Option<usize> = None;
+        let mut cut_short = false;
         for (i, (first, path)) in names.iter().enumerate() {
             let is_last = i + 1 == names.len();
             if *first != expected {
@@ -244,6 +279,7 @@ impl Log {
                     });
                 }
                 segment::remove(path)?;
+                cut_short = true;
                 break;
             };
             let mut meta = SegmentMeta {
@@ -314,8 +350,11 @@ impl Log {
 
         // A version 1 segment is never appended to: new records go to a
         // version 2 segment after it (or in its place, when it is empty).
+        // Nor is a segment whose successor's creation was cut short: it was
+        // sealed (and may be archived as such), so the successor is made
+        // again.
         if let Some(last) = metas.last()
-            && last.format == record::Format::V1
+            && (last.format == record::Format::V1 || (cut_short && last.records > 0))
         {
             if last.records == 0 {
                 segment::remove(&last.path)?;
@@ -342,10 +381,17 @@ impl Log {
                 (meta, file)
             }
         };
+        let sealed_index = std::sync::Arc::new(
+            metas
+                .iter()
+                .map(|s| (s.first_lsn, s.origins.clone()))
+                .collect(),
+        );
         Ok((
             Log {
                 dir: dir.to_path_buf(),
                 opts,
+                sealed_index,
                 sealed: metas,
                 active,
                 file,
@@ -462,7 +508,17 @@ impl Log {
         let old = std::mem::replace(&mut self.active, meta);
         self.file = file;
         self.sealed.push(old);
+        self.reindex();
         Ok(())
+    }
+
+    fn reindex(&mut self) {
+        self.sealed_index = std::sync::Arc::new(
+            self.sealed
+                .iter()
+                .map(|s| (s.first_lsn, s.origins.clone()))
+                .collect(),
+        );
     }
 
     /// LSN one past the last appended record.
@@ -513,11 +569,7 @@ impl Log {
     /// segments' part is shared until it changes.
     pub fn index(&self) -> LogIndex {
         LogIndex {
-            sealed: self
-                .sealed
-                .iter()
-                .map(|s| (s.first_lsn, s.origins.clone()))
-                .collect(),
+            sealed: self.sealed_index.clone(),
             active_first: self.active.first_lsn,
             active_origins: self.active.origins.clone(),
             end: self.end_lsn(),
@@ -539,11 +591,7 @@ impl Log {
             {
                 break;
             }
-            let in_window = self.opts.keep_ms > 0
-                && oldest.max_wall_ms.saturating_add(self.opts.keep_ms) >= now_ms;
-            if in_window {
-                break;
-            }
+
             let total = self.bytes();
             let over_size = self.opts.retention_bytes > 0 && total > self.opts.retention_bytes;
             let too_old = self.opts.retention_ms > 0
@@ -554,6 +602,9 @@ impl Log {
             segment::remove(&oldest.path)?;
             self.sealed.remove(0);
             removed += 1;
+        }
+        if removed > 0 {
+            self.reindex();
         }
         Ok(removed)
     }

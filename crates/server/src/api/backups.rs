@@ -47,6 +47,7 @@ pub fn backup_error(e: BackupError) -> ApiError {
         )
         .with(json!({ "file": file })),
         BackupError::NoBase(m) => ApiError::new(StatusCode::CONFLICT, "history_unavailable", m),
+        BackupError::Refused(m) => ApiError::new(StatusCode::CONFLICT, "rewind_refused", m),
         BackupError::Stopped => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
         }
@@ -106,10 +107,12 @@ pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
     let b = backups(&app)?;
     let all = b.list().await.map_err(backup_error)?;
     let listed: Vec<Summary> = all.iter().map(Summary::of).collect();
+    let damaged = b.damaged().await.map_err(backup_error)?;
     Ok(Json(json!({
         "target": b.target_url(),
         "backups": listed,
         "jobs": b.jobs_list(),
+        "damaged": damaged,
     }))
     .into_response())
 }
@@ -257,9 +260,16 @@ pub async fn rewind(
     }
     let to = end_of_ms(ms).map_err(|m| ApiError::bad_request(format!("to_time: {m}")))?;
     let b = backups(&app)?;
-    let out = b
-        .rewind(&app.writer, &app.reader, &ks, &r.prefix, to, r.dry_run)
+    // Run apart from the request: a client that goes away does not stop a
+    // rewind between two of its writes.
+    let (writer, reader, prefix) = (app.writer.clone(), app.reader.clone(), r.prefix.clone());
+    let job = tokio::spawn(async move {
+        b.rewind(&writer, &reader, &ks, &prefix, to, r.dry_run)
+            .await
+    });
+    let out = job
         .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(backup_error)?;
     Ok(Json(out).into_response())
 }

@@ -14,42 +14,11 @@ use meridian_core::log::{record, segment};
 use meridian_core::{Lsn, Op};
 use meridian_crdt::{Hlc, codec};
 
+use meridian_core::log::log_id;
+
 use super::BackupError;
 use super::target::Target;
 use crate::region::WriterHandle;
-
-/// The file in the log directory naming its archive folder.
-const LOG_ID_FILE: &str = "log-id";
-
-/// The id of the log in `log_dir`, made when there is none. A new log
-/// (a new data directory, a restore, a repaired log) gets a new id, so
-/// positions that restart never mix with archived ones.
-pub fn log_id(log_dir: &Path) -> std::io::Result<String> {
-    let p = log_dir.join(LOG_ID_FILE);
-    match std::fs::read_to_string(&p) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::create_dir_all(log_dir)?;
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let tmp = log_dir.join("log-id.tmp");
-    std::fs::write(&tmp, &id)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &p)?;
-    std::fs::File::open(log_dir)?.sync_all()?;
-    Ok(id)
-}
-
-/// Forgets the log's id (after `--repair-log` rewrote positions that may
-/// already be archived): the next archive run starts a new folder.
-pub fn forget_log_id(log_dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(log_dir.join(LOG_ID_FILE)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
 
 /// Segment files in `dir`, oldest first.
 fn local_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
@@ -104,7 +73,8 @@ pub struct Archive {
     pub target: Target,
     /// The region's folder in the target (`<region>`).
     pub folder: String,
-    log_dir: PathBuf,
+    /// The region's op log directory.
+    pub log_dir: PathBuf,
     /// The log's archive id.
     pub log_id: String,
     pin: Arc<AtomicU64>,

@@ -64,6 +64,9 @@ pub enum BackupError {
     /// Nothing to restore from.
     #[error("{0}")]
     NoBase(String),
+    /// A rewind this keyspace cannot take, or a write of it refused.
+    #[error("{0}")]
+    Refused(String),
     /// The region is stopping.
     #[error("the region is shutting down")]
     Stopped,
@@ -74,6 +77,7 @@ impl From<meridian_core::backup::RestoreError> for BackupError {
         use meridian_core::backup::RestoreError as R;
         match e {
             R::Damaged { file, reason } => BackupError::Damaged { file, reason },
+            e @ R::Held { .. } => BackupError::NoBase(e.to_string()),
             R::Gap {
                 file,
                 found,
@@ -309,13 +313,14 @@ impl Backups {
         let mut done: u64 = segments.iter().map(|s| s.file.bytes).sum();
         self.progress(id, done, estimate + done);
         // 3. Chunks not stored yet.
-        let have: BTreeSet<String> = self
+        // A chunk is there when a file of its name and size is (its name is
+        // its checksum; verify reads it whole).
+        let have: BTreeMap<String, u64> = self
             .archive
             .target
             .list(&self.archive.name("state"))
             .await?
             .into_iter()
-            .map(|(n, _)| n)
             .collect();
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let tables = snap.tables();
@@ -342,7 +347,7 @@ impl Backups {
             let sha = sha256_hex(&ch.bytes);
             let name = self.archive.name(&chunk_name(&sha));
             let bytes = ch.bytes.len() as u64;
-            if !have.contains(&name) {
+            if have.get(&name) != Some(&bytes) {
                 self.archive
                     .target
                     .put(&name, Bytes::from(ch.bytes))
@@ -429,10 +434,19 @@ impl Backups {
         list_manifests(&self.archive.target, &self.archive.folder).await
     }
 
+    /// Manifests that do not read.
+    pub async fn damaged(&self) -> Result<Vec<String>, BackupError> {
+        damaged_manifests(&self.archive.target, &self.archive.folder).await
+    }
+
     /// Removes a backup, then what no backup needs any more.
     pub async fn delete(&self, id: &str) -> Result<Pruned, BackupError> {
         let _g = self.lock.lock().await;
-        self.manifest(id).await?;
+        match self.manifest(id).await {
+            // A damaged manifest can be deleted too (by its id).
+            Ok(_) | Err(BackupError::Damaged { .. }) => {}
+            Err(e) => return Err(e),
+        }
         if Lease::held(&self.archive.target, &self.archive.folder)
             .await?
             .contains(id)
@@ -499,8 +513,15 @@ impl Backups {
     /// snapshot (of this log: older logs go with their last backup).
     /// Called with the lock held, so no backup is half-written meanwhile.
     async fn collect_garbage(&self) -> Result<Pruned, BackupError> {
-        let kept = self.list().await?;
         let t = &self.archive.target;
+        let (kept, bad) = scan_manifests(t, &self.archive.folder).await?;
+        if let Some(name) = bad.first() {
+            // Its files may be needed: delete nothing until it is dealt with.
+            return Err(BackupError::Damaged {
+                file: name.clone(),
+                reason: "manifest does not read; no files are deleted while it is there (fix or delete it)".into(),
+            });
+        }
         let mut needed: BTreeSet<String> = BTreeSet::new();
         let mut floor: BTreeMap<String, u64> = BTreeMap::new();
         for m in &kept {
@@ -508,8 +529,9 @@ impl Backups {
             let f = floor.entry(m.log_id.clone()).or_insert(u64::MAX);
             *f = (*f).min(m.lsn + 1);
         }
-        // The log being written is archived whatever the backups.
-        floor.entry(self.archive.log_id.clone()).or_insert(u64::MAX);
+        // The log being written keeps all its archive until a backup of it
+        // is taken.
+        floor.entry(self.archive.log_id.clone()).or_insert(0);
         let mut files = 0;
         for (name, _) in t.list(&self.archive.name("state")).await? {
             if !needed.contains(&name) {
@@ -569,14 +591,28 @@ impl Backups {
         let _g = self.lock.lock().await;
         let m = self.manifest(id).await?;
         let t = self.archive.target.clone();
-        let backend = Arc::new(meridian_core::MemBackend::default());
-        let mut r = meridian_core::backup::Restore::new(
-            backend,
-            None,
-            meridian_core::backup::Filter::default(),
-        );
-        let segs = restore::roll_forward(&t, &self.archive.folder, &m, &mut r).await?;
-        let (done, _) = r.finish()?;
+        // Replayed into a scratch store on disk beside the region's data,
+        // not into memory: a backup can be larger than RAM.
+        let scratch = self
+            .archive
+            .log_dir
+            .with_file_name(format!("verify-{}", uuid::Uuid::new_v4().simple()));
+        let result = async {
+            let backend = Arc::new(
+                FjallBackend::open(&scratch).map_err(|e| BackupError::Local(e.to_string()))?,
+            );
+            let mut r = meridian_core::backup::Restore::new(
+                backend,
+                None,
+                meridian_core::backup::Filter::default(),
+            );
+            let segs = restore::roll_forward(&t, &self.archive.folder, &m, &mut r).await?;
+            let (done, _) = tokio::task::block_in_place(|| r.finish())?;
+            Ok::<_, BackupError>((segs, done))
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        let (segs, done) = result?;
         Ok(Verified {
             id: id.to_string(),
             files: m.state.len() + segs.len(),
@@ -587,9 +623,22 @@ impl Backups {
         })
     }
 
-    /// Takes a backup every `every_ms` (and applies retention after each)
-    /// until `stop`, when configured.
+    /// Takes a first backup of this log when it has none (a new data
+    /// directory, a repaired log or a new incarnation starts a new log:
+    /// restores and rewinds to its times need a backup of it), then one
+    /// every `every_ms` (applying retention after each) until `stop`.
     pub async fn schedule(self: Arc<Self>, mut stop: crate::shutdown::Shutdown) {
+        let log = self.archive.log_id.clone();
+        match self.list().await {
+            Ok(all) if all.iter().any(|m| m.log_id == log) => {}
+            Ok(_) => match self.create_now().await {
+                Ok(m) => {
+                    tracing::info!(backup = %m.id, log = %log, "first backup of this log taken")
+                }
+                Err(e) => tracing::error!(error = %e, "first backup of this log failed"),
+            },
+            Err(e) => tracing::error!(error = %e, "backup target: listing backups failed"),
+        }
         let every = self.settings.every_ms;
         if every == 0 {
             return;
@@ -659,14 +708,22 @@ impl Lease {
     async fn held(t: &target::Target, folder: &str) -> Result<BTreeSet<String>, BackupError> {
         let mut out = BTreeSet::new();
         for (name, _) in t.list(&format!("{folder}/leases")).await? {
-            let Ok(bytes) = t.get(&name).await else {
-                continue;
+            // Fails closed: a lease that cannot be read stops the prune.
+            let bytes = match t.get(&name).await {
+                Err(TargetError::NotFound(_)) => continue,
+                r => r?,
             };
             match serde_json::from_slice::<LeaseFile>(&bytes) {
                 Ok(l) if l.expires_ms > unix_ms() => {
                     out.insert(l.backup);
                 }
-                _ => t.delete(&name).await?,
+                Ok(_) => t.delete(&name).await?,
+                Err(e) => {
+                    return Err(BackupError::Damaged {
+                        file: name,
+                        reason: format!("lease does not parse: {e}"),
+                    });
+                }
             }
         }
         Ok(out)
@@ -743,12 +800,31 @@ pub async fn read_manifest(
     Ok(m)
 }
 
-/// Every complete backup in `folder`, oldest first.
+/// Every complete backup in `folder`, oldest first. A damaged manifest is
+/// left out (with a warning) so the others stay usable; see
+/// [`damaged_manifests`] for what deletes must not go past.
 pub async fn list_manifests(
     t: &target::Target,
     folder: &str,
 ) -> Result<Vec<Manifest>, BackupError> {
+    Ok(scan_manifests(t, folder).await?.0)
+}
+
+/// Manifests that do not read (their files may be needed: garbage
+/// collection stops while there is one).
+pub async fn damaged_manifests(
+    t: &target::Target,
+    folder: &str,
+) -> Result<Vec<String>, BackupError> {
+    Ok(scan_manifests(t, folder).await?.1)
+}
+
+async fn scan_manifests(
+    t: &target::Target,
+    folder: &str,
+) -> Result<(Vec<Manifest>, Vec<String>), BackupError> {
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for (name, _) in t.list(&format!("{folder}/backups")).await? {
         let Some(id) = name
             .rsplit('/')
@@ -757,8 +833,15 @@ pub async fn list_manifests(
         else {
             continue;
         };
-        out.push(read_manifest(t, folder, id).await?);
+        match read_manifest(t, folder, id).await {
+            Ok(m) => out.push(m),
+            Err(e @ (BackupError::Damaged { .. } | BackupError::Unknown(_))) => {
+                tracing::warn!(manifest = %name, error = %e, "backup manifest unreadable: left out");
+                bad.push(name);
+            }
+            Err(e) => return Err(e),
+        }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(out)
+    Ok((out, bad))
 }

@@ -32,6 +32,9 @@ pub struct Report {
     pub later: u64,
     /// Archived segments read.
     pub segments: usize,
+    /// The newest op the archive read holds, wall ms: a restore reaches no
+    /// further than this, whatever the time asked.
+    pub archive_ends_ms: u64,
 }
 
 /// The newest complete backup whose snapshot is at or before `to`.
@@ -107,14 +110,16 @@ pub async fn roll_forward<B: Backend>(
     m: &Manifest,
     restore: &mut Restore<B>,
 ) -> Result<Vec<SegmentRef>, BackupError> {
+    // Decoding and replaying is CPU work: off the runtime's async threads
+    // (callers run on a multi-threaded runtime).
     for f in &m.state {
         let b = fetch_checked(t, f).await?;
-        restore.load_chunk(&f.name, &b)?;
+        tokio::task::block_in_place(|| restore.load_chunk(&f.name, &b))?;
     }
     let segs = segments_after(t, folder, m).await?;
     for s in &segs {
         let b = fetch_checked(t, &s.file).await?;
-        restore.replay(&s.file.name, s.first_lsn, b.to_vec())?;
+        tokio::task::block_in_place(|| restore.replay(&s.file.name, s.first_lsn, b.to_vec()))?;
     }
     Ok(segs)
 }
@@ -144,14 +149,81 @@ pub async fn restore(
         )));
     }
     let folder = region.to_string();
-    let all = list_manifests(t, &folder).await?;
-    let m = pick(&all, to, backup)?;
+    let m = match backup {
+        // Straight to the one asked for: other manifests do not matter.
+        Some(id) => {
+            let m = super::read_manifest(t, &folder, id).await?;
+            pick(std::slice::from_ref(&m), to, Some(id))?
+        }
+        None => pick(&list_manifests(t, &folder).await?, to, None)?,
+    };
     // A lease keeps retention in a running region from deleting what this
-    // restore reads.
+    // restore reads; the manifest read again under it is still there.
     let lease = super::Lease::take(t, &folder, &m.id).await?;
-    let r = build(t, &folder, &m, to, data_dir).await;
+    let r = async {
+        super::read_manifest(t, &folder, &m.id).await?;
+        // Built aside and renamed into place: a restore that fails or is
+        // killed never leaves a directory that looks restored.
+        let parent = data_dir.parent().unwrap_or(Path::new("."));
+        let name = data_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "restore".into());
+        let aside = parent.join(format!(
+            ".{name}.restoring-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let built = build(t, &folder, &m, to, &aside).await;
+        let done = built.and_then(|report| {
+            if data_dir.exists() {
+                std::fs::remove_dir(data_dir).map_err(local)?;
+            }
+            std::fs::rename(&aside, data_dir).map_err(local)?;
+            if let Ok(d) = std::fs::File::open(parent) {
+                let _ = d.sync_all();
+            }
+            Ok(report)
+        });
+        if done.is_err() {
+            let _ = std::fs::remove_dir_all(&aside);
+        }
+        done
+    }
+    .await;
     lease.release(t).await;
     r
+}
+
+/// Refuses a restore to a time the archive of `m`'s log does not reach
+/// when another log of the region (a new data directory, a repaired log)
+/// holds ops up to that time: those would be silently missing.
+async fn check_other_logs(
+    t: &Target,
+    folder: &str,
+    m: &Manifest,
+    to: Hlc,
+    ends: Hlc,
+) -> Result<(), BackupError> {
+    if to <= ends {
+        return Ok(());
+    }
+    for (name, _) in t.list(&format!("{folder}/wal")).await? {
+        if !name.ends_with(".seg.json") || name.contains(&format!("/{}/", m.log_id)) {
+            continue;
+        }
+        let bytes = t.get(&name).await?;
+        let Ok(r) = serde_json::from_slice::<SegmentRef>(&bytes) else {
+            continue;
+        };
+        if r.hlc_max > ends && r.hlc_min <= to {
+            return Err(BackupError::NoBase(format!(
+                "backup {} covers its log only up to {} ms; ops up to the time asked are in another log of this region ({name}): restore from a backup of that log",
+                m.id,
+                ends.wall_ms()
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn build(
@@ -170,7 +242,17 @@ async fn build(
     );
     let log_dir: PathBuf = data_dir.join("log");
     let mut r = Restore::new(backend, Some(&log_dir), Filter { to, keyspace: None });
-    let segments = roll_forward(t, folder, m, &mut r).await?.len();
+    let segs = roll_forward(t, folder, m, &mut r).await?;
+    let ends = segs
+        .iter()
+        .map(|s| s.hlc_max)
+        .max()
+        .unwrap_or(m.hlc)
+        .max(m.hlc);
+    if let Some(to) = to {
+        check_other_logs(t, folder, m, to, ends).await?;
+    }
+    let segments = segs.len();
     let (done, _) = r.finish()?;
     let report = Report {
         backup: m.id.clone(),
@@ -180,6 +262,7 @@ async fn build(
         ops: done.ops,
         later: done.later,
         segments,
+        archive_ends_ms: ends.wall_ms(),
     };
     // For the operator: where this directory came from. No identity is
     // written: the region starting here is a new incarnation.

@@ -65,6 +65,45 @@ pub struct Rewound {
     pub truncated: bool,
 }
 
+/// Most value bytes in one rewind write (well under the op limit).
+const BATCH_BYTES: usize = 4 << 20;
+
+fn serde_json_len(v: &serde_json::Value) -> usize {
+    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0)
+}
+
+/// Refuses keyspaces whose values a rewind cannot write back as they
+/// were: custom keys (versions belong to the key's merger), keyspaces with
+/// an ownership map (each key's writes go to its owner), and docs with
+/// field rules other than `lww` (a doc write is a patch under its rules: a
+/// counter field would be incremented, not set).
+fn rewindable(
+    live: &Reader<meridian_core::FjallBackend>,
+    keyspace: &KeyspaceName,
+) -> Result<(), BackupError> {
+    use meridian_crdt::{FieldRule, Policy};
+    let published = live.published();
+    let Some(def) = published.registry.get(keyspace.as_str()) else {
+        return Err(BackupError::Refused(format!("no keyspace {keyspace}")));
+    };
+    if def.policy == Policy::Custom {
+        return Err(BackupError::Refused(format!(
+            "{keyspace} is a custom keyspace: rewinding it is not supported (its versions are merged by each key's merger)"
+        )));
+    }
+    if published.registry.ownership(keyspace.as_str()).is_some() {
+        return Err(BackupError::Refused(format!(
+            "{keyspace} has an ownership map: rewinding it is not supported (each key's writes go to its owner)"
+        )));
+    }
+    if let Some((field, _)) = def.schema.0.iter().find(|(_, r)| **r != FieldRule::Lww) {
+        return Err(BackupError::Refused(format!(
+            "{keyspace}: doc field {field:?} has a rule other than lww: rewinding such docs is not supported (a write is a patch under the field's rule)"
+        )));
+    }
+    Ok(())
+}
+
 /// What a client sees of a state (`null` when absent or deleted).
 pub fn visible(o: Option<&Object>) -> serde_json::Value {
     use serde_json::Value as J;
@@ -73,7 +112,11 @@ pub fn visible(o: Option<&Object>) -> serde_json::Value {
     };
     let value = |v: &Value| match v {
         Value::Json(j) => j.to_value(),
-        Value::Bytes(b) => serde_json::json!({ "bytes": b.len() }),
+        // Shown (and compared) by length and checksum, not inline.
+        Value::Bytes(b) => serde_json::json!({
+            "bytes": b.len(),
+            "sha256": meridian_core::backup::manifest::sha256_hex(b),
+        }),
     };
     match o {
         Object::Lww(r) => r.value().map(value).unwrap_or(J::Null),
@@ -169,13 +212,13 @@ fn all_live<B: meridian_core::Backend>(
             Err(meridian_core::ReadError::UnknownKeyspace(_)) => return Ok(out),
             Err(e) => return Err(BackupError::Local(e.to_string())),
         };
-        for (k, o) in page.items {
-            out.insert(k.as_str().to_string(), o);
-        }
-        if out.len() > MAX_KEYS {
-            return Err(BackupError::NoBase(format!(
+        if out.len() + page.items.len() > MAX_KEYS {
+            return Err(BackupError::Refused(format!(
                 "more than {MAX_KEYS} keys under the prefix: rewind a narrower prefix"
             )));
+        }
+        for (k, o) in page.items {
+            out.insert(k.as_str().to_string(), o);
         }
         match page.next {
             Some(n) => after = Some(n),
@@ -196,6 +239,7 @@ impl Backups {
         to: Hlc,
         dry_run: bool,
     ) -> Result<Rewound, BackupError> {
+        rewindable(live, keyspace)?;
         // History up to now is archived first, so the range's ops from
         // before `to` that arrived late are in it.
         self.archive.sync(true).await?;
@@ -205,6 +249,12 @@ impl Backups {
         let folder = self.archive.folder.clone();
         let all = super::list_manifests(&t, &folder).await?;
         let m = pick(&all, Some(to), None)?;
+        if m.log_id != self.archive.log_id {
+            return Err(BackupError::NoBase(format!(
+                "this region's log changed after backup {} (a new data directory, a repaired log or a new incarnation): history between them is not in one archive; rewind to a time after this log's first backup",
+                m.id
+            )));
+        }
         let mut r = Restore::new(
             Arc::new(MemBackend::default()),
             None,
@@ -235,15 +285,17 @@ impl Backups {
             truncated: false,
         };
         let mut batch: Vec<MutationRequest> = Vec::new();
+        let mut batch_bytes = 0usize;
         for k in keys {
             let (a, b) = (then.get(k), now.get(k));
             let (va, vb) = (visible(a), visible(b));
+            let size = k.len() + serde_json_len(&va);
             if va == vb {
                 out.unchanged += 1;
                 continue;
             }
             let (c, collapsed) =
-                change(a, b).map_err(|reason| BackupError::NoBase(format!("{k}: {reason}")))?;
+                change(a, b).map_err(|reason| BackupError::Refused(format!("{k}: {reason}")))?;
             out.collapsed += collapsed as usize;
             let deleting = matches!(c, Change::Delete { .. });
             if deleting {
@@ -262,14 +314,19 @@ impl Backups {
                 out.truncated = true;
             }
             let key = Key::new(k.clone()).map_err(|e| BackupError::Local(e.to_string()))?;
+            if !dry_run
+                && !batch.is_empty()
+                && (batch.len() >= 100 || batch_bytes + size > BATCH_BYTES)
+            {
+                write(writer, std::mem::take(&mut batch)).await?;
+                batch_bytes = 0;
+            }
+            batch_bytes += size;
             batch.push(MutationRequest {
                 keyspace: keyspace.to_string(),
                 key,
                 change: c,
             });
-            if !dry_run && batch.len() >= 100 {
-                write(writer, std::mem::take(&mut batch)).await?;
-            }
         }
         if !dry_run && !batch.is_empty() {
             write(writer, batch).await?;
@@ -287,8 +344,8 @@ async fn write(writer: &WriterHandle, mutations: Vec<MutationRequest>) -> Result
     };
     match writer.write(req).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(BackupError::Local(format!(
-            "writing the rewound values: {e} (keys written before this batch stay written)"
+        Ok(Err(e)) => Err(BackupError::Refused(format!(
+            "writing the rewound values: {e} (keys written before this batch stay written; running the rewind again finishes it)"
         ))),
         Err(_) => Err(BackupError::Stopped),
     }

@@ -257,6 +257,18 @@ impl Region {
             .backup
             .as_ref()
             .map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0)));
+        if repair_log {
+            // Positions after the damage will be issued again: archive them
+            // under a new log id, apart from what was archived before
+            // (forgotten first, so a crash during the repair keeps nothing
+            // stale).
+            meridian_core::log::forget_log_id(&cfg.data_dir.join("log")).map_err(|source| {
+                StartError::Log(meridian_core::LogError::Io {
+                    path: cfg.data_dir.join("log"),
+                    source,
+                })
+            })?;
+        }
         let mut log_opts = cfg.log.clone();
         log_opts.pin = archive_pin.clone();
         let mut replay_err = None;
@@ -284,16 +296,6 @@ impl Region {
         )?;
         if let Some(e) = replay_err {
             return Err(e.into());
-        }
-        if recovery.repaired.is_some() {
-            // Positions after the damage are issued again: archive them
-            // under a new log id, apart from what was archived before.
-            crate::backup::archive::forget_log_id(&cfg.data_dir.join("log")).map_err(|source| {
-                StartError::Log(meridian_core::LogError::Io {
-                    path: cfg.data_dir.join("log"),
-                    source,
-                })
-            })?;
         }
         let end = Lsn(log.end_lsn().0.saturating_sub(1));
         engine.commit(Some(end))?;
