@@ -2,7 +2,7 @@
 # Every figure in docs/benchmarks.md, in one go (about 40 minutes on the
 # 2-core machine). Steps run in the order given (default: all of them):
 #
-#   bench/all.sh                     # peers load geo concerns nemesis failover
+#   bench/all.sh                     # peers load geo concerns nemesis failover backup
 #   bench/all.sh load nemesis        # just those
 #
 # Output: bench/out/all-<step>.txt (the tables are at the end of each file).
@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 mkdir -p bench/out
 STEPS=("$@")
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(peers load geo concerns nemesis failover)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(peers load geo concerns nemesis failover backup)
 cargo build --release --quiet --bin meridian
 M=target/release/meridian
 export MERIDIAN_LOG="${MERIDIAN_LOG:-warn}"
@@ -80,7 +80,13 @@ for step in "${STEPS[@]}"; do
         "$M" bench failover --runs 3 --fault pause --timeout 1s
       } >"$out" 2>&1
       ;;
-    *) echo "unknown step $step (peers load geo concerns nemesis failover)" >&2; exit 2 ;;
+    backup)
+      # Issue 13: backup throughput and restore time for a 1 GiB log.
+      {
+        for run in 1 2 3; do "$M" bench backup --log-mb 1024; done
+      } >"$out" 2>&1
+      ;;
+    *) echo "unknown step $step (peers load geo concerns nemesis failover backup)" >&2; exit 2 ;;
   esac
   tail -n 30 "$out"
 done

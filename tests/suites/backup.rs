@@ -869,7 +869,9 @@ async fn tampered_backups_are_refused_naming_the_file() {
 /// Starts moto's S3 server on a free loopback port; `None` (with the
 /// reason printed) when it is not installed.
 fn start_moto(dir: &Path) -> Option<(std::process::Child, u16)> {
-    let bin = std::env::var("MERIDIAN_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+    // Named explicitly (as .ci/run does once it installed it): it must run.
+    let required = std::env::var("MERIDIAN_MOTO_SERVER").ok();
+    let bin = required.clone().unwrap_or_else(|| "moto_server".into());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()
@@ -883,6 +885,7 @@ fn start_moto(dir: &Path) -> Option<(std::process::Child, u16)> {
         .spawn()
     {
         Ok(c) => c,
+        Err(e) if required.is_some() => panic!("MERIDIAN_MOTO_SERVER={bin} does not run: {e}"),
         Err(e) => {
             eprintln!(
                 "SKIPPED: no S3-compatible server: {bin}: {e} (.ci/run installs moto[server] from PyPI)"

@@ -85,6 +85,13 @@ pub async fn segments_after(
             file: name.clone(),
             reason: e.to_string(),
         })?;
+        // The record names its segment: beside it, nowhere else.
+        if name.strip_suffix(".json") != Some(r.file.name.as_str()) {
+            return Err(BackupError::Damaged {
+                file: name,
+                reason: format!("names {:?}, not the segment beside it", r.file.name),
+            });
+        }
         if let Some(mine) = m.segments.iter().find(|s| s.first_lsn == r.first_lsn) {
             if *mine != r {
                 return Err(BackupError::Damaged {
