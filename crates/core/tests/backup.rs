@@ -199,3 +199,59 @@ fn a_missing_segment_or_a_damaged_one_is_named() {
         other => panic!("{other:?}"),
     }
 }
+
+fn lww_op(seq: u64, wall: u64) -> Op {
+    Op {
+        dot: meridian_crdt::Dot::new(replica("eu-west"), meridian_crdt::Seq(seq)),
+        hlc: Hlc::new(wall, 0).unwrap(),
+        deps: meridian_crdt::VersionVector::new(),
+        mutations: vec![Mutation {
+            keyspace: KeyspaceName::default_keyspace(),
+            key: Key::new(format!("key-{seq}")).unwrap(),
+            op: meridian_crdt::ObjectOp::Lww(meridian_crdt::LwwOp::Set(Value::Bytes(vec![1; 8]))),
+        }],
+    }
+}
+
+#[test]
+fn ops_that_skip_seqs_refuse_a_restore_that_could_miss_them() {
+    let d = TestDir::new("backup-skip");
+    let (mut log, _) = Log::open(d.path(), LogOptions::default(), false, |_, _| {}).unwrap();
+    // Seqs 3 and 4 of eu-west came by a state transfer: not in the log.
+    for (seq, wall) in [(1, 100), (2, 200), (5, 500)] {
+        log.append([&lww_op(seq, wall)]).unwrap();
+        log.sync().unwrap();
+    }
+    log.seal_active().unwrap();
+    let segs: Vec<(u64, PathBuf)> = log
+        .segments()
+        .filter(|s| s.records > 0)
+        .map(|s| (s.first_lsn.0, s.path.clone()))
+        .collect();
+    let run = |to: Option<u64>| {
+        let filter = Filter {
+            to: to.map(|t| Hlc::new(t, u16::MAX).unwrap()),
+            keyspace: None,
+        };
+        let mut r = Restore::new(Arc::new(MemBackend::new()), None, filter);
+        for (first, path) in &segs {
+            r.replay("seg", *first, std::fs::read(path).unwrap())?;
+        }
+        r.finish().map(|(done, _)| done)
+    };
+    // Up to a time before the last op ahead of the gap: nothing can be
+    // missing (3 and 4 are stamped after 2).
+    assert_eq!(run(Some(150)).unwrap().ops, 1);
+    // After it: 3 and 4 may be stamped before the time.
+    match run(Some(300)) {
+        Err(RestoreError::Skipped { after, .. }) => assert_eq!(after, 2),
+        Err(e) => panic!("{e}"),
+        Ok(d) => panic!("restored {} ops", d.ops),
+    }
+    // Everything: 5 waits for 3 and 4, which never come.
+    match run(None) {
+        Err(RestoreError::Held { held }) => assert_eq!(held, 1),
+        Err(e) => panic!("{e}"),
+        Ok(d) => panic!("restored {} ops", d.ops),
+    }
+}

@@ -54,6 +54,17 @@ pub enum RestoreError {
         /// How many.
         held: usize,
     },
+    /// An origin's ops skip seqs in the log: those came by a state
+    /// transfer (never logged), and may be stamped at or before the time.
+    #[error(
+        "the archived log skips ops of {origin} after seq {after} (the region took a state transfer after this backup's snapshot, and those ops may be stamped before the time asked): restore from a backup taken after the transfer"
+    )]
+    Skipped {
+        /// The origin.
+        origin: String,
+        /// The last seq before the gap.
+        after: u64,
+    },
     /// Segments do not follow each other.
     #[error("archived log has a gap: {file} starts at {found}, expected {expected}")]
     Gap {
@@ -114,6 +125,13 @@ pub struct Restore<B: Backend> {
     log: Option<Log>,
     log_dir: Option<std::path::PathBuf>,
     next: u64,
+    /// Segments replayed so far.
+    replayed: usize,
+    /// Per origin, the last seq met and its stamp (`None`: from the
+    /// snapshot, stamp unknown).
+    last: std::collections::BTreeMap<ReplicaId, (u64, Option<Hlc>)>,
+    /// The first gap met whose ops could be stamped at or before the time.
+    skipped: Option<(ReplicaId, u64)>,
     done: Restored,
 }
 
@@ -130,6 +148,9 @@ impl<B: Backend> Restore<B> {
             log: None,
             log_dir: log_dir.map(Path::to_path_buf),
             next: 0,
+            replayed: 0,
+            last: std::collections::BTreeMap::new(),
+            skipped: None,
             done: Restored::default(),
         }
     }
@@ -178,6 +199,11 @@ impl<B: Backend> Restore<B> {
         }
         let base = self.base.clone().unwrap_or_default();
         self.next = base.lsn + 1;
+        self.last = base
+            .vv
+            .iter()
+            .map(|(r, s)| (r.clone(), (s.0, None)))
+            .collect();
         // Nobody writes through this engine: the id only fills a slot.
         let region = RegionId::new("restore").map_err(|e| RestoreError::Damaged {
             file: "-".into(),
@@ -217,13 +243,22 @@ impl<B: Backend> Restore<B> {
         let loaded = segment::from_bytes(bytes, Lsn(first_lsn))
             .map_err(|r| damaged(r.to_string()))?
             .ok_or_else(|| damaged("empty segment".into()))?;
-        if first_lsn > self.next {
+        // The first segment holds the record after the snapshot; each later
+        // one starts exactly where the one before ended (an overlap is a
+        // log that issued positions twice).
+        let wrong = if self.replayed == 0 {
+            first_lsn > self.next
+        } else {
+            first_lsn != self.next
+        };
+        if wrong {
             return Err(RestoreError::Gap {
                 file: file.to_string(),
                 found: first_lsn,
                 expected: self.next,
             });
         }
+        let next_at_entry = self.next;
         let mut lsn = first_lsn;
         let mut kept: Vec<Op> = Vec::new();
         let mut failure: Option<RestoreError> = None;
@@ -241,6 +276,27 @@ impl<B: Backend> Restore<B> {
                 }
             };
             self.done.records += 1;
+            // Seqs of one origin are logged in order, one by one; a jump
+            // means ops applied without a record (a state transfer). They
+            // are stamped after the last one met, so they matter only if
+            // that is at or before the time (unknown when it is the
+            // snapshot's).
+            let seq = op.dot.seq.0;
+            let (prev, at) = self
+                .last
+                .get(&op.dot.replica)
+                .cloned()
+                .unwrap_or((0, Some(Hlc::default())));
+            if seq > prev + 1
+                && self.skipped.is_none()
+                && at.is_none_or(|h| self.filter.to.is_none_or(|t| h <= t))
+            {
+                self.skipped = Some((op.dot.replica.clone(), prev));
+            }
+            if seq > prev {
+                self.last
+                    .insert(op.dot.replica.clone(), (seq, Some(op.hlc)));
+            }
             if self.filter.to.is_some_and(|t| op.hlc > t) {
                 self.done.later += 1;
                 return Ok(());
@@ -254,6 +310,11 @@ impl<B: Backend> Restore<B> {
         }
         if !matches!(end, segment::ScanEnd::Clean) {
             return Err(damaged(format!("{end:?}")));
+        }
+        // Segments wholly at or below the snapshot do not count: the chain
+        // starts with the one holding the record after it.
+        if lsn > next_at_entry {
+            self.replayed += 1;
         }
         self.next = self.next.max(lsn);
         self.apply(kept)
@@ -308,6 +369,12 @@ impl<B: Backend> Restore<B> {
         let held = engine.reader().published().stats.buffered;
         if held > 0 {
             return Err(RestoreError::Held { held });
+        }
+        if let Some((origin, after)) = &self.skipped {
+            return Err(RestoreError::Skipped {
+                origin: origin.to_string(),
+                after: *after,
+            });
         }
         engine.checkpoint()?;
         self.done.vv = engine.vv().clone();

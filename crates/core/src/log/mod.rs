@@ -122,14 +122,13 @@ pub fn log_id(log_dir: &Path) -> std::io::Result<String> {
     Ok(id)
 }
 
-/// Forgets the log's id (before `--repair-log` rewrites positions, or when
-/// the region continues as a new incarnation because its disk may have
-/// been rolled back): positions may be issued again, so the next archive
-/// run starts a new folder.
+/// Forgets the log's id (before `--repair-log` rewrites positions, which
+/// may then be issued again): the next archive run starts a new folder.
 pub fn forget_log_id(log_dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(log_dir.join(LOG_ID_FILE)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+        Ok(()) => File::open(log_dir)?.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -118,9 +118,17 @@ pub fn create(dir: &Path, first_lsn: Lsn) -> Result<(File, SegmentMeta), LogErro
         .truncate(true)
         .open(&path)
         .map_err(io)?;
-    file.write_all(&header(first_lsn, Format::V2)).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    sync_dir(dir)?;
+    // A segment whose creation failed is not left behind: the one before
+    // it stays the newest, so nothing takes it for sealed.
+    let made = file
+        .write_all(&header(first_lsn, Format::V2))
+        .and_then(|()| file.sync_all())
+        .map_err(io)
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     Ok((file, SegmentMeta::new(path, first_lsn)))
 }
 

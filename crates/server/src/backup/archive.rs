@@ -67,6 +67,20 @@ pub fn describe(name: &str, first: u64, end: u64, bytes: &[u8]) -> Result<Segmen
     })
 }
 
+/// What the archive knows of one log: its archived segments by first
+/// position (`None` until the record is fetched), and which of them were
+/// checked against the local file.
+#[derive(Default)]
+struct Known {
+    log_id: String,
+    segments: BTreeMap<u64, Option<SegmentRef>>,
+    checked: std::collections::BTreeSet<u64>,
+    listed: bool,
+    /// Segments ending at or below this were archived and then removed by
+    /// retention in the target (below every backup): not uploaded again.
+    floor: u64,
+}
+
 /// One region's archive in its target.
 pub struct Archive {
     /// The target.
@@ -75,13 +89,27 @@ pub struct Archive {
     pub folder: String,
     /// The region's op log directory.
     pub log_dir: PathBuf,
-    /// The log's archive id.
-    pub log_id: String,
     pin: Arc<AtomicU64>,
     writer: WriterHandle,
-    /// Archived segments of this log by first position: `None` until its
-    /// record is fetched.
-    known: tokio::sync::Mutex<Option<BTreeMap<u64, Option<SegmentRef>>>>,
+    known: tokio::sync::Mutex<Known>,
+    /// The current log id, readable without waiting for a sync.
+    current: std::sync::Mutex<String>,
+}
+
+/// What one archive run found.
+pub struct Synced {
+    /// Every archived segment of the current log, oldest first.
+    pub segments: Vec<SegmentRef>,
+    /// The log id they are under.
+    pub log_id: String,
+}
+
+fn read_local(path: PathBuf) -> Result<Option<Vec<u8>>, BackupError> {
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(BackupError::Local(format!("{}: {e}", path.display()))),
+    }
 }
 
 impl Archive {
@@ -93,16 +121,27 @@ impl Archive {
         pin: Arc<AtomicU64>,
         writer: WriterHandle,
     ) -> std::io::Result<Archive> {
-        let log_id = log_id(&log_dir)?;
+        let id = log_id(&log_dir)?;
         Ok(Archive {
             target,
             folder,
             log_dir,
-            log_id,
             pin,
             writer,
-            known: tokio::sync::Mutex::new(None),
+            known: tokio::sync::Mutex::new(Known {
+                log_id: id.clone(),
+                ..Known::default()
+            }),
+            current: std::sync::Mutex::new(id),
         })
+    }
+
+    /// The current log's archive id.
+    pub fn log_id(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// A name in the region's folder.
@@ -110,91 +149,222 @@ impl Archive {
         format!("{}/{rel}", self.folder)
     }
 
+    async fn record(&self, log: &str, first: u64) -> Result<SegmentRef, BackupError> {
+        let name = self.name(&format!("{}.json", segment_name(log, first)));
+        let bytes = self.target.get(&name).await?;
+        serde_json::from_slice(&bytes).map_err(|e| BackupError::Damaged {
+            file: name,
+            reason: e.to_string(),
+        })
+    }
+
     /// Uploads every sealed segment not yet archived (sealing the segment
     /// being written first when `seal`), then raises the retention pin.
-    /// Returns the archived segments of this log, oldest first.
-    pub async fn sync(&self, seal: bool) -> Result<Vec<SegmentRef>, BackupError> {
-        let mut guard = self.known.lock().await;
-        if guard.is_none() {
-            let dir = self.name(&format!("wal/{}", self.log_id));
-            let listed = self.target.list(&dir).await?;
-            let mut known = BTreeMap::new();
-            for (name, _) in listed {
-                if let Some(rest) = name.strip_suffix(".seg.json")
-                    && let Some(first) = rest.rsplit('/').next()
-                    && let Ok(first) = first.parse::<u64>()
-                {
-                    known.insert(first, None);
+    ///
+    /// A local segment whose position is archived with another end, size
+    /// or checksum means the log was rolled back (a restored disk or VM
+    /// snapshot) and is issuing positions again: the log gets a new id and
+    /// is archived afresh under it, never mixed with the old one.
+    ///
+    /// With `seal`, every record logged before the call is archived when it
+    /// returns `Ok`.
+    pub async fn sync(&self, seal: bool) -> Result<Synced, BackupError> {
+        let mut k = self.known.lock().await;
+        let sealed_end = if seal {
+            Some(
+                self.writer
+                    .seal()
+                    .await
+                    .map_err(|_| BackupError::Stopped)?
+                    .map_err(|e| BackupError::Local(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        'fresh: loop {
+            if !k.listed {
+                let dir = self.name(&format!("wal/{}", k.log_id));
+                let mut segments = BTreeMap::new();
+                for (name, _) in self.target.list(&dir).await? {
+                    if let Some(rest) = name.strip_suffix(".seg.json")
+                        && let Some(first) = rest.rsplit('/').next()
+                        && let Ok(first) = first.parse::<u64>()
+                    {
+                        segments.insert(first, None);
+                    }
                 }
+                k.segments = segments;
+                k.checked.clear();
+                k.listed = true;
             }
-            *guard = Some(known);
-        }
-        let known = guard.as_mut().expect("just filled");
-        if seal {
-            self.writer
-                .seal()
+            let dir = self.log_dir.clone();
+            let local = tokio::task::spawn_blocking(move || local_segments(&dir))
                 .await
-                .map_err(|_| BackupError::Stopped)?
-                .map_err(|e| BackupError::Local(e.to_string()))?;
-        }
-        let dir = self.log_dir.clone();
-        let local = tokio::task::spawn_blocking(move || local_segments(&dir))
-            .await
-            .map_err(|e| BackupError::Local(e.to_string()))?
-            .map_err(|e| BackupError::Local(format!("listing the op log: {e}")))?;
-        // Every segment but the newest is sealed and never changes again.
-        let mut pin = local.last().map(|(l, _)| *l).unwrap_or(0);
-        for pair in local.windows(2) {
-            let ((first, path), (end, _)) = (&pair[0], &pair[1]);
-            if known.contains_key(first) {
-                continue;
+                .map_err(|e| BackupError::Local(e.to_string()))?
+                .map_err(|e| BackupError::Local(format!("listing the op log: {e}")))?;
+            // Every segment but the newest is sealed and never changes again.
+            let mut pin = local.last().map(|(l, _)| *l).unwrap_or(0);
+            for pair in local.windows(2) {
+                let ((first, path), (end, _)) = (&pair[0], &pair[1]);
+                let log = k.log_id.clone();
+                if *end <= k.floor {
+                    continue;
+                }
+                // A new segment overlapping an archived one: positions
+                // issued again.
+                let overlaps = if k.segments.contains_key(first) {
+                    false
+                } else {
+                    let next_starts_inside = k
+                        .segments
+                        .range(first + 1..)
+                        .next()
+                        .is_some_and(|(n, _)| n < end);
+                    let prev = k.segments.range(..*first).next_back().map(|(p, _)| *p);
+                    let prev_ends_inside = match prev {
+                        Some(p) => {
+                            let r = match k.segments.get(&p).cloned().flatten() {
+                                Some(r) => r,
+                                None => self.record(&log, p).await?,
+                            };
+                            let inside = r.end_lsn > *first;
+                            k.segments.insert(p, Some(r));
+                            inside
+                        }
+                        None => false,
+                    };
+                    next_starts_inside || prev_ends_inside
+                };
+                if overlaps {
+                    let new = uuid::Uuid::new_v4().simple().to_string();
+                    tracing::error!(old = %log, new = %new, segment = first, "op log: a local segment overlaps archived ones (the disk was rolled back?): archiving the log afresh under a new id");
+                    self.rotate(&new)?;
+                    *k = Known {
+                        log_id: new.clone(),
+                        ..Known::default()
+                    };
+                    *self
+                        .current
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+                    continue 'fresh;
+                }
+                if k.segments.contains_key(first) {
+                    if k.checked.contains(first) {
+                        continue;
+                    }
+                    let archived = match k.segments.get(first).cloned().flatten() {
+                        Some(r) => r,
+                        None => self.record(&log, *first).await?,
+                    };
+                    k.segments.insert(*first, Some(archived.clone()));
+                    let Some(bytes) = tokio::task::spawn_blocking({
+                        let p = path.clone();
+                        move || read_local(p)
+                    })
+                    .await
+                    .map_err(|e| BackupError::Local(e.to_string()))??
+                    else {
+                        pin = pin.min(*first);
+                        break;
+                    };
+                    let same = archived.end_lsn == *end
+                        && archived.file.bytes == bytes.len() as u64
+                        && archived.file.sha256 == sha256_hex(&bytes);
+                    if !same {
+                        let new = uuid::Uuid::new_v4().simple().to_string();
+                        tracing::error!(old = %log, new = %new, segment = first, "op log: a local segment differs from its archived copy (the disk was rolled back?): archiving the log afresh under a new id");
+                        self.rotate(&new)?;
+                        *k = Known {
+                            log_id: new.clone(),
+                            ..Known::default()
+                        };
+                        *self
+                            .current
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+                        continue 'fresh;
+                    }
+                    k.checked.insert(*first);
+                    continue;
+                }
+                let Some(bytes) = tokio::task::spawn_blocking({
+                    let p = path.clone();
+                    move || read_local(p)
+                })
+                .await
+                .map_err(|e| BackupError::Local(e.to_string()))??
+                else {
+                    // Removed meanwhile: retention waits for the pin, so
+                    // only a segment no archive run ever saw (before the
+                    // target was configured) can be gone.
+                    pin = pin.min(*first);
+                    break;
+                };
+                let name = self.name(&segment_name(&log, *first));
+                let r = describe(&name, *first, *end, &bytes).map_err(|reason| {
+                    BackupError::Local(format!("op log segment {first}: {reason}"))
+                })?;
+                self.target.put(&name, Bytes::from(bytes)).await?;
+                let json = serde_json::to_vec_pretty(&r).unwrap_or_default();
+                self.target
+                    .put(&format!("{name}.json"), Bytes::from(json))
+                    .await?;
+                k.segments.insert(*first, Some(r));
+                k.checked.insert(*first);
             }
-            let path = path.clone();
-            let bytes = match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
-                Ok(Ok(b)) => b,
-                // Removed meanwhile: it was archived by an earlier run
-                // (retention waits for the pin), or never will be.
-                _ => {
+            // The pin: the first local segment not archived (or the active one).
+            for (i, (first, _)) in local.iter().enumerate() {
+                let end = local.get(i + 1).map(|(n, _)| *n).unwrap_or(u64::MAX);
+                if end > k.floor && !k.segments.contains_key(first) {
                     pin = pin.min(*first);
                     break;
                 }
-            };
-            let name = self.name(&segment_name(&self.log_id, *first));
-            let r = describe(&name, *first, *end, &bytes).map_err(|reason| {
-                BackupError::Local(format!("op log segment {first}: {reason}"))
-            })?;
-            self.target.put(&name, Bytes::from(bytes)).await?;
-            let json = serde_json::to_vec_pretty(&r).unwrap_or_default();
-            self.target
-                .put(&format!("{name}.json"), Bytes::from(json))
-                .await?;
-            known.insert(*first, Some(r));
-        }
-        // The pin: the first local segment not archived (or the active one).
-        for (first, _) in &local {
-            if !known.contains_key(first) {
-                pin = pin.min(*first);
-                break;
             }
-        }
-        self.pin.fetch_max(pin, Ordering::AcqRel);
-        let mut out = Vec::with_capacity(known.len());
-        for (first, r) in known.iter_mut() {
-            if r.is_none() {
-                let name = self.name(&format!("{}.json", segment_name(&self.log_id, *first)));
-                let bytes = self.target.get(&name).await?;
-                let parsed: SegmentRef =
-                    serde_json::from_slice(&bytes).map_err(|e| BackupError::Damaged {
-                        file: name.clone(),
-                        reason: e.to_string(),
-                    })?;
-                *r = Some(parsed);
+            self.pin.fetch_max(pin, Ordering::AcqRel);
+            let log = k.log_id.clone();
+            let mut out = Vec::with_capacity(k.segments.len());
+            let firsts: Vec<u64> = k.segments.keys().copied().collect();
+            for first in firsts {
+                let r = match k.segments.get(&first).cloned().flatten() {
+                    Some(r) => r,
+                    None => {
+                        let r = self.record(&log, first).await?;
+                        k.segments.insert(first, Some(r.clone()));
+                        r
+                    }
+                };
+                out.push(r);
             }
-            if let Some(r) = r {
-                out.push(r.clone());
+            if let Some(end) = sealed_end {
+                let archived_end = out.last().map(|r| r.end_lsn).unwrap_or(0);
+                let logged = end.0 > local.first().map(|(f, _)| *f).unwrap_or(1);
+                if logged && archived_end < end.0 {
+                    return Err(BackupError::Local(format!(
+                        "the op log is archived only up to position {archived_end}, records up to {} were sealed",
+                        end.0
+                    )));
+                }
             }
+            return Ok(Synced {
+                segments: out,
+                log_id: log,
+            });
         }
-        Ok(out)
+    }
+
+    /// Writes a new log id into the log directory (durably).
+    fn rotate(&self, new: &str) -> Result<(), BackupError> {
+        let err = |e: std::io::Error| BackupError::Local(format!("op log id: {e}"));
+        let tmp = self.log_dir.join("log-id.tmp");
+        std::fs::write(&tmp, new).map_err(err)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(err)?;
+        std::fs::rename(&tmp, self.log_dir.join("log-id")).map_err(err)?;
+        std::fs::File::open(&self.log_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)
     }
 
     /// Runs [`Archive::sync`] every `every` (sealing the segment being
@@ -217,9 +387,13 @@ impl Archive {
         }
     }
 
-    /// Forgets what is known so the next sync lists the target again
-    /// (after files were deleted from it).
-    pub async fn forget(&self) {
-        *self.known.lock().await = None;
+    /// Retention in the target removed `log`'s segments ending at or
+    /// below `floor`: they are not uploaded again.
+    pub async fn trimmed(&self, log: &str, floor: u64) {
+        let mut k = self.known.lock().await;
+        if k.log_id == log && floor > k.floor {
+            k.floor = floor;
+            k.listed = false;
+        }
     }
 }

@@ -77,7 +77,7 @@ impl From<meridian_core::backup::RestoreError> for BackupError {
         use meridian_core::backup::RestoreError as R;
         match e {
             R::Damaged { file, reason } => BackupError::Damaged { file, reason },
-            e @ R::Held { .. } => BackupError::NoBase(e.to_string()),
+            e @ (R::Held { .. } | R::Skipped { .. }) => BackupError::NoBase(e.to_string()),
             R::Gap {
                 file,
                 found,
@@ -304,12 +304,26 @@ impl Backups {
         let estimate = self.reader.disk_bytes();
         self.progress(id, 0, estimate);
         // 2. The log up to now, archived.
-        let archived = self.archive.sync(true).await?;
-        let segments: Vec<SegmentRef> = archived
+        let synced = self.archive.sync(true).await?;
+        let segments: Vec<SegmentRef> = synced
+            .segments
+            .clone()
             .into_iter()
             // Those holding a record after the snapshot's position.
             .filter(|s| s.end_lsn > lsn + 1)
             .collect();
+        // The roll-forward must be whole: from the record after the
+        // snapshot, each segment starting where the one before ended.
+        let mut at = lsn + 1;
+        for s in &segments {
+            if s.first_lsn > at {
+                return Err(BackupError::Local(format!(
+                    "the archived log has a gap: {} starts at {}, {at} was expected",
+                    s.file.name, s.first_lsn
+                )));
+            }
+            at = at.max(s.end_lsn);
+        }
         let mut done: u64 = segments.iter().map(|s| s.file.bytes).sum();
         self.progress(id, done, estimate + done);
         // 3. Chunks not stored yet.
@@ -374,7 +388,7 @@ impl Backups {
             id: id.to_string(),
             region: self.region.clone(),
             replica: self.replica.replica().to_string(),
-            log_id: self.archive.log_id.clone(),
+            log_id: synced.log_id.clone(),
             started_ms,
             finished_ms: now(&self.clock),
             vv,
@@ -531,7 +545,8 @@ impl Backups {
         }
         // The log being written keeps all its archive until a backup of it
         // is taken.
-        floor.entry(self.archive.log_id.clone()).or_insert(0);
+        let current = self.archive.log_id();
+        floor.entry(current.clone()).or_insert(0);
         let mut files = 0;
         for (name, _) in t.list(&self.archive.name("state")).await? {
             if !needed.contains(&name) {
@@ -575,7 +590,9 @@ impl Backups {
                 }
             }
         }
-        self.archive.forget().await;
+        if let Some(fl) = floor.get(&current) {
+            self.archive.trimmed(&current, *fl).await;
+        }
         Ok(Pruned {
             backups: Vec::new(),
             files,
@@ -628,7 +645,7 @@ impl Backups {
     /// restores and rewinds to its times need a backup of it), then one
     /// every `every_ms` (applying retention after each) until `stop`.
     pub async fn schedule(self: Arc<Self>, mut stop: crate::shutdown::Shutdown) {
-        let log = self.archive.log_id.clone();
+        let log = self.archive.log_id();
         match self.list().await {
             Ok(all) if all.iter().any(|m| m.log_id == log) => {}
             Ok(_) => match self.create_now().await {

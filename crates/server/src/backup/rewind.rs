@@ -68,8 +68,21 @@ pub struct Rewound {
 /// Most value bytes in one rewind write (well under the op limit).
 const BATCH_BYTES: usize = 4 << 20;
 
-fn serde_json_len(v: &serde_json::Value) -> usize {
-    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0)
+/// About how many bytes writing `o` back puts in an op.
+fn value_len(o: Option<&Object>) -> usize {
+    let v = |v: &Value| match v {
+        Value::Json(j) => j.as_str().len(),
+        Value::Bytes(b) => b.len(),
+    };
+    match o {
+        Some(Object::Lww(r)) => r.value().map(v).unwrap_or(0),
+        Some(Object::Mv(r)) => r.siblings().last().map(|(_, x)| v(x)).unwrap_or(0),
+        Some(Object::Set(s)) => s.iter().map(|j| j.as_str().len() + 1).sum(),
+        Some(Object::Doc(d)) => serde_json::to_vec(&d.to_json())
+            .map(|b| b.len())
+            .unwrap_or(0),
+        Some(Object::Counter(_)) | None => 16,
+    }
 }
 
 /// Refuses keyspaces whose values a rewind cannot write back as they
@@ -242,14 +255,20 @@ impl Backups {
         rewindable(live, keyspace)?;
         // History up to now is archived first, so the range's ops from
         // before `to` that arrived late are in it.
-        self.archive.sync(true).await?;
-        // No prune or delete while history is read.
-        let _g = self.lock.lock().await;
+        // No prune, delete or other rewind while history is read; one that
+        // would have to wait is refused, so it never runs after its client
+        // gave up.
+        let Ok(_g) = self.lock.try_lock() else {
+            return Err(BackupError::Running(
+                "a backup, prune, verify or rewind".into(),
+            ));
+        };
+        let synced = self.archive.sync(true).await?;
         let t = self.archive.target.clone();
         let folder = self.archive.folder.clone();
         let all = super::list_manifests(&t, &folder).await?;
         let m = pick(&all, Some(to), None)?;
-        if m.log_id != self.archive.log_id {
+        if m.log_id != synced.log_id {
             return Err(BackupError::NoBase(format!(
                 "this region's log changed after backup {} (a new data directory, a repaired log or a new incarnation): history between them is not in one archive; rewind to a time after this log's first backup",
                 m.id
@@ -289,7 +308,7 @@ impl Backups {
         for k in keys {
             let (a, b) = (then.get(k), now.get(k));
             let (va, vb) = (visible(a), visible(b));
-            let size = k.len() + serde_json_len(&va);
+            let size = k.len() + value_len(a);
             if va == vb {
                 out.unchanged += 1;
                 continue;

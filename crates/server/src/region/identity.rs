@@ -126,13 +126,7 @@ impl DataDir {
 
 /// Writes a new incarnation of `replica`'s region into the identity file of
 /// `path` (atomically) and updates `replica`.
-///
-/// The op log's archive id is forgotten first: a disk that may have been
-/// rolled back may reissue log positions already archived.
 pub fn reincarnate_at(path: &Path, replica: &mut ReplicaId) -> Result<(), IdentityError> {
-    let log = path.join("log");
-    meridian_core::log::forget_log_id(&log)
-        .map_err(|source| IdentityError::Io { path: log, source })?;
     let id = IdentityFile {
         format: 1,
         region: replica.region.clone(),

@@ -457,13 +457,15 @@ fn stage(
             // The periodic tick: merges that failed get another try.
             g.engine.retry_failed_merges();
         }
-        Command::Seal { reply } => {
-            let r = g.log.seal_active().map_err(WriteError::Log);
-            if let Err(e) = &r {
-                tracing::error!(error = %e, "op log: sealing a segment failed");
+        Command::Seal { reply } => match g.log.seal_active() {
+            Ok(end) => {
+                let _ = reply.send(Ok(end));
             }
-            let _ = reply.send(r);
-        }
+            // The seal syncs the segment: a failed sync may have taken the
+            // error a concurrent group's sync would have seen, so it is as
+            // fatal as that one.
+            Err(e) => return Err(fail(fatal, WriteError::Log(e))),
+        },
         Command::Reincarnate { replica, reply } => {
             g.engine.reincarnate(replica);
             let _ = reply.send(());
