@@ -892,6 +892,11 @@ async fn tampered_backups_are_refused_naming_the_file() {
         out.to_str().unwrap(),
     ]);
     assert!(!ok && err.contains(&chunk), "{err}");
+    // A failed restore leaves the directory as it found it.
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a failed restore left {left:?}");
     std::fs::write(&chunk_path, &good).unwrap();
 
     // A segment cut short.

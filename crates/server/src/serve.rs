@@ -333,6 +333,10 @@ impl Running {
             t.abort();
             let _ = t.await;
         }
+        if let Some(b) = &self.state.backups {
+            // A backup, verify or rewind holds the writer: stop them.
+            b.abort_all();
+        }
         drop(self.state);
         let region = self.inner;
         tokio::task::spawn_blocking(move || region.join())

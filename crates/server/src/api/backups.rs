@@ -64,10 +64,12 @@ fn backup_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
         && id.len() <= 64
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && id != "."
+        && id != "..";
     if !ok {
         return Err(ApiError::bad_request(
-            "a backup id is 1-64 of a-z, A-Z, 0-9, '-', '_'",
+            "a backup id is 1-64 of a-z, A-Z, 0-9, '-', '_', '.'",
         ));
     }
     Ok(id)
@@ -155,7 +157,16 @@ pub async fn verify(
 ) -> Result<Response, ApiError> {
     let id = backup_id(path)?;
     let b = backups(&app)?;
-    let v = b.verify(&id).await.map_err(backup_error)?;
+    // Run apart from the request, so a client that goes away does not
+    // leave its scratch store behind.
+    let v = b
+        .spawn({
+            let b = b.clone();
+            async move { b.verify(&id).await }
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(backup_error)?;
     Ok(Json(json!({ "ok": true, "verified": v })).into_response())
 }
 
@@ -263,7 +274,7 @@ pub async fn rewind(
     // Run apart from the request: a client that goes away does not stop a
     // rewind between two of its writes.
     let (writer, reader, prefix) = (app.writer.clone(), app.reader.clone(), r.prefix.clone());
-    let job = tokio::spawn(async move {
+    let job = b.clone().spawn(async move {
         b.rewind(&writer, &reader, &ks, &prefix, to, r.dry_run)
             .await
     });

@@ -189,6 +189,9 @@ pub struct Backups {
     /// One backup or prune at a time.
     lock: Arc<tokio::sync::Mutex<()>>,
     jobs: Mutex<BTreeMap<String, Progress>>,
+    /// Tasks running backup work (backups, verifies, rewinds), aborted when
+    /// the region stops: they hold the writer, which waits for them.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// Wall-clock ms of now.
@@ -218,6 +221,47 @@ impl Backups {
             undo_ms,
             lock: Arc::new(tokio::sync::Mutex::new(())),
             jobs: Mutex::new(BTreeMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` as a task the region's stop aborts (a backup cut short
+    /// that way is never listed), so a request that goes away does not
+    /// cancel it half way.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        let h = tokio::spawn(f);
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(h.abort_handle());
+        h
+    }
+
+    /// Aborts every backup task (the region is stopping).
+    pub fn abort_all(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+
+    /// Removes scratch stores a verify left behind (it was stopped).
+    pub fn sweep_scratch(&self) {
+        let Some(data) = self.archive.log_dir.parent() else {
+            return;
+        };
+        if let Ok(rd) = std::fs::read_dir(data) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with("verify-") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
         }
     }
 
@@ -258,7 +302,7 @@ impl Backups {
         );
         let me = self.clone();
         let job = id.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let r = me.create(&job).await;
             drop(guard);
             let mut jobs = me.jobs();
@@ -645,16 +689,34 @@ impl Backups {
     /// restores and rewinds to its times need a backup of it), then one
     /// every `every_ms` (applying retention after each) until `stop`.
     pub async fn schedule(self: Arc<Self>, mut stop: crate::shutdown::Shutdown) {
-        let log = self.archive.log_id();
-        match self.list().await {
-            Ok(all) if all.iter().any(|m| m.log_id == log) => {}
-            Ok(_) => match self.create_now().await {
-                Ok(m) => {
-                    tracing::info!(backup = %m.id, log = %log, "first backup of this log taken")
+        self.sweep_scratch();
+        // Tried again every 30 s until the target answers.
+        loop {
+            let log = self.archive.log_id();
+            let done = match self.list().await {
+                Ok(all) if all.iter().any(|m| m.log_id == log) => true,
+                Ok(_) => match self.create_now().await {
+                    Ok(m) => {
+                        tracing::info!(backup = %m.id, log = %log, "first backup of this log taken");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "first backup of this log failed; trying again in 30 s");
+                        false
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "backup target: listing backups failed; trying again in 30 s");
+                    false
                 }
-                Err(e) => tracing::error!(error = %e, "first backup of this log failed"),
-            },
-            Err(e) => tracing::error!(error = %e, "backup target: listing backups failed"),
+            };
+            if done {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                _ = stop.wait() => return,
+            }
         }
         let every = self.settings.every_ms;
         if every == 0 {
@@ -685,7 +747,7 @@ const LEASE_MS: u64 = 6 * 3_600_000;
 /// A restore's claim on a backup: retention keeps a backup named by a
 /// live lease (`<region>/leases/<uuid>.json`), whichever process prunes.
 pub struct Lease {
-    name: String,
+    name: Option<String>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -702,7 +764,9 @@ fn unix_ms() -> u64 {
 }
 
 impl Lease {
-    /// Claims backup `id` of `folder`.
+    /// Claims backup `id` of `folder`. A target that refuses the write
+    /// (read-only credentials for disaster recovery, an object lock) gets
+    /// no lease: the restore goes on, warned, unprotected from prunes.
     pub async fn take(t: &target::Target, folder: &str, id: &str) -> Result<Lease, BackupError> {
         let name = format!("{folder}/leases/{}.json", uuid::Uuid::new_v4().simple());
         let body = serde_json::to_vec(&LeaseFile {
@@ -710,14 +774,22 @@ impl Lease {
             expires_ms: unix_ms() + LEASE_MS,
         })
         .map_err(|e| BackupError::Local(e.to_string()))?;
-        t.put(&name, Bytes::from(body)).await?;
-        Ok(Lease { name })
+        match t.put(&name, Bytes::from(body)).await {
+            Ok(()) => Ok(Lease { name: Some(name) }),
+            Err(e) => {
+                tracing::warn!(error = %e, "no restore lease could be written: a prune running meanwhile could delete what this restore reads");
+                Ok(Lease { name: None })
+            }
+        }
     }
 
     /// Gives the claim up (an error only leaves it to expire).
     pub async fn release(self, t: &target::Target) {
-        if let Err(e) = t.delete(&self.name).await {
-            tracing::warn!(lease = %self.name, error = %e, "backup lease not released; it expires");
+        let Some(name) = self.name else {
+            return;
+        };
+        if let Err(e) = t.delete(&name).await {
+            tracing::warn!(lease = %name, error = %e, "backup lease not released; it expires");
         }
     }
 

@@ -169,32 +169,32 @@ pub async fn restore(
     let lease = super::Lease::take(t, &folder, &m.id).await?;
     let r = async {
         super::read_manifest(t, &folder, &m.id).await?;
-        // Built aside and renamed into place: a restore that fails or is
-        // killed never leaves a directory that looks restored.
-        let parent = data_dir.parent().unwrap_or(Path::new("."));
-        let name = data_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "restore".into());
-        let aside = parent.join(format!(
-            ".{name}.restoring-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        let built = build(t, &folder, &m, to, &aside).await;
-        let done = built.and_then(|report| {
-            if data_dir.exists() {
-                std::fs::remove_dir(data_dir).map_err(local)?;
+        // Built in place (a data directory may be a mount point) under a
+        // marker that `serve` refuses to start on, removed only once the
+        // restore is whole: a restore that fails or is killed never leaves
+        // a directory that looks restored.
+        std::fs::create_dir_all(data_dir).map_err(local)?;
+        let marker = data_dir.join(crate::region::identity::RESTORE_MARKER);
+        std::fs::write(&marker, b"a restore into this directory has not finished\n")
+            .and_then(|()| std::fs::File::open(&marker)?.sync_all())
+            .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
+            .map_err(local)?;
+        let built = match build(t, &folder, &m, to, data_dir).await {
+            Ok(b) => b,
+            Err(e) => {
+                // The directory was empty: leave it so (the marker last).
+                for part in ["state", "log"] {
+                    let _ = std::fs::remove_dir_all(data_dir.join(part));
+                }
+                let _ = std::fs::remove_file(data_dir.join("RESTORED.json"));
+                let _ = std::fs::remove_file(&marker);
+                return Err(e);
             }
-            std::fs::rename(&aside, data_dir).map_err(local)?;
-            if let Ok(d) = std::fs::File::open(parent) {
-                let _ = d.sync_all();
-            }
-            Ok(report)
-        });
-        if done.is_err() {
-            let _ = std::fs::remove_dir_all(&aside);
-        }
-        done
+        };
+        std::fs::remove_file(&marker)
+            .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
+            .map_err(local)?;
+        Ok(built)
     }
     .await;
     lease.release(t).await;
@@ -242,7 +242,6 @@ async fn build(
 ) -> Result<Report, BackupError> {
     let local = |e: std::io::Error| BackupError::Local(format!("{}: {e}", data_dir.display()));
     let region = folder;
-    std::fs::create_dir_all(data_dir).map_err(local)?;
     let backend = Arc::new(
         FjallBackend::open(&data_dir.join("state"))
             .map_err(|e| BackupError::Local(e.to_string()))?,

@@ -33,6 +33,11 @@ pub enum IdentityError {
         /// The region asked for.
         wanted: String,
     },
+    /// A restore into the directory did not finish.
+    #[error(
+        "data directory {0} holds an unfinished restore ({RESTORE_MARKER} is there): remove the directory and restore again"
+    )]
+    Unfinished(PathBuf),
     /// The identity file is damaged.
     #[error("identity file {path} is unreadable: {reason}")]
     Damaged {
@@ -42,6 +47,10 @@ pub enum IdentityError {
         reason: String,
     },
 }
+
+/// The file `meridian restore` keeps in a data directory while it builds
+/// it; a region never starts on a directory holding it.
+pub const RESTORE_MARKER: &str = "RESTORE-UNFINISHED";
 
 #[derive(Serialize, Deserialize)]
 struct IdentityFile {
@@ -70,6 +79,9 @@ impl DataDir {
             move |source| IdentityError::Io { path: p, source }
         };
         std::fs::create_dir_all(path).map_err(io(path))?;
+        if path.join(RESTORE_MARKER).exists() {
+            return Err(IdentityError::Unfinished(path.to_path_buf()));
+        }
         let lock_path = path.join("LOCK");
         let lock = OpenOptions::new()
             .create(true)
@@ -191,5 +203,9 @@ mod tests {
         let west = RegionId::new("eu-west").unwrap();
         let e = DataDir::claim(d.path(), &west).err().unwrap().to_string();
         assert!(e.contains("belongs to region us-east"), "{e}");
+        // An unfinished restore is never started on.
+        std::fs::write(d.path().join(RESTORE_MARKER), b"").unwrap();
+        let e = DataDir::claim(d.path(), &east).err().unwrap();
+        assert!(matches!(e, IdentityError::Unfinished(_)), "{e}");
     }
 }
