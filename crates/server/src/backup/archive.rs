@@ -236,17 +236,7 @@ impl Archive {
                     next_starts_inside || prev_ends_inside
                 };
                 if overlaps {
-                    let new = uuid::Uuid::new_v4().simple().to_string();
-                    tracing::error!(old = %log, new = %new, segment = first, "op log: a local segment overlaps archived ones (the disk was rolled back?): archiving the log afresh under a new id");
-                    self.rotate(&new)?;
-                    *k = Known {
-                        log_id: new.clone(),
-                        ..Known::default()
-                    };
-                    *self
-                        .current
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+                    self.fork(&mut k, *first, "overlaps archived ones")?;
                     continue 'fresh;
                 }
                 if k.segments.contains_key(first) {
@@ -272,17 +262,7 @@ impl Archive {
                         && archived.file.bytes == bytes.len() as u64
                         && archived.file.sha256 == sha256_hex(&bytes);
                     if !same {
-                        let new = uuid::Uuid::new_v4().simple().to_string();
-                        tracing::error!(old = %log, new = %new, segment = first, "op log: a local segment differs from its archived copy (the disk was rolled back?): archiving the log afresh under a new id");
-                        self.rotate(&new)?;
-                        *k = Known {
-                            log_id: new.clone(),
-                            ..Known::default()
-                        };
-                        *self
-                            .current
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+                        self.fork(&mut k, *first, "differs from its archived copy")?;
                         continue 'fresh;
                     }
                     k.checked.insert(*first);
@@ -351,6 +331,23 @@ impl Archive {
                 log_id: log,
             });
         }
+    }
+
+    /// The local log reissued archived positions (`first` shows it): it
+    /// goes on under a new id, archived afresh, apart from the old one.
+    fn fork(&self, k: &mut Known, first: u64, how: &str) -> Result<(), BackupError> {
+        let new = uuid::Uuid::new_v4().simple().to_string();
+        tracing::error!(old = %k.log_id, new = %new, segment = first, "op log: a local segment {how} (the disk was rolled back?): archiving the log afresh under a new id");
+        self.rotate(&new)?;
+        *k = Known {
+            log_id: new.clone(),
+            ..Known::default()
+        };
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        Ok(())
     }
 
     /// Writes a new log id into the log directory (durably).

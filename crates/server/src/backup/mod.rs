@@ -15,10 +15,11 @@
 
 pub mod archive;
 pub mod restore;
+pub mod retention;
 pub mod rewind;
 pub mod target;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -32,6 +33,7 @@ use serde::Serialize;
 use crate::config::BackupSettings;
 use crate::region::clock::WallClock;
 use archive::Archive;
+pub use retention::{Lease, Pruned};
 use target::TargetError;
 
 /// Why a backup operation failed.
@@ -150,15 +152,6 @@ pub struct Progress {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// What a prune removed.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Pruned {
-    /// Backups removed.
-    pub backups: Vec<String>,
-    /// Files removed (chunks, segments, orphans of cut-short backups).
-    pub files: usize,
 }
 
 /// What a verification checked.
@@ -497,152 +490,6 @@ impl Backups {
         damaged_manifests(&self.archive.target, &self.archive.folder).await
     }
 
-    /// Removes a backup, then what no backup needs any more.
-    pub async fn delete(&self, id: &str) -> Result<Pruned, BackupError> {
-        let _g = self.lock.lock().await;
-        match self.manifest(id).await {
-            // A damaged manifest can be deleted too (by its id).
-            Ok(_) | Err(BackupError::Damaged { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        if Lease::held(&self.archive.target, &self.archive.folder)
-            .await?
-            .contains(id)
-        {
-            return Err(BackupError::Leased(id.to_string()));
-        }
-        self.archive
-            .target
-            .delete(&self.archive.name(&format!("backups/{id}.json")))
-            .await?;
-        let mut p = self.collect_garbage().await?;
-        p.backups.push(id.to_string());
-        Ok(p)
-    }
-
-    /// Applies retention: keeps the newest `keep_last` (0: any number)
-    /// and those younger than `keep_ms` (0: any age); with both, a backup
-    /// either rule keeps stays. Always kept whatever the rules: the newest
-    /// backup, and the newest one older than the undo window (so any time
-    /// inside it can still be restored and rewound to).
-    pub async fn prune(&self, keep_last: u32, keep_ms: u64) -> Result<Pruned, BackupError> {
-        let _g = self.lock.lock().await;
-        let all = self.list().await?;
-        let now = now(&self.clock);
-        let n = all.len();
-        let window_start = now.saturating_sub(self.undo_ms);
-        let base_for_window = all
-            .iter()
-            .rposition(|m| m.hlc.wall_ms() <= window_start)
-            .unwrap_or(0);
-        let leased = Lease::held(&self.archive.target, &self.archive.folder).await?;
-        let mut removed = Vec::new();
-        for (i, m) in all.iter().enumerate() {
-            let by_count = keep_last > 0 && i + (keep_last as usize) >= n;
-            let by_age = keep_ms > 0 && m.finished_ms.saturating_add(keep_ms) >= now;
-            let rules = keep_last > 0 || keep_ms > 0;
-            let keep = !rules
-                || by_count
-                || by_age
-                || i + 1 == n
-                || i == base_for_window
-                || leased.contains(&m.id);
-            if !keep {
-                self.archive
-                    .target
-                    .delete(&self.archive.name(&format!("backups/{}.json", m.id)))
-                    .await?;
-                removed.push(m.id.clone());
-            }
-        }
-        // Also sweeps what backups cut short left behind.
-        let mut p = self.collect_garbage().await?;
-        p.backups = removed;
-        Ok(p)
-    }
-
-    /// Applies the configured retention (a no-op when none is set).
-    pub async fn prune_configured(&self) -> Result<Pruned, BackupError> {
-        self.prune(self.settings.keep_last, self.settings.keep_ms)
-            .await
-    }
-
-    /// Deletes chunks no backup names and segments below every backup's
-    /// snapshot (of this log: older logs go with their last backup).
-    /// Called with the lock held, so no backup is half-written meanwhile.
-    async fn collect_garbage(&self) -> Result<Pruned, BackupError> {
-        let t = &self.archive.target;
-        let (kept, bad) = scan_manifests(t, &self.archive.folder).await?;
-        if let Some(name) = bad.first() {
-            // Its files may be needed: delete nothing until it is dealt with.
-            return Err(BackupError::Damaged {
-                file: name.clone(),
-                reason: "manifest does not read; no files are deleted while it is there (fix or delete it)".into(),
-            });
-        }
-        let mut needed: BTreeSet<String> = BTreeSet::new();
-        let mut floor: BTreeMap<String, u64> = BTreeMap::new();
-        for m in &kept {
-            needed.extend(m.state.iter().map(|f| f.name.clone()));
-            let f = floor.entry(m.log_id.clone()).or_insert(u64::MAX);
-            *f = (*f).min(m.lsn + 1);
-        }
-        // The log being written keeps all its archive until a backup of it
-        // is taken.
-        let current = self.archive.log_id();
-        floor.entry(current.clone()).or_insert(0);
-        let mut files = 0;
-        for (name, _) in t.list(&self.archive.name("state")).await? {
-            if !needed.contains(&name) {
-                t.delete(&name).await?;
-                files += 1;
-            }
-        }
-        let wal = t.list(&self.archive.name("wal")).await?;
-        // Segment records name their end; a segment goes when it ends at or
-        // below its log's floor (or its log has no backup left).
-        let mut by_first: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
-        for (name, _) in &wal {
-            let parts: Vec<&str> = name.rsplitn(3, '/').collect();
-            if parts.len() < 3 {
-                continue;
-            }
-            let (file, log) = (parts[0], parts[1]);
-            let Some(first) = file
-                .strip_suffix(".seg.json")
-                .or_else(|| file.strip_suffix(".seg"))
-                .and_then(|d| d.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            by_first
-                .entry((log.to_string(), first))
-                .or_default()
-                .push(name.clone());
-        }
-        let firsts: Vec<(String, u64)> = by_first.keys().cloned().collect();
-        for (i, (log, first)) in firsts.iter().enumerate() {
-            let next_first = firsts.get(i + 1).filter(|(l, _)| l == log).map(|(_, f)| *f);
-            let remove = match floor.get(log) {
-                None => true,
-                Some(fl) => next_first.is_some_and(|end| end <= *fl),
-            };
-            if remove {
-                for name in &by_first[&(log.clone(), *first)] {
-                    t.delete(name).await?;
-                    files += 1;
-                }
-            }
-        }
-        if let Some(fl) = floor.get(&current) {
-            self.archive.trimmed(&current, *fl).await;
-        }
-        Ok(Pruned {
-            backups: Vec::new(),
-            files,
-        })
-    }
-
     /// Checks every file a restore from this backup would read (its
     /// snapshot, and the archived log after it to the newest segment):
     /// size and SHA-256, then that the snapshot loads and the log replays,
@@ -738,84 +585,6 @@ impl Backups {
                 tracing::error!(error = %e, "backup retention failed");
             }
         }
-    }
-}
-
-/// How long a lease holds without being released (a restore that died).
-const LEASE_MS: u64 = 6 * 3_600_000;
-
-/// A restore's claim on a backup: retention keeps a backup named by a
-/// live lease (`<region>/leases/<uuid>.json`), whichever process prunes.
-pub struct Lease {
-    name: Option<String>,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct LeaseFile {
-    backup: String,
-    expires_ms: u64,
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-impl Lease {
-    /// Claims backup `id` of `folder`. A target that refuses the write
-    /// (read-only credentials for disaster recovery, an object lock) gets
-    /// no lease: the restore goes on, warned, unprotected from prunes.
-    pub async fn take(t: &target::Target, folder: &str, id: &str) -> Result<Lease, BackupError> {
-        let name = format!("{folder}/leases/{}.json", uuid::Uuid::new_v4().simple());
-        let body = serde_json::to_vec(&LeaseFile {
-            backup: id.to_string(),
-            expires_ms: unix_ms() + LEASE_MS,
-        })
-        .map_err(|e| BackupError::Local(e.to_string()))?;
-        match t.put(&name, Bytes::from(body)).await {
-            Ok(()) => Ok(Lease { name: Some(name) }),
-            Err(e) => {
-                tracing::warn!(error = %e, "no restore lease could be written: a prune running meanwhile could delete what this restore reads");
-                Ok(Lease { name: None })
-            }
-        }
-    }
-
-    /// Gives the claim up (an error only leaves it to expire).
-    pub async fn release(self, t: &target::Target) {
-        let Some(name) = self.name else {
-            return;
-        };
-        if let Err(e) = t.delete(&name).await {
-            tracing::warn!(lease = %name, error = %e, "backup lease not released; it expires");
-        }
-    }
-
-    /// Backups named by live leases in `folder` (expired leases go).
-    async fn held(t: &target::Target, folder: &str) -> Result<BTreeSet<String>, BackupError> {
-        let mut out = BTreeSet::new();
-        for (name, _) in t.list(&format!("{folder}/leases")).await? {
-            // Fails closed: a lease that cannot be read stops the prune.
-            let bytes = match t.get(&name).await {
-                Err(TargetError::NotFound(_)) => continue,
-                r => r?,
-            };
-            match serde_json::from_slice::<LeaseFile>(&bytes) {
-                Ok(l) if l.expires_ms > unix_ms() => {
-                    out.insert(l.backup);
-                }
-                Ok(_) => t.delete(&name).await?,
-                Err(e) => {
-                    return Err(BackupError::Damaged {
-                        file: name,
-                        reason: format!("lease does not parse: {e}"),
-                    });
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
