@@ -281,8 +281,12 @@ async fn a_copy_stuck_at_a_hung_region_is_refused_there_when_it_resumes() {
     west.put("default", "cur", &json!(0)).await.unwrap();
     c.wait_converged(Duration::from_secs(30)).await.unwrap();
 
-    c.pause("us-east").unwrap();
+    // The deadline is taken before the pause: a test thread slowed down by
+    // a loaded machine then only makes the copy later, never early (taken
+    // after, a delay before it pushed the deadline past the moment us-east
+    // resumed, and the copy was taken in time).
     let deadline = unix_ms() + 750;
+    c.pause("us-east").unwrap();
     let addr = c
         .url("us-east")
         .unwrap()
