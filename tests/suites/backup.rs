@@ -971,6 +971,21 @@ async fn tampered_backups_are_refused_naming_the_file() {
     let p = c.prune_backups(&json!({"keep_last": 1})).await.unwrap();
     assert_eq!(p["backups"], json!([id]), "{p}");
     assert!(!lease.exists());
+
+    // What operators watch: the last backup's time and the archive's lag.
+    let metrics = http(node.addr().port(), "GET", "/metrics");
+    let value = |name: &str| -> i64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    let last = value("meridian_backup_last_success_timestamp_seconds");
+    assert!(last * 1000 > now_ms() as i64 - 60_000, "{last}");
+    assert!(value("meridian_backup_archive_lag_bytes") >= 0);
+    assert_eq!(value("meridian_backup_failures_total"), 0);
     assert_eq!(c.verify_backup(&id2).await.unwrap()["ok"], true);
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);

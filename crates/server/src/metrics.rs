@@ -52,6 +52,14 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Writes to keys owned elsewhere, by what became of them.
     pub ownership_writes: Family<OwnershipLabels, prometheus_client::metrics::counter::Counter>,
+    /// When the last backup completed, Unix seconds (0: none since start).
+    pub backup_last_success: prometheus_client::metrics::gauge::Gauge,
+    /// Backups that failed.
+    pub backup_failures: prometheus_client::metrics::counter::Counter,
+    /// Archive runs that failed (the log is not trimmed meanwhile).
+    pub archive_failures: prometheus_client::metrics::counter::Counter,
+    /// Op log bytes on disk not yet archived to the backup target.
+    pub archive_lag_bytes: prometheus_client::metrics::gauge::Gauge,
     /// Handles of the request histograms by (op, write), made once.
     handles: std::sync::RwLock<std::collections::HashMap<(&'static str, bool), Histogram>>,
     view: Arc<OnceLock<View>>,
@@ -135,6 +143,30 @@ impl Metrics {
             "Writes to keys another region owns: forwarded, rejected (421), taken here by fallback, or refused (owner unreachable)",
             ownership_writes.clone(),
         );
+        let backup_last_success = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "When the last backup of this region completed (0: none since start)",
+            backup_last_success.clone(),
+        );
+        let backup_failures = prometheus_client::metrics::counter::Counter::default();
+        registry.register(
+            "backup_failures",
+            "Backups that failed",
+            backup_failures.clone(),
+        );
+        let archive_failures = prometheus_client::metrics::counter::Counter::default();
+        registry.register(
+            "backup_archive_failures",
+            "Op log archive runs that failed (the log is not trimmed until one succeeds)",
+            archive_failures.clone(),
+        );
+        let archive_lag_bytes = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "backup_archive_lag_bytes",
+            "Op log bytes on disk not yet archived to the backup target",
+            archive_lag_bytes.clone(),
+        );
         let view = Arc::new(OnceLock::new());
         let peers = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(EngineCollector(view.clone())));
@@ -150,6 +182,10 @@ impl Metrics {
             group_ops,
             commit_seconds,
             ownership_writes,
+            backup_last_success,
+            backup_failures,
+            archive_failures,
+            archive_lag_bytes,
             handles: std::sync::RwLock::new(std::collections::HashMap::new()),
             view,
             peers,

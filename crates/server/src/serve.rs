@@ -222,6 +222,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
                     cfg.data_dir.join("log"),
                     pin.clone(),
                     region.writer.clone(),
+                    metrics.clone(),
                 )
                 .map_err(|e| ServeError::Backup(format!("op log id: {e}")))?,
             );

@@ -94,6 +94,7 @@ pub struct Archive {
     known: tokio::sync::Mutex<Known>,
     /// The current log id, readable without waiting for a sync.
     current: std::sync::Mutex<String>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What one archive run found.
@@ -120,6 +121,7 @@ impl Archive {
         log_dir: PathBuf,
         pin: Arc<AtomicU64>,
         writer: WriterHandle,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> std::io::Result<Archive> {
         let id = log_id(&log_dir)?;
         Ok(Archive {
@@ -133,7 +135,13 @@ impl Archive {
                 ..Known::default()
             }),
             current: std::sync::Mutex::new(id),
+            metrics,
         })
+    }
+
+    /// The region's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The current log's archive id.
@@ -302,6 +310,15 @@ impl Archive {
                 }
             }
             self.pin.fetch_max(pin, Ordering::AcqRel);
+            let lag: u64 = local
+                .iter()
+                .filter(|(first, _)| *first >= pin)
+                .filter_map(|(_, p)| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum();
+            self.metrics
+                .archive_lag_bytes
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
             let log = k.log_id.clone();
             let mut out = Vec::with_capacity(k.segments.len());
             let firsts: Vec<u64> = k.segments.keys().copied().collect();
@@ -379,7 +396,8 @@ impl Archive {
                 _ = stop.wait() => return,
             }
             if let Err(e) = self.sync(true).await {
-                tracing::warn!(error = %e, "backup: archiving the op log failed; trying again later");
+                self.metrics.archive_failures.inc();
+                tracing::error!(error = %e, "backup: archiving the op log failed; trying again later");
             }
         }
     }

@@ -298,12 +298,25 @@ impl Backups {
         self.spawn(async move {
             let r = me.create(&job).await;
             drop(guard);
+            // Retention after every backup, however it was asked for.
+            let rules = me.settings.keep_last > 0 || me.settings.keep_ms > 0;
+            if r.is_ok()
+                && rules
+                && let Err(e) = me.prune_configured().await
+            {
+                tracing::error!(error = %e, "backup retention failed");
+            }
             let mut jobs = me.jobs();
             match r {
                 Ok(_) => {
                     jobs.remove(&job);
+                    me.archive
+                        .metrics()
+                        .backup_last_success
+                        .set(i64::try_from(now(&me.clock) / 1000).unwrap_or(0));
                 }
                 Err(e) => {
+                    me.archive.metrics().backup_failures.inc();
                     tracing::error!(backup = %job, error = %e, "backup failed");
                     if let Some(p) = jobs.get_mut(&job) {
                         p.status = "failed";
@@ -580,9 +593,6 @@ impl Backups {
             match self.create_now().await {
                 Ok(m) => tracing::info!(backup = %m.id, "scheduled backup taken"),
                 Err(e) => tracing::error!(error = %e, "scheduled backup failed"),
-            }
-            if let Err(e) = self.prune_configured().await {
-                tracing::error!(error = %e, "backup retention failed");
             }
         }
     }
