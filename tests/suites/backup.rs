@@ -43,6 +43,25 @@ fn meridian(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `meridian restore` of us-east from `target` into `out`, with `extra`
+/// flags (`--to-time`, `--backup`).
+fn restore_us_east(target: &str, extra: &[&str], out: &Path) -> (bool, String, String) {
+    let out = out.to_str().unwrap();
+    let mut args = vec!["restore", "--from", target, "--region", "us-east"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--data-dir", out]);
+    meridian(&args)
+}
+
+/// `meridian ctl rewind default --prefix user/ --to-time T`, with `flags`
+/// (`--json`, `--dry-run`).
+fn rewind_users(url: &str, t: &str, flags: &[&str]) -> (bool, String, String) {
+    let mut args: Vec<&str> = flags.iter().copied().filter(|f| *f == "--json").collect();
+    args.extend_from_slice(&["rewind", "default", "--prefix", "user/", "--to-time", t]);
+    args.extend(flags.iter().copied().filter(|f| *f != "--json"));
+    ctl(url, &args)
+}
+
 fn ctl(url: &str, args: &[&str]) -> (bool, String, String) {
     let mut all = vec!["ctl", "--url", url, "--no-session"];
     all.extend_from_slice(args);
@@ -295,17 +314,7 @@ async fn restore_to_any_time_equals_the_acknowledged_history_up_to_it() {
     let mut distinct = std::collections::BTreeSet::new();
     for (i, t) in times.iter().enumerate() {
         let out = dir.join(format!("restored-{i}"));
-        let (ok, stdout, stderr) = meridian(&[
-            "restore",
-            "--from",
-            &target,
-            "--region",
-            "us-east",
-            "--to-time",
-            &t.to_string(),
-            "--data-dir",
-            out.to_str().unwrap(),
-        ]);
+        let (ok, stdout, stderr) = restore_us_east(&target, &["--to-time", &t.to_string()], &out);
         assert!(ok, "restore to {t}: {stdout}{stderr}");
         let got = read_restored(&out);
         let want = replay(&history, *t);
@@ -348,28 +357,14 @@ async fn restore_to_any_time_equals_the_acknowledged_history_up_to_it() {
 
     // A restore refuses a directory that is not empty; a time long before
     // the first write restores the empty state.
-    let (ok, _, stderr) = meridian(&[
-        "restore",
-        "--from",
-        &target,
-        "--region",
-        "us-east",
-        "--data-dir",
-        restored.to_str().unwrap(),
-    ]);
+    let (ok, _, stderr) = restore_us_east(&target, &[], &restored);
     assert!(!ok && stderr.contains("not empty"), "{stderr}");
     let early = dir.join("early");
-    let (ok, _, stderr) = meridian(&[
-        "restore",
-        "--from",
+    let (ok, _, stderr) = restore_us_east(
         &target,
-        "--region",
-        "us-east",
-        "--to-time",
-        &(start - 60_000).to_string(),
-        "--data-dir",
-        early.to_str().unwrap(),
-    ]);
+        &["--to-time", &(start - 60_000).to_string()],
+        &early,
+    );
     // The region's first backup is of its empty state: before any write,
     // there was nothing.
     assert!(ok, "{stderr}");
@@ -424,19 +419,7 @@ async fn rewind_brings_a_deleted_prefix_back_everywhere() {
     // Rewound where the backups are (us-east), the mistake made elsewhere.
     let url = cluster.url("us-east").unwrap();
     let t = before.to_string();
-    let (ok, out, err) = ctl(
-        &url,
-        &[
-            "--json",
-            "rewind",
-            "default",
-            "--prefix",
-            "user/",
-            "--to-time",
-            &t,
-            "--dry-run",
-        ],
-    );
+    let (ok, out, err) = rewind_users(&url, &t, &["--json", "--dry-run"]);
     assert!(ok, "{out}{err}");
     let dry: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(dry["restored"], 20, "{dry}");
@@ -445,10 +428,7 @@ async fn rewind_brings_a_deleted_prefix_back_everywhere() {
     // A dry run writes nothing.
     assert!(east.get("default", "user/03").await.unwrap().is_none());
 
-    let (ok, out, err) = ctl(
-        &url,
-        &["rewind", "default", "--prefix", "user/", "--to-time", &t],
-    );
+    let (ok, out, err) = rewind_users(&url, &t, &[]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("20 restored, 1 deleted"), "{out}");
     cluster
@@ -471,18 +451,7 @@ async fn rewind_brings_a_deleted_prefix_back_everywhere() {
         assert!(c.get("default", "other/b").await.unwrap().is_some(), "{r}");
     }
     // Rewinding again to the same time changes nothing.
-    let (ok, out, err) = ctl(
-        &url,
-        &[
-            "--json",
-            "rewind",
-            "default",
-            "--prefix",
-            "user/",
-            "--to-time",
-            &t,
-        ],
-    );
+    let (ok, out, err) = rewind_users(&url, &t, &["--json"]);
     assert!(ok, "{out}{err}");
     let again: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(again["restored"], 0, "{again}");
@@ -705,17 +674,7 @@ async fn log_retention_waits_for_the_archive() {
     assert!(left <= 2, "archived segments were kept: {left} of {held}");
     drop(node);
     let out = dir.join("restored");
-    let (ok, stdout, stderr) = meridian(&[
-        "restore",
-        "--from",
-        &target,
-        "--region",
-        "us-east",
-        "--backup",
-        &first,
-        "--data-dir",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, stdout, stderr) = restore_us_east(&target, &["--backup", &first], &out);
     assert!(ok, "{stdout}{stderr}");
     assert_eq!(read_restored(&out).len(), 6 * 128, "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -793,15 +752,7 @@ async fn a_rolled_back_log_is_archived_apart() {
     assert_eq!(c.verify_backup(&before).await.unwrap()["ok"], true);
     drop(node);
     let out = dir.join("restored");
-    let (ok, stdout, stderr) = meridian(&[
-        "restore",
-        "--from",
-        &target,
-        "--region",
-        "us-east",
-        "--data-dir",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, stdout, stderr) = restore_us_east(&target, &[], &out);
     assert!(ok, "{stdout}{stderr}");
     let got = read_restored(&out);
     let count = |tag: &str| {
@@ -880,17 +831,7 @@ async fn tampered_backups_are_refused_naming_the_file() {
     assert_eq!(e.status(), Some(422), "{e}");
     assert_eq!(e.body().unwrap()["file"], chunk.as_str(), "{e}");
     let out = dir.join("r1");
-    let (ok, _, err) = meridian(&[
-        "restore",
-        "--from",
-        &target,
-        "--region",
-        "us-east",
-        "--backup",
-        &id2,
-        "--data-dir",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = restore_us_east(&target, &["--backup", &id2], &out);
     assert!(!ok && err.contains(&chunk), "{err}");
     // A failed restore leaves the directory as it found it.
     let left: Vec<_> = std::fs::read_dir(&out)
@@ -906,15 +847,7 @@ async fn tampered_backups_are_refused_naming_the_file() {
     let e = c.verify_backup(&id2).await.unwrap_err();
     assert_eq!(e.body().unwrap()["file"], seg.as_str(), "{e}");
     let out = dir.join("r-seg");
-    let (ok, _, err) = meridian(&[
-        "restore",
-        "--from",
-        &target,
-        "--region",
-        "us-east",
-        "--data-dir",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = restore_us_east(&target, &[], &out);
     assert!(!ok && err.contains(&seg), "{err}");
     std::fs::remove_file(&seg_path).unwrap();
     let e = c.verify_backup(&id2).await.unwrap_err();
@@ -931,17 +864,7 @@ async fn tampered_backups_are_refused_naming_the_file() {
     let e = c.verify_backup(&id).await.unwrap_err();
     assert!(e.to_string().contains("etc/passwd"), "{e}");
     let out = dir.join("r2");
-    let (ok, _, err) = meridian(&[
-        "restore",
-        "--from",
-        &target,
-        "--region",
-        "us-east",
-        "--backup",
-        &id,
-        "--data-dir",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = restore_us_east(&target, &["--backup", &id], &out);
     assert!(!ok && err.contains("etc/passwd"), "{err}");
     evil["state"][0]["name"] = json!("eu-west/state/x.chunk");
     std::fs::write(&mpath, serde_json::to_vec(&evil).unwrap()).unwrap();

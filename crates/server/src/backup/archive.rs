@@ -105,12 +105,17 @@ pub struct Synced {
     pub log_id: String,
 }
 
-fn read_local(path: PathBuf) -> Result<Option<Vec<u8>>, BackupError> {
-    match std::fs::read(&path) {
+/// A local segment's bytes, read off the async threads; `None` when it is
+/// gone (any other error is one).
+async fn read_local(path: &Path) -> Result<Option<Vec<u8>>, BackupError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || match std::fs::read(&path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(BackupError::Local(format!("{}: {e}", path.display()))),
-    }
+    })
+    .await
+    .map_err(|e| BackupError::Local(e.to_string()))?
 }
 
 impl Archive {
@@ -256,13 +261,7 @@ impl Archive {
                         None => self.record(&log, *first).await?,
                     };
                     k.segments.insert(*first, Some(archived.clone()));
-                    let Some(bytes) = tokio::task::spawn_blocking({
-                        let p = path.clone();
-                        move || read_local(p)
-                    })
-                    .await
-                    .map_err(|e| BackupError::Local(e.to_string()))??
-                    else {
+                    let Some(bytes) = read_local(path).await? else {
                         pin = pin.min(*first);
                         break;
                     };
@@ -276,13 +275,7 @@ impl Archive {
                     k.checked.insert(*first);
                     continue;
                 }
-                let Some(bytes) = tokio::task::spawn_blocking({
-                    let p = path.clone();
-                    move || read_local(p)
-                })
-                .await
-                .map_err(|e| BackupError::Local(e.to_string()))??
-                else {
+                let Some(bytes) = read_local(path).await? else {
                     // Removed meanwhile: retention waits for the pin, so
                     // only a segment no archive run ever saw (before the
                     // target was configured) can be gone.
