@@ -60,12 +60,16 @@ pub struct ClusterBuilder {
     seed: u64,
     env: Vec<(String, String)>,
     bin: Option<PathBuf>,
+    standbys: usize,
 }
 
 /// A running cluster.
 pub struct Cluster {
     /// The regions, in the order given.
     pub regions: Vec<String>,
+    /// Each region's members: its first leader (named like the region),
+    /// then its standbys (`REGION-s1`, ...).
+    pub members: BTreeMap<String, Vec<String>>,
     nodes: BTreeMap<String, Node>,
     peer_addr: BTreeMap<String, SocketAddr>,
     emu: LinkEmulator,
@@ -86,6 +90,7 @@ impl Cluster {
             seed: 1,
             env: Vec::new(),
             bin: None,
+            standbys: 0,
         }
     }
 }
@@ -94,6 +99,15 @@ impl ClusterBuilder {
     /// The regions.
     pub fn regions<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
         self.regions = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Standbys per region (default 0): each follows its region's leader,
+    /// every member's peer traffic through its own links (same-region links
+    /// have no latency), and [`Cluster::client`] goes to any member of the
+    /// region.
+    pub fn standbys(mut self, n: usize) -> Self {
+        self.standbys = n;
         self
     }
 
@@ -173,16 +187,32 @@ impl ClusterBuilder {
         let mut peer_addr = BTreeMap::new();
         let emu = LinkEmulator::new(self.seed);
         let mut via = BTreeMap::new();
-        for from in &self.regions {
-            for to in &self.regions {
+        let members: BTreeMap<String, Vec<String>> = self
+            .regions
+            .iter()
+            .map(|r| {
+                let mut ms = vec![r.clone()];
+                ms.extend((1..=self.standbys).map(|i| format!("{r}-s{i}")));
+                (r.clone(), ms)
+            })
+            .collect();
+        let all: Vec<(String, String)> = members
+            .iter()
+            .flat_map(|(r, ms)| ms.iter().map(move |m| (r.clone(), m.clone())))
+            .collect();
+        for (fr, from) in &all {
+            for (tr, to) in &all {
                 if from == to {
                     continue;
                 }
-                let ms = self
-                    .latency
-                    .get(&(from.clone(), to.clone()))
-                    .copied()
-                    .unwrap_or(self.default_latency);
+                let ms = if fr == tr {
+                    0
+                } else {
+                    self.latency
+                        .get(&(fr.clone(), tr.clone()))
+                        .copied()
+                        .unwrap_or(self.default_latency)
+                };
                 let listen = emu
                     .add_link(from, to, nowhere, LinkSpec::latency(ms))
                     .await?;
@@ -190,16 +220,45 @@ impl ClusterBuilder {
             }
         }
         let mut nodes = BTreeMap::new();
-        for r in &self.regions {
-            let mut spec = NodeSpec::new(r, &dir.join(r));
+        // Leaders first: standbys follow them from the start.
+        let order: Vec<&(String, String)> = all
+            .iter()
+            .filter(|(r, m)| r == m)
+            .chain(all.iter().filter(|(r, m)| r != m))
+            .collect();
+        for (r, m) in order {
+            let mut spec = NodeSpec::new(r, &dir.join(m).join("data"));
+            if m == r {
+                // As before standbys: the region's data and log where they were.
+                spec = NodeSpec::new(r, &dir.join(r));
+            }
             spec.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
             spec.args = vec!["--cluster-secret-file".into(), secret.display().to_string()];
             for other in self.regions.iter().filter(|o| *o != r) {
+                let urls: Vec<String> = members[other]
+                    .iter()
+                    .map(|om| format!("http://{}", via[&(m.clone(), om.clone())]))
+                    .collect();
                 spec.args.push("--peer".into());
-                spec.args.push(format!(
-                    "{other}=http://{}",
-                    via[&(r.clone(), other.clone())]
-                ));
+                spec.args.push(format!("{other}={}", urls.join(",")));
+            }
+            if self.standbys > 0 {
+                // How the region's other members reach this one: the link
+                // from the first standby for the leader, from the leader
+                // for a standby.
+                let from = if m == r {
+                    members[r][1].clone()
+                } else {
+                    r.clone()
+                };
+                spec.args.push("--advertise-peer-url".into());
+                spec.args
+                    .push(format!("http://{}", via[&(from, m.clone())]));
+                if m != r {
+                    spec.args.push("--follow".into());
+                    spec.args
+                        .push(format!("http://{}", via[&(m.clone(), r.clone())]));
+                }
             }
             if let Some(ms) = self.skew.get(r) {
                 spec.args.push(format!("--clock-skew-ms={ms}"));
@@ -209,16 +268,17 @@ impl ClusterBuilder {
             let bin = self.bin.clone().unwrap_or_else(meridian_bin);
             let node = Node::start(&bin, spec).await?;
             let bound = node.peer_addr().ok_or_else(|| {
-                ClusterError::Setup(format!("{r} did not print its peer API address"))
+                ClusterError::Setup(format!("{m} did not print its peer API address"))
             })?;
-            for other in self.regions.iter().filter(|o| *o != r) {
-                emu.set_upstream(other, r, bound)?;
+            for (_, other) in all.iter().filter(|(_, o)| o != m) {
+                emu.set_upstream(other, m, bound)?;
             }
-            peer_addr.insert(r.clone(), bound);
-            nodes.insert(r.clone(), node);
+            peer_addr.insert(m.clone(), bound);
+            nodes.insert(m.clone(), node);
         }
         Ok(Cluster {
             regions: self.regions,
+            members,
             nodes,
             peer_addr,
             emu,
@@ -246,9 +306,95 @@ impl Cluster {
     /// # Panics
     /// When `region` is not in the cluster (a test bug).
     pub fn client(&self, region: &str) -> Client {
-        self.node(region)
+        match self.members.get(region).filter(|ms| ms.len() > 1) {
+            // Any member of the region: a standby forwards writes, and the
+            // client moves on when a member does not answer.
+            Some(ms) => Client::builder()
+                .regions(ms.iter().map(|m| {
+                    self.node(m)
+                        .map(Node::url)
+                        .unwrap_or_else(|e| panic!("{e}"))
+                }))
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+            None => self
+                .node(region)
+                .map(Node::client)
+                .unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    /// A client of one member only (a region's leader is named like the
+    /// region; its standbys `REGION-s1`, ...).
+    ///
+    /// # Panics
+    /// When `member` is not in the cluster (a test bug).
+    pub fn member_client(&self, member: &str) -> Client {
+        self.node(member)
             .map(Node::client)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The member of `region` that leads it now (the highest epoch among
+    /// those that say they lead), if any answers.
+    pub async fn leader_of(&self, region: &str) -> Option<String> {
+        let mut best: Option<(u64, String)> = None;
+        for m in self.members.get(region)? {
+            let Ok(node) = self.node(m) else { continue };
+            let Ok(s) = node.client().status().await else {
+                continue;
+            };
+            if s["standby"]["role"] == "leader" {
+                let e = s["standby"]["epoch"].as_u64().unwrap_or(0);
+                if best.as_ref().is_none_or(|(b, _)| e > *b) {
+                    best = Some((e, m.clone()));
+                }
+            }
+        }
+        best.map(|(_, m)| m)
+    }
+
+    /// Waits up to `within` for a member of `region` other than `not` to
+    /// lead it; its name.
+    pub async fn wait_leader_other_than(
+        &self,
+        region: &str,
+        not: &str,
+        within: Duration,
+    ) -> Result<String, ClusterError> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(m) = self.leader_of(region).await
+                && m != not
+            {
+                return Ok(m);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(ClusterError::Setup(format!(
+            "no member of {region} but {not} leads after {} s",
+            within.as_secs()
+        )))
+    }
+
+    /// Every pair of members between `a` and `b` (regions or members).
+    fn member_pairs(&self, a: &str, b: &str) -> Vec<(String, String)> {
+        let side = |x: &str| -> Vec<String> {
+            match self.members.get(x) {
+                Some(ms) => ms.clone(),
+                None => vec![x.to_string()],
+            }
+        };
+        let mut out = Vec::new();
+        for x in side(a) {
+            for y in side(b) {
+                if x != y {
+                    out.push((x.clone(), y));
+                }
+            }
+        }
+        out
     }
 
     /// `region`'s client URL.
@@ -275,21 +421,39 @@ impl Cluster {
     }
 
     /// Cuts both directions between `a` and `b`.
+    /// With standbys, a region name stands for all its members and a
+    /// member name (`eu-west-s1`) for that member alone.
     pub fn partition(&self, a: &str, b: &str) -> Result<(), ClusterError> {
-        self.emu.partition(a, b)?;
+        for (x, y) in self.member_pairs(a, b) {
+            self.emu.partition(&x, &y)?;
+        }
         Ok(())
     }
 
-    /// Cuts `region` off from every other region.
+    /// Cuts `region` off from every other region (its members still reach
+    /// one another).
     pub fn partition_off(&self, region: &str) -> Result<(), ClusterError> {
-        self.emu.isolate(region)?;
+        if self.standbys() == 0 {
+            self.emu.isolate(region)?;
+            return Ok(());
+        }
+        for other in self.regions.iter().filter(|o| *o != region) {
+            self.partition(region, other)?;
+        }
         Ok(())
     }
 
     /// Heals the link between `a` and `b` only.
     pub fn heal_pair(&self, a: &str, b: &str) -> Result<(), ClusterError> {
-        self.emu.heal(a, b)?;
+        for (x, y) in self.member_pairs(a, b) {
+            self.emu.heal(&x, &y)?;
+        }
         Ok(())
+    }
+
+    /// Standbys per region.
+    pub fn standbys(&self) -> usize {
+        self.members.values().map(Vec::len).max().unwrap_or(1) - 1
     }
 
     /// Stops `region` cleanly (SIGTERM); [`Cluster::restart`] starts it again.
@@ -323,7 +487,9 @@ impl Cluster {
 
     /// Sets the one-way latency between `a` and `b`, ms.
     pub fn latency(&self, a: &str, b: &str, ms: u64) -> Result<(), ClusterError> {
-        self.emu.set_latency_pair(a, b, ms)?;
+        for (x, y) in self.member_pairs(a, b) {
+            self.emu.set_latency_pair(&x, &y, ms)?;
+        }
         Ok(())
     }
 
@@ -360,17 +526,23 @@ impl Cluster {
         Ok(())
     }
 
-    /// Every region's `/v1/status`.
+    /// Every member's `/v1/status` (with no standbys: every region's).
     pub async fn statuses(&self) -> BTreeMap<String, Result<Value, String>> {
         let mut out = BTreeMap::new();
-        for r in &self.regions {
-            let s = self.client(r).status().await.map_err(|e| e.to_string());
-            out.insert(r.clone(), s);
+        for ms in self.members.values() {
+            for m in ms {
+                let s = self
+                    .member_client(m)
+                    .status()
+                    .await
+                    .map_err(|e| e.to_string());
+                out.insert(m.clone(), s);
+            }
         }
         out
     }
 
-    /// Waits until every region reports the same version vector and the same
+    /// Waits until every member reports the same version vector and the same
     /// digest for every keyspace; returns how long it took.
     pub async fn wait_converged(&self, within: Duration) -> Result<Duration, ClusterError> {
         let start = Instant::now();
@@ -384,7 +556,7 @@ impl Cluster {
                     Some((r.clone(), s["vv"].clone(), s["keyspaces"].clone()))
                 })
                 .collect();
-            if views.len() == self.regions.len()
+            if views.len() == self.nodes.len()
                 && views
                     .windows(2)
                     .all(|w| w[0].1 == w[1].1 && w[0].2 == w[1].2)

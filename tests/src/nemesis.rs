@@ -37,11 +37,14 @@ pub enum Suite {
     DupReorder,
     /// All of the above at random on five regions.
     Combined,
+    /// Two regions with a standby each: kill -9 a region's leader, its
+    /// standby takes over, the old leader restarts and steps down.
+    Failover,
 }
 
 impl Suite {
     /// Every suite, in the order CI runs them.
-    pub const ALL: [Suite; 7] = [
+    pub const ALL: [Suite; 8] = [
         Suite::PartitionHalves,
         Suite::RingPartition,
         Suite::KillRestart,
@@ -49,6 +52,7 @@ impl Suite {
         Suite::ClockSkew,
         Suite::DupReorder,
         Suite::Combined,
+        Suite::Failover,
     ];
 
     /// The suite's name on the command line.
@@ -61,6 +65,7 @@ impl Suite {
             Suite::ClockSkew => "clock-skew",
             Suite::DupReorder => "dup-reorder",
             Suite::Combined => "combined",
+            Suite::Failover => "failover",
         }
     }
 
@@ -78,6 +83,7 @@ impl Suite {
     fn regions(self) -> Vec<String> {
         let n = match self {
             Suite::PartitionHalves | Suite::RingPartition | Suite::Combined => 5,
+            Suite::Failover => 2,
             _ => 3,
         };
         ["us-east", "eu-west", "ap-south", "sa-east", "af-south"][..n]
@@ -228,6 +234,7 @@ enum Fault {
     Pause,
     Skew,
     Flaky,
+    Failover,
 }
 
 struct Schedule {
@@ -305,6 +312,30 @@ impl Schedule {
                 c.restart(&r).await?;
                 self.killed.retain(|k| k != &r);
                 self.log(format!("restart {r}"));
+            }
+            Fault::Failover => {
+                let r = regions[self.rng.below(regions.len())].clone();
+                let Some(leader) = c.leader_of(&r).await else {
+                    self.log(format!("{r} has no leader to kill: skipped"));
+                    return Ok(());
+                };
+                c.kill(&leader).await?;
+                self.killed.push(leader.clone());
+                let t = Instant::now();
+                self.log(format!("kill -9 {leader}, the leader of {r}"));
+                let new = c
+                    .wait_leader_other_than(&r, &leader, Duration::from_secs(20))
+                    .await?;
+                self.log(format!(
+                    "{new} leads {r} after {} ms",
+                    t.elapsed().as_millis()
+                ));
+                self.hold_for(1_000, 2_000).await;
+                c.restart(&leader).await?;
+                self.killed.retain(|k| k != &leader);
+                self.log(format!(
+                    "restart {leader} (it steps down and follows {new})"
+                ));
             }
             Fault::Pause => {
                 let r = regions[self.rng.below(regions.len())].clone();
@@ -385,6 +416,9 @@ pub async fn run(opts: &Options) -> Result<Outcome, ClusterError> {
     if let Some(d) = &opts.dir {
         b = b.dir(d);
     }
+    if suite == Suite::Failover {
+        b = b.standbys(1);
+    }
     if suite.faulty_batches() {
         b = b
             .env("MERIDIAN_REPLICATION__FAULT_DUPLICATE", "0.2")
@@ -427,6 +461,7 @@ async fn drive(c: &mut Cluster, opts: &Options) -> Result<Outcome, ClusterError>
             Suite::Pause => Fault::Pause,
             Suite::ClockSkew => Fault::Skew,
             Suite::DupReorder => Fault::Flaky,
+            Suite::Failover => Fault::Failover,
             Suite::Combined => [
                 Fault::Halves,
                 Fault::Ring,

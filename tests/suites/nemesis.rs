@@ -73,6 +73,14 @@ async fn duplicated_and_reordered_batches() {
     suite(Suite::DupReorder, 12).await;
 }
 
+/// A region's leader killed, its standby promoted, the old leader back as
+/// a standby: every acknowledged write kept (the checkers), the workload
+/// carried on through the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_a_standby() {
+    suite(Suite::Failover, 16).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_combined() {
     suite(Suite::Combined, 24).await;

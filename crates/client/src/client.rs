@@ -243,6 +243,13 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/admin/promote`, sent to a standby: it leads its region
+    /// from now on (`{"promoted", "epoch", "replica"}`).
+    pub async fn promote(&self) -> Result<Value, ClientError> {
+        self.change(Method::POST, "/v1/admin/promote", &Value::Null)
+            .await
+    }
+
     fn key_path(ks: &str, key: &str) -> String {
         format!("/v1/kv/{}/{}", path::segment(ks), path::segment(key))
     }

@@ -37,7 +37,7 @@ pub mod token;
 #[doc(hidden)]
 pub mod testdir;
 
-pub use engine::keyspaces::{KeyspaceDef, Registry, WriteConcern};
+pub use engine::keyspaces::{Concern, KeyspaceDef, RegionConcern, Registry, WriteConcern};
 pub use engine::request::{Change, MutationRequest, WriteError, WriteRequest};
 pub use engine::{
     Committed, Engine, EngineConfig, Published, Read, ReadError, Reader, Received, Source,

@@ -109,6 +109,9 @@ pub struct Config {
     /// Backups (`[backup]`); off unless `target` is set.
     #[serde(default)]
     pub backup: BackupConfig,
+    /// Standbys (`[standby]`): following the region's leader, failover.
+    #[serde(default)]
+    pub standby: crate::standby::config::StandbyConfig,
 }
 
 fn default_archive_ms() -> u64 {
@@ -194,6 +197,10 @@ pub struct PeerEntry {
     /// `421 not_owner` answers).
     #[serde(default)]
     pub client_url: Option<String>,
+    /// The peer APIs of its standbys: tried in turn when `url` does not
+    /// answer or is not the region's leader (after a failover).
+    #[serde(default)]
+    pub standby_urls: Vec<String>,
 }
 
 fn default_linger_ms() -> u64 {
@@ -252,6 +259,7 @@ impl Default for Config {
             anti_entropy_interval_ms: default_ae_ms(),
             tombstone_gc_interval_ms: default_gc_ms(),
             backup: BackupConfig::default(),
+            standby: Default::default(),
         }
     }
 }
@@ -308,6 +316,12 @@ pub struct KeyspaceConfig {
     /// `custom` with `region-priority`: regions, highest priority first.
     #[serde(default)]
     pub region_order: Option<Vec<String>>,
+    /// In-region write concern: `leader` (default), `standby`, `region-all`.
+    #[serde(default)]
+    pub standby_concern: Option<String>,
+    /// Let an unmet in-region concern succeed as the leader alone (counted).
+    #[serde(default)]
+    pub standby_downgrade: bool,
 }
 
 /// Command-line values that override file and environment.
@@ -334,6 +348,35 @@ pub struct Overrides {
     /// `--clock-skew-ms` (tests).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_skew_ms: Option<i64>,
+    /// `--follow`, `--advertise-*`, `--failover-timeout-ms`.
+    #[serde(skip_serializing_if = "StandbyOverrides::is_empty")]
+    pub standby: StandbyOverrides,
+}
+
+/// Command-line values for `[standby]`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StandbyOverrides {
+    /// `--follow URL`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<String>,
+    /// `--advertise-peer-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_peer_url: Option<String>,
+    /// `--advertise-client-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_client_url: Option<String>,
+    /// `--failover-timeout-ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover_timeout_ms: Option<u64>,
+}
+
+impl StandbyOverrides {
+    fn is_empty(&self) -> bool {
+        self.follow.is_none()
+            && self.advertise_peer_url.is_none()
+            && self.advertise_client_url.is_none()
+            && self.failover_timeout_ms.is_none()
+    }
 }
 
 /// Top-level keys the environment may set (`MERIDIAN_<KEY>`, nested with `__`).
@@ -352,6 +395,7 @@ const ENV_KEYS: &[&str] = &[
     "anti_entropy_interval_ms",
     "tombstone_gc_interval_ms",
     "backup",
+    "standby",
 ];
 
 impl Config {
@@ -451,6 +495,14 @@ impl Config {
                 def.ledger_capacity = c;
             }
             def.merge = k.merge.clone();
+            if let Some(c) = &k.standby_concern {
+                def.standby_concern = c.parse().map_err(
+                    |e: meridian_core::engine::keyspaces::UnknownWriteConcern| {
+                        field(at("standby_concern"), e.to_string())
+                    },
+                )?;
+            }
+            def.standby_downgrade = k.standby_downgrade;
             for r in k.region_order.iter().flatten() {
                 def.region_order.push(
                     RegionId::new(r.clone())
@@ -482,6 +534,7 @@ impl Config {
         }
         let mut peers = Vec::new();
         let mut client_urls = std::collections::BTreeMap::new();
+        let mut standby_urls = std::collections::BTreeMap::new();
         for (i, p) in self.peers.iter().enumerate() {
             let name = RegionId::new(p.name.clone())
                 .map_err(|e| field(format!("peers[{i}].name"), e.to_string()))?;
@@ -516,6 +569,16 @@ impl Config {
                     ));
                 }
                 client_urls.insert(name.clone(), c);
+            }
+            let mut standbys = Vec::new();
+            for (j, u) in p.standby_urls.iter().enumerate() {
+                standbys.push(
+                    crate::standby::config::base_url(u)
+                        .map_err(|m| field(format!("peers[{i}].standby_urls[{j}]"), m))?,
+                );
+            }
+            if !standbys.is_empty() {
+                standby_urls.insert(name.clone(), standbys);
             }
             peers.push((name, url));
         }
@@ -567,7 +630,13 @@ impl Config {
         if self.replication.linger_ms > 1_000 {
             return Err(field("replication.linger_ms", "must be at most 1000"));
         }
+        let standby = self
+            .standby
+            .validate(self.listen, self.peer_listen, secret.is_some())
+            .map_err(|(f, m)| field(f, m))?;
         Ok(Valid {
+            standby,
+            standby_urls,
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
             tombstone_gc_interval_ms: self.tombstone_gc_interval_ms,
             peer_listen: self.peer_listen,
@@ -636,6 +705,10 @@ pub struct Valid {
     pub tombstone_gc_interval_ms: u64,
     /// Backups, when a target is configured.
     pub backup: Option<BackupSettings>,
+    /// Standby settings.
+    pub standby: crate::standby::config::StandbySettings,
+    /// Peers' standby peer URLs, where configured.
+    pub standby_urls: std::collections::BTreeMap<RegionId, Vec<String>>,
 }
 
 /// Checked backup settings.

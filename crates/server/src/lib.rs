@@ -6,6 +6,8 @@
 //!   thread (group commit).
 //! - [`maintenance`]: anti-entropy and tombstone collection.
 //! - [`peer`]: replication over the network: peer API, senders, tail.
+//! - [`standby`]: standbys inside a region: following the leader,
+//!   in-region write concerns, failover.
 //! - [`serve`]: running a region (`meridian serve`).
 //! - [`dev`]: `meridian dev`, three regions behind the link emulator.
 //! - [`ctl`]: `meridian ctl`, operating running regions over their APIs.
@@ -24,3 +26,4 @@ pub mod peer;
 pub mod region;
 pub mod serve;
 pub mod shutdown;
+pub mod standby;

@@ -86,7 +86,8 @@ struct ServeArgs {
     /// Peer API address (replication from other regions).
     #[arg(long)]
     peer_listen: Option<std::net::SocketAddr>,
-    /// A peer region: NAME=URL of its peer API (repeat for each peer).
+    /// A peer region: NAME=URL of its peer API, then its standbys' peer URLs
+    /// after commas (repeat for each peer).
     #[arg(long = "peer", value_parser = parse_peer)]
     peers: Vec<PeerEntry>,
     /// File holding the cluster secret (or set MERIDIAN_CLUSTER_SECRET).
@@ -95,6 +96,18 @@ struct ServeArgs {
     /// Tests only: shift this region's wall clock by this many ms.
     #[arg(long, allow_hyphen_values = true)]
     clock_skew_ms: Option<i64>,
+    /// Start as a standby of the region leader whose peer API is at URL.
+    #[arg(long)]
+    follow: Option<String>,
+    /// How the leader and other members reach this peer API (default http://PEER_LISTEN).
+    #[arg(long)]
+    advertise_peer_url: Option<String>,
+    /// How clients reach this client API (default http://LISTEN).
+    #[arg(long)]
+    advertise_client_url: Option<String>,
+    /// A standby takes over after this long without its leader, ms (0: never on its own).
+    #[arg(long)]
+    failover_timeout_ms: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -202,13 +215,15 @@ async fn restore(a: RestoreArgs) -> Result<(), String> {
 }
 
 fn parse_peer(s: &str) -> Result<PeerEntry, String> {
-    let (name, url) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not NAME=URL (e.g. eu-west=http://10.0.0.2:7171)"))?;
+    let (name, urls) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?} is not NAME=URL[,STANDBY_URL...] (e.g. eu-west=http://10.0.0.2:7171)")
+    })?;
+    let mut urls = urls.split(',').map(|u| u.trim().to_string());
     Ok(PeerEntry {
         name: name.trim().to_string(),
-        url: url.trim().to_string(),
+        url: urls.next().unwrap_or_default(),
         client_url: None,
+        standby_urls: urls.collect(),
     })
 }
 
@@ -243,6 +258,12 @@ fn main() -> ExitCode {
                     peers: (!a.peers.is_empty()).then_some(a.peers),
                     cluster_secret_file: a.cluster_secret_file,
                     clock_skew_ms: a.clock_skew_ms,
+                    standby: meridian_server::config::StandbyOverrides {
+                        follow: a.follow,
+                        advertise_peer_url: a.advertise_peer_url,
+                        advertise_client_url: a.advertise_client_url,
+                        failover_timeout_ms: a.failover_timeout_ms,
+                    },
                 };
                 let cfg = Config::load(a.config.as_deref(), &overrides)
                     .and_then(|c| c.validate())

@@ -65,7 +65,7 @@ impl Maintenance {
     /// Compares with one peer and repairs; `None` when the two were not at
     /// the same version vector (ops in flight: nothing to conclude).
     pub async fn compare(&self, link: &PeerStatus) -> Result<Option<Comparison>, PeerError> {
-        let url = &link.url;
+        let url = &link.url();
         let ours = self.reader.published();
         let theirs: DigestReply = self
             .client

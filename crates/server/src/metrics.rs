@@ -64,10 +64,11 @@ pub struct Metrics {
     handles: std::sync::RwLock<std::collections::HashMap<(&'static str, bool), Histogram>>,
     view: Arc<OnceLock<View>>,
     peers: Arc<OnceLock<PeerView>>,
+    standby: Arc<OnceLock<crate::standby::metrics::StandbyView>>,
 }
 
 /// The peer links and the feed, once replication starts.
-type PeerView = (Arc<Peers>, Option<Arc<Feed>>);
+pub(crate) type PeerView = (Arc<Peers>, Option<Arc<Feed>>);
 
 struct View {
     shared: Arc<Shared>,
@@ -169,6 +170,11 @@ impl Metrics {
         );
         let view = Arc::new(OnceLock::new());
         let peers = Arc::new(OnceLock::new());
+        let standby = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(crate::standby::metrics::StandbyCollector {
+            standby: standby.clone(),
+            peers: peers.clone(),
+        }));
         registry.register_collector(Box::new(EngineCollector(view.clone())));
         registry.register_collector(Box::new(PeerCollector {
             peers: peers.clone(),
@@ -189,6 +195,7 @@ impl Metrics {
             handles: std::sync::RwLock::new(std::collections::HashMap::new()),
             view,
             peers,
+            standby,
         })
     }
 
@@ -252,6 +259,11 @@ impl Metrics {
         let _ = self.peers.set((peers, feed));
     }
 
+    /// Connects the standby state (once the member's role is known).
+    pub fn attach_standby(&self, s: Arc<crate::standby::Standby>) {
+        let _ = self.standby.set(s);
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -264,7 +276,7 @@ impl Metrics {
     }
 }
 
-fn counter(
+pub(crate) fn counter(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -274,7 +286,7 @@ fn counter(
     c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
-fn gauge(
+pub(crate) fn gauge(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,

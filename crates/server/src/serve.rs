@@ -17,6 +17,9 @@ use crate::peer::sender::{BatchFaults, Sender, SenderOptions};
 use crate::peer::status::Peers;
 use crate::region::{Region, StartError};
 use crate::shutdown::{self, Shutdown, Trigger};
+use crate::standby::state::Role;
+use crate::standby::wire::Member;
+use crate::standby::{Standby, members::SenderKit};
 
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,9 @@ pub enum ServeError {
     /// The writer stopped with a fatal error.
     #[error(transparent)]
     Writer(#[from] crate::region::writer::WriterError),
+    /// `standby.json` could not be read or written.
+    #[error("standby state: {0}")]
+    Standby(#[from] crate::standby::state::StateError),
 }
 
 /// A region that is serving.
@@ -59,6 +65,8 @@ pub struct Running {
     servers: Vec<JoinHandle<std::io::Result<()>>>,
     state: Arc<AppInner>,
     inner: Region,
+    /// This member's role in its region.
+    pub standby: Arc<Standby>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
@@ -83,19 +91,42 @@ fn serve_on(
 pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> {
     let metrics = Metrics::new(&cfg.region);
     let replicating = cfg.secret.is_some();
-    let open_cfg = cfg.clone();
+    let role = crate::standby::state::load(&cfg.data_dir)?.map_or(
+        if cfg.standby.follow.is_some() {
+            Role::Follower
+        } else {
+            Role::Leader
+        },
+        |p| p.role,
+    );
+    let mut open_cfg = cfg.clone();
+    if role == Role::Follower {
+        // The leader backs up; a follower's log must not wait for an
+        // archiver that does not run here.
+        open_cfg.backup = None;
+    }
     let m = metrics.clone();
     let mut region =
         tokio::task::spawn_blocking(move || Region::open(&open_cfg, repair_log, replicating, m))
             .await
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+    // Written once the directory is claimed (the first start of a
+    // directory records the role it starts in).
+    let persisted = crate::standby::starting_role(&cfg.data_dir, &cfg.standby)?;
     let (trigger, stop) = shutdown::channel();
-    let peers = Arc::new(Peers::new(&cfg.peers));
+    // A follower ships to nobody but its leader.
+    let peers = Arc::new(if persisted.role == Role::Follower {
+        Peers::new(&[], &cfg.standby_urls)
+    } else {
+        Peers::new(&cfg.peers, &cfg.standby_urls)
+    });
     metrics.attach_peers(peers.clone(), region.feed.clone());
     let mut servers = Vec::new();
     let mut peer_addr = None;
     // Requests peers forward run through the client API, once built.
     let client_api = Arc::new(std::sync::OnceLock::new());
+    // The standby state, once this member's replica id is settled.
+    let standby_slot = Arc::new(std::sync::OnceLock::new());
     // The peer API answers first, while this region asks its peers about
     // its incarnation: regions restarted together must hear each other.
     if let (Some(secret), Some(pl)) = (cfg.secret.clone(), cfg.peer_listen)
@@ -111,6 +142,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             peers: peers.clone(),
             clock: region.clock,
             client_api: client_api.clone(),
+            standby: standby_slot.clone(),
         });
         servers.push(serve_on(l, receiver::router(api), stop.clone()));
     }
@@ -118,7 +150,9 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     // too): write-backs wait for it (a rolled-back disk may have shipped
     // some it no longer has).
     let mut hold = meridian_crdt::VersionVector::new();
-    if region.check_with_peers
+    let leading = persisted.role == Role::Leader;
+    if leading
+        && region.check_with_peers
         && let Some(secret) = cfg.secret.clone()
     {
         let views = peer_views(&cfg, &region, secret).await;
@@ -138,14 +172,17 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     let mut regions: Vec<meridian_crdt::RegionId> =
         cfg.peers.iter().map(|(r, _)| r.clone()).collect();
     regions.push(cfg.region.clone());
-    region
-        .writer
-        .enable_merges(regions, hold)
-        .await
-        .map_err(|stopped| ServeError::Fatal(stopped.to_string()))?;
+    // A follower issues no op of its own: no write-backs, no definitions.
+    if leading {
+        region
+            .writer
+            .enable_merges(regions, hold)
+            .await
+            .map_err(|stopped| ServeError::Fatal(stopped.to_string()))?;
+    }
     // Configured keyspaces, once the incarnation is settled (a definition
     // is a local op: its seq must be safe to issue).
-    for def in &cfg.keyspaces {
+    for def in cfg.keyspaces.iter().filter(|_| leading) {
         match region.writer.define(def.clone()).await {
             Ok(Ok(_)) => {}
             // A script registered elsewhere that has not reached this
@@ -162,19 +199,94 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     let listener = bind(cfg.listen).await?;
     let mut tasks = Vec::new();
     let addr = listener.local_addr()?;
-
+    let me = Member {
+        replica: region.replica.clone(),
+        peer_url: cfg
+            .standby
+            .peer_url
+            .clone()
+            .or_else(|| peer_addr.map(|a| format!("http://{a}")))
+            .unwrap_or_default(),
+        client_url: cfg
+            .standby
+            .client_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+    };
+    let standby = Standby::new(
+        cfg.standby.clone(),
+        me,
+        &persisted,
+        cfg.data_dir.clone(),
+        region.vv.clone(),
+    );
+    let _ = standby_slot.set(standby.clone());
+    metrics.attach_standby(standby.clone());
+    let opts = SenderOptions {
+        limits: meridian_core::replication::BatchLimits {
+            max_ops: cfg.replication.max_batch_ops,
+            ..Default::default()
+        },
+        linger: Duration::from_millis(cfg.replication.linger_ms),
+        faults: BatchFaults {
+            duplicate: cfg.replication.fault_duplicate,
+            delay: cfg.replication.fault_delay,
+        },
+    };
     if let (Some(secret), Some(feed)) = (cfg.secret.clone(), region.feed.clone()) {
-        let opts = SenderOptions {
-            limits: meridian_core::replication::BatchLimits {
-                max_ops: cfg.replication.max_batch_ops,
-                ..Default::default()
-            },
-            linger: Duration::from_millis(cfg.replication.linger_ms),
-            faults: BatchFaults {
-                duplicate: cfg.replication.fault_duplicate,
-                delay: cfg.replication.fault_delay,
-            },
-        };
+        let client = crate::peer::client::PeerClient::new(&cfg.region, secret.clone(), Vec::new());
+        if leading {
+            standby.followers.arm(SenderKit {
+                me: region.replica.clone(),
+                secret: secret.clone(),
+                feed: feed.clone(),
+                reader: region.reader.clone(),
+                clock: region.clock,
+                opts,
+                incarnation: region.incarnation.clone(),
+                acks: peers.acks_sender(),
+                stop: stop.clone(),
+            });
+            tasks.push(tokio::spawn(crate::standby::follow::run_announcer(
+                standby.clone(),
+                client,
+                stop.clone(),
+            )));
+        } else {
+            // The follower's own sender to its leader: normally idle, it
+            // ships whatever this member holds that the leader lacks (a
+            // demoted leader's writes).
+            let upstream = crate::peer::status::PeerStatus::new(
+                cfg.region.clone(),
+                standby.leader().peer_url,
+                peers.acks_sender(),
+            );
+            let s = Sender::new(
+                region.replica.clone(),
+                upstream.clone(),
+                secret.clone(),
+                feed.clone(),
+                region.reader.clone(),
+                region.clock,
+                opts,
+                region.incarnation.clone(),
+            );
+            tasks.push(tokio::spawn(s.run(stop.clone())));
+            tasks.push(tokio::spawn(crate::standby::follow::run_follower(
+                standby.clone(),
+                client,
+                region.reader.clone(),
+                region.clock,
+                upstream,
+                region.vv.clone(),
+                stop.clone(),
+            )));
+        }
+    }
+
+    if let (Some(secret), Some(feed)) = (cfg.secret.clone(), region.feed.clone())
+        && leading
+    {
         let m = crate::maintenance::Maintenance {
             replica: region.replica.clone(),
             reader: region.reader.clone(),
@@ -210,6 +322,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     }
 
     let backups = match (&cfg.backup, &region.archive_pin) {
+        _ if !leading => None,
         (Some(bs), Some(pin)) => {
             let target = bs
                 .target
@@ -260,12 +373,13 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         fatal: region.fatal.clone(),
         client_urls: cfg.client_urls.clone(),
         backups,
+        standby: standby.clone(),
     });
     tasks.push(region.spawn_checkpoints(Duration::from_millis(cfg.checkpoint_interval_ms)));
     let router = api::router(state.clone());
     let _ = client_api.set(router.clone());
     servers.push(serve_on(listener, router, stop));
-    tracing::info!(region = %cfg.region, replica = %region.replica, %addr, peer_api = ?peer_addr, "serving");
+    tracing::info!(region = %cfg.region, replica = %region.replica, role = persisted.role.as_str(), epoch = persisted.epoch, %addr, peer_api = ?peer_addr, "serving");
     Ok(Running {
         region: cfg.region.to_string(),
         addr,
@@ -275,6 +389,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         servers,
         state,
         inner: region,
+        standby,
     })
 }
 
@@ -347,32 +462,53 @@ impl Running {
     }
 }
 
-/// Runs one region until SIGTERM or SIGINT.
+/// Runs one region until SIGTERM or SIGINT. A role change (a promotion,
+/// a demotion) stops the region and starts it again in its new role, on
+/// the same addresses.
 pub async fn run(cfg: Valid, repair_log: bool) -> Result<(), ServeError> {
-    let r = start(cfg, repair_log).await?;
-    // The lines harnesses and scripts wait for.
-    if let Some(p) = r.peer_addr {
-        println!("meridian: region {} peer API on http://{p}", r.region);
-    }
-    println!(
-        "meridian: region {} listening on http://{}",
-        r.region, r.addr
-    );
-    let mut fatal = r.inner.fatal.clone();
-    tokio::select! {
-        _ = shutdown::signal() => {}
-        e = fatal.wait_for(Option::is_some) => {
-            let e = e.ok().and_then(|v| v.clone()).unwrap_or_default();
-            tracing::error!(error = %e, "the writer failed: stopping");
-            // Answer health checks with the failure for a moment, so an
-            // orchestrator polling sees why, then stop and exit non-zero.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let _ = r.stop().await;
-            return Err(ServeError::Fatal(e.to_string()));
+    let mut cfg = cfg;
+    let mut repair_log = repair_log;
+    loop {
+        let r = start(cfg.clone(), repair_log).await?;
+        repair_log = false;
+        // The same ports on a restart (port 0 picked them the first time).
+        cfg.listen = r.addr;
+        if r.peer_addr.is_some() {
+            cfg.peer_listen = r.peer_addr;
         }
+        // The lines harnesses and scripts wait for.
+        if let Some(p) = r.peer_addr {
+            println!("meridian: region {} peer API on http://{p}", r.region);
+        }
+        println!(
+            "meridian: region {} ({}) listening on http://{}",
+            r.region,
+            r.standby.role.as_str(),
+            r.addr
+        );
+        let mut fatal = r.inner.fatal.clone();
+        let mut changes = r.standby.changes();
+        tokio::select! {
+            _ = shutdown::signal() => {}
+            e = fatal.wait_for(Option::is_some) => {
+                let e = e.ok().and_then(|v| v.clone()).unwrap_or_default();
+                tracing::error!(error = %e, "the writer failed: stopping");
+                // Answer health checks with the failure for a moment, so an
+                // orchestrator polling sees why, then stop and exit non-zero.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = r.stop().await;
+                return Err(ServeError::Fatal(e.to_string()));
+            }
+            c = changes.wait_for(Option::is_some) => {
+                let change = c.ok().and_then(|v| v.clone());
+                tracing::warn!(?change, "role change: restarting the region in its new role");
+                r.stop().await?;
+                continue;
+            }
+        }
+        tracing::info!("stopping: draining writes");
+        r.stop().await?;
+        tracing::info!("stopped cleanly");
+        return Ok(());
     }
-    tracing::info!("stopping: draining writes");
-    r.stop().await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
 }

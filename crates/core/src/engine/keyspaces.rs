@@ -75,7 +75,9 @@ impl fmt::Display for WriteConcern {
 
 /// A write concern name that is not one of ours.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown write concern {0:?}: expected one of local, one, majority, all")]
+#[error(
+    "unknown write concern {0:?}: expected one of local, one, majority, all, and/or (joined by +) one of standby, region-all"
+)]
 pub struct UnknownWriteConcern(pub String);
 
 impl FromStr for WriteConcern {
@@ -85,6 +87,107 @@ impl FromStr for WriteConcern {
             .into_iter()
             .find(|w| w.as_str() == s)
             .ok_or_else(|| UnknownWriteConcern(s.to_string()))
+    }
+}
+
+/// How many members of the writing region (its leader and standbys) must
+/// hold a write durably before the client hears success; combined with the
+/// cross-region [`WriteConcern`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegionConcern {
+    /// The leader alone.
+    #[default]
+    Leader,
+    /// The leader and at least one standby (semi-synchronous, at LAN cost).
+    Standby,
+    /// The leader and every live standby.
+    RegionAll,
+}
+
+impl RegionConcern {
+    /// The name used in headers and config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegionConcern::Leader => "leader",
+            RegionConcern::Standby => "standby",
+            RegionConcern::RegionAll => "region-all",
+        }
+    }
+
+    /// Whether this is the default (nothing to wait for in the region).
+    pub fn is_leader(&self) -> bool {
+        *self == RegionConcern::Leader
+    }
+}
+
+impl fmt::Display for RegionConcern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RegionConcern {
+    type Err = UnknownWriteConcern;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            RegionConcern::Leader,
+            RegionConcern::Standby,
+            RegionConcern::RegionAll,
+        ]
+        .into_iter()
+        .find(|w| w.as_str() == s)
+        .ok_or_else(|| UnknownWriteConcern(s.to_string()))
+    }
+}
+
+/// A whole write concern: across regions and inside the writing one.
+/// Written `majority`, `standby`, or both joined by `+` (`one+region-all`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Concern {
+    /// Across regions.
+    pub regions: WriteConcern,
+    /// Inside the writing region.
+    pub region: RegionConcern,
+}
+
+impl fmt::Display for Concern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.regions, self.region) {
+            (r, RegionConcern::Leader) => write!(f, "{r}"),
+            (WriteConcern::Local, i) => write!(f, "{i}"),
+            (r, i) => write!(f, "{r}+{i}"),
+        }
+    }
+}
+
+impl FromStr for Concern {
+    type Err = UnknownWriteConcern;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || UnknownWriteConcern(s.to_string());
+        let mut c = Concern::default();
+        let (mut across, mut inside) = (false, false);
+        for part in s.split('+') {
+            let part = part.trim();
+            if let Ok(w) = part.parse::<WriteConcern>() {
+                if across {
+                    return Err(bad());
+                }
+                across = true;
+                c.regions = w;
+            } else if let Ok(r) = part.parse::<RegionConcern>() {
+                if inside {
+                    return Err(bad());
+                }
+                inside = true;
+                c.region = r;
+            } else {
+                return Err(bad());
+            }
+        }
+        Ok(c)
     }
 }
 
@@ -124,6 +227,14 @@ pub struct KeyspaceDef {
     /// first (regions not named rank after them, by name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub region_order: Vec<RegionId>,
+    /// In-region write concern for requests that do not name one
+    /// (`standby`, `region-all`).
+    #[serde(default, skip_serializing_if = "RegionConcern::is_leader")]
+    pub standby_concern: RegionConcern,
+    /// When the in-region concern is not met in time, succeed as the leader
+    /// alone (counted, and said in the answer) instead of answering 504.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby_downgrade: bool,
 }
 
 /// A definition that does not make sense.
@@ -151,6 +262,8 @@ impl KeyspaceDef {
             ledger_capacity: default_ledger_capacity(),
             merge: None,
             region_order: Vec::new(),
+            standby_concern: RegionConcern::Leader,
+            standby_downgrade: false,
         }
     }
 
@@ -444,5 +557,56 @@ mod tests {
         );
         let r = Registry::default();
         assert_eq!(r.get("default").unwrap().policy, Policy::Lww);
+    }
+}
+
+#[cfg(test)]
+mod concern_tests {
+    use super::*;
+
+    #[test]
+    fn concerns_parse_alone_and_joined() {
+        let c: Concern = "majority+standby".parse().unwrap();
+        assert_eq!(
+            (c.regions, c.region),
+            (WriteConcern::Majority, RegionConcern::Standby)
+        );
+        let c: Concern = "region-all".parse().unwrap();
+        assert_eq!(
+            (c.regions, c.region),
+            (WriteConcern::Local, RegionConcern::RegionAll)
+        );
+        let c: Concern = "all".parse().unwrap();
+        assert_eq!(
+            (c.regions, c.region),
+            (WriteConcern::All, RegionConcern::Leader)
+        );
+        assert_eq!(c.to_string(), "all");
+        assert_eq!(
+            "one+region-all".parse::<Concern>().unwrap().to_string(),
+            "one+region-all"
+        );
+        for bad in [
+            "",
+            "standby+standby",
+            "one+all",
+            "quorum",
+            "one+",
+            "standby+leaderx",
+        ] {
+            assert!(bad.parse::<Concern>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_default_in_region_concern_keeps_definitions_byte_identical() {
+        let d = KeyspaceDef::new(KeyspaceName::default_keyspace(), Policy::Lww);
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(!json.contains("standby"), "{json}");
+        let mut s = d.clone();
+        s.standby_concern = RegionConcern::Standby;
+        s.standby_downgrade = true;
+        let back: KeyspaceDef = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 }

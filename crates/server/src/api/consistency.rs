@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use meridian_core::replication::wire::{ObjectReply, ObjectRequest};
-use meridian_core::{Key, KeyspaceName, WriteConcern, WriteRequest};
+use meridian_core::{Concern, Key, KeyspaceName, RegionConcern, WriteRequest};
 use meridian_crdt::{Crdt, Object, VersionVector, codec};
 use serde_json::json;
 
@@ -21,36 +21,63 @@ pub const DEFAULT_CONCERN_TIMEOUT_MS: u64 = 5_000;
 /// How long a quorum read waits for enough regions unless the request says.
 pub const DEFAULT_QUORUM_TIMEOUT_MS: u64 = 2_000;
 
-/// The write concern of a request: its header, else the strongest default of
-/// the keyspaces it writes.
+/// The write concern of a request: its header, else the strongest defaults
+/// of the keyspaces it writes; and whether those keyspaces all allow an
+/// unmet in-region concern to succeed as the leader alone.
 pub fn concern_for(
     app: &AppInner,
     h: &HeaderMap,
     req: &WriteRequest,
-) -> Result<WriteConcern, ApiError> {
-    if let Some(c) = headers::write_concern(h)? {
-        return Ok(c);
-    }
+) -> Result<(Concern, bool), ApiError> {
     let p = app.reader.published();
-    Ok(req
+    let defs: Vec<_> = req
         .mutations
         .iter()
-        .filter_map(|m| p.registry.get(&m.keyspace).map(|d| d.write_concern))
-        .max()
-        .unwrap_or_default())
+        .filter_map(|m| p.registry.get(&m.keyspace))
+        .collect();
+    let downgrade = !defs.is_empty() && defs.iter().all(|d| d.standby_downgrade);
+    if let Some(c) = headers::write_concern(h)? {
+        return Ok((c, downgrade));
+    }
+    Ok((
+        Concern {
+            regions: defs
+                .iter()
+                .map(|d| d.write_concern)
+                .max()
+                .unwrap_or_default(),
+            region: defs
+                .iter()
+                .map(|d| d.standby_concern)
+                .max()
+                .unwrap_or_default(),
+        },
+        downgrade,
+    ))
+}
+
+/// Whether the standbys holding a write meet `c`, out of `registered`.
+fn region_met(c: RegionConcern, holders: usize, registered: usize) -> bool {
+    match c {
+        RegionConcern::Leader => true,
+        RegionConcern::Standby => holders >= 1,
+        RegionConcern::RegionAll => holders >= 1 && holders >= registered,
+    }
 }
 
 /// Waits until `concern` is met for a write durable here, or answers 504:
 /// the write stays durable here and will still replicate; it is never
-/// rolled back.
+/// rolled back. An unmet in-region part succeeds as the leader alone only
+/// when `downgrade` (the keyspaces allow it), and is counted.
 pub async fn wait_concern(
     app: &AppInner,
     done: &WriteDone,
-    concern: WriteConcern,
+    concern: Concern,
+    downgrade: bool,
     timeout_ms: u64,
 ) -> Result<(), ApiError> {
-    let required = concern.required(app.peers.regions());
-    if required <= 1 {
+    let required = concern.regions.required(app.peers.regions());
+    if required <= 1 && concern.region.is_leader() {
         return Ok(());
     }
     let dot = &done.version.dot;
@@ -66,9 +93,17 @@ pub async fn wait_concern(
             )
             .collect()
     };
+    let standbys = || app.standby.followers.holding(dot);
+    let met = || {
+        let (s, n) = standbys();
+        (
+            holders().len() >= required,
+            region_met(concern.region, s.len(), n),
+        )
+    };
     let wait = async {
         loop {
-            if holders().len() >= required {
+            if met() == (true, true) {
                 return;
             }
             if acks.changed().await.is_err() {
@@ -82,12 +117,37 @@ pub async fn wait_concern(
     {
         return Ok(());
     }
+    let (across, inside) = met();
+    if across && !inside && downgrade {
+        app.standby
+            .counters
+            .downgrades
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(concern = %concern, "in-region write concern not met in time: the keyspace allows succeeding as the leader alone (counted)");
+        return Ok(());
+    }
+    if !inside {
+        app.standby
+            .counters
+            .timeouts
+            .fetch_add(1, Ordering::Relaxed);
+    }
     let held = holders();
+    let (s, registered) = standbys();
+    let standby_note = if concern.region.is_leader() {
+        String::new()
+    } else {
+        format!(
+            "; {} of {registered} standbys of {} hold it",
+            s.len(),
+            app.replica.region
+        )
+    };
     Err(ApiError::new(
         StatusCode::GATEWAY_TIMEOUT,
         "write_concern_timeout",
         format!(
-            "write concern {concern} needs {required} regions; {} held the write durably after {timeout_ms} ms ({}). The write is durable in {} and will still replicate: it is not rolled back",
+            "write concern {concern} not met after {timeout_ms} ms: {} of the {required} regions needed held the write durably ({}){standby_note}. The write is durable in {} and will still replicate: it is not rolled back",
             held.len(),
             held.join(", "),
             app.replica.region
@@ -98,7 +158,9 @@ pub async fn wait_concern(
         "token": &*done.token,
         "held_by": held,
         "required": required,
-        "write_concern": concern,
+        "write_concern": concern.to_string(),
+        "standbys_holding": s.iter().map(|r| r.incarnation.to_string()).collect::<Vec<_>>(),
+        "standbys": registered,
     })))
 }
 

@@ -1,7 +1,7 @@
 //! Meridian's request and response headers.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use meridian_core::WriteConcern;
+use meridian_core::Concern;
 use meridian_crdt::VersionVector;
 
 use super::error::ApiError;
@@ -123,13 +123,30 @@ pub fn timeout_ms(h: &HeaderMap, default: u64) -> Result<u64, ApiError> {
     millis(h, TIMEOUT_MS, default)
 }
 
-/// The write concern a request asks for, if any.
-pub fn write_concern(h: &HeaderMap) -> Result<Option<WriteConcern>, ApiError> {
+/// The write concern a request asks for, if any (`majority`, `standby`,
+/// `one+region-all`, ...).
+pub fn write_concern(h: &HeaderMap) -> Result<Option<Concern>, ApiError> {
     text(h, WRITE_CONCERN)?
         .map(|t| {
             t.trim()
-                .parse::<WriteConcern>()
+                .parse::<Concern>()
                 .map_err(|e| ApiError::bad_request(format!("header {WRITE_CONCERN}: {e}")))
+        })
+        .transpose()
+}
+
+/// Header: the stalest a standby's read may be, ms (503 beyond it).
+pub const MAX_STALENESS_MS: &str = "meridian-max-staleness-ms";
+
+/// The staleness bound a read asks for, if any.
+pub fn max_staleness_ms(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    text(h, MAX_STALENESS_MS)?
+        .map(|t| {
+            t.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "header {MAX_STALENESS_MS}: {t:?} is not a whole number of milliseconds"
+                ))
+            })
         })
         .transpose()
 }

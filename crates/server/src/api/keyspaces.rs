@@ -34,6 +34,10 @@ pub struct KeyspaceBody {
     pub merge: Option<String>,
     /// `custom` with `region-priority`: regions, highest priority first.
     pub region_order: Option<Vec<meridian_crdt::RegionId>>,
+    /// Default in-region write concern (`leader`, `standby`, `region-all`).
+    pub standby_concern: Option<meridian_core::RegionConcern>,
+    /// Let an unmet in-region concern succeed as the leader alone (counted).
+    pub standby_downgrade: Option<bool>,
 }
 
 fn describe(app: &AppInner, def: &KeyspaceDef) -> serde_json::Value {
@@ -100,6 +104,12 @@ pub async fn put(
     }
     if let Some(o) = b.region_order {
         def.region_order = o;
+    }
+    if let Some(c) = b.standby_concern {
+        def.standby_concern = c;
+    }
+    if let Some(d) = b.standby_downgrade {
+        def.standby_downgrade = d;
     }
     let outcome =
         app.writer.define(def.clone()).await.map_err(|e| {

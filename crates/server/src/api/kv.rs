@@ -146,7 +146,7 @@ async fn take_here(
     mut req: WriteRequest,
 ) -> Result<WriteDone, Refused> {
     // Headers are checked before anything is written.
-    let concern = consistency::concern_for(app, h, &req)?;
+    let (concern, downgrade) = consistency::concern_for(app, h, &req)?;
     let timeout = headers::timeout_ms(h, consistency::DEFAULT_CONCERN_TIMEOUT_MS)?;
     req.deadline_ms = headers::unix_ms(h, headers::DEADLINE_MS)?;
     req.not_before_ms = headers::unix_ms(h, headers::NOT_BEFORE_MS)?;
@@ -163,7 +163,7 @@ async fn take_here(
             )));
         }
     };
-    consistency::wait_concern(app, &done, concern, timeout).await?;
+    consistency::wait_concern(app, &done, concern, downgrade, timeout).await?;
     Ok(done)
 }
 

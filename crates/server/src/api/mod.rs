@@ -62,8 +62,10 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/admin/backups/{id}", &["get", "delete"]),
     ("/v1/admin/backups/{id}/verify", &["post"]),
     ("/v1/admin/rewind", &["post"]),
+    ("/v1/admin/promote", &["post"]),
     ("/v1/openapi.json", &["get"]),
     ("/healthz", &["get"]),
+    ("/healthz/leader", &["get"]),
     ("/metrics", &["get"]),
 ];
 
@@ -98,6 +100,8 @@ pub struct AppInner {
     pub client_urls: std::collections::BTreeMap<meridian_crdt::RegionId, String>,
     /// Backups, when a target is configured.
     pub backups: Option<Arc<crate::backup::Backups>>,
+    /// This member's role in its region, its standbys or its leader.
+    pub standby: Arc<crate::standby::Standby>,
 }
 
 /// Handler state: cheap to clone.
@@ -163,11 +167,20 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/rewind",
             axum::routing::post(backups::rewind).layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
         )
+        .route(
+            "/v1/admin/promote",
+            axum::routing::post(crate::standby::gate::promote),
+        )
         .route("/v1/openapi.json", get(status::openapi))
         .route("/healthz", get(status::healthz))
+        .route("/healthz/leader", get(crate::standby::gate::leader_health))
         .route("/metrics", get(status::metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::standby::gate::gate,
+        ))
         .with_state(state)
 }
 

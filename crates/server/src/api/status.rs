@@ -61,8 +61,36 @@ pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Respons
         "uptime_s": app.started.elapsed().as_secs(),
         "peers": app.peers.links.iter().map(|l| l.to_json(&p.vv, app.feed.as_deref(), app.clock.now_ms())).collect::<Vec<_>>(),
         "peer_auth_failures": app.peers.auth_failures.load(std::sync::atomic::Ordering::Relaxed),
+        "standby": standby_json(&app, &p.vv),
     });
     Ok(respond(StatusCode::OK, &h, &body, Some(&p.vv)))
+}
+
+/// This member's role, epoch, leader or followers, for `/v1/status`.
+fn standby_json(app: &super::AppInner, vv: &VersionVector) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &app.standby;
+    let now = app.clock.now_ms();
+    let leader = s.leader();
+    json!({
+        "role": if s.leading() { "leader" } else { "follower" },
+        "epoch": s.epoch(),
+        "peer_url": s.me.peer_url,
+        "client_url": s.me.client_url,
+        "leader": (!s.leading()).then(|| json!({
+            "peer_url": leader.peer_url,
+            "client_url": leader.member.as_ref().map(|m| m.client_url.clone()),
+            "replica": leader.member.as_ref().map(|m| m.replica.incarnation.to_string()),
+            "last_heard_ms_ago": s.last_contact().map(|t| t.elapsed().as_millis() as u64),
+        })),
+        "staleness_ms": s.staleness_ms(now),
+        "followers": s.followers.to_json(vv, app.feed.as_deref(), now),
+        "members_known": s.others().len(),
+        "concern_downgrades": s.counters.downgrades.load(Relaxed),
+        "concern_timeouts": s.counters.timeouts.load(Relaxed),
+        "forwarded_writes": s.counters.forwarded.load(Relaxed),
+        "stale_reads_refused": s.counters.too_stale.load(Relaxed),
+    })
 }
 
 /// `GET /healthz`: 200 while the region serves; 503 naming the error once

@@ -172,6 +172,15 @@ pub enum CtlCommand {
     /// Rewind a key range to its value at a time, as new writes that
     /// replicate everywhere (`--dry-run` lists what would change).
     Rewind(backup::RewindArgs),
+    /// Makes the standby whose client API is at URL its region's leader
+    /// (at the next epoch); waits until it serves as the leader.
+    Promote {
+        /// The standby's client URL.
+        url: String,
+        /// How long to wait for it to lead, seconds.
+        #[arg(long, default_value_t = 30)]
+        wait_s: u64,
+    },
     /// The conflict ledger: what each merge decided.
     Conflicts {
         /// Only this keyspace.
@@ -236,6 +245,7 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             let c = pinned(&urls, a.region.as_deref()).await?;
             backup::run(&c, cmd, a.json).await
         }
+        CtlCommand::Promote { url, wait_s } => status::promote(url, *wait_s, a.json).await,
         CtlCommand::Rewind(r) => {
             let c = pinned(&urls, a.region.as_deref()).await?;
             backup::rewind(&c, r, a.json).await

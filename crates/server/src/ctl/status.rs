@@ -119,6 +119,68 @@ pub async fn print(urls: &[String], as_json: bool) -> Result<(), String> {
             )
         );
     }
+    let mut members = Vec::new();
+    for r in regions {
+        let Some(s) = r.get("status") else { continue };
+        let sb = &s["standby"];
+        if sb.is_null() {
+            continue;
+        }
+        let name = text(&s["region"]);
+        let role = text(&sb["role"]);
+        let who = if role == "leader" {
+            format!("{} standbys", list(sb, "followers").len())
+        } else {
+            format!("follows {}", text(&sb["leader"]["peer_url"]))
+        };
+        members.push(vec![
+            name.clone(),
+            text(&r["url"]),
+            role,
+            text(&sb["epoch"]),
+            who,
+            text(&sb["staleness_ms"]),
+        ]);
+        for f in list(sb, "followers") {
+            members.push(vec![
+                format!("{name} standby"),
+                text(&f["client_url"]),
+                if f["live"] == json!(true) {
+                    "live".into()
+                } else {
+                    "gone".into()
+                },
+                String::new(),
+                format!(
+                    "lag {} ops, {} bytes, {} ms",
+                    text(&f["lag_ops"]),
+                    text(&f["lag_bytes"]),
+                    text(&f["lag_ms"])
+                ),
+                String::new(),
+            ]);
+        }
+    }
+    if members
+        .iter()
+        .any(|m| m[2] != "leader" || m[4] != "0 standbys")
+    {
+        println!();
+        print!(
+            "{}",
+            table(
+                &[
+                    "MEMBER",
+                    "URL",
+                    "ROLE",
+                    "EPOCH",
+                    "STANDBYS / LEADER",
+                    "STALENESS MS"
+                ],
+                members
+            )
+        );
+    }
     println!();
     print!("{}", table(&["REGION", "VERSION VECTOR"], vvs));
     // Digests: one row per keyspace, one column per region.
@@ -163,6 +225,35 @@ pub async fn print(urls: &[String], as_json: bool) -> Result<(), String> {
         println!("converged: no ({})", why.join("; "));
     }
     Ok(())
+}
+
+/// `meridian ctl promote URL`: asks the standby to lead, then waits until
+/// its `/healthz/leader` says it does.
+pub async fn promote(url: &str, wait_s: u64, as_json: bool) -> Result<(), String> {
+    let c = client(url)?;
+    let answer = c.promote().await.map_err(|e| format!("{url}: {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_s);
+    loop {
+        if let Ok(s) = c.status().await
+            && s["standby"]["role"] == json!("leader")
+        {
+            if as_json {
+                return print_json(&json!({"promoted": answer, "status": s["standby"]}));
+            }
+            println!(
+                "{url} leads region {} at epoch {}",
+                text(&s["region"]),
+                text(&s["standby"]["epoch"])
+            );
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{url} accepted the promotion but does not serve as the leader after {wait_s} s"
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[cfg(test)]

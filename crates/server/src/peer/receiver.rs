@@ -50,6 +50,9 @@ pub struct PeerApi {
     pub clock: WallClock,
     /// The client API, once it is built: forwarded requests run through it.
     pub client_api: Arc<std::sync::OnceLock<Router>>,
+    /// This member's standby state, once its replica id is settled (a
+    /// follower refuses other regions).
+    pub standby: Arc<std::sync::OnceLock<Arc<crate::standby::Standby>>>,
 }
 
 /// The peer router.
@@ -65,6 +68,18 @@ pub fn router(api: Arc<PeerApi>) -> Router {
         .route("/peer/v1/ae/digests", post(digests))
         .route("/peer/v1/ae/buckets", post(buckets))
         .route("/peer/v1/forward", post(forward))
+        .route(
+            "/peer/v1/standby/follow",
+            post(crate::standby::peer::follow),
+        )
+        .route(
+            "/peer/v1/standby/announce",
+            post(crate::standby::peer::announce),
+        )
+        .route(
+            "/peer/v1/standby/status",
+            post(crate::standby::peer::status),
+        )
         .layer(DefaultBodyLimit::max(MAX_PEER_BODY))
         .fallback(|| async { ApiError::not_found("no such peer endpoint") })
         .with_state(api)
@@ -77,7 +92,7 @@ fn unauthorized(api: &PeerApi, why: &str) -> Response {
 }
 
 /// Checks the caller's name and signature; returns the caller and payload.
-fn open<'a>(
+pub(crate) fn open<'a>(
     api: &PeerApi,
     h: &HeaderMap,
     label: &str,
@@ -110,7 +125,7 @@ fn answer(api: &PeerApi, from: &str, ack: &Ack) -> Response {
     }
 }
 
-fn answer_msg<T: serde::Serialize>(api: &PeerApi, from: &str, msg: &T) -> Response {
+pub(crate) fn answer_msg<T: serde::Serialize>(api: &PeerApi, from: &str, msg: &T) -> Response {
     match wire::encode_msg(msg) {
         Ok(bytes) => (StatusCode::OK, api.secret.sign("ack", from, &bytes)).into_response(),
         Err(e) => ApiError::internal(e.to_string()).into_response(),
@@ -130,6 +145,9 @@ async fn forward(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+        return r;
+    }
     let msg: super::forward::Forwarded = match wire::decode_msg(payload) {
         Ok(m) => m,
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
@@ -147,6 +165,9 @@ async fn hello(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+        return r;
+    }
     if let Err(e) = wire::decode_hello(payload) {
         return ApiError::bad_request(e.to_string()).into_response();
     }
@@ -179,6 +200,9 @@ async fn ops(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+        return r;
+    }
     let batch = match wire::decode(payload) {
         Ok(b) => b,
         Err(e) => return ApiError::bad_request(format!("batch: {e}")).into_response(),
@@ -212,6 +236,9 @@ async fn state(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+        return r;
+    }
     let page = match wire::decode_state(payload) {
         Ok(p) => p,
         Err(e) => return ApiError::bad_request(format!("state page: {e}")).into_response(),
@@ -256,6 +283,9 @@ async fn read(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+        return r;
+    }
     let req: wire::ObjectRequest = match wire::decode_msg(payload) {
         Ok(r) => r,
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
@@ -296,6 +326,9 @@ async fn digests(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+        return r;
+    }
     let req: wire::DigestRequest = match wire::decode_msg(payload) {
         Ok(r) => r,
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
@@ -332,6 +365,9 @@ async fn buckets(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+        return r;
+    }
     let req: wire::BucketRequest = match wire::decode_msg(payload) {
         Ok(r) => r,
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),

@@ -241,13 +241,17 @@ fn check_sender(me: &ReplicaId, peer: &PeerStatus, ack: &Ack) -> Result<(), Peer
     if r == me {
         return Err(PeerError::BadAnswer(format!(
             "the URL of peer {} ({}) leads back to this region",
-            peer.name, peer.url
+            peer.name,
+            peer.url()
         )));
     }
     if r.region != peer.name {
         return Err(PeerError::BadAnswer(format!(
             "peer {} ({}) answers as region {}: its acks cannot count for {}",
-            peer.name, peer.url, r.region, peer.name
+            peer.name,
+            peer.url(),
+            r.region,
+            peer.name
         )));
     }
     Ok(())
@@ -301,8 +305,15 @@ impl Sender {
                 _ = shutdown.wait() => return,
                 r = self.session() => {
                     if let Err(e) = r {
-                        tracing::warn!(peer = %self.peer.name, error = %e, "replication session ended");
+                        tracing::warn!(peer = %self.peer.name, url = %self.peer.url(), error = %e, "replication session ended");
                         self.peer.error(&e.to_string());
+                        // Not the leader there (a standby answers 421), or
+                        // nobody: the region's leader may have moved.
+                        if matches!(e, PeerError::Unreachable(_) | PeerError::Status { status: 421, .. } | PeerError::Transport(_))
+                            && self.peer.rotate()
+                        {
+                            tracing::info!(peer = %self.peer.name, url = %self.peer.url(), "trying the region's next member");
+                        }
                     }
                 }
             }
@@ -325,7 +336,7 @@ impl Sender {
             &self.http,
             &self.secret,
             self.me.region.as_str(),
-            &self.peer.url,
+            &self.peer.url(),
             path,
             label,
             body,
@@ -396,7 +407,7 @@ impl Sender {
                     let secret = self.secret.clone();
                     let me = self.me.region.to_string();
                     let me_id = self.me.clone();
-                    let url = self.peer.url.clone();
+                    let url = self.peer.url();
                     let peer = self.peer.clone();
                     let clock = self.clock;
                     let faults = self.opts.faults;

@@ -51,8 +51,10 @@ struct Inner {
 pub struct PeerStatus {
     /// The peer's region.
     pub name: RegionId,
-    /// Its peer URL.
-    pub url: String,
+    /// Its peer URLs: the leader's first, then its standbys' (after a
+    /// failover one of those leads).
+    candidates: Vec<String>,
+    url: Mutex<String>,
     inner: Mutex<Inner>,
     /// Payload bytes sent (batches and state pages).
     pub bytes: AtomicU64,
@@ -82,9 +84,23 @@ impl PeerStatus {
         url: String,
         acks: Arc<tokio::sync::watch::Sender<u64>>,
     ) -> Arc<Self> {
+        Self::with_standbys(name, url, Vec::new(), acks)
+    }
+
+    /// A link to a region reached at `url`, or, when that is not its
+    /// leader, at one of `standbys`.
+    pub fn with_standbys(
+        name: RegionId,
+        url: String,
+        standbys: Vec<String>,
+        acks: Arc<tokio::sync::watch::Sender<u64>>,
+    ) -> Arc<Self> {
+        let mut candidates = vec![url.clone()];
+        candidates.extend(standbys.into_iter().filter(|u| *u != url));
         Arc::new(Self {
             name,
-            url,
+            candidates,
+            url: Mutex::new(url),
             inner: Mutex::new(Inner {
                 state: LinkState::Connecting,
                 acked: VersionVector::new(),
@@ -110,6 +126,31 @@ impl PeerStatus {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The peer URL in use.
+    pub fn url(&self) -> String {
+        self.url
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Uses `url` from now on (a standby's leader moved).
+    pub fn set_url(&self, url: &str) {
+        *self.url.lock().unwrap_or_else(PoisonError::into_inner) = url.to_string();
+    }
+
+    /// After a failed session: the next candidate URL (the region's
+    /// leader may have moved to a standby). Returns whether it changed.
+    pub fn rotate(&self) -> bool {
+        if self.candidates.len() < 2 {
+            return false;
+        }
+        let mut g = self.url.lock().unwrap_or_else(PoisonError::into_inner);
+        let i = self.candidates.iter().position(|u| *u == *g).unwrap_or(0);
+        *g = self.candidates[(i + 1) % self.candidates.len()].clone();
+        true
     }
 
     /// Sets the link state.
@@ -216,7 +257,7 @@ impl PeerStatus {
         let g = self.lock();
         json!({
             "region": self.name.as_str(),
-            "url": self.url,
+            "url": self.url(),
             "link": g.state.as_str(),
             "acked_vv": crate::api::status::vv_json(&g.acked),
             "lag_ops": lag_ops,
@@ -253,20 +294,36 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// Links to `peers` (region, peer URL).
-    pub fn new(peers: &[(RegionId, String)]) -> Self {
+    /// Links to `peers` (region, peer URL), each also reachable at its
+    /// `standbys`' URLs.
+    pub fn new(
+        peers: &[(RegionId, String)],
+        standbys: &std::collections::BTreeMap<RegionId, Vec<String>>,
+    ) -> Self {
         let (tx, _) = tokio::sync::watch::channel(0);
         let acks = Arc::new(tx);
         Self {
             links: peers
                 .iter()
-                .map(|(n, u)| PeerStatus::new(n.clone(), u.clone(), acks.clone()))
+                .map(|(n, u)| {
+                    PeerStatus::with_standbys(
+                        n.clone(),
+                        u.clone(),
+                        standbys.get(n).cloned().unwrap_or_default(),
+                        acks.clone(),
+                    )
+                })
                 .collect(),
             auth_failures: AtomicU64::new(0),
             batches_received: AtomicU64::new(0),
             read_repairs: AtomicU64::new(0),
             acks,
         }
+    }
+
+    /// The sender side of the ack signal (standby links poke it too).
+    pub fn acks_sender(&self) -> Arc<tokio::sync::watch::Sender<u64>> {
+        self.acks.clone()
     }
 
     /// Wakes on every ack from any peer.
@@ -309,5 +366,33 @@ mod tests {
             "the wiped peer holds only what it says"
         );
         assert_eq!(link.last_ack().map(|(_, v)| v), Some(vv(3)));
+    }
+
+    #[test]
+    fn a_failed_session_moves_to_the_next_url_and_back() {
+        let (acks, _) = tokio::sync::watch::channel(0);
+        let link = PeerStatus::with_standbys(
+            RegionId::new("eu-west").unwrap(),
+            "http://a:1".into(),
+            vec!["http://b:1".into(), "http://a:1".into()],
+            Arc::new(acks),
+        );
+        assert_eq!(link.url(), "http://a:1");
+        assert!(link.rotate());
+        assert_eq!(link.url(), "http://b:1");
+        assert!(link.rotate());
+        assert_eq!(
+            link.url(),
+            "http://a:1",
+            "the leader's URL is not listed twice"
+        );
+        let (acks, _) = tokio::sync::watch::channel(0);
+        let alone = PeerStatus::new(
+            RegionId::new("eu-west").unwrap(),
+            "http://a:1".into(),
+            Arc::new(acks),
+        );
+        assert!(!alone.rotate());
+        assert_eq!(alone.url(), "http://a:1");
     }
 }

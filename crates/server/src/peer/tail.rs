@@ -125,6 +125,17 @@ impl Feed {
             .clone()
     }
 
+    /// Encoded bytes of the ops in the in-memory tail that `acked` lacks:
+    /// a peer further behind than the tail lacks at least this much.
+    pub fn missing_bytes(&self, acked: &VersionVector) -> u64 {
+        let q = self.ops.lock().unwrap_or_else(PoisonError::into_inner);
+        q.ops
+            .iter()
+            .filter(|(_, op, _)| !acked.covers(&op.dot))
+            .map(|(_, _, size)| *size as u64)
+            .sum()
+    }
+
     /// Wall time (ms) of the oldest op in the tail a peer at `acked` lacks:
     /// how far behind the peer is in time.
     pub fn oldest_missing_wall(&self, acked: &VersionVector) -> Option<u64> {

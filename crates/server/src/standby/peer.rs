@@ -1,0 +1,178 @@
+//! The peer-API side of standbys: heartbeats a leader answers, epoch
+//! announcements a member answers, status queries before a takeover, and
+//! the refusal a follower gives other regions (they ship to the leader).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use meridian_core::replication::wire as core_wire;
+
+use super::wire::{self, Announce, Follow, StatusQuery};
+use crate::api::error::ApiError;
+use crate::peer::receiver::{PeerApi, answer_msg, open};
+
+/// `421 not_leader` for a request from another region reaching a
+/// follower: replication, forwarding and repairs go to the leader.
+pub fn refuse_other_regions(api: &PeerApi, from: &str) -> Option<Response> {
+    // Not settled yet: only a leader settles after its peer API is up.
+    let s = api.standby.get()?;
+    if s.leading() || from == s.me.replica.region.as_str() {
+        return None;
+    }
+    let leader = s.leader().peer_url;
+    Some(
+        ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "not_leader",
+            format!(
+                "this member of region {} is a standby: ship to its leader ({leader})",
+                s.me.replica.region
+            ),
+        )
+        .with(serde_json::json!({ "leader_peer_url": leader }))
+        .into_response(),
+    )
+}
+
+/// The standby state, or the refusal: a member of another region, or not
+/// settled yet.
+fn member_of_region<'a>(
+    api: &'a PeerApi,
+    from: &str,
+) -> Result<&'a std::sync::Arc<super::Standby>, Box<Response>> {
+    let Some(s) = api.standby.get() else {
+        return Err(Box::new(
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                "this member is starting: ask again in a moment",
+            )
+            .into_response(),
+        ));
+    };
+    if from != s.me.replica.region.as_str() {
+        return Err(Box::new(
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "other_region",
+                "standby messages come from members of this region only",
+            )
+            .into_response(),
+        ));
+    }
+    Ok(s)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Box<Response>> {
+    core_wire::decode_msg(payload).map_err(|e| {
+        Box::new(ApiError::bad_request(format!("standby message: {e}")).into_response())
+    })
+}
+
+fn check_version(v: u8) -> Option<Response> {
+    (v != wire::VERSION).then(|| {
+        ApiError::bad_request(format!(
+            "standby message version {v}; this build speaks {}",
+            wire::VERSION
+        ))
+        .into_response()
+    })
+}
+
+/// `POST /peer/v1/standby/follow`.
+pub async fn follow(
+    State(api): State<Arc<PeerApi>>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (from, payload) = match open(&api, &h, "follow", &body) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let s = match member_of_region(&api, &from) {
+        Ok(s) => s.clone(),
+        Err(r) => return *r,
+    };
+    let msg: Follow = match decode(payload) {
+        Ok(m) => m,
+        Err(r) => return *r,
+    };
+    if let Some(r) = check_version(msg.v) {
+        return r;
+    }
+    if msg.member.replica == s.me.replica {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "follows_itself",
+            "this member is the one following: its leader URL leads back to itself",
+        )
+        .into_response();
+    }
+    if s.leading() {
+        s.followers.heard(&msg.member);
+        s.learn([msg.member.clone()]);
+    }
+    answer_msg(&api, &from, &s.status(api.reader.published().vv.clone()))
+}
+
+/// `POST /peer/v1/standby/announce`.
+pub async fn announce(
+    State(api): State<Arc<PeerApi>>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (from, payload) = match open(&api, &h, "announce", &body) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let s = match member_of_region(&api, &from) {
+        Ok(s) => s.clone(),
+        Err(r) => return *r,
+    };
+    let msg: Announce = match decode(payload) {
+        Ok(m) => m,
+        Err(r) => return *r,
+    };
+    if let Some(r) = check_version(msg.v) {
+        return r;
+    }
+    if msg.leader.replica != s.me.replica {
+        if s.leading() {
+            if s.outranked_by(&msg.leader.replica, msg.epoch) {
+                s.demote(&msg.leader.peer_url, msg.epoch);
+            }
+        } else if msg.epoch >= s.epoch() {
+            s.follow_instead(&msg.leader.peer_url, msg.epoch);
+        }
+        s.learn([msg.leader.clone()]);
+    }
+    answer_msg(&api, &from, &s.status(api.reader.published().vv.clone()))
+}
+
+/// `POST /peer/v1/standby/status`.
+pub async fn status(
+    State(api): State<Arc<PeerApi>>,
+    h: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (from, payload) = match open(&api, &h, "standby-status", &body) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let s = match member_of_region(&api, &from) {
+        Ok(s) => s.clone(),
+        Err(r) => return *r,
+    };
+    let msg: StatusQuery = match decode(payload) {
+        Ok(m) => m,
+        Err(r) => return *r,
+    };
+    if let Some(r) = check_version(msg.v) {
+        return r;
+    }
+    answer_msg(&api, &from, &s.status(api.reader.published().vv.clone()))
+}
