@@ -20,6 +20,9 @@
 #      every acknowledged write (same incarnation) and it catches up.
 #   7. The latency profile (compose.latency.yaml): replication goes through
 #      the link emulator and takes at least the link's one-way latency.
+#   8. Standbys (compose.standbys.yaml): docker kill of a region's leader
+#      under writes acknowledged with `standby`; its standby takes over and
+#      holds every one; the old leader, started again, steps down and follows.
 #   Containers, networks, volumes and temporary files are removed on exit,
 #   whether the test passed or not.
 #
@@ -76,7 +79,7 @@ pass "kubernetes manifests generated, versioned and valid (strict schemas 1.29 a
 if ! docker_err=$(docker info 2>&1 >/dev/null); then
   reason=$(printf '%s\n' "$docker_err" | grep -v '^\s*$' | tail -1)
   echo "deploy-test: skipped: no Docker engine (${reason:-docker info failed})"
-  echo "deploy-test: $passed passed, 0 failed, 6 skipped"
+  echo "deploy-test: $passed passed, 0 failed, 7 skipped"
   exit 0
 fi
 if docker compose version >/dev/null 2>&1; then
@@ -103,7 +106,7 @@ cleanup() {
   set +e
   for pid in "${loaders[@]}"; do kill "$pid" 2>/dev/null; done
   if [[ $failed == 1 ]]; then
-    for p in "$project" "$lat_project"; do
+    for p in "$project" "$lat_project" "$project-sb"; do
       for c in $(docker ps -aq --filter "label=com.docker.compose.project=$p"); do
         echo "---- logs of $(docker inspect -f '{{.Name}}' "$c") (last 40 lines)"
         docker logs --tail 40 "$c" 2>&1
@@ -117,9 +120,10 @@ cleanup() {
   docker rm -f "$project-config" >/dev/null 2>&1
   compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1
   compose_lat down -v --remove-orphans --timeout 5 >/dev/null 2>&1
+  "${compose_cmd[@]}" -p "$project-sb" -f deploy/compose.yaml -f deploy/compose.standbys.yaml down -v --remove-orphans --timeout 5 >/dev/null 2>&1
   docker network rm "$project-probe" >/dev/null 2>&1
   # Anything of the projects still there (e.g. a compose that failed half way).
-  for p in "$project" "$lat_project"; do
+  for p in "$project" "$lat_project" "$project-sb"; do
     docker ps -aq --filter "label=com.docker.compose.project=$p" | xargs -r docker rm -f -v >/dev/null 2>&1
   done
   rm -rf "$work"
@@ -161,13 +165,14 @@ docker run -d --name "$project-config" \
   --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
   -v "$work/meridian.toml:/etc/meridian/config/meridian.toml:ro" \
   -v "$secret:/etc/meridian/secret/cluster-secret:ro" \
+  -e MERIDIAN_STANDBY__ADVERTISE_PEER_URL=http://meridian-us-east-0.meridian-us-east-peer.meridian.svc.cluster.local:7170 \
   "meridian:$version" serve --config /etc/meridian/config/meridian.toml >/dev/null
 for _ in $(seq 1 100); do
-  docker logs "$project-config" 2>/dev/null | grep -q "region us-east listening on" && break
+  docker logs "$project-config" 2>/dev/null | grep -q "region us-east (leader) listening on" && break
   [[ $(docker inspect -f '{{.State.Running}}' "$project-config") == true ]] || break
   sleep 0.2
 done
-docker logs "$project-config" 2>/dev/null | grep -q "region us-east listening on" || {
+docker logs "$project-config" 2>/dev/null | grep -q "region us-east (leader) listening on" || {
   docker logs "$project-config" 2>&1 | tail -5
   die "the region did not start with the ConfigMap's meridian.toml"
 }
@@ -180,7 +185,7 @@ docker stop -t 10 "$project-config" >/dev/null
 [[ $(docker inspect -f '{{.State.ExitCode}}' "$project-config") == 0 ]] ||
   die "SIGTERM did not stop the region cleanly (exit $(docker inspect -f '{{.State.ExitCode}}' "$project-config"))"
 docker rm -v "$project-config" >/dev/null
-pass "image meridian:$version built ($image_size bytes); the k8s config serves writes on a read-only root; SIGTERM exits 0"
+pass "image meridian:$version built ($image_size bytes); the k8s config (as pod 0: the leader) serves writes on a read-only root; SIGTERM exits 0"
 
 # ---------------------------------------------------------------- 3. Compose up
 say "compose up ($project)"
@@ -306,6 +311,58 @@ check latency "${url[us-east]}" "${url[ap-south]}" --min-ms 81 || die "us-east -
 check latency "${url[us-east]}" "${url[eu-west]}" --min-ms 36 || die "us-east -> eu-west did not go through the 40 ms link"
 check converge --timeout 30 "${all_urls[@]}" || die "the latency cluster did not converge"
 pass "latency profile: replication goes through the link emulator (90 and 40 ms one way)"
+
+compose_lat down -v --remove-orphans --timeout 10 >/dev/null 2>&1
+
+# ---------------------------------------------------------------- 8. standbys
+sb_project=$project-sb
+compose_sb() { "${compose_cmd[@]}" -p "$sb_project" -f deploy/compose.yaml -f deploy/compose.standbys.yaml "$@"; }
+say "standbys ($sb_project)"
+read -r p1 p2 p3 s1 s2 s3 <<<"$(free_ports 6)"
+export MERIDIAN_PORT_US_EAST=$p1 MERIDIAN_PORT_EU_WEST=$p2 MERIDIAN_PORT_AP_SOUTH=$p3
+export MERIDIAN_PORT_US_EAST_STANDBY=$s1 MERIDIAN_PORT_EU_WEST_STANDBY=$s2 MERIDIAN_PORT_AP_SOUTH_STANDBY=$s3
+compose_sb up -d
+ctr() { compose_sb ps -q "$1"; }
+wait_docker_healthy "${regions[@]}" us-east-standby eu-west-standby ap-south-standby
+leader_url=http://127.0.0.1:$p2
+standby_url=http://127.0.0.1:$s2
+for _ in $(seq 1 100); do
+  [[ $(curl -s "$leader_url/v1/status" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["standby"]["followers"]))' 2>/dev/null) == 1 ]] && break
+  sleep 0.2
+done
+sb_acks=$work/sb-acks
+mkdir -p "$sb_acks"
+n=0
+for i in $(seq 1 40); do
+  if curl -sf -X PUT -H 'meridian-write-concern: standby' "$leader_url/v1/kv/default/sb-$i" -d "\"v$i\"" >/dev/null; then
+    echo "sb-$i" >>"$sb_acks/keys"
+    n=$((n + 1))
+  fi
+done
+((n == 40)) || die "only $n of 40 writes with write concern standby were acknowledged"
+t_kill=$SECONDS
+docker kill "$(ctr eu-west)" >/dev/null
+for _ in $(seq 1 100); do
+  curl -sf "$standby_url/healthz/leader" >/dev/null && break
+  sleep 0.2
+done
+curl -sf "$standby_url/healthz/leader" >/dev/null || die "eu-west-standby did not take over within 20 s of the leader's kill"
+took=$((SECONDS - t_kill))
+while read -r k; do
+  [[ $(curl -sf "$standby_url/v1/kv/default/$k") == *'"value":"v'* ]] || die "$k, acknowledged with standby, is not on the promoted standby"
+done <"$sb_acks/keys"
+curl -sf -X PUT "$standby_url/v1/kv/default/sb-after" -d '"after"' >/dev/null || die "the promoted standby takes no writes"
+docker start "$(ctr eu-west)" >/dev/null
+role=
+for _ in $(seq 1 150); do
+  role=$(curl -s "$leader_url/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["standby"]["role"])' 2>/dev/null || true)
+  [[ $role == follower ]] && break
+  sleep 0.2
+done
+[[ $role == follower ]] || die "the old eu-west leader did not step down after it was started again (role: ${role:-none})"
+[[ $(curl -sf "$leader_url/v1/kv/default/sb-after") == *'"value":"after"'* ]] || die "the old leader does not follow the new one"
+pass "standbys: eu-west's standby led within ${took}s of docker kill of its leader, held all 40 standby writes; the old leader stepped down"
+compose_sb down -v --remove-orphans --timeout 10 >/dev/null 2>&1
 
 failed=0
 echo "deploy-test: report: writes acknowledged ($per_phase); $verify_line; image $image_size bytes; $((SECONDS - t0)) s"

@@ -2,7 +2,7 @@
 # Every figure in docs/benchmarks.md, in one go (about 40 minutes on the
 # 2-core machine). Steps run in the order given (default: all of them):
 #
-#   bench/all.sh                     # peers load geo concerns nemesis failover backup
+#   bench/all.sh                     # peers load geo concerns nemesis failover backup standby
 #   bench/all.sh load nemesis        # just those
 #
 # Output: bench/out/all-<step>.txt (the tables are at the end of each file).
@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 mkdir -p bench/out
 STEPS=("$@")
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(peers load geo concerns nemesis failover backup)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(peers load geo concerns nemesis failover backup standby)
 cargo build --release --quiet --bin meridian
 M=target/release/meridian
 export MERIDIAN_LOG="${MERIDIAN_LOG:-warn}"
@@ -86,7 +86,13 @@ for step in "${STEPS[@]}"; do
         for run in 1 2 3; do "$M" bench backup --log-mb 1024; done
       } >"$out" 2>&1
       ;;
-    *) echo "unknown step $step (peers load geo concerns nemesis failover backup)" >&2; exit 2 ;;
+    standby)
+      # Issue 14: local vs standby writes; failover time (7 kill -9s per run).
+      {
+        for run in 1 2 3; do "$M" bench standby --runs 7; done
+      } >"$out" 2>&1
+      ;;
+    *) echo "unknown step $step (peers load geo concerns nemesis failover backup standby)" >&2; exit 2 ;;
   esac
   tail -n 30 "$out"
 done

@@ -38,19 +38,27 @@ if [[ $# -gt 0 ]]; then
 else
   for r in $regions; do
     [[ $r == "$region" ]] && continue
-    peers+=("$r=http://meridian-$r-0.meridian-$r-peer.$ns.svc.cluster.local:7170")
+    # The region's first leader, then its standby (one of them leads).
+    peers+=("$r=http://meridian-$r-0.meridian-$r-peer.$ns.svc.cluster.local:7170,http://meridian-$r-1.meridian-$r-peer.$ns.svc.cluster.local:7170")
   done
 fi
 
 peer_toml=""
 for p in "${peers[@]}"; do
   name=${p%%=*}
-  url=${p#*=}
+  urls=${p#*=}
+  url=${urls%%,*}
+  standby_line=""
+  if [[ $urls == *,* ]]; then
+    rest=${urls#*,}
+    standby_line="
+standby_urls = [\"${rest//,/\", \"}\"]"
+  fi
   peer_toml+="
 
 [[peers]]
 name = \"$name\"
-url = \"$url\""
+url = \"$url\"$standby_line"
 done
 
 # The config file, and its checksum in the pod template: applying a changed
@@ -65,7 +73,14 @@ max_clock_offset_ms = 500
 segment_mb = 64
 # A peer that is away longer than the log keeps gets a state transfer.
 retention_mb = 4096
-retention_hours = 168$peer_toml"
+retention_hours = 168
+
+# Two members per region: pod 0 starts as the leader (its advertised peer
+# URL is the one named here), pod 1 as its standby. After a failover the
+# data directory's standby.json says who leads, whatever this file says.
+[standby]
+follow = \"http://meridian-$region-0.meridian-$region-peer.$ns.svc.cluster.local:7170\"
+failover_timeout_ms = 2000$peer_toml"
 config_sha=$(printf '%s\n' "$config_toml" | sha256sum | cut -c1-64)
 config_indented=$(printf '%s\n' "$config_toml" | sed 's/^./    &/')
 
@@ -118,8 +133,13 @@ spec:
       targetPort: peer
       protocol: TCP
 ---
-# Clients of this region. ClusterIP: expose it with an Ingress or change the
-# type to LoadBalancer (the client API has no authentication yet).
+# Clients of this region, reads and writes, over both members: a standby
+# serves reads and passes every write to its leader, so this Service follows
+# a failover with no relabelling (Kubernetes cannot steer a Service by a
+# role that changes at run time; GET /healthz/leader answers 200 on the
+# leader only, for load balancers that can). ClusterIP: expose it with an
+# Ingress or change the type to LoadBalancer (the client API has no
+# authentication yet).
 apiVersion: v1
 kind: Service
 metadata:
@@ -150,9 +170,9 @@ metadata:
     app.kubernetes.io/component: region
     meridian-region: $region
 spec:
-  # Exactly one leader per region: never more than 1. A second pod would be
-  # a second leader under the same region name.
-  replicas: 1
+  # A leader and a standby. More pods are more standbys (each follows the
+  # leader; the most caught-up takes over).
+  replicas: 2
   serviceName: meridian-$region-peer
   selector:
     matchLabels:
@@ -208,6 +228,15 @@ spec:
               value: /data
             - name: MERIDIAN_LOG
               value: info,fjall=warn,lsm_tree=warn
+            - name: POD_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.name
+            # How the other members and the leader reach this pod.
+            - name: MERIDIAN_STANDBY__ADVERTISE_PEER_URL
+              value: http://\$(POD_NAME).meridian-$region-peer.$ns.svc.cluster.local:7170
+            - name: MERIDIAN_STANDBY__ADVERTISE_CLIENT_URL
+              value: http://\$(POD_NAME).meridian-$region-peer.$ns.svc.cluster.local:7070
           ports:
             - name: client
               containerPort: 7070

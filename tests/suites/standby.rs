@@ -370,11 +370,12 @@ async fn a_standby_serves_reads_on_tokens_and_passes_writes_to_its_leader() {
     assert_eq!(violations, 0, "read-your-writes violations at the standby");
 
     // A write sent to the standby reaches the leader.
+    let forwarded = |s: &Value| s["standby"]["forwarded_writes"].as_u64().unwrap();
+    let before = forwarded(&standby.status().await.unwrap());
     let w = standby
         .put("default", "via-standby", &json!("x"))
         .await
         .unwrap();
-    assert!(w.version.starts_with("eu-west:"), "{}", w.version);
     let opts = Options {
         token: Some(w.token.clone()),
         ..Options::default()
@@ -389,7 +390,11 @@ async fn a_standby_serves_reads_on_tokens_and_passes_writes_to_its_leader() {
         Some(json!("x"))
     );
     let st = standby.status().await.unwrap();
-    assert!(st["standby"]["forwarded_writes"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        forwarded(&st),
+        before + 1,
+        "the standby passed the write on"
+    );
 
     // The status of both: roles, lag figures.
     let ls = leader.status().await.unwrap();
@@ -501,6 +506,20 @@ async fn a_standby_concern_not_met_is_a_504_unless_the_keyspace_allows_the_downg
         .put_with("relaxed", "k", &json!(1), &relaxed)
         .await
         .expect("downgraded");
+    // A concern the request names is never downgraded.
+    let e = leader
+        .put_with(
+            "relaxed",
+            "named",
+            &json!(1),
+            &Options {
+                write_concern: Some("standby".into()),
+                ..relaxed.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(504), "{e}");
     let s = leader.status().await.unwrap();
     assert_eq!(s["standby"]["concern_downgrades"], 1, "{}", s["standby"]);
     assert!(s["standby"]["concern_timeouts"].as_u64().unwrap() >= 1);
@@ -548,4 +567,95 @@ async fn reqwest_text(base: &str, path: &str) -> String {
     let resp = http.request(req).await.unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_standbys_one_takes_over_and_the_other_follows_it() {
+    let _one = SERIAL.lock().await;
+    let mut c = Cluster::builder()
+        .regions(["eu-west"])
+        .standbys(2)
+        .start()
+        .await
+        .unwrap();
+    let leader = c.member_client("eu-west");
+    let t = std::time::Instant::now();
+    while leader.status().await.unwrap()["standby"]["followers"]
+        .as_array()
+        .is_none_or(|f| f.len() < 2)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "both standbys register"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut acked = Vec::new();
+    for i in 0..100 {
+        let w = leader
+            .put_with(
+                "default",
+                &format!("k{i}"),
+                &json!(i),
+                &concern("region-all"),
+            )
+            .await
+            .unwrap();
+        acked.push((format!("k{i}"), w.version));
+    }
+    c.kill("eu-west").await.unwrap();
+    let new = c
+        .wait_leader_other_than("eu-west", "eu-west", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let other = if new == "eu-west-s1" {
+        "eu-west-s2"
+    } else {
+        "eu-west-s1"
+    };
+    // The other standby follows the new leader, and only one leads.
+    let t = std::time::Instant::now();
+    loop {
+        let s = c.member_client(other).status().await.unwrap_or_default();
+        let n = c.member_client(&new).status().await.unwrap_or_default();
+        if s["standby"]["role"] == "follower"
+            && s["standby"]["leader"]["replica"] == n["replica"]["incarnation"]
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{other} does not follow {new}: {}",
+            s["standby"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.leader_of("eu-west").await.as_deref(), Some(new.as_str()));
+    for m in [new.as_str(), other] {
+        let lost = missing(&c, m, &acked).await;
+        assert!(
+            lost.is_empty(),
+            "region-all writes missing at {m}: {lost:?}"
+        );
+    }
+    // Writes go on through either survivor.
+    let w = c
+        .member_client(other)
+        .put("default", "after", &json!(1))
+        .await
+        .unwrap();
+    let got = c
+        .member_client(&new)
+        .get_with(
+            "default",
+            "after",
+            &Options {
+                token: Some(w.token),
+                ..Options::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.0.and_then(|e| e.value().cloned()), Some(json!(1)));
+    c.stop().await;
 }

@@ -42,6 +42,9 @@ pub struct Maintenance {
     pub peers: Arc<Peers>,
     /// Signed calls to peers.
     pub client: PeerClient,
+    /// This region's standbys: a tombstone waits for them too (one that
+    /// later needs a state transfer would otherwise keep the deleted value).
+    pub standbys: Option<Arc<crate::standby::Standby>>,
 }
 
 /// What one anti-entropy comparison found.
@@ -299,6 +302,13 @@ impl Maintenance {
             .peers
             .links
             .iter()
+            .chain(
+                self.standbys
+                    .iter()
+                    .flat_map(|s| s.followers.links())
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
             .map(|l| PeerKnowledge {
                 region: l.name.clone(),
                 replica: l.replica(),

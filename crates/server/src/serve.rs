@@ -92,7 +92,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     let metrics = Metrics::new(&cfg.region);
     let replicating = cfg.secret.is_some();
     let role = crate::standby::state::load(&cfg.data_dir)?.map_or(
-        if cfg.standby.follow.is_some() {
+        if cfg.standby.starts_as_follower() {
             Role::Follower
         } else {
             Role::Leader
@@ -143,6 +143,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             clock: region.clock,
             client_api: client_api.clone(),
             standby: standby_slot.clone(),
+            starting_role: persisted.role,
         });
         servers.push(serve_on(l, receiver::router(api), stop.clone()));
     }
@@ -213,6 +214,21 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             .clone()
             .unwrap_or_else(|| format!("http://{addr}")),
     };
+    if persisted.role == Role::Follower
+        && me
+            .peer_url
+            .strip_prefix("http://")
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .is_some_and(|a| a.ip().is_unspecified())
+    {
+        return Err(ServeError::Standby(crate::standby::state::StateError {
+            path: cfg.data_dir.clone(),
+            reason: format!(
+                "this standby listens for peers on {}, which its leader cannot dial: set --advertise-peer-url (standby.advertise_peer_url) to the address the leader reaches it at",
+                me.peer_url
+            ),
+        }));
+    }
     let standby = Standby::new(
         cfg.standby.clone(),
         me,
@@ -242,7 +258,13 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
                 feed: feed.clone(),
                 reader: region.reader.clone(),
                 clock: region.clock,
-                opts,
+                // A standby is a LAN hop away and `standby` writes wait
+                // for it: ship each commit at once (the standby's writer
+                // groups what arrives together into one fsync).
+                opts: SenderOptions {
+                    linger: Duration::ZERO,
+                    ..opts
+                },
                 incarnation: region.incarnation.clone(),
                 acks: peers.acks_sender(),
                 stop: stop.clone(),
@@ -253,31 +275,47 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
                 stop.clone(),
             )));
         } else {
-            // The follower's own sender to its leader: normally idle, it
-            // ships whatever this member holds that the leader lacks (a
-            // demoted leader's writes).
+            // The follower's own sender to its leader, started while this
+            // member holds ops the leader lacks (a demoted leader's writes).
             let upstream = crate::peer::status::PeerStatus::new(
                 cfg.region.clone(),
                 standby.leader().peer_url,
                 peers.acks_sender(),
             );
-            let s = Sender::new(
-                region.replica.clone(),
-                upstream.clone(),
-                secret.clone(),
-                feed.clone(),
-                region.reader.clone(),
-                region.clock,
-                opts,
-                region.incarnation.clone(),
-            );
-            tasks.push(tokio::spawn(s.run(stop.clone())));
+            let spawn_upstream = {
+                let (me, link, secret, feed) = (
+                    region.replica.clone(),
+                    upstream.clone(),
+                    secret.clone(),
+                    feed.clone(),
+                );
+                let (reader, clock, inc, stop) = (
+                    region.reader.clone(),
+                    region.clock,
+                    region.incarnation.clone(),
+                    stop.clone(),
+                );
+                move || {
+                    let s = Sender::new(
+                        me.clone(),
+                        link.clone(),
+                        secret.clone(),
+                        feed.clone(),
+                        reader.clone(),
+                        clock,
+                        opts,
+                        inc.clone(),
+                    );
+                    tokio::spawn(s.run(stop.clone()))
+                }
+            };
             tasks.push(tokio::spawn(crate::standby::follow::run_follower(
                 standby.clone(),
                 client,
                 region.reader.clone(),
                 region.clock,
                 upstream,
+                spawn_upstream,
                 region.vv.clone(),
                 stop.clone(),
             )));
@@ -297,6 +335,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
                 secret.clone(),
                 cfg.peers.clone(),
             ),
+            standbys: Some(standby.clone()),
         };
         if cfg.anti_entropy_interval_ms > 0 && !peers.links.is_empty() {
             let every = Duration::from_millis(cfg.anti_entropy_interval_ms);
@@ -363,13 +402,13 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         metrics,
         log_info: region.log_info.clone(),
         started: Instant::now(),
-        peers,
+        peers: peers.clone(),
         feed: region.feed.clone(),
         clock: region.clock,
-        peer_client: cfg
-            .secret
-            .clone()
-            .map(|s| crate::peer::client::PeerClient::new(&cfg.region, s, cfg.peers.clone())),
+        peer_client: cfg.secret.clone().map(|s| {
+            crate::peer::client::PeerClient::new(&cfg.region, s, cfg.peers.clone())
+                .following(peers.clone())
+        }),
         fatal: region.fatal.clone(),
         client_urls: cfg.client_urls.clone(),
         backups,
@@ -441,9 +480,26 @@ impl Running {
     /// Stops accepting, finishes in-flight requests, stops the senders,
     /// makes everything durable.
     pub async fn stop(self) -> Result<(), ServeError> {
+        self.stop_within(None).await
+    }
+
+    /// [`Running::stop`], giving in-flight requests at most `drain` (then
+    /// their connections are closed: a role change must not wait for a
+    /// write forwarded to a leader that hangs).
+    pub async fn stop_within(self, drain: Option<Duration>) -> Result<(), ServeError> {
         self.trigger.fire();
         for s in self.servers {
-            let _ = s.await;
+            match drain {
+                None => {
+                    let _ = s.await;
+                }
+                Some(d) => {
+                    let abort = s.abort_handle();
+                    if tokio::time::timeout(d, s).await.is_err() {
+                        abort.abort();
+                    }
+                }
+            }
         }
         for t in self.tasks {
             t.abort();
@@ -502,7 +558,7 @@ pub async fn run(cfg: Valid, repair_log: bool) -> Result<(), ServeError> {
             c = changes.wait_for(Option::is_some) => {
                 let change = c.ok().and_then(|v| v.clone());
                 tracing::warn!(?change, "role change: restarting the region in its new role");
-                r.stop().await?;
+                r.stop_within(Some(Duration::from_secs(1))).await?;
                 continue;
             }
         }

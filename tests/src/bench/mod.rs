@@ -9,6 +9,7 @@ pub mod failover;
 pub mod geo;
 pub mod hist;
 pub mod load;
+pub mod standby;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +50,30 @@ pub enum BenchCommand {
     /// Backup throughput and restore time for a log of a given size, on
     /// one region backing up to a directory.
     Backup(BackupArgs),
+    /// A region with a standby: `local` vs `standby` write throughput and
+    /// p99, and failover time (kill -9 of the leader to the first write
+    /// the new leader takes).
+    Standby(StandbyArgs),
+}
+
+/// `meridian bench standby`.
+#[derive(Debug, clap::Args)]
+pub struct StandbyArgs {
+    /// Closed-loop writers per write concern.
+    #[arg(long, default_value_t = 32)]
+    pub writers: usize,
+    /// How long each write concern is loaded.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Failovers to measure (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub runs: usize,
+    /// Where the members' data goes.
+    #[arg(long, default_value = "bench/out/standby")]
+    pub dir: PathBuf,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `meridian bench backup`.
@@ -323,6 +348,24 @@ pub async fn run(cmd: BenchCommand, bin: PathBuf) -> Result<(), String> {
                 dir: a.dir,
                 log_mb: a.log_mb,
                 value_bytes: a.value_bytes,
+            })
+            .await?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", report.table());
+            }
+        }
+        BenchCommand::Standby(a) => {
+            let report = standby::run(&standby::StandbySpec {
+                bin,
+                dir: a.dir,
+                writers: a.writers,
+                duration: a.duration,
+                runs: a.runs,
             })
             .await?;
             if a.json {

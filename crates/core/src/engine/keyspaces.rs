@@ -231,8 +231,9 @@ pub struct KeyspaceDef {
     /// (`standby`, `region-all`).
     #[serde(default, skip_serializing_if = "RegionConcern::is_leader")]
     pub standby_concern: RegionConcern,
-    /// When the in-region concern is not met in time, succeed as the leader
-    /// alone (counted, and said in the answer) instead of answering 504.
+    /// When the keyspace's default in-region concern is not met in time,
+    /// succeed as the leader alone (counted) instead of answering 504. A
+    /// concern a request names itself is never downgraded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub standby_downgrade: bool,
 }

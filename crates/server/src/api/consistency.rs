@@ -22,8 +22,10 @@ pub const DEFAULT_CONCERN_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_QUORUM_TIMEOUT_MS: u64 = 2_000;
 
 /// The write concern of a request: its header, else the strongest defaults
-/// of the keyspaces it writes; and whether those keyspaces all allow an
-/// unmet in-region concern to succeed as the leader alone.
+/// of the keyspaces it writes; and whether an unmet in-region concern may
+/// succeed as the leader alone (only a keyspace default, and only when
+/// every keyspace written allows it: a concern the client named is never
+/// downgraded).
 pub fn concern_for(
     app: &AppInner,
     h: &HeaderMap,
@@ -37,7 +39,7 @@ pub fn concern_for(
         .collect();
     let downgrade = !defs.is_empty() && defs.iter().all(|d| d.standby_downgrade);
     if let Some(c) = headers::write_concern(h)? {
-        return Ok((c, downgrade));
+        return Ok((c, false));
     }
     Ok((
         Concern {
@@ -198,7 +200,7 @@ pub async fn quorum_read(
             ));
         };
         let mut calls = tokio::task::JoinSet::new();
-        for (name, url) in pc.peers.iter().cloned() {
+        for (name, url) in pc.current() {
             let pc = pc.clone();
             let req = ObjectRequest {
                 keyspace: ks.clone(),

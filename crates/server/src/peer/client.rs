@@ -24,6 +24,9 @@ pub struct PeerClient {
     me: String,
     /// The peers: region and peer URL.
     pub peers: Arc<Vec<(RegionId, String)>>,
+    /// The replication links, when known: their URL follows a peer
+    /// region's failover to a standby.
+    links: Option<Arc<super::status::Peers>>,
 }
 
 impl PeerClient {
@@ -34,7 +37,30 @@ impl PeerClient {
             secret,
             me: me.to_string(),
             peers: Arc::new(peers),
+            links: None,
         }
+    }
+
+    /// The same client, resolving each peer's URL through `links` (the URL
+    /// its sender last reached it at).
+    pub fn following(mut self, links: Arc<super::status::Peers>) -> Self {
+        self.links = Some(links);
+        self
+    }
+
+    /// Every peer with the URL to call it at now.
+    pub fn current(&self) -> Vec<(RegionId, String)> {
+        self.peers
+            .iter()
+            .map(|(r, u)| {
+                let now = self
+                    .links
+                    .as_ref()
+                    .and_then(|l| l.links.iter().find(|x| x.name == *r))
+                    .map_or_else(|| u.clone(), |x| x.url());
+                (r.clone(), now)
+            })
+            .collect()
     }
 
     /// Sends `msg` to `path` at `url` and decodes the verified answer.

@@ -156,10 +156,10 @@ pub async fn send(
     };
     let client = client.ok_or_else(|| refused("this region has no peers".into()))?;
     let url = client
-        .peers
-        .iter()
+        .current()
+        .into_iter()
         .find(|(r, _)| r == owner)
-        .map(|(_, u)| u.clone())
+        .map(|(_, u)| u)
         .ok_or_else(|| refused("not a peer of this region".into()))?;
     let msg = Forwarded {
         method: method.as_str().to_string(),

@@ -53,6 +53,9 @@ pub struct PeerApi {
     /// This member's standby state, once its replica id is settled (a
     /// follower refuses other regions).
     pub standby: Arc<std::sync::OnceLock<Arc<crate::standby::Standby>>>,
+    /// The role this member started in (what counts before `standby` is
+    /// set).
+    pub starting_role: crate::standby::state::Role,
 }
 
 /// The peer router.
@@ -168,8 +171,12 @@ async fn hello(
     if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
         return r;
     }
-    if let Err(e) = wire::decode_hello(payload) {
-        return ApiError::bad_request(e.to_string()).into_response();
+    let hello = match wire::decode_hello(payload) {
+        Ok(h) => h,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    if let Some(r) = crate::standby::peer::refuse_other_members(&api, &hello.from) {
+        return r;
     }
     let p = api.reader.published();
     answer(
@@ -207,6 +214,9 @@ async fn ops(
         Ok(b) => b,
         Err(e) => return ApiError::bad_request(format!("batch: {e}")).into_response(),
     };
+    if let Some(r) = crate::standby::peer::refuse_other_members(&api, &batch.from) {
+        return r;
+    }
     api.peers.batches_received.fetch_add(1, Ordering::Relaxed);
     match api.writer.receive(batch.ops).await {
         Ok(Ok((r, vv))) => answer(

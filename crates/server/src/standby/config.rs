@@ -85,6 +85,18 @@ pub struct StandbySettings {
     pub writes: FollowerWrites,
 }
 
+impl StandbySettings {
+    /// Whether a fresh data directory starts as a follower: `follow` is
+    /// set and is not this member's own advertised peer URL (every member
+    /// of a region may share one file naming the first leader; that one
+    /// leads).
+    pub fn starts_as_follower(&self) -> bool {
+        self.follow
+            .as_ref()
+            .is_some_and(|f| self.peer_url.as_ref() != Some(f))
+    }
+}
+
 /// A `http://host:port` URL, without a trailing slash, or why not.
 pub fn base_url(s: &str) -> Result<String, String> {
     let url = s.trim().trim_end_matches('/').to_string();
@@ -184,6 +196,35 @@ mod tests {
         };
         let e = c.validate(addr(1), Some(addr(2)), true).unwrap_err();
         assert_eq!(e.0, "standby.advertise_client_url");
+    }
+
+    #[test]
+    fn the_member_named_by_follow_starts_as_the_leader() {
+        let c = StandbyConfig {
+            follow: Some("http://m0:7170".into()),
+            advertise_peer_url: Some("http://m0:7170".into()),
+            ..Default::default()
+        };
+        assert!(
+            !c.validate(addr(1), Some(addr(2)), true)
+                .unwrap()
+                .starts_as_follower()
+        );
+        let c = StandbyConfig {
+            advertise_peer_url: Some("http://m1:7170".into()),
+            ..c
+        };
+        assert!(
+            c.validate(addr(1), Some(addr(2)), true)
+                .unwrap()
+                .starts_as_follower()
+        );
+        assert!(
+            !StandbyConfig::default()
+                .validate(addr(1), Some(addr(2)), true)
+                .unwrap()
+                .starts_as_follower()
+        );
     }
 
     #[test]

@@ -22,19 +22,35 @@ const ASK_MEMBER: Duration = Duration::from_millis(500);
 /// How often a leader announces its epoch to members not following it.
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
 
+/// Heartbeats in a row that find the leader holding everything this
+/// member has before the upstream sender is stopped.
+const UPSTREAM_IDLE: u32 = 5;
+
 /// A follower: heartbeats to the leader every `heartbeat_ms`; takes over
 /// when the leader has been silent for `failover_timeout_ms` and no other
 /// member is more caught up. `upstream` is the link of the follower's own
-/// sender to its leader, moved along when the leader does.
+/// sender to its leader, moved along when the leader does; the sender
+/// (`spawn_upstream` starts it) runs only while this member holds ops the
+/// leader lacks (a demoted leader's writes), so ops from the leader are
+/// not echoed back to it.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_follower(
     s: Arc<Standby>,
     client: PeerClient,
     reader: Reader<FjallBackend>,
     clock: WallClock,
     upstream: Arc<PeerStatus>,
+    spawn_upstream: impl Fn() -> tokio::task::JoinHandle<()>,
     mut vv: watch::Receiver<VersionVector>,
     mut stop: Shutdown,
 ) {
+    let mut shipping: Option<tokio::task::JoinHandle<()>> = None;
+    let mut idle = 0u32;
+    // After leaving a takeover to another member: give it a failover
+    // timeout to promote and announce (it restarts meanwhile, and a member
+    // that does not answer is not waited for).
+    let mut hold_off: Option<std::time::Instant> = None;
+
     let every = Duration::from_millis(s.settings.heartbeat_ms);
     let wait = (every * 2).max(Duration::from_millis(500));
     let mut tick = tokio::time::interval(every);
@@ -63,6 +79,9 @@ pub async fn run_follower(
             upstream.set_url(&leader);
         }
         let asked = clock.now_ms();
+        // What this member holds before asking: anything in it the
+        // leader's answer lacks did not come from the leader.
+        let before = reader.published().vv.clone();
         let msg = Follow {
             v: wire::VERSION,
             member: s.me.clone(),
@@ -75,6 +94,20 @@ pub async fn run_follower(
         .await;
         match r {
             Ok(Ok(st)) if st.leading && st.epoch >= s.epoch() => {
+                if !st.vv.covers_all(&before) {
+                    idle = 0;
+                    if shipping.is_none() {
+                        tracing::info!(%leader, "this member holds ops its leader lacks: shipping them");
+                        shipping = Some(spawn_upstream());
+                    }
+                } else {
+                    idle += 1;
+                    if idle >= UPSTREAM_IDLE
+                        && let Some(h) = shipping.take()
+                    {
+                        h.abort();
+                    }
+                }
                 let members = st.members.clone();
                 s.heard_leader(st.member, st.epoch, st.vv, asked);
                 s.learn(members);
@@ -98,18 +131,23 @@ pub async fn run_follower(
         if timeout > 0
             && let Some(t) = s.last_contact()
             && t.elapsed() > Duration::from_millis(timeout)
-            && take_over(&s, &client, &reader).await
+            && hold_off.is_none_or(|h| h.elapsed() > Duration::from_millis(timeout))
         {
-            return;
+            match take_over(&s, &client, &reader).await {
+                TakeOver::Promoted => return,
+                TakeOver::LeftToOther => hold_off = Some(std::time::Instant::now()),
+                TakeOver::Not => {}
+            }
         }
     }
 }
 
 /// Asks the other members before taking over: one that leads at this
-/// epoch or later is followed instead; one more caught up (more ops
-/// applied, then the lower replica id) is left to take over. Members that
-/// do not answer are not waited for. Returns whether this member promoted.
-async fn take_over(s: &Standby, client: &PeerClient, reader: &Reader<FjallBackend>) -> bool {
+/// epoch or later is followed instead; one that still hears the leader
+/// means the leader is alive; one more caught up (more ops applied, then
+/// the lower replica id) that would take over is left to. Members that do
+/// not answer are not waited for. Returns whether this member promoted.
+async fn take_over(s: &Standby, client: &PeerClient, reader: &Reader<FjallBackend>) -> TakeOver {
     let mine = reader.published().vv.total();
     let leader = s.leader().peer_url;
     let q = StatusQuery { v: wire::VERSION };
@@ -125,16 +163,40 @@ async fn take_over(s: &Standby, client: &PeerClient, reader: &Reader<FjallBacken
         let Ok(Ok(st)) = r else { continue };
         if st.leading && st.epoch >= s.epoch() {
             s.follow_instead(&m.peer_url, st.epoch);
-            return false;
+            return TakeOver::Not;
+        }
+        // Another standby still hears the leader: it is alive, and this
+        // member is the one cut off.
+        if st
+            .heard_leader_ms_ago
+            .is_some_and(|ms| ms < s.settings.failover_timeout_ms)
+            && st.leader.as_deref() == Some(leader.as_str())
+        {
+            tracing::info!(other = %st.member.replica, "leader silent here but heard by another standby: not taking over");
+            return TakeOver::Not;
         }
         let theirs = st.vv.total();
-        if theirs > mine || (theirs == mine && st.member.replica < s.me.replica) {
+        if st.may_take_over
+            && (theirs > mine || (theirs == mine && st.member.replica < s.me.replica))
+        {
             tracing::info!(other = %st.member.replica, theirs, mine, "leader silent: a more caught-up standby takes over");
-            return false;
+            return TakeOver::LeftToOther;
         }
     }
-    s.promote("the leader was silent for failover_timeout_ms")
-        .is_some()
+    match s.promote("the leader was silent for failover_timeout_ms") {
+        Some(_) => TakeOver::Promoted,
+        None => TakeOver::Not,
+    }
+}
+
+/// What [`take_over`] decided.
+enum TakeOver {
+    /// This member leads from now on.
+    Promoted,
+    /// Another member is better placed: wait for it.
+    LeftToOther,
+    /// Not now (the leader lives, or another leads).
+    Not,
 }
 
 /// A leader: tells every member it knows that does not follow it of its
@@ -150,12 +212,9 @@ pub async fn run_announcer(s: Arc<Standby>, client: PeerClient, mut stop: Shutdo
         if s.pending_change().is_some() {
             return;
         }
-        let following: Vec<String> = s
-            .followers
-            .members()
-            .into_iter()
-            .map(|m| m.peer_url)
-            .collect();
+        // Members following this leader now need no telling; one that has
+        // gone quiet may follow another.
+        let following: Vec<String> = s.followers.live_urls();
         let msg = Announce {
             v: wire::VERSION,
             leader: s.me.clone(),

@@ -83,7 +83,10 @@ pub async fn gate(State(app): State<AppState>, req: Request, next: Next) -> Resp
             Ok(None) => {}
         }
     }
-    if s.leading() || reading || local(req.uri().path()) {
+    // Quorum and owner reads ask other regions: a standby has no links to
+    // them, its leader does.
+    let remote_read = reading && req.headers().contains_key(headers::READ);
+    if s.leading() || (reading && !remote_read) || local(req.uri().path()) {
         return next.run(req).await;
     }
     let Some(leader) = s.leader().member.map(|m| m.client_url) else {

@@ -88,7 +88,13 @@ impl Followers {
             return false;
         };
         let mut g = self.lock();
-        g.retain(|_, f| f.last_seen.elapsed() < FORGET_AFTER);
+        // Forgotten: silent too long, or the same member under a new
+        // replica id (a standby restarted as a new incarnation): one
+        // member, one entry, or `region-all` would wait for a ghost.
+        g.retain(|r, f| {
+            f.last_seen.elapsed() < FORGET_AFTER
+                && (f.member.peer_url != m.peer_url || *r == m.replica)
+        });
         if let Some(f) = g.get_mut(&m.replica)
             && f.member == *m
         {
@@ -124,6 +130,24 @@ impl Followers {
         true
     }
 
+    /// Peer URLs of followers heard from within [`LIVE_FOR`].
+    pub fn live_urls(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|f| f.last_seen.elapsed() < LIVE_FOR)
+            .map(|f| f.member.peer_url.clone())
+            .collect()
+    }
+
+    /// Every registered follower's link (what each acknowledged).
+    pub fn links(&self) -> Vec<Arc<PeerStatus>> {
+        self.lock()
+            .values()
+            .filter(|f| f.last_seen.elapsed() < FORGET_AFTER)
+            .map(|f| f.link.clone())
+            .collect()
+    }
+
     /// Every follower, as members.
     pub fn members(&self) -> Vec<Member> {
         self.lock().values().map(|f| f.member.clone()).collect()
@@ -137,19 +161,20 @@ impl Followers {
             .count()
     }
 
-    /// Followers holding `dot` durably, and how many are live.
+    /// Followers holding `dot` durably, and how many are registered (heard
+    /// from within [`FORGET_AFTER`]: `region-all` waits for each).
     pub fn holding(&self, dot: &Dot) -> (Vec<ReplicaId>, usize) {
         let g = self.lock();
-        let live = g
+        let registered = g
             .values()
-            .filter(|f| f.last_seen.elapsed() < LIVE_FOR)
+            .filter(|f| f.last_seen.elapsed() < FORGET_AFTER)
             .count();
         let holders = g
             .values()
-            .filter(|f| f.link.acked_vv().covers(dot))
+            .filter(|f| f.last_seen.elapsed() < FORGET_AFTER && f.link.acked_vv().covers(dot))
             .map(|f| f.member.replica.clone())
             .collect();
-        (holders, live)
+        (holders, registered)
     }
 
     /// Every follower's figures: `(replica, lag ops, lag bytes, lag ms,

@@ -36,6 +36,9 @@ use config::StandbySettings;
 use state::{Persisted, Role, StateError};
 use wire::Member;
 
+/// Most other members remembered (the newest).
+const MAX_MEMBERS: usize = 32;
+
 /// A role change: the new role is already in `standby.json`; the process
 /// restarts into it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +102,9 @@ pub struct Standby {
     /// A follower: when the leader last answered (None: not in this run).
     contact: Mutex<Option<Instant>>,
     change: watch::Sender<Option<Change>>,
+    /// Held across "is a role change pending?" and writing `standby.json`,
+    /// so a late refresh never writes over a promotion or a demotion.
+    saving: Mutex<()>,
     data_dir: PathBuf,
     /// Counters.
     pub counters: Counters,
@@ -117,6 +123,24 @@ impl std::fmt::Debug for Standby {
     }
 }
 
+/// `url` with an unspecified host (`0.0.0.0`, `[::]`) replaced by the host
+/// of `reached` (a URL of the same member that worked).
+fn reachable(url: &str, reached: &str) -> String {
+    let host_port = |u: &str| u.strip_prefix("http://").map(str::to_string);
+    let (Some(hp), Some(r)) = (host_port(url), host_port(reached)) else {
+        return url.to_string();
+    };
+    let unspecified = hp
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified());
+    if !unspecified {
+        return url.to_string();
+    }
+    let port = hp.rsplit_once(':').map_or("", |(_, p)| p);
+    let host = r.rsplit_once(':').map_or(r.as_str(), |(h, _)| h);
+    format!("http://{host}:{port}")
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -130,7 +154,11 @@ pub fn starting_role(
     if let Some(p) = state::load(data_dir)? {
         return Ok(p);
     }
-    let p = match &settings.follow {
+    let p = match settings
+        .follow
+        .as_ref()
+        .filter(|_| settings.starts_as_follower())
+    {
         Some(url) => Persisted {
             format: 1,
             role: Role::Follower,
@@ -188,6 +216,7 @@ impl Standby {
             pending: Mutex::new(Default::default()),
             contact: Mutex::new(None),
             change,
+            saving: Mutex::new(()),
             data_dir,
             counters: Counters::default(),
             started: Instant::now(),
@@ -260,6 +289,15 @@ impl Standby {
         }
     }
 
+    /// Writes the current state unless a role change is pending (it wrote
+    /// its own, which must stay).
+    fn refresh(&self) {
+        let _g = lock(&self.saving);
+        if self.change.borrow().is_none() {
+            self.save(&self.persisted());
+        }
+    }
+
     /// Adds members heard of (not this one), keeping the file current.
     pub fn learn(&self, members: impl IntoIterator<Item = Member>) {
         let mut changed = false;
@@ -281,22 +319,30 @@ impl Standby {
                     }
                 }
             }
+            // Bounded: the newest members heard of.
+            let n = g.len();
+            if n > MAX_MEMBERS {
+                g.drain(..n - MAX_MEMBERS);
+            }
         }
-        if changed && self.change.borrow().is_none() {
-            self.save(&self.persisted());
+        if changed {
+            self.refresh();
         }
     }
 
     /// A follower heard from its leader (`m`, at epoch `epoch`, holding
     /// `vv` when asked at wall time `asked_ms`).
-    pub fn heard_leader(&self, m: Member, epoch: u64, vv: VersionVector, asked_ms: u64) {
+    pub fn heard_leader(&self, mut m: Member, epoch: u64, vv: VersionVector, asked_ms: u64) {
         *lock(&self.contact) = Some(Instant::now());
+        // A leader listening on every interface names 0.0.0.0: reach it at
+        // the host its peer URL is reached at instead.
+        let reached = self.leader().peer_url;
+        m.client_url = reachable(&m.client_url, &reached);
+        m.peer_url = reachable(&m.peer_url, &reached);
         lock(&self.leader).member = Some(m);
         if epoch > self.epoch() {
             self.epoch.store(epoch, Ordering::Relaxed);
-            if self.change.borrow().is_none() {
-                self.save(&self.persisted());
-            }
+            self.refresh();
         }
         let mut p = lock(&self.pending);
         p.push_back((asked_ms, vv));
@@ -349,14 +395,13 @@ impl Standby {
             };
         }
         self.epoch.fetch_max(epoch, Ordering::Relaxed);
-        if self.change.borrow().is_none() {
-            self.save(&self.persisted());
-        }
+        self.refresh();
     }
 
     /// Becomes the leader at the next epoch (written down first). Returns
     /// the epoch, or `None` when this member leads already or is changing.
     pub fn promote(&self, why: &str) -> Option<u64> {
+        let _g = lock(&self.saving);
         if self.role == Role::Leader || self.change.borrow().is_some() {
             return None;
         }
@@ -381,6 +426,7 @@ impl Standby {
 
     /// Steps down to follow `leader` (a peer URL) at `epoch`.
     pub fn demote(&self, leader: &str, epoch: u64) {
+        let _g = lock(&self.saving);
         if self.role != Role::Leader || self.change.borrow().is_some() {
             return;
         }
@@ -413,11 +459,37 @@ impl Standby {
             epoch: self.epoch(),
             vv,
             leader: (self.role == Role::Follower).then(|| self.leader().peer_url),
+            heard_leader_ms_ago: self.last_contact().map(|t| t.elapsed().as_millis() as u64),
+            may_take_over: self.role == Role::Follower
+                && self.settings.failover_timeout_ms > 0
+                && self.last_contact().is_some(),
             members: if self.role == Role::Leader {
                 self.followers.members()
             } else {
                 Vec::new()
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unspecified_host_is_replaced_by_the_one_reached() {
+        assert_eq!(
+            reachable("http://0.0.0.0:7070", "http://eu-west:7170"),
+            "http://eu-west:7070"
+        );
+        assert_eq!(
+            reachable("http://[::]:7070", "http://10.0.0.5:7170"),
+            "http://10.0.0.5:7070"
+        );
+        assert_eq!(
+            reachable("http://10.0.0.9:7070", "http://eu-west:7170"),
+            "http://10.0.0.9:7070",
+            "a real address is kept"
+        );
     }
 }

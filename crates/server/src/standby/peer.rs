@@ -18,22 +18,63 @@ use crate::peer::receiver::{PeerApi, answer_msg, open};
 /// `421 not_leader` for a request from another region reaching a
 /// follower: replication, forwarding and repairs go to the leader.
 pub fn refuse_other_regions(api: &PeerApi, from: &str) -> Option<Response> {
-    // Not settled yet: only a leader settles after its peer API is up.
-    let s = api.standby.get()?;
-    if s.leading() || from == s.me.replica.region.as_str() {
+    let (leading, region, leader) = match api.standby.get() {
+        Some(s) => (
+            s.leading(),
+            s.me.replica.region.to_string(),
+            s.leader().peer_url,
+        ),
+        // Not settled yet (a leader asking its peers at start): the role
+        // it started in.
+        None => (
+            api.starting_role == super::state::Role::Leader,
+            String::new(),
+            String::new(),
+        ),
+    };
+    if leading
+        || from == region
+        || (region.is_empty() && from == api.incarnation.replica().region.as_str())
+    {
         return None;
     }
-    let leader = s.leader().peer_url;
     Some(
         ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "not_leader",
             format!(
                 "this member of region {} is a standby: ship to its leader ({leader})",
-                s.me.replica.region
+                api.incarnation.replica().region
             ),
         )
         .with(serde_json::json!({ "leader_peer_url": leader }))
+        .into_response(),
+    )
+}
+
+/// `421 not_leader` for replication from a member of this region that is
+/// not this standby's leader (an old leader that has not heard of the new
+/// epoch): its acks must not count as this standby holding its writes.
+pub fn refuse_other_members(api: &PeerApi, from: &meridian_crdt::ReplicaId) -> Option<Response> {
+    let s = api.standby.get()?;
+    if s.leading() || from.region != s.me.replica.region {
+        return None;
+    }
+    let leader = s.leader();
+    let m = leader.member?;
+    if m.replica == *from {
+        return None;
+    }
+    Some(
+        ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "not_leader",
+            format!(
+                "this standby follows {} ({}), not {from}: a leader at a newer epoch exists",
+                m.replica, leader.peer_url
+            ),
+        )
+        .with(serde_json::json!({ "leader_peer_url": leader.peer_url, "epoch": s.epoch() }))
         .into_response(),
     )
 }

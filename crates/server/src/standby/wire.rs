@@ -45,6 +45,14 @@ pub struct MemberStatus {
     pub vv: VersionVector,
     /// A standby's leader (its peer URL), when it knows one.
     pub leader: Option<String>,
+    /// A standby: how long ago its leader last answered (None: not in
+    /// this run).
+    #[serde(default)]
+    pub heard_leader_ms_ago: Option<u64>,
+    /// A standby that would take over on its own (failover on, and it has
+    /// reached its leader in this run): only such a one is deferred to.
+    #[serde(default)]
+    pub may_take_over: bool,
     /// A leader's other members.
     pub members: Vec<Member>,
 }
