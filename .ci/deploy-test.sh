@@ -360,7 +360,13 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 [[ $role == follower ]] || die "the old eu-west leader did not step down after it was started again (role: ${role:-none})"
-[[ $(curl -sf "$leader_url/v1/kv/default/sb-after") == *'"value":"after"'* ]] || die "the old leader does not follow the new one"
+got=
+for _ in $(seq 1 100); do
+  got=$(curl -s "$leader_url/v1/kv/default/sb-after" || true)
+  [[ $got == *'"value":"after"'* ]] && break
+  sleep 0.2
+done
+[[ $got == *'"value":"after"'* ]] || die "the old leader does not follow the new one (sb-after: ${got:-no answer})"
 pass "standbys: eu-west's standby led within ${took}s of docker kill of its leader, held all 40 standby writes; the old leader stepped down"
 compose_sb down -v --remove-orphans --timeout 10 >/dev/null 2>&1
 

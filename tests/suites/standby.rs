@@ -91,6 +91,9 @@ async fn kill_9_the_leader_under_load_keeps_every_write_acknowledged_with_standb
         .start()
         .await
         .unwrap();
+    // A standby 20 ms away: `local` writes run ahead of it, so the tail
+    // the kill loses is real, and `standby` writes must wait for it.
+    c.latency("eu-west", "eu-west-s1", 20).unwrap();
     let before = c.member_client("eu-west").status().await.unwrap();
     let old = before["replica"]["incarnation"]
         .as_str()

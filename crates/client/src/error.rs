@@ -112,7 +112,12 @@ impl ClientError {
 /// not ready; an owner that could not be reached (unless the forward was
 /// sent). Any other 5xx may follow a write that was applied.
 pub(crate) fn refused(status: u16, body: &serde_json::Value) -> bool {
-    const REFUSALS: [&str; 8] = [
+    const REFUSALS: [&str; 11] = [
+        // A standby: it could not reach its leader (nothing was sent), has
+        // none yet, or is staler than the read allows.
+        "leader_unreachable",
+        "no_leader",
+        "too_stale",
         "behind_token",
         "deadline_passed",
         "handoff_pending",

@@ -80,6 +80,11 @@ fn serve_on(
     app: axum::Router,
     mut stop: Shutdown,
 ) -> JoinHandle<std::io::Result<()>> {
+    use axum::serve::ListenerExt as _;
+    // Small answers (acks, write replies) must not wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.wait().await })
@@ -221,13 +226,9 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
             .is_some_and(|a| a.ip().is_unspecified())
     {
-        return Err(ServeError::Standby(crate::standby::state::StateError {
-            path: cfg.data_dir.clone(),
-            reason: format!(
-                "this standby listens for peers on {}, which its leader cannot dial: set --advertise-peer-url (standby.advertise_peer_url) to the address the leader reaches it at",
-                me.peer_url
-            ),
-        }));
+        // Not refused: a demoted leader must still start (and ship its
+        // writes to the new leader); it just cannot be shipped to.
+        tracing::error!(peer_url = %me.peer_url, "this standby listens for peers on an address its leader cannot dial: set --advertise-peer-url (standby.advertise_peer_url); until then it ships its own writes to its leader but receives nothing");
     }
     let standby = Standby::new(
         cfg.standby.clone(),

@@ -87,6 +87,14 @@ pub async fn run_follower(
             member: s.me.clone(),
             epoch: s.epoch(),
         };
+        // Never past the takeover deadline: the check below runs on time.
+        let timeout = Duration::from_millis(s.settings.failover_timeout_ms);
+        let wait = match s.last_contact() {
+            Some(t) if !timeout.is_zero() => wait
+                .min(timeout.saturating_sub(t.elapsed()))
+                .max(Duration::from_millis(50)),
+            _ => wait,
+        };
         let r: Result<Result<MemberStatus, _>, _> = tokio::time::timeout(
             wait,
             client.call(&leader, "/peer/v1/standby/follow", "follow", &msg),
@@ -149,7 +157,9 @@ pub async fn run_follower(
 /// not answer are not waited for. Returns whether this member promoted.
 async fn take_over(s: &Standby, client: &PeerClient, reader: &Reader<FjallBackend>) -> TakeOver {
     let mine = reader.published().vv.total();
-    let leader = s.leader().peer_url;
+    let view = s.leader();
+    let leader = view.peer_url;
+    let ours = view.member.map(|m| m.replica);
     let q = StatusQuery { v: wire::VERSION };
     for m in s.others() {
         if m.peer_url == leader || m.replica == s.me.replica {
@@ -165,14 +175,21 @@ async fn take_over(s: &Standby, client: &PeerClient, reader: &Reader<FjallBacken
             s.follow_instead(&m.peer_url, st.epoch);
             return TakeOver::Not;
         }
-        // Another standby still hears the leader: it is alive, and this
-        // member is the one cut off.
+        // Another standby hears a leader: ours (it is alive, and this
+        // member is the one cut off), or a newer one (follow it).
         if st
             .heard_leader_ms_ago
             .is_some_and(|ms| ms < s.settings.failover_timeout_ms)
-            && st.leader.as_deref() == Some(leader.as_str())
         {
-            tracing::info!(other = %st.member.replica, "leader silent here but heard by another standby: not taking over");
+            let same = match (&st.leader_replica, &ours) {
+                (Some(a), Some(b)) => a == b,
+                _ => st.leader.as_deref() == Some(leader.as_str()),
+            };
+            if same {
+                tracing::info!(other = %st.member.replica, "leader silent here but heard by another standby: not taking over");
+            } else if let Some(l) = st.leader.filter(|_| st.epoch >= s.epoch()) {
+                s.follow_instead(&l, st.epoch);
+            }
             return TakeOver::Not;
         }
         let theirs = st.vv.total();

@@ -85,9 +85,14 @@ pub async fn gate(State(app): State<AppState>, req: Request, next: Next) -> Resp
     }
     // Quorum and owner reads ask other regions: a standby has no links to
     // them, its leader does.
-    let remote_read = reading && req.headers().contains_key(headers::READ);
+    let remote_read = reading
+        && req
+            .headers()
+            .get(headers::READ)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| matches!(v.trim(), "quorum" | "owner"));
     if s.leading() || (reading && !remote_read) || local(req.uri().path()) {
-        return next.run(req).await;
+        return until_role_change(s, reading, next.run(req)).await;
     }
     let Some(leader) = s.leader().member.map(|m| m.client_url) else {
         return ApiError::new(
@@ -114,7 +119,33 @@ pub async fn gate(State(app): State<AppState>, req: Request, next: Next) -> Resp
     s.counters
         .forwarded
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    forward(&app, &leader, &path, req).await
+    until_role_change(s, false, forward(&app, &leader, &path, req)).await
+}
+
+/// Runs a request unless the member's role changes first: then it is
+/// answered `503 role_change` at once, so the region can restart without
+/// waiting for a request that waits on a token, a concern or a hung
+/// leader. A write already handed to the writer may still commit (it is
+/// never lost: it ships to the new leader); the answer says so.
+async fn until_role_change(
+    s: &super::Standby,
+    reading: bool,
+    run: impl std::future::Future<Output = Response>,
+) -> Response {
+    let mut changes = s.changes();
+    tokio::select! {
+        r = run => r,
+        _ = changes.wait_for(Option::is_some) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "role_change",
+            if reading {
+                "this member is changing role (a failover): read again in a moment".to_string()
+            } else {
+                "this member is changing role (a failover): the write may or may not have been applied; read it back before retrying".to_string()
+            },
+        )
+        .into_response(),
+    }
 }
 
 /// Passes `req` to the leader and relays its answer.

@@ -460,6 +460,7 @@ impl Standby {
             vv,
             leader: (self.role == Role::Follower).then(|| self.leader().peer_url),
             heard_leader_ms_ago: self.last_contact().map(|t| t.elapsed().as_millis() as u64),
+            leader_replica: self.leader().member.map(|m| m.replica),
             may_take_over: self.role == Role::Follower
                 && self.settings.failover_timeout_ms > 0
                 && self.last_contact().is_some(),

@@ -49,6 +49,9 @@ pub struct MemberStatus {
     /// this run).
     #[serde(default)]
     pub heard_leader_ms_ago: Option<u64>,
+    /// A standby: its leader's replica id, once heard.
+    #[serde(default)]
+    pub leader_replica: Option<ReplicaId>,
     /// A standby that would take over on its own (failover on, and it has
     /// reached its leader in this run): only such a one is deferred to.
     #[serde(default)]
