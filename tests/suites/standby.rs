@@ -67,6 +67,24 @@ fn writer(
     })
 }
 
+/// Waits up to 20 s for member `m` to report `role`; its status (a member
+/// refuses connections for a moment while it restarts in a new role).
+async fn wait_role(c: &Cluster, m: &str, role: &str) -> Value {
+    let t = std::time::Instant::now();
+    loop {
+        let s = c.member_client(m).status().await.unwrap_or_default();
+        if s["standby"]["role"] == role {
+            return s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{m} is not {role} after 20 s: {}",
+            s["standby"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Which of `writes` member `m` does not hold.
 async fn missing(c: &Cluster, m: &str, writes: &[(String, String)]) -> Vec<(String, String)> {
     let client = c.member_client(m);
@@ -180,24 +198,7 @@ async fn kill_9_the_leader_under_load_keeps_every_write_acknowledged_with_standb
     // The old leader's disk survived: restarted, it steps down, and what
     // the standby lacked ships to the new leader. Nothing is lost.
     c.restart("eu-west").await.unwrap();
-    let t = std::time::Instant::now();
-    loop {
-        // Refused for a moment while it restarts in its new role.
-        let s = c
-            .member_client("eu-west")
-            .status()
-            .await
-            .unwrap_or_default();
-        if s["standby"]["role"] == "follower" {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the old leader never stepped down: {}",
-            s["standby"]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_role(&c, "eu-west", "follower").await;
     c.wait_converged(Duration::from_secs(30)).await.unwrap();
     let all: Vec<_> = standby_acked.iter().chain(&local_acked).cloned().collect();
     let lost = missing(&c, &new, &all).await;
@@ -288,24 +289,8 @@ async fn a_split_brain_loses_nothing_and_rolls_nothing_back() {
     );
     c.heal();
     // The old leader hears of epoch 2 and steps down.
-    let t = std::time::Instant::now();
-    loop {
-        let s = c
-            .member_client("eu-west")
-            .status()
-            .await
-            .unwrap_or_default();
-        if s["standby"]["role"] == "follower" {
-            assert_eq!(s["standby"]["epoch"], 2);
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "never stepped down: {}",
-            s["standby"]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let s = wait_role(&c, "eu-west", "follower").await;
+    assert_eq!(s["standby"]["epoch"], 2);
     c.wait_converged(Duration::from_secs(30)).await.unwrap();
     for m in ["us-east", "eu-west", "eu-west-s1"] {
         let client = c.member_client(m);

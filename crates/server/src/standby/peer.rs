@@ -108,20 +108,55 @@ fn member_of_region<'a>(
     Ok(s)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Box<Response>> {
-    core_wire::decode_msg(payload).map_err(|e| {
-        Box::new(ApiError::bad_request(format!("standby message: {e}")).into_response())
-    })
+/// A standby message's version field.
+trait Versioned {
+    fn version(&self) -> u8;
 }
 
-fn check_version(v: u8) -> Option<Response> {
-    (v != wire::VERSION).then(|| {
-        ApiError::bad_request(format!(
-            "standby message version {v}; this build speaks {}",
-            wire::VERSION
-        ))
-        .into_response()
-    })
+impl Versioned for Follow {
+    fn version(&self) -> u8 {
+        self.v
+    }
+}
+
+impl Versioned for Announce {
+    fn version(&self) -> u8 {
+        self.v
+    }
+}
+
+impl Versioned for StatusQuery {
+    fn version(&self) -> u8 {
+        self.v
+    }
+}
+
+/// Opens a signed standby message from a member of this region: the
+/// sender's name, this member's standby state and the message; or the
+/// refusal (bad signature, another region, starting, undecodable, another
+/// format version).
+fn receive<T: serde::de::DeserializeOwned + Versioned>(
+    api: &PeerApi,
+    h: &HeaderMap,
+    label: &str,
+    body: &Result<Bytes, BytesRejection>,
+) -> Result<(String, Arc<super::Standby>, T), Box<Response>> {
+    let (from, payload) = open(api, h, label, body)?;
+    let s = member_of_region(api, &from)?.clone();
+    let msg: T = core_wire::decode_msg(payload).map_err(|e| {
+        Box::new(ApiError::bad_request(format!("standby message: {e}")).into_response())
+    })?;
+    if msg.version() != wire::VERSION {
+        return Err(Box::new(
+            ApiError::bad_request(format!(
+                "standby message version {}; this build speaks {}",
+                msg.version(),
+                wire::VERSION
+            ))
+            .into_response(),
+        ));
+    }
+    Ok((from, s, msg))
 }
 
 /// `POST /peer/v1/standby/follow`.
@@ -130,21 +165,10 @@ pub async fn follow(
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (from, payload) = match open(&api, &h, "follow", &body) {
+    let (from, s, msg): (_, _, Follow) = match receive(&api, &h, "follow", &body) {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let s = match member_of_region(&api, &from) {
-        Ok(s) => s.clone(),
-        Err(r) => return *r,
-    };
-    let msg: Follow = match decode(payload) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
-    if let Some(r) = check_version(msg.v) {
-        return r;
-    }
     if msg.member.replica == s.me.replica {
         return ApiError::new(
             StatusCode::CONFLICT,
@@ -166,21 +190,10 @@ pub async fn announce(
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (from, payload) = match open(&api, &h, "announce", &body) {
+    let (from, s, msg): (_, _, Announce) = match receive(&api, &h, "announce", &body) {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let s = match member_of_region(&api, &from) {
-        Ok(s) => s.clone(),
-        Err(r) => return *r,
-    };
-    let msg: Announce = match decode(payload) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
-    if let Some(r) = check_version(msg.v) {
-        return r;
-    }
     if msg.leader.replica != s.me.replica {
         if s.leading() {
             if s.outranked_by(&msg.leader.replica, msg.epoch) {
@@ -200,20 +213,9 @@ pub async fn status(
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (from, payload) = match open(&api, &h, "standby-status", &body) {
+    let (from, s, _): (_, _, StatusQuery) = match receive(&api, &h, "standby-status", &body) {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let s = match member_of_region(&api, &from) {
-        Ok(s) => s.clone(),
-        Err(r) => return *r,
-    };
-    let msg: StatusQuery = match decode(payload) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
-    if let Some(r) = check_version(msg.v) {
-        return r;
-    }
     answer_msg(&api, &from, &s.status(api.reader.published().vv.clone()))
 }
