@@ -85,6 +85,40 @@ async fn wait_role(c: &Cluster, m: &str, role: &str) -> Value {
     }
 }
 
+/// Waits up to 15 s until `leader` lists `n` standbys.
+async fn wait_standbys(c: &Cluster, leader: &str, n: usize) {
+    let t = std::time::Instant::now();
+    loop {
+        let s = c.member_client(leader).status().await.unwrap();
+        if s["standby"]["followers"].as_array().map_or(0, Vec::len) >= n {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{leader} lists fewer than {n} standbys: {}",
+            s["standby"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits up to 10 s until standby `m` has heard from its leader.
+async fn wait_reached_leader(c: &Cluster, m: &str) {
+    let t = std::time::Instant::now();
+    loop {
+        let s = c.member_client(m).status().await.unwrap();
+        if s["standby"]["leader"]["client_url"].is_string() {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{m} never reached its leader: {}",
+            s["standby"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Which of `writes` member `m` does not hold.
 async fn missing(c: &Cluster, m: &str, writes: &[(String, String)]) -> Vec<(String, String)> {
     let client = c.member_client(m);
@@ -118,17 +152,7 @@ async fn kill_9_the_leader_under_load_keeps_every_write_acknowledged_with_standb
         .unwrap()
         .to_string();
     // The standby has said it is there before the load starts.
-    let t = std::time::Instant::now();
-    while c.member_client("eu-west").status().await.unwrap()["standby"]["followers"]
-        .as_array()
-        .is_none_or(Vec::is_empty)
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the standby never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_standbys(&c, "eu-west", 1).await;
     let stop = Arc::new(AtomicBool::new(false));
     let leader = c.member_client("eu-west");
     let tasks = vec![
@@ -230,24 +254,7 @@ async fn a_split_brain_loses_nothing_and_rolls_nothing_back() {
         .start()
         .await
         .unwrap();
-    let wait = |m: &'static str| {
-        let c = &c;
-        async move {
-            let t = std::time::Instant::now();
-            loop {
-                let s = c.member_client(m).status().await.unwrap();
-                if s["standby"]["leader"]["client_url"].is_string() {
-                    return;
-                }
-                assert!(
-                    t.elapsed() < Duration::from_secs(10),
-                    "{m} never reached its leader"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    wait("eu-west-s1").await;
+    wait_reached_leader(&c, "eu-west-s1").await;
     c.member_client("eu-west")
         .put("default", "before", &json!(1))
         .await
@@ -330,11 +337,7 @@ async fn a_standby_serves_reads_on_tokens_and_passes_writes_to_its_leader() {
         .unwrap();
     let leader = c.member_client("eu-west");
     let standby = c.member_client("eu-west-s1");
-    let t = std::time::Instant::now();
-    while standby.status().await.unwrap()["standby"]["leader"]["client_url"].is_null() {
-        assert!(t.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_reached_leader(&c, "eu-west-s1").await;
     // Read-your-writes: write at the leader, read at the standby with the
     // token, 200 times in a row.
     let mut violations = 0;
@@ -440,14 +443,7 @@ async fn a_standby_concern_not_met_is_a_504_unless_the_keyspace_allows_the_downg
         .await
         .unwrap();
     let leader = c.member_client("eu-west");
-    let t = std::time::Instant::now();
-    while leader.status().await.unwrap()["standby"]["followers"]
-        .as_array()
-        .is_none_or(Vec::is_empty)
-    {
-        assert!(t.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_standbys(&c, "eu-west", 1).await;
     let quick = Options {
         write_concern: Some("standby".into()),
         concern_timeout_ms: Some(500),
@@ -567,17 +563,7 @@ async fn with_two_standbys_one_takes_over_and_the_other_follows_it() {
         .await
         .unwrap();
     let leader = c.member_client("eu-west");
-    let t = std::time::Instant::now();
-    while leader.status().await.unwrap()["standby"]["followers"]
-        .as_array()
-        .is_none_or(|f| f.len() < 2)
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "both standbys register"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_standbys(&c, "eu-west", 2).await;
     let mut acked = Vec::new();
     for i in 0..100 {
         let w = leader
