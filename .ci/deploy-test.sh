@@ -133,6 +133,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 check() { python3 deploy/ci/cluster.py "$@"; }
+# Every client call: over TLS trusting the cluster's CA, with the admin
+# token (both written below, before the first region starts).
+mcurl() { curl --cacert "$MERIDIAN_CA_FILE" -H "Authorization: Bearer $MERIDIAN_ACCESS_TOKEN" "$@"; }
 
 free_ports() {
   python3 -c '
@@ -153,6 +156,16 @@ image_size=$(awk '/^image / { print $4 }' <<<"$build_out")
 say "the Kubernetes config file runs in the image, as the StatefulSet runs it"
 secret=$work/cluster-secret
 deploy/new-cluster-secret.sh "$secret" >/dev/null
+# TLS and tokens, as Compose and Kubernetes run: a CA and the cluster's
+# certificate, a bootstrap admin token; mounted, never in the image.
+certs=$work/certs
+MERIDIAN_BIN=${MERIDIAN_BIN:-} deploy/new-certs.sh "$certs" >/dev/null
+admin_token=$work/admin-token
+deploy/new-admin-token.sh "$admin_token" >/dev/null
+export MERIDIAN_CERTS_DIR=$certs MERIDIAN_ADMIN_TOKEN_FILE=$admin_token
+export MERIDIAN_CA_FILE=$certs/ca.pem
+MERIDIAN_ACCESS_TOKEN=$(cat "$admin_token")
+export MERIDIAN_ACCESS_TOKEN
 "$venv/bin/python" - deploy/k8s/region-us-east.yaml "$work/meridian.toml" <<'EOF'
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
@@ -165,7 +178,11 @@ docker run -d --name "$project-config" \
   --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
   -v "$work/meridian.toml:/etc/meridian/config/meridian.toml:ro" \
   -v "$secret:/etc/meridian/secret/cluster-secret:ro" \
-  -e MERIDIAN_STANDBY__ADVERTISE_PEER_URL=http://meridian-us-east-0.meridian-us-east-peer.meridian.svc.cluster.local:7170 \
+  -v "$certs/cluster.pem:/etc/meridian/tls/tls.crt:ro" \
+  -v "$certs/cluster-key.pem:/etc/meridian/tls/tls.key:ro" \
+  -v "$certs/ca.pem:/etc/meridian/tls/ca.crt:ro" \
+  -v "$admin_token:/etc/meridian/admin/admin-token:ro" \
+  -e MERIDIAN_STANDBY__ADVERTISE_PEER_URL=https://meridian-us-east-0.meridian-us-east-peer.meridian.svc.cluster.local:7170 \
   "meridian:$version" serve --config /etc/meridian/config/meridian.toml >/dev/null
 for _ in $(seq 1 100); do
   docker logs "$project-config" 2>/dev/null | grep -q "region us-east (leader) listening on" && break
@@ -177,15 +194,20 @@ docker logs "$project-config" 2>/dev/null | grep -q "region us-east (leader) lis
   die "the region did not start with the ConfigMap's meridian.toml"
 }
 config_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$project-config")
-if ! curl -sf -X PUT "http://$config_ip:7070/v1/kv/default/ci-config" -d '"ok"' >/dev/null ||
-  [[ $(curl -sf "http://$config_ip:7070/v1/kv/default/ci-config") != *'"value":"ok"'* ]]; then
+# The certificate names localhost: reach the container's IP under it.
+at_config=(--resolve "localhost:7070:$config_ip")
+if [[ $(curl -s -o /dev/null -w '%{http_code}' --cacert "$MERIDIAN_CA_FILE" "${at_config[@]}" https://localhost:7070/v1/status) != 401 ]]; then
+  die "the region started with the ConfigMap's config answers without a token"
+fi
+if ! mcurl -sf "${at_config[@]}" -X PUT "https://localhost:7070/v1/kv/default/ci-config" -d '"ok"' >/dev/null ||
+  [[ $(mcurl -sf "${at_config[@]}" "https://localhost:7070/v1/kv/default/ci-config") != *'"value":"ok"'* ]]; then
   die "the region started with the ConfigMap's config does not take writes on a read-only root"
 fi
 docker stop -t 10 "$project-config" >/dev/null
 [[ $(docker inspect -f '{{.State.ExitCode}}' "$project-config") == 0 ]] ||
   die "SIGTERM did not stop the region cleanly (exit $(docker inspect -f '{{.State.ExitCode}}' "$project-config"))"
 docker rm -v "$project-config" >/dev/null
-pass "image meridian:$version built ($image_size bytes); the k8s config (as pod 0: the leader) serves writes on a read-only root; SIGTERM exits 0"
+pass "image meridian:$version built ($image_size bytes); the k8s config (as pod 0: the leader; TLS, tokens) refuses a caller without a token and serves writes on a read-only root; SIGTERM exits 0"
 
 # ---------------------------------------------------------------- 3. Compose up
 say "compose up ($project)"
@@ -194,9 +216,9 @@ export MERIDIAN_SECRET_FILE=$secret
 export MERIDIAN_PORT_US_EAST=$p1 MERIDIAN_PORT_EU_WEST=$p2 MERIDIAN_PORT_AP_SOUTH=$p3
 export MERIDIAN_LINK_CONTROL_US_EU=$c1 MERIDIAN_LINK_CONTROL_US_AP=$c2 MERIDIAN_LINK_CONTROL_EU_AP=$c3
 declare -A url=(
-  [us-east]=http://127.0.0.1:$p1
-  [eu-west]=http://127.0.0.1:$p2
-  [ap-south]=http://127.0.0.1:$p3
+  [us-east]=https://localhost:$p1
+  [eu-west]=https://localhost:$p2
+  [ap-south]=https://localhost:$p3
 )
 all_urls=("${url[us-east]}" "${url[eu-west]}" "${url[ap-south]}")
 compose up -d
@@ -249,7 +271,7 @@ docker network create "$project-probe" >/dev/null
 docker network connect "$project-probe" "$cut_ctr"
 probe_ip=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$project-probe\").IPAddress}}" "$cut_ctr")
 docker network disconnect "$net" "$cut_ctr"
-cut_url=http://$probe_ip:7070
+cut_url=https://$probe_ip:7070
 start_load partition "$cut" "$cut_url"
 start_load partition us-east "${url[us-east]}"
 start_load partition eu-west "${url[eu-west]}"
@@ -271,7 +293,7 @@ pass "partition of $cut: both sides took writes, converged after healing, nothin
 # ---------------------------------------------------------------- 6. kill -9
 victim=eu-west
 say "docker kill $victim under write load"
-incarnation() { curl -sf "$1/v1/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["replica"]["incarnation"])'; }
+incarnation() { mcurl -sf "$1/v1/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["replica"]["incarnation"])'; }
 before=$(incarnation "${url[$victim]}")
 for r in "${regions[@]}"; do start_load kill "$r" "${url[$r]}"; done
 sleep 3
@@ -324,17 +346,17 @@ export MERIDIAN_PORT_US_EAST_STANDBY=$s1 MERIDIAN_PORT_EU_WEST_STANDBY=$s2 MERID
 compose_sb up -d
 ctr() { compose_sb ps -q "$1"; }
 wait_docker_healthy "${regions[@]}" us-east-standby eu-west-standby ap-south-standby
-leader_url=http://127.0.0.1:$p2
-standby_url=http://127.0.0.1:$s2
+leader_url=https://localhost:$p2
+standby_url=https://localhost:$s2
 for _ in $(seq 1 100); do
-  [[ $(curl -s "$leader_url/v1/status" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["standby"]["followers"]))' 2>/dev/null) == 1 ]] && break
+  [[ $(mcurl -s "$leader_url/v1/status" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["standby"]["followers"]))' 2>/dev/null) == 1 ]] && break
   sleep 0.2
 done
 sb_acks=$work/sb-acks
 mkdir -p "$sb_acks"
 n=0
 for i in $(seq 1 40); do
-  if curl -sf -X PUT -H 'meridian-write-concern: standby' "$leader_url/v1/kv/default/sb-$i" -d "\"v$i\"" >/dev/null; then
+  if mcurl -sf -X PUT -H 'meridian-write-concern: standby' "$leader_url/v1/kv/default/sb-$i" -d "\"v$i\"" >/dev/null; then
     echo "sb-$i" >>"$sb_acks/keys"
     n=$((n + 1))
   fi
@@ -343,26 +365,26 @@ done
 t_kill=$SECONDS
 docker kill "$(ctr eu-west)" >/dev/null
 for _ in $(seq 1 100); do
-  curl -sf "$standby_url/healthz/leader" >/dev/null && break
+  mcurl -sf "$standby_url/healthz/leader" >/dev/null && break
   sleep 0.2
 done
-curl -sf "$standby_url/healthz/leader" >/dev/null || die "eu-west-standby did not take over within 20 s of the leader's kill"
+mcurl -sf "$standby_url/healthz/leader" >/dev/null || die "eu-west-standby did not take over within 20 s of the leader's kill"
 took=$((SECONDS - t_kill))
 while read -r k; do
-  [[ $(curl -sf "$standby_url/v1/kv/default/$k") == *'"value":"v'* ]] || die "$k, acknowledged with standby, is not on the promoted standby"
+  [[ $(mcurl -sf "$standby_url/v1/kv/default/$k") == *'"value":"v'* ]] || die "$k, acknowledged with standby, is not on the promoted standby"
 done <"$sb_acks/keys"
-curl -sf -X PUT "$standby_url/v1/kv/default/sb-after" -d '"after"' >/dev/null || die "the promoted standby takes no writes"
+mcurl -sf -X PUT "$standby_url/v1/kv/default/sb-after" -d '"after"' >/dev/null || die "the promoted standby takes no writes"
 docker start "$(ctr eu-west)" >/dev/null
 role=
 for _ in $(seq 1 150); do
-  role=$(curl -s "$leader_url/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["standby"]["role"])' 2>/dev/null || true)
+  role=$(mcurl -s "$leader_url/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["standby"]["role"])' 2>/dev/null || true)
   [[ $role == follower ]] && break
   sleep 0.2
 done
 [[ $role == follower ]] || die "the old eu-west leader did not step down after it was started again (role: ${role:-none})"
 got=
 for _ in $(seq 1 100); do
-  got=$(curl -s "$leader_url/v1/kv/default/sb-after" || true)
+  got=$(mcurl -s "$leader_url/v1/kv/default/sb-after" || true)
   [[ $got == *'"value":"after"'* ]] && break
   sleep 0.2
 done

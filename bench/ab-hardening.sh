@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # A/B: durable PUTs and hot-set adds, base (before this session) vs head, interleaved.
 set -u
+# Benchmarked regions listen on loopback and run without access tokens
+# (auth is measured on its own, not folded into these figures).
+export MERIDIAN_AUTH__MODE="${MERIDIAN_AUTH__MODE:-open}"
 # BASE: a release build of the commit before the hardening (3fcedfc), e.g.
 #   git worktree add /tmp/base 3fcedfc && (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base-target cargo build --release --bin meridian)
 BASE=${BASE:-/tmp/base-target/release/meridian}

@@ -7,6 +7,9 @@
 #
 # Output: bench/out/all-<step>.txt (the tables are at the end of each file).
 set -euo pipefail
+# Benchmarked regions listen on loopback and run without access tokens
+# (auth is measured on its own, not folded into these figures).
+export MERIDIAN_AUTH__MODE="${MERIDIAN_AUTH__MODE:-open}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 mkdir -p bench/out

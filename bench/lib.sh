@@ -1,4 +1,7 @@
 # Helpers shared by the benchmark scripts (sourced, not run).
+# Benchmarked regions listen on loopback and run without access tokens
+# (auth is measured on its own, not folded into these figures).
+export MERIDIAN_AUTH__MODE="${MERIDIAN_AUTH__MODE:-open}"
 
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -39,7 +39,7 @@ else
   for r in $regions; do
     [[ $r == "$region" ]] && continue
     # The region's first leader, then its standby (one of them leads).
-    peers+=("$r=http://meridian-$r-0.meridian-$r-peer.$ns.svc.cluster.local:7170,http://meridian-$r-1.meridian-$r-peer.$ns.svc.cluster.local:7170")
+    peers+=("$r=https://meridian-$r-0.meridian-$r-peer.$ns.svc.cluster.local:7170,https://meridian-$r-1.meridian-$r-peer.$ns.svc.cluster.local:7170")
   done
 fi
 
@@ -79,8 +79,20 @@ retention_hours = 168
 # URL is the one named here), pod 1 as its standby. After a failover the
 # data directory's standby.json says who leads, whatever this file says.
 [standby]
-follow = \"http://meridian-$region-0.meridian-$region-peer.$ns.svc.cluster.local:7170\"
-failover_timeout_ms = 2000$peer_toml"
+follow = \"https://meridian-$region-0.meridian-$region-peer.$ns.svc.cluster.local:7170\"
+failover_timeout_ms = 2000
+
+# Clients need a token (the bootstrap admin token makes the others: see
+# docs/security.md); both listeners speak TLS, peers mutual TLS. The files
+# are Secrets mounted below, never part of the image.
+[auth]
+bootstrap_token_file = \"/etc/meridian/admin/admin-token\"
+
+[tls]
+cert_file = \"/etc/meridian/tls/tls.crt\"
+key_file = \"/etc/meridian/tls/tls.key\"
+peer_ca_file = \"/etc/meridian/tls/ca.crt\"
+peer_mtls = true$peer_toml"
 config_sha=$(printf '%s\n' "$config_toml" | sha256sum | cut -c1-64)
 config_indented=$(printf '%s\n' "$config_toml" | sed 's/^./    &/')
 
@@ -138,8 +150,8 @@ spec:
 # a failover with no relabelling (Kubernetes cannot steer a Service by a
 # role that changes at run time; GET /healthz/leader answers 200 on the
 # leader only, for load balancers that can). ClusterIP: expose it with an
-# Ingress or change the type to LoadBalancer (the client API has no
-# authentication yet).
+# Ingress (TLS passthrough) or change the type to LoadBalancer: every call
+# needs a token, over TLS.
 apiVersion: v1
 kind: Service
 metadata:
@@ -234,9 +246,9 @@ spec:
                   fieldPath: metadata.name
             # How the other members and the leader reach this pod.
             - name: MERIDIAN_STANDBY__ADVERTISE_PEER_URL
-              value: http://\$(POD_NAME).meridian-$region-peer.$ns.svc.cluster.local:7170
+              value: https://\$(POD_NAME).meridian-$region-peer.$ns.svc.cluster.local:7170
             - name: MERIDIAN_STANDBY__ADVERTISE_CLIENT_URL
-              value: http://\$(POD_NAME).meridian-$region-peer.$ns.svc.cluster.local:7070
+              value: https://\$(POD_NAME).meridian-$region-peer.$ns.svc.cluster.local:7070
           ports:
             - name: client
               containerPort: 7070
@@ -249,6 +261,7 @@ spec:
             httpGet:
               path: /healthz
               port: client
+              scheme: HTTPS
             periodSeconds: 5
             timeoutSeconds: 3
             failureThreshold: 120
@@ -256,6 +269,7 @@ spec:
             httpGet:
               path: /healthz
               port: client
+              scheme: HTTPS
             periodSeconds: 5
             timeoutSeconds: 3
             failureThreshold: 2
@@ -263,6 +277,7 @@ spec:
             httpGet:
               path: /healthz
               port: client
+              scheme: HTTPS
             periodSeconds: 10
             timeoutSeconds: 5
             failureThreshold: 6
@@ -287,6 +302,12 @@ spec:
             - name: cluster-secret
               mountPath: /etc/meridian/secret
               readOnly: true
+            - name: tls
+              mountPath: /etc/meridian/tls
+              readOnly: true
+            - name: admin-token
+              mountPath: /etc/meridian/admin
+              readOnly: true
             - name: tmp
               mountPath: /tmp
       volumes:
@@ -297,6 +318,17 @@ spec:
           secret:
             secretName: meridian-cluster-secret
             # Owner root, group fsGroup (10001): readable by the process only.
+            defaultMode: 0440
+        # tls.crt and tls.key (SANs: this region's pod and Service names),
+        # ca.crt (what peers' certificates chain to). Renewing the Secret
+        # is picked up without a restart (files are re-read on change).
+        - name: tls
+          secret:
+            secretName: meridian-$region-tls
+            defaultMode: 0440
+        - name: admin-token
+          secret:
+            secretName: meridian-admin-token
             defaultMode: 0440
         - name: tmp
           emptyDir:

@@ -61,6 +61,7 @@ pub struct ClusterBuilder {
     env: Vec<(String, String)>,
     bin: Option<PathBuf>,
     standbys: usize,
+    access_token: Option<String>,
 }
 
 /// A running cluster.
@@ -91,6 +92,7 @@ impl Cluster {
             env: Vec::new(),
             bin: None,
             standbys: 0,
+            access_token: None,
         }
     }
 }
@@ -140,6 +142,13 @@ impl ClusterBuilder {
     /// Starts `region` with its wall clock shifted by `ms`.
     pub fn clock_skew_ms(mut self, region: &str, ms: i64) -> Self {
         self.skew.insert(region.to_string(), ms);
+        self
+    }
+
+    /// Every member asks for access tokens, with `bootstrap` as the admin
+    /// token the cluster's clients send.
+    pub fn access_token(mut self, bootstrap: &str) -> Self {
+        self.access_token = Some(bootstrap.to_string());
         self
     }
 
@@ -264,7 +273,10 @@ impl ClusterBuilder {
                 spec.args.push(format!("--clock-skew-ms={ms}"));
             }
             spec.args.extend(self.args.iter().cloned());
-            spec.env = self.env.clone();
+            if let Some(t) = &self.access_token {
+                spec = spec.with_tokens(t);
+            }
+            spec.env.extend(self.env.iter().cloned());
             let bin = self.bin.clone().unwrap_or_else(meridian_bin);
             let node = Node::start(&bin, spec).await?;
             let bound = node.peer_addr().ok_or_else(|| {
@@ -309,15 +321,23 @@ impl Cluster {
         match self.members.get(region).filter(|ms| ms.len() > 1) {
             // Any member of the region: a standby forwards writes, and the
             // client moves on when a member does not answer.
-            Some(ms) => Client::builder()
-                .regions(ms.iter().map(|m| {
-                    self.node(m)
-                        .map(Node::url)
-                        .unwrap_or_else(|e| panic!("{e}"))
-                }))
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_else(|e| panic!("{e}")),
+            Some(ms) => {
+                let mut b = Client::builder()
+                    .regions(ms.iter().map(|m| {
+                        self.node(m)
+                            .map(Node::url)
+                            .unwrap_or_else(|e| panic!("{e}"))
+                    }))
+                    .timeout(Duration::from_secs(10));
+                if let Some(t) = ms
+                    .first()
+                    .and_then(|m| self.node(m).ok())
+                    .and_then(|n| n.spec.access_token.clone())
+                {
+                    b = b.access_token(t);
+                }
+                b.build().unwrap_or_else(|e| panic!("{e}"))
+            }
             None => self
                 .node(region)
                 .map(Node::client)

@@ -77,6 +77,11 @@ pub struct NodeSpec {
     pub args: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// The token [`Node::client`] sends, when the node asks for tokens.
+    pub access_token: Option<String>,
+    /// When the node serves TLS: the CA its certificate chains to (what
+    /// [`Node::client`] trusts).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl NodeSpec {
@@ -88,8 +93,37 @@ impl NodeSpec {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             peer_listen: None,
             args: Vec::new(),
-            env: Vec::new(),
+            // Harness nodes listen on loopback and run without tokens; a
+            // test of access control sets `MERIDIAN_AUTH__MODE=tokens`.
+            env: vec![("MERIDIAN_AUTH__MODE".into(), "open".into())],
+            access_token: None,
+            ca_file: None,
         }
+    }
+
+    /// Serves TLS with `cert` and `key` (PEM files) signed by `ca`, which
+    /// [`Node::client`] then trusts.
+    pub fn with_tls(mut self, ca: &Path, cert: &Path, key: &Path) -> Self {
+        for (k, v) in [
+            ("MERIDIAN_TLS__CERT_FILE", cert),
+            ("MERIDIAN_TLS__KEY_FILE", key),
+        ] {
+            self.env.push((k.into(), v.display().to_string()));
+        }
+        self.ca_file = Some(ca.to_path_buf());
+        self
+    }
+
+    /// Asks for access tokens, with `bootstrap` as the admin token (and
+    /// the one [`Node::client`] sends).
+    pub fn with_tokens(mut self, bootstrap: &str) -> Self {
+        self.env.retain(|(k, _)| !k.starts_with("MERIDIAN_AUTH__"));
+        self.env
+            .push(("MERIDIAN_AUTH__MODE".into(), "tokens".into()));
+        self.env
+            .push(("MERIDIAN_AUTH__BOOTSTRAP_TOKEN".into(), bootstrap.into()));
+        self.access_token = Some(bootstrap.to_string());
+        self
     }
 }
 
@@ -190,10 +224,15 @@ impl Node {
                     .find_map(|l| l.split(marker).nth(1))
                     .and_then(|a| a.trim().parse::<SocketAddr>().ok())
             };
-            if let Some(addr) = printed("listening on http://") {
+            let scheme = if self.spec.ca_file.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            if let Some(addr) = printed(&format!("listening on {scheme}://")) {
                 self.addr = addr;
                 if self.peer_addr.is_some() {
-                    self.peer_addr = printed("peer API on http://");
+                    self.peer_addr = printed(&format!("peer API on {scheme}://"));
                 }
                 break;
             }
@@ -222,15 +261,25 @@ impl Node {
         self.peer_addr
     }
 
-    /// `http://addr`.
+    /// `http://addr`, or `https://addr` when the node serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.spec.ca_file {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     /// A client of this node.
     pub fn client(&self) -> Client {
+        let mut b = Client::builder().region(self.url());
+        if let Some(ca) = &self.spec.ca_file {
+            b = b.ca_file(ca.clone());
+        }
+        if let Some(t) = &self.spec.access_token {
+            b = b.access_token(t.clone());
+        }
         // The URL is always well-formed.
-        Client::new(&self.url()).unwrap_or_else(|e| panic!("{e}"))
+        b.build().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The process's log file.

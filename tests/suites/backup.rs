@@ -508,10 +508,10 @@ async fn rewind_brings_a_deleted_prefix_back_everywhere() {
 
 fn one_region(dir: &Path, target: &str, extra_env: &[(&str, &str)]) -> NodeSpec {
     let mut spec = NodeSpec::new("us-east", &dir.join("data"));
-    spec.env = vec![
+    spec.env.extend([
         ("MERIDIAN_BACKUP__TARGET".into(), target.into()),
         ("MERIDIAN_BACKUP__ARCHIVE_INTERVAL_MS".into(), "300".into()),
-    ];
+    ]);
     for (k, v) in extra_env {
         spec.env.push((k.to_string(), v.to_string()));
     }

@@ -22,6 +22,9 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     rank_every: Option<Duration>,
+    access_token: Option<String>,
+    ca_file: Option<std::path::PathBuf>,
+    identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for ClientBuilder {
@@ -32,6 +35,9 @@ impl Default for ClientBuilder {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
             rank_every: None,
+            access_token: None,
+            ca_file: None,
+            identity: None,
         }
     }
 }
@@ -78,6 +84,31 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends `Authorization: Bearer TOKEN` with every call (an access
+    /// token from `meridian ctl token create`, or the bootstrap token).
+    pub fn access_token(mut self, token: impl Into<String>) -> Self {
+        self.access_token = Some(token.into());
+        self
+    }
+
+    /// Trusts regions whose certificates chain to the CA in this PEM file
+    /// (and only those): `https://` URLs need it.
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Presents this certificate and key (PEM files) to regions that ask
+    /// for client certificates (mutual TLS).
+    pub fn identity(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.identity = Some((cert.into(), key.into()));
+        self
+    }
+
     /// Orders the regions by measured round trip (`/healthz`, nearest
     /// first) now and every `every` after, instead of the order given.
     /// Needs a tokio runtime; the measuring task ends with the last clone
@@ -93,9 +124,23 @@ impl ClientBuilder {
         let mut bases: Vec<String> = Vec::with_capacity(self.urls.len());
         for url in &self.urls {
             let base = url.trim_end_matches('/').to_string();
-            if !base.starts_with("http://") || base.len() == "http://".len() {
+            let scheme_len = if base.starts_with("http://") {
+                "http://".len()
+            } else if base.starts_with("https://") {
+                if self.ca_file.is_none() {
+                    return Err(ClientError::Invalid(format!(
+                        "region URL {url:?} is https: give the CA that signed its certificate (ca_file)"
+                    )));
+                }
+                "https://".len()
+            } else {
                 return Err(ClientError::Invalid(format!(
-                    "region URL {url:?} must be http://host:port"
+                    "region URL {url:?} must be http://host:port or https://host:port"
+                )));
+            };
+            if base.len() == scheme_len {
+                return Err(ClientError::Invalid(format!(
+                    "region URL {url:?} has no host"
                 )));
             }
             if bases.contains(&base) {
@@ -108,12 +153,33 @@ impl ClientBuilder {
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.enforce_http(false);
         // Connecting never outlasts the attempt: a connection that was
         // never made is then `Unreachable` (safe to send elsewhere), not a
         // timeout whose outcome is unknown.
         connector.set_connect_timeout(Some(
             self.connect_timeout.min(self.timeout.saturating_mul(3) / 4),
         ));
+        let tls = match &self.ca_file {
+            Some(ca) => crate::tls::client_config(
+                ca,
+                self.identity
+                    .as_ref()
+                    .map(|(c, k)| (c.as_path(), k.as_path())),
+            )
+            .map_err(|e| ClientError::Invalid(e.to_string()))?,
+            // Plain http only: an empty root store trusts nothing.
+            None => rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_protocol_versions(crate::tls::VERSIONS)
+                .map_err(|e| ClientError::Invalid(e.to_string()))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -125,6 +191,7 @@ impl ClientBuilder {
                 failovers: AtomicU64::new(0),
                 ranker: Mutex::new(None),
                 probes: Mutex::new(tokio::task::JoinSet::new()),
+                bearer: self.access_token.map(|t| format!("Bearer {}", t.trim())),
             }),
         };
         if let Some(every) = self.rank_every {

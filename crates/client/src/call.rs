@@ -361,6 +361,7 @@ impl Client {
                 b = std::mem::take(&mut b).header(name, v.as_str());
             }
         };
+        set("authorization", &self.inner.bearer);
         set("meridian-token", &opts.token);
         set("meridian-wait-ms", &opts.wait_ms.map(|v| v.to_string()));
         set("meridian-write-concern", &opts.write_concern);

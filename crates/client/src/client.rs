@@ -85,7 +85,7 @@ pub struct Client {
 
 pub(crate) struct Inner {
     pub(crate) regions: Regions,
-    pub(crate) http: HyperClient<HttpConnector, Full<Bytes>>,
+    pub(crate) http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// Default per-region timeout, ms.
     pub(crate) timeout_ms: u64,
     /// Calls answered by a region other than the most preferred one.
@@ -95,6 +95,8 @@ pub(crate) struct Inner {
     /// Watchers of set-aside regions ([`Client::watch`]; aborted with the
     /// client).
     pub(crate) probes: Mutex<tokio::task::JoinSet<()>>,
+    /// `Bearer TOKEN`, sent with every call when set.
+    pub(crate) bearer: Option<String>,
 }
 
 impl Drop for Inner {
@@ -248,6 +250,32 @@ impl Client {
     pub async fn promote(&self) -> Result<Value, ClientError> {
         self.change(Method::POST, "/v1/admin/promote", &Value::Null)
             .await
+    }
+
+    /// `GET /v1/admin/tokens`: every access token the region knows (never
+    /// their secrets).
+    pub async fn tokens(&self) -> Result<Value, ClientError> {
+        self.read("/v1/admin/tokens", &Options::default()).await
+    }
+
+    /// `GET /v1/admin/tokens/{id}`.
+    pub async fn access_token_info(&self, id: &str) -> Result<Value, ClientError> {
+        let path = format!("/v1/admin/tokens/{}", path::segment(id));
+        self.read(&path, &Options::default()).await
+    }
+
+    /// `POST /v1/admin/tokens` (`{"name", "grants": [{"keyspace",
+    /// "prefix", "rights"}], "expires_in_s"}`): the answer's `token` is the
+    /// secret, shown this once.
+    pub async fn create_token(&self, body: &Value) -> Result<Value, ClientError> {
+        self.change(Method::POST, "/v1/admin/tokens", body).await
+    }
+
+    /// `DELETE /v1/admin/tokens/{id}`: revoked for good, in every region
+    /// once replicated.
+    pub async fn revoke_token(&self, id: &str) -> Result<Value, ClientError> {
+        let path = format!("/v1/admin/tokens/{}", path::segment(id));
+        self.change(Method::DELETE, &path, &Value::Null).await
     }
 
     fn key_path(ks: &str, key: &str) -> String {

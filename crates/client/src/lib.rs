@@ -27,6 +27,7 @@ pub mod path;
 pub mod regions;
 pub mod safety;
 mod session;
+pub mod tls;
 
 pub use builder::ClientBuilder;
 pub use client::{Client, Entry, Options, Written};

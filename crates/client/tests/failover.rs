@@ -513,7 +513,8 @@ fn builder_refuses_what_cannot_work() {
         Ok(_) => panic!("built"),
     };
     assert!(err(Client::builder()).contains("needs a region"));
-    assert!(err(Client::builder().region("https://x:1")).contains("http://"));
+    assert!(err(Client::builder().region("https://x:1")).contains("ca_file"));
+    assert!(err(Client::builder().region("ftp://x:1")).contains("http://"));
     assert!(err(Client::builder().region("http://")).contains("http://"));
     assert!(err(Client::builder().regions(["http://a:1", "http://a:1/"])).contains("twice"));
     assert!(

@@ -23,6 +23,7 @@
 //! Time and storage come in from outside: the engine never reads a clock
 //! (callers pass `now_ms`) and never touches a socket.
 
+pub mod access;
 pub mod backup;
 pub mod budget;
 pub mod engine;

@@ -112,6 +112,15 @@ pub struct Config {
     /// Standbys (`[standby]`): following the region's leader, failover.
     #[serde(default)]
     pub standby: crate::standby::config::StandbyConfig,
+    /// Client authentication (`[auth]`).
+    #[serde(default)]
+    pub auth: crate::security::config::AuthConfig,
+    /// TLS on the listeners and to peers (`[tls]`).
+    #[serde(default)]
+    pub tls: crate::security::config::TlsConfig,
+    /// Connection, time and definition limits (`[limits]`).
+    #[serde(default)]
+    pub limits: crate::security::config::LimitsConfig,
 }
 
 fn default_archive_ms() -> u64 {
@@ -260,6 +269,9 @@ impl Default for Config {
             tombstone_gc_interval_ms: default_gc_ms(),
             backup: BackupConfig::default(),
             standby: Default::default(),
+            auth: Default::default(),
+            tls: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -396,6 +408,9 @@ const ENV_KEYS: &[&str] = &[
     "tombstone_gc_interval_ms",
     "backup",
     "standby",
+    "auth",
+    "tls",
+    "limits",
 ];
 
 impl Config {
@@ -550,14 +565,14 @@ impl Config {
                     format!("peer {name} is listed twice"),
                 ));
             }
-            let url = p.url.trim_end_matches('/').to_string();
-            let ok = url
-                .strip_prefix("http://")
-                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
-            if !ok {
+            let url = crate::standby::config::base_url(&p.url)
+                .map_err(|m| field(format!("peers[{i}].url"), m))?;
+            if url.starts_with("https://") && self.tls.peer_ca_file.is_none() {
                 return Err(field(
                     format!("peers[{i}].url"),
-                    format!("{:?} must look like http://host:port", p.url),
+                    format!(
+                        "{url} is https: set [tls] peer_ca_file to the CA that signed the peers' certificates"
+                    ),
                 ));
             }
             if let Some(c) = &p.client_url {
@@ -634,7 +649,16 @@ impl Config {
             .standby
             .validate(self.listen, self.peer_listen, secret.is_some())
             .map_err(|(f, m)| field(f, m))?;
+        let auth = self
+            .auth
+            .validate(self.listen)
+            .map_err(|(f, m)| field(f, m))?;
+        let limits = self.limits.validate().map_err(|(f, m)| field(f, m))?;
+        self.tls.validate().map_err(|(f, m)| field(f, m))?;
         Ok(Valid {
+            auth,
+            limits,
+            tls: self.tls.clone(),
             standby,
             standby_urls,
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
@@ -709,6 +733,12 @@ pub struct Valid {
     pub standby: crate::standby::config::StandbySettings,
     /// Peers' standby peer URLs, where configured.
     pub standby_urls: std::collections::BTreeMap<RegionId, Vec<String>>,
+    /// Client authentication.
+    pub auth: crate::security::config::Auth,
+    /// Limits.
+    pub limits: crate::security::config::Limits,
+    /// TLS files.
+    pub tls: crate::security::config::TlsConfig,
 }
 
 /// Checked backup settings.

@@ -36,10 +36,25 @@ pub struct DevOptions {
     /// Client API of the first region; the others follow (peer APIs at +100,
     /// links at +200, link control at +300).
     pub base_port: u16,
+    /// No tokens (`--insecure-open`): anyone on this machine may do
+    /// anything. Without it, an admin token is made and printed.
+    pub open: bool,
 }
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut f = o.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Runs the dev cluster until Ctrl-C.
@@ -58,6 +73,23 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
     }
     let secret = Secret::new(&std::fs::read(&secret_path)?)
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    // The admin (bootstrap) token, kept with the data like the secret.
+    let token_path = root.join("admin-token");
+    let admin_token = if opts.open {
+        None
+    } else {
+        if !token_path.exists() {
+            let (token, _, _) = crate::security::auth::generate();
+            write_private(&token_path, token.as_bytes())?;
+        }
+        Some(std::fs::read_to_string(&token_path)?.trim().to_string())
+    };
+    let auth = match &admin_token {
+        Some(t) => crate::security::config::Auth::Tokens {
+            bootstrap: Some(crate::security::auth::hash(t)),
+        },
+        None => crate::security::config::Auth::Open,
+    };
 
     // Links first: region i reaches region j through link (i, j).
     let emu = LinkEmulator::new(meridian_harness::link::seed_from_time());
@@ -134,6 +166,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
             peers,
             secret: Some(secret.clone()),
             replication: ReplicationConfig::default(),
+            auth: auth.clone(),
             ..base
         };
         // Started together: a restarted region asks its peers about its
@@ -178,11 +211,27 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
         if temporary { " (removed on exit)" } else { "" }
     );
     println!();
-    println!("try:");
     let (a, b) = (running[0].addr, running[1].addr);
-    println!("  curl -X PUT http://{a}/v1/kv/default/hello -d '{{\"msg\": \"hi from us-east\"}}'");
-    println!("  curl http://{b}/v1/kv/default/hello          # eu-west, ~40 ms later");
-    println!("  curl http://{a}/v1/status");
+    let auth_arg = match &admin_token {
+        Some(t) => {
+            println!("admin token (also in {}):", token_path.display());
+            println!("  export MERIDIAN_ACCESS_TOKEN={t}");
+            println!();
+            " -H \"Authorization: Bearer $MERIDIAN_ACCESS_TOKEN\""
+        }
+        None => {
+            println!("running open (--insecure-open): no tokens, loopback only");
+            println!();
+            ""
+        }
+    };
+    println!("try:");
+    println!(
+        "  curl{auth_arg} -X PUT http://{a}/v1/kv/default/hello -d '{{\"msg\": \"hi from us-east\"}}'"
+    );
+    println!("  curl{auth_arg} http://{b}/v1/kv/default/hello          # eu-west, ~40 ms later");
+    println!("  curl{auth_arg} http://{a}/v1/status");
+    println!("  meridian ctl status                   # ctl reads MERIDIAN_ACCESS_TOKEN");
     println!();
     println!("Ctrl-C stops the cluster.");
 

@@ -24,6 +24,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod peer;
 pub mod region;
+pub mod security;
 pub mod serve;
 pub mod shutdown;
 pub mod standby;

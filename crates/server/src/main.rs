@@ -36,6 +36,11 @@ enum Command {
     /// Operate running regions: status, get/put/del/incr/add/remove,
     /// keyspaces, conflicts.
     Ctl(meridian_server::ctl::CtlArgs),
+    /// Make a development CA (`ca.pem`, `ca-key.pem`) and certificates
+    /// signed by it, for TLS on the listeners and mutual TLS between peers.
+    /// For development and tests: production certificates come from your
+    /// own CA.
+    Cert(CertArgs),
     /// Benchmarks: load running regions, or replication on a local cluster.
     Bench {
         #[command(subcommand)]
@@ -44,10 +49,29 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+struct CertArgs {
+    /// Where the CA and certificates go (the CA is made there if missing).
+    #[arg(long, default_value = "certs")]
+    dir: PathBuf,
+    /// Certificates to issue: `NAME[=SAN,SAN...]`, SANs being DNS names or
+    /// IP addresses (default SAN: the name). Each is written as `NAME.pem`
+    /// and `NAME-key.pem`, good for serving and as a client certificate.
+    /// Default: `localhost=localhost,127.0.0.1,::1`.
+    names: Vec<String>,
+}
+
+#[derive(clap::Args)]
 struct HealthArgs {
     /// The region's client API.
-    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        env = "MERIDIAN_HEALTH_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
     url: String,
+    /// The CA that signed the region's certificate (for an `https://` URL).
+    #[arg(long, env = "MERIDIAN_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -63,6 +87,11 @@ struct DevArgs {
     /// links at +200, the link control API at +300.
     #[arg(long, default_value_t = 7070)]
     base_port: u16,
+    /// Run without access tokens: anyone on this machine may read, write
+    /// and administer (the regions listen on loopback only). Without it,
+    /// an admin token is made and printed.
+    #[arg(long)]
+    insecure_open: bool,
 }
 
 #[derive(clap::Args)]
@@ -276,11 +305,45 @@ fn main() -> ExitCode {
                 data_dir: a.data_dir,
                 latency: a.latency,
                 base_port: a.base_port,
+                open: a.insecure_open,
             })
             .await
             .map_err(|e| e.to_string()),
+            Command::Cert(a) => {
+                let given = if a.names.is_empty() {
+                    vec!["localhost=localhost,127.0.0.1,::1".to_string()]
+                } else {
+                    a.names
+                };
+                let mut names = Vec::new();
+                for n in &given {
+                    let (name, sans) = n.split_once('=').unwrap_or((n.as_str(), ""));
+                    let sans: Vec<String> = sans
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    names.push((name, sans));
+                }
+                meridian_server::security::cert::dev_bundle(&a.dir, &names)
+                    .map_err(|e| e.to_string())?;
+                println!("CA: {}", a.dir.join("ca.pem").display());
+                for (name, _) in &names {
+                    println!(
+                        "{name}: {} {}",
+                        a.dir.join(format!("{name}.pem")).display(),
+                        a.dir.join(format!("{name}-key.pem")).display()
+                    );
+                }
+                Ok(())
+            }
             Command::Health(a) => {
-                let c = meridian_client::Client::new(&a.url).map_err(|e| e.to_string())?;
+                let mut b = meridian_client::Client::builder().region(&a.url);
+                if let Some(ca) = a.ca_file {
+                    b = b.ca_file(ca);
+                }
+                let c = b.build().map_err(|e| e.to_string())?;
                 if c.healthy().await {
                     println!("ok");
                     Ok(())

@@ -37,6 +37,23 @@ pub struct OwnershipLabels {
     pub outcome: String,
 }
 
+/// Labels of refusals made for security and limits.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `auth`, `client_listener`, `peer_listener` or `peer`.
+    pub what: &'static str,
+    /// Why (`missing`, `invalid`, `forbidden`, `connections`,
+    /// `header_timeout`, `tls_handshake`, `replayed`, `stale`, ...).
+    pub reason: &'static str,
+}
+
+/// Labels of a listener's figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `client_listener` or `peer_listener`.
+    pub listener: &'static str,
+}
+
 /// The region's metrics.
 pub struct Metrics {
     registry: std::sync::Mutex<Registry>,
@@ -60,6 +77,10 @@ pub struct Metrics {
     pub archive_failures: prometheus_client::metrics::counter::Counter,
     /// Op log bytes on disk not yet archived to the backup target.
     pub archive_lag_bytes: prometheus_client::metrics::gauge::Gauge,
+    /// Requests and connections refused by access control and limits.
+    pub refused: Family<RefusedLabels, prometheus_client::metrics::counter::Counter>,
+    /// Open connections, per listener.
+    pub listener_connections: Family<ListenerLabels, prometheus_client::metrics::gauge::Gauge>,
     /// Handles of the request histograms by (op, write), made once.
     handles: std::sync::RwLock<std::collections::HashMap<(&'static str, bool), Histogram>>,
     view: Arc<OnceLock<View>>,
@@ -168,6 +189,20 @@ impl Metrics {
             "Op log bytes on disk not yet archived to the backup target",
             archive_lag_bytes.clone(),
         );
+        let refused =
+            Family::<RefusedLabels, prometheus_client::metrics::counter::Counter>::default();
+        registry.register(
+            "security_refused",
+            "Requests and connections refused by access control, TLS, replay checks and limits",
+            refused.clone(),
+        );
+        let listener_connections =
+            Family::<ListenerLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "listener_connections",
+            "Open connections, per listener (at most [limits] max_connections each)",
+            listener_connections.clone(),
+        );
         let view = Arc::new(OnceLock::new());
         let peers = Arc::new(OnceLock::new());
         let standby = Arc::new(OnceLock::new());
@@ -192,6 +227,8 @@ impl Metrics {
             backup_failures,
             archive_failures,
             archive_lag_bytes,
+            refused,
+            listener_connections,
             handles: std::sync::RwLock::new(std::collections::HashMap::new()),
             view,
             peers,
@@ -294,6 +331,22 @@ pub(crate) fn gauge(
 ) -> Result<(), std::fmt::Error> {
     let g = ConstGauge::new(v);
     g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Metrics {
+    /// Counts one refusal.
+    pub fn refuse(&self, what: &'static str, reason: &'static str) {
+        self.refused
+            .get_or_create(&RefusedLabels { what, reason })
+            .inc();
+    }
+
+    /// How many refusals of `what` for `reason` so far.
+    pub fn refused(&self, what: &'static str, reason: &'static str) -> u64 {
+        self.refused
+            .get_or_create(&RefusedLabels { what, reason })
+            .get()
+    }
 }
 
 impl Collector for EngineCollector {
@@ -512,6 +565,13 @@ impl Collector for PeerCollector {
             "Anti-entropy comparisons completed with the peer",
             true,
             &each(&|l| l.ae_rounds.load(Relaxed) as i64),
+        )?;
+        per_peer(
+            &mut enc,
+            "peer_wrong_peer_answers",
+            "Answers refused: signed by another region than the one called, or for another request",
+            true,
+            &each(&|l| l.wrong_peer.load(Relaxed) as i64),
         )?;
         per_peer(
             &mut enc,

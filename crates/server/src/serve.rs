@@ -44,6 +44,9 @@ pub enum ServeError {
     /// The backup target could not be opened.
     #[error("backup: {0}")]
     Backup(String),
+    /// A certificate, key or CA file could not be used.
+    #[error("tls: {0}")]
+    Tls(#[from] meridian_client::tls::TlsError),
     /// The writer stopped with a fatal error.
     #[error(transparent)]
     Writer(#[from] crate::region::writer::WriterError),
@@ -78,17 +81,56 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
 fn serve_on(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    mut stop: Shutdown,
+    opts: crate::security::listener::Options,
+    stop: Shutdown,
 ) -> JoinHandle<std::io::Result<()>> {
-    use axum::serve::ListenerExt as _;
-    // Small answers (acks, write replies) must not wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.wait().await })
-            .await
+    tokio::spawn(crate::security::listener::serve(listener, app, opts, stop))
+}
+
+/// The listeners' TLS (client, peer) from `[tls]`, and what outbound peer
+/// calls trust and present.
+struct Tls {
+    client: Option<Arc<crate::security::tls::ServerTls>>,
+    peer: Option<Arc<crate::security::tls::ServerTls>>,
+}
+
+fn load_tls(cfg: &Valid) -> Result<Tls, ServeError> {
+    use crate::security::tls::{ServerTls, TlsFiles, set_outbound};
+    let t = &cfg.tls;
+    let outbound = match &t.peer_ca_file {
+        Some(ca) => {
+            let identity = match (t.peer_mtls, &t.cert_file, &t.key_file) {
+                (true, Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                _ => None,
+            };
+            Some(meridian_client::tls::client_config(ca, identity)?)
+        }
+        None => None,
+    };
+    set_outbound(outbound);
+    let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) else {
+        return Ok(Tls {
+            client: None,
+            peer: None,
+        });
+    };
+    let client = ServerTls::new(TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: t.client_ca_file.clone(),
+    })?;
+    let peer = ServerTls::new(TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: if t.peer_mtls {
+            t.peer_ca_file.clone()
+        } else {
+            None
+        },
+    })?;
+    Ok(Tls {
+        client: Some(Arc::new(client)),
+        peer: Some(Arc::new(peer)),
     })
 }
 
@@ -127,6 +169,27 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     });
     metrics.attach_peers(peers.clone(), region.feed.clone());
     let mut servers = Vec::new();
+    let mut tasks = Vec::new();
+    let tls = load_tls(&cfg)?;
+    for t in tls.client.iter().chain(tls.peer.iter()) {
+        let mut stop = stop.clone();
+        tasks.push(
+            t.spawn_reloader(crate::security::tls::RELOAD_EVERY, async move {
+                stop.wait().await
+            }),
+        );
+    }
+    let listener_metrics = metrics.clone();
+    let limits = cfg.limits;
+    let listener_opts =
+        move |what: &'static str, tls: &Option<Arc<crate::security::tls::ServerTls>>| {
+            crate::security::listener::Options {
+                what,
+                limits,
+                tls: tls.clone(),
+                metrics: listener_metrics.clone(),
+            }
+        };
     let mut peer_addr = None;
     // Requests peers forward run through the client API, once built.
     let client_api = Arc::new(std::sync::OnceLock::new());
@@ -140,6 +203,9 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         let l = bind(pl).await?;
         peer_addr = Some(l.local_addr()?);
         let api = Arc::new(PeerApi {
+            region: cfg.region.clone(),
+            nonces: Default::default(),
+            metrics: metrics.clone(),
             incarnation: region.incarnation.clone(),
             secret,
             writer: region.writer.clone(),
@@ -150,7 +216,12 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             standby: standby_slot.clone(),
             starting_role: persisted.role,
         });
-        servers.push(serve_on(l, receiver::router(api), stop.clone()));
+        servers.push(serve_on(
+            l,
+            receiver::router(api),
+            listener_opts("peer_listener", &tls.peer),
+            stop.clone(),
+        ));
     }
     // What peers hold of this region's own replicas (old incarnations
     // too): write-backs wait for it (a rolled-back disk may have shipped
@@ -203,27 +274,27 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         }
     }
     let listener = bind(cfg.listen).await?;
-    let mut tasks = Vec::new();
     let addr = listener.local_addr()?;
+    let scheme = if cfg.tls.enabled() { "https" } else { "http" };
     let me = Member {
         replica: region.replica.clone(),
         peer_url: cfg
             .standby
             .peer_url
             .clone()
-            .or_else(|| peer_addr.map(|a| format!("http://{a}")))
+            .or_else(|| peer_addr.map(|a| format!("{scheme}://{a}")))
             .unwrap_or_default(),
         client_url: cfg
             .standby
             .client_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}")),
+            .unwrap_or_else(|| format!("{scheme}://{addr}")),
     };
     if persisted.role == Role::Follower
         && me
             .peer_url
-            .strip_prefix("http://")
-            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .split_once("://")
+            .and_then(|(_, a)| a.parse::<std::net::SocketAddr>().ok())
             .is_some_and(|a| a.ip().is_unspecified())
     {
         // Not refused: a demoted leader must still start (and ship its
@@ -414,11 +485,18 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         client_urls: cfg.client_urls.clone(),
         backups,
         standby: standby.clone(),
+        auth: cfg.auth.clone(),
+        repairs: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_read_repairs)),
     });
     tasks.push(region.spawn_checkpoints(Duration::from_millis(cfg.checkpoint_interval_ms)));
     let router = api::router(state.clone());
     let _ = client_api.set(router.clone());
-    servers.push(serve_on(listener, router, stop));
+    servers.push(serve_on(
+        listener,
+        router,
+        listener_opts("client_listener", &tls.client),
+        stop,
+    ));
     tracing::info!(region = %cfg.region, replica = %region.replica, role = persisted.role.as_str(), epoch = persisted.epoch, %addr, peer_api = ?peer_addr, "serving");
     Ok(Running {
         region: cfg.region.to_string(),
@@ -534,11 +612,12 @@ pub async fn run(cfg: Valid, repair_log: bool) -> Result<(), ServeError> {
             cfg.peer_listen = r.peer_addr;
         }
         // The lines harnesses and scripts wait for.
+        let scheme = if cfg.tls.enabled() { "https" } else { "http" };
         if let Some(p) = r.peer_addr {
-            println!("meridian: region {} peer API on http://{p}", r.region);
+            println!("meridian: region {} peer API on {scheme}://{p}", r.region);
         }
         println!(
-            "meridian: region {} ({}) listening on http://{}",
+            "meridian: region {} ({}) listening on {scheme}://{}",
             r.region,
             r.standby.role.as_str(),
             r.addr

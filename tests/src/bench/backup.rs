@@ -171,14 +171,14 @@ pub async fn run(spec: &BackupSpec) -> Result<BackupReport, String> {
     };
     let target = format!("file://{}", spec.dir.join("target").display());
     let mut ns = NodeSpec::new("us-east", &spec.dir.join("data"));
-    ns.env = vec![
+    ns.env.extend([
         ("MERIDIAN_BACKUP__TARGET".into(), target.clone()),
         // Only the backups archive: the figure is theirs.
         (
             "MERIDIAN_BACKUP__ARCHIVE_INTERVAL_MS".into(),
             "3600000".into(),
         ),
-    ];
+    ]);
     let node = Node::start(&spec.bin, ns)
         .await
         .map_err(|e| e.to_string())?;

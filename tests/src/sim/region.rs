@@ -119,6 +119,7 @@ fn cfg() -> EngineConfig {
     EngineConfig {
         max_clock_offset_ms: 500,
         causal_buffer_ops: 10_000,
+        ..EngineConfig::default()
     }
 }
 

@@ -375,6 +375,8 @@ pub struct Registry {
     fences: BTreeMap<KeyspaceName, BTreeMap<RegionId, Fence>>,
     /// Keyspaces marked owned (a map exists or existed).
     owned: std::collections::BTreeSet<KeyspaceName>,
+    /// Access tokens (shared: changed copy-on-write).
+    tokens: Arc<crate::access::Tokens>,
 }
 
 impl Default for Registry {
@@ -389,6 +391,7 @@ impl Default for Registry {
             maps: BTreeMap::new(),
             fences: BTreeMap::new(),
             owned: Default::default(),
+            tokens: Default::default(),
         }
     }
 }
@@ -448,6 +451,21 @@ impl Registry {
     /// Marks `keyspace` owned.
     pub fn mark_owned(&mut self, keyspace: KeyspaceName) {
         self.owned.insert(keyspace);
+    }
+
+    /// The access tokens.
+    pub fn tokens(&self) -> &crate::access::Tokens {
+        &self.tokens
+    }
+
+    /// Installs (or replaces) a token definition.
+    pub fn insert_token(&mut self, def: crate::access::TokenDef) {
+        Arc::make_mut(&mut self.tokens).insert(def);
+    }
+
+    /// Records a token's revocation.
+    pub fn revoke_token(&mut self, id: String, at_ms: u64) {
+        Arc::make_mut(&mut self.tokens).revoke(id, at_ms);
     }
 
     /// The latest fence of `region` for `keyspace`.

@@ -94,6 +94,10 @@ pub struct LedgerCounts {
     pub next: u64,
     /// Entries dropped to stay within capacity.
     pub dropped: u64,
+    /// Encoded bytes of the entries stored (counted since this field was
+    /// added: a ledger written before counts only what came after).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 impl LedgerCounts {
@@ -259,29 +263,42 @@ impl Ledger {
     }
 
     /// Adds `entries`, the trimming to capacity and the counts to `batch`.
-    /// `capacity` gives each keyspace's bound.
+    /// `capacity` gives each keyspace's bound in entries; `max_bytes` its
+    /// bound in encoded bytes (entries dropped for it are read from
+    /// `backend` to learn their size, or from this batch).
     pub fn flush(
         &mut self,
         entries: Vec<LedgerEntry>,
         batch: &mut Batch,
+        backend: &impl Backend,
         capacity: impl Fn(&KeyspaceName) -> u64,
+        max_bytes: u64,
     ) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
         let mut touched = std::collections::BTreeSet::new();
+        let mut fresh: BTreeMap<(KeyspaceName, u64), u64> = BTreeMap::new();
         for e in entries {
             let bytes = codec::encode(&e).map_err(|err| StoreError::Backend(err.to_string()))?;
-            batch.put(TABLE, entry_key(&e.keyspace, e.id), bytes);
             let c = self.counts.entry(e.keyspace.clone()).or_default();
             c.next = c.next.max(e.id + 1);
+            c.bytes = c.bytes.saturating_add(bytes.len() as u64);
+            fresh.insert((e.keyspace.clone(), e.id), bytes.len() as u64);
+            batch.put(TABLE, entry_key(&e.keyspace, e.id), bytes);
             touched.insert(e.keyspace);
         }
         for ks in touched {
             let c = self.counts.entry(ks.clone()).or_default();
             let cap = capacity(&ks);
-            while c.len() > cap {
-                batch.delete(TABLE, entry_key(&ks, c.first));
+            while c.len() > cap || (c.bytes > max_bytes && c.len() > 1) {
+                let key = entry_key(&ks, c.first);
+                let size = match fresh.get(&(ks.clone(), c.first)) {
+                    Some(n) => *n,
+                    None => backend.get(TABLE, &key)?.map_or(0, |v| v.len() as u64),
+                };
+                batch.delete(TABLE, key);
+                c.bytes = c.bytes.saturating_sub(size);
                 c.first += 1;
                 c.dropped += 1;
             }
@@ -353,4 +370,78 @@ pub fn query<'a>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemBackend;
+    use meridian_crdt::{Dot, RegionId, ReplicaId, Seq};
+
+    fn entry(ks: &KeyspaceName, id: u64, value_len: usize) -> LedgerEntry {
+        let r = ReplicaId::new(RegionId::new("us-east").unwrap(), uuid::Uuid::nil());
+        let v = Version::new(Hlc::ZERO, Dot::new(r, Seq(id + 1)));
+        LedgerEntry {
+            id,
+            keyspace: ks.clone(),
+            key: Key::new(format!("k{id}")).unwrap(),
+            path: Vec::new(),
+            rule: "lww".into(),
+            winner: v.clone(),
+            winner_value: Some(Value::Bytes(vec![1; value_len])),
+            loser: v,
+            loser_value: None,
+            ambiguous: false,
+            recorded_at: Hlc::ZERO,
+            merge: None,
+            fallback: None,
+        }
+    }
+
+    #[test]
+    fn the_byte_bound_drops_the_oldest_entries_first() {
+        let backend = MemBackend::new();
+        let ks = KeyspaceName::default_keyspace();
+        let mut ledger = Ledger::default();
+        let one = codec::encode(&entry(&ks, 0, 1000)).unwrap().len() as u64;
+        // Room for exactly three entries.
+        let max = 3 * one;
+        for id in 0..10 {
+            let mut batch = Batch::new();
+            ledger
+                .flush(
+                    vec![entry(&ks, id, 1000)],
+                    &mut batch,
+                    &backend,
+                    |_| 1_000,
+                    max,
+                )
+                .unwrap();
+            backend.write(batch).unwrap();
+            let c = ledger.counts()[&ks];
+            assert!(c.bytes <= max, "{c:?}");
+            assert_eq!(c.len(), (id + 1).min(3), "{c:?}");
+        }
+        let c = ledger.counts()[&ks];
+        assert_eq!((c.first, c.next, c.dropped, c.bytes), (7, 10, 7, max));
+        // What is stored is exactly the newest three.
+        for id in 0..10 {
+            let held = backend.get(TABLE, &entry_key(&ks, id)).unwrap().is_some();
+            assert_eq!(held, id >= 7, "entry {id}");
+        }
+        // One entry over the bound on its own is still kept (the newest
+        // always is); the rest make room.
+        let mut batch = Batch::new();
+        ledger
+            .flush(
+                vec![entry(&ks, 10, 5000)],
+                &mut batch,
+                &backend,
+                |_| 1_000,
+                max,
+            )
+            .unwrap();
+        backend.write(batch).unwrap();
+        assert_eq!(ledger.counts()[&ks].len(), 1);
+    }
 }

@@ -401,6 +401,14 @@ impl<B: Backend> Engine<B> {
         {
             return Ok(false);
         }
+        if self.registry.merge_def(&def.name).is_none()
+            && self.registry.merge_defs().count() >= self.cfg.max_merges
+        {
+            return Err(WriteError::Limit {
+                what: "merges",
+                max: self.cfg.max_merges,
+            });
+        }
         let key = Key::new(def.key())?;
         self.put_system(now_ms, key, &def)?;
         Ok(true)

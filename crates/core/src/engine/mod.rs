@@ -68,6 +68,16 @@ pub struct EngineConfig {
     pub max_clock_offset_ms: u64,
     /// Most remote ops kept waiting for their causal past.
     pub causal_buffer_ops: usize,
+    /// Most keyspaces this region lets a client define (definitions that
+    /// arrive from peers are always taken: refusing them would split the
+    /// cluster).
+    pub max_keyspaces: usize,
+    /// Most merge scripts a client may register here.
+    pub max_merges: usize,
+    /// Most live access tokens a client may create here.
+    pub max_tokens: usize,
+    /// Most encoded bytes one keyspace's conflict ledger keeps.
+    pub ledger_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +85,10 @@ impl Default for EngineConfig {
         Self {
             max_clock_offset_ms: 500,
             causal_buffer_ops: 100_000,
+            max_keyspaces: 1_000,
+            max_merges: 256,
+            max_tokens: 10_000,
+            ledger_bytes: 64 << 20,
         }
     }
 }
@@ -369,6 +383,8 @@ impl<B: Backend> Engine<B> {
                     Some(SystemEntry::Map(ks, map)) => registry.insert_map(ks, map),
                     Some(SystemEntry::Owned(ks)) => registry.mark_owned(ks),
                     Some(SystemEntry::Fence(ks, r, f)) => registry.insert_fence(ks, r, f),
+                    Some(SystemEntry::Token(def)) => registry.insert_token(def),
+                    Some(SystemEntry::Revoked(id, at)) => registry.revoke_token(id, at),
                     None => {}
                 }
                 start = k.clone();
@@ -681,9 +697,63 @@ impl<B: Backend> Engine<B> {
             if *existing == def {
                 return Ok(false);
             }
+        } else if self.registry.iter().count() >= self.cfg.max_keyspaces {
+            return Err(WriteError::Limit {
+                what: "keyspaces",
+                max: self.cfg.max_keyspaces,
+            });
         }
         let key = Key::new(def.name.as_str())?;
         self.put_system(now_ms, key, &def)?;
+        Ok(true)
+    }
+
+    /// Creates or replaces an access token. `Ok(false)` when exactly this
+    /// is defined already. A token id that was revoked is refused: a
+    /// revocation is for good.
+    pub fn define_token(
+        &mut self,
+        now_ms: u64,
+        def: crate::access::TokenDef,
+    ) -> Result<bool, WriteError> {
+        let max_tokens = self.cfg.max_tokens;
+        def.validate()
+            .map_err(|e| WriteError::BadToken(e.to_string()))?;
+        let tokens = self.registry.tokens();
+        if tokens.is_revoked(&def.id) {
+            return Err(WriteError::BadToken(format!(
+                "token {} was revoked; a revoked id is never reused",
+                def.id
+            )));
+        }
+        match tokens.get(&def.id) {
+            Some((held, _)) if **held == def => return Ok(false),
+            Some(_) => {}
+            None if tokens.live_count() >= max_tokens => {
+                return Err(WriteError::Limit {
+                    what: "tokens",
+                    max: max_tokens,
+                });
+            }
+            None => {}
+        }
+        let key = Key::new(def.key())?;
+        self.put_system(now_ms, key, &def)?;
+        Ok(true)
+    }
+
+    /// Revokes a token, for good. `Ok(false)` when it was revoked already;
+    /// an id never defined here is refused.
+    pub fn revoke_token(&mut self, now_ms: u64, id: &str) -> Result<bool, WriteError> {
+        let tokens = self.registry.tokens();
+        if tokens.is_revoked(id) {
+            return Ok(false);
+        }
+        if tokens.get(id).is_none() {
+            return Err(WriteError::BadToken(format!("no token with id {id:?}")));
+        }
+        let key = Key::new(format!("{}{id}", crate::access::REVOKED_PREFIX))?;
+        self.put_system(now_ms, key, &crate::access::Revocation { at_ms: now_ms })?;
         Ok(true)
     }
 
@@ -1032,12 +1102,17 @@ impl<B: Backend> Engine<B> {
             .registry
             .clone()
             .unwrap_or_else(|| Arc::new(self.registry.clone()));
-        self.ledger
-            .flush(std::mem::take(&mut g.conflicts), &mut batch, |ks| {
+        self.ledger.flush(
+            std::mem::take(&mut g.conflicts),
+            &mut batch,
+            &*self.backend,
+            |ks| {
                 registry
                     .get(ks.as_str())
                     .map_or(10_000, |d| u64::from(d.ledger_capacity))
-            })?;
+            },
+            self.cfg.ledger_bytes,
+        )?;
         if let Some(l) = last_lsn {
             self.lsn = l.0;
         }
@@ -1136,6 +1211,8 @@ impl<B: Backend> Engine<B> {
             SystemEntry::Map(ks, map) => self.registry.insert_map(ks, map),
             SystemEntry::Owned(ks) => self.registry.mark_owned(ks),
             SystemEntry::Fence(ks, region, fence) => self.registry.insert_fence(ks, region, fence),
+            SystemEntry::Token(def) => self.registry.insert_token(def),
+            SystemEntry::Revoked(id, at) => self.registry.revoke_token(id, at),
         }
     }
 }
@@ -1151,6 +1228,8 @@ enum SystemEntry {
         meridian_crdt::RegionId,
         crate::ownership::Fence,
     ),
+    Token(crate::access::TokenDef),
+    Revoked(String, u64),
 }
 
 /// The definition a system-keyspace entry holds, if it holds one: a merge
@@ -1177,6 +1256,17 @@ fn system_entry(key: &[u8], obj: &Object) -> Option<SystemEntry> {
         return serde_json::from_str(j.as_str())
             .ok()
             .map(|f| SystemEntry::Fence(ks, region, f));
+    }
+    if let Some(id) = text.strip_prefix(crate::access::TOKEN_PREFIX) {
+        return serde_json::from_str::<crate::access::TokenDef>(j.as_str())
+            .ok()
+            .filter(|d| d.id == id && d.validate().is_ok())
+            .map(SystemEntry::Token);
+    }
+    if let Some(id) = text.strip_prefix(crate::access::REVOKED_PREFIX) {
+        return serde_json::from_str::<crate::access::Revocation>(j.as_str())
+            .ok()
+            .map(|r| SystemEntry::Revoked(id.to_string(), r.at_ms));
     }
     if key.starts_with(crate::merge::def::KEY_PREFIX.as_bytes()) {
         serde_json::from_str(j.as_str())

@@ -323,6 +323,19 @@ pub enum WriteError {
         /// This region's clock when it got to the write, Unix ms.
         now_ms: u64,
     },
+    /// A token definition or revocation that cannot be taken.
+    #[error("{0}")]
+    BadToken(String),
+    /// A configured limit on definitions (tokens, keyspaces, merges).
+    #[error(
+        "this cluster already holds the most {what} allowed ({max}); raise [limits] max_{what} or remove some"
+    )]
+    Limit {
+        /// What is limited.
+        what: &'static str,
+        /// The limit.
+        max: usize,
+    },
     /// A custom keyspace names a merge this region does not know.
     #[error("no merge function named {0:?}: use a built-in ({builtins}) or register a script with PUT /v1/merges/{0}", builtins = crate::merge::builtin::NAMES.join(", "))]
     UnknownMerge(String),

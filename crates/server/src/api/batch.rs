@@ -16,6 +16,8 @@ use super::kv::{OpBody, write};
 use super::owner::Written;
 use super::{AppState, MAX_BATCH_BODY, body, render, respond};
 use crate::peer::forward::ForwardedBy;
+use crate::security::auth::{Caller, Need};
+use meridian_core::access::Right;
 
 /// The body of a batch.
 #[derive(Debug, Deserialize)]
@@ -43,6 +45,7 @@ pub async fn post(
     method: Method,
     uri: Uri,
     fwd: Option<Extension<ForwardedBy>>,
+    caller: Option<Extension<Caller>>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -54,6 +57,17 @@ pub async fn post(
     for (i, item) in b.ops.into_iter().enumerate() {
         let key =
             Key::new(item.key).map_err(|e| ApiError::bad_request(format!("ops[{i}].key: {e}")))?;
+        if let Some(Extension(caller)) = &caller {
+            let need = Need::On(
+                Right::Write,
+                Some(item.keyspace.clone()),
+                Some(key.as_str().to_string()),
+            );
+            if let Err(e) = caller.require(&need) {
+                app.metrics.refuse("auth", "forbidden");
+                return Err(e);
+            }
+        }
         names.push((item.keyspace.clone(), key.clone()));
         mutations.push(MutationRequest {
             keyspace: item.keyspace,

@@ -286,10 +286,17 @@ fn repair(
     covers: VersionVector,
     behind: Vec<Option<String>>,
 ) {
+    // Bounded: past the limit a repair is skipped (anti-entropy mends the
+    // key later), never queued without end.
+    let Ok(permit) = app.repairs.clone().try_acquire_owned() else {
+        app.metrics.refuse("read_repair", "busy");
+        return;
+    };
     let writer = app.writer.clone();
     let pc = app.peer_client.clone();
     let peers = app.peers.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let mut done = BTreeSet::new();
         for target in behind {
             let ok = match &target {

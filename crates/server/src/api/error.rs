@@ -137,6 +137,11 @@ impl From<WriteError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "not_merger", message)
                     .with(json!({"merger": merger.as_str()}))
             }
+            W::BadToken(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_token_def", message),
+            W::Limit { what, max } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit_reached", message)
+                    .with(json!({"what": what, "limit": max}))
+            }
             W::UnknownMerge(name) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "unknown_merge", message)
                     .with(json!({"merge": name}))

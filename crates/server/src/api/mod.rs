@@ -17,6 +17,7 @@ pub mod owner;
 pub mod ownership;
 pub mod render;
 pub mod status;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +64,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/admin/backups/{id}/verify", &["post"]),
     ("/v1/admin/rewind", &["post"]),
     ("/v1/admin/promote", &["post"]),
+    ("/v1/admin/tokens", &["get", "post"]),
+    ("/v1/admin/tokens/{id}", &["get", "delete"]),
     ("/v1/openapi.json", &["get"]),
     ("/healthz", &["get"]),
     ("/healthz/leader", &["get"]),
@@ -102,6 +105,10 @@ pub struct AppInner {
     pub backups: Option<Arc<crate::backup::Backups>>,
     /// This member's role in its region, its standbys or its leader.
     pub standby: Arc<crate::standby::Standby>,
+    /// Whether callers need tokens.
+    pub auth: crate::security::config::Auth,
+    /// Read repairs in flight (at most `[limits] max_read_repairs`).
+    pub repairs: Arc<tokio::sync::Semaphore>,
 }
 
 /// Handler state: cheap to clone.
@@ -171,15 +178,34 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/promote",
             axum::routing::post(crate::standby::gate::promote),
         )
+        .route(
+            "/v1/admin/tokens",
+            get(tokens::list)
+                .post(tokens::create)
+                .layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
+        )
+        .route(
+            "/v1/admin/tokens/{id}",
+            get(tokens::get).delete(tokens::revoke),
+        )
         .route("/v1/openapi.json", get(status::openapi))
         .route("/healthz", get(status::healthz))
         .route("/healthz/leader", get(crate::standby::gate::leader_health))
         .route("/metrics", get(status::metrics))
+        // Runs once the route is known; authentication ran before routing.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::auth::authorize,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::standby::gate::gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::auth::authenticate,
         ))
         .with_state(state)
 }

@@ -14,6 +14,7 @@ pub mod output;
 pub mod ownership;
 pub mod session;
 pub mod status;
+pub mod token;
 
 use meridian_client::{Client, ClientError, Options};
 use serde_json::{Value, json};
@@ -156,6 +157,13 @@ pub enum CtlCommand {
         #[command(subcommand)]
         cmd: ownership::OwnershipCommand,
     },
+    /// Access tokens: create, list, show, revoke (admin), or generate a
+    /// bootstrap token.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: token::TokenCommand,
+    },
     /// Merge functions for custom keyspaces: register, show, list.
     Merge {
         /// What to do.
@@ -236,6 +244,13 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
         CtlCommand::Ownership { cmd } => {
             let c = pick(&urls, a.region.as_deref()).await?;
             ownership::run(&c, cmd, a.json).await
+        }
+        CtlCommand::Token { cmd } => {
+            if let token::TokenCommand::Generate = cmd {
+                return token::run(None, cmd.clone(), a.json).await;
+            }
+            let c = pick(&urls, a.region.as_deref()).await?;
+            token::run(Some(&c), cmd.clone(), a.json).await
         }
         CtlCommand::Merge { cmd } => {
             let c = pick(&urls, a.region.as_deref()).await?;
@@ -530,7 +545,45 @@ fn urls(given: &[String]) -> Vec<String> {
 }
 
 pub(crate) fn client(url: &str) -> Result<Client, String> {
-    Client::new(url).map_err(|e| format!("{url}: {e}"))
+    builder()?
+        .region(url)
+        .build()
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+/// A client builder with the caller's access token (`MERIDIAN_ACCESS_TOKEN`,
+/// else the file `MERIDIAN_ACCESS_TOKEN_FILE` names) and TLS settings
+/// (`MERIDIAN_CA_FILE`, `MERIDIAN_CLIENT_CERT` and `MERIDIAN_CLIENT_KEY`).
+pub(crate) fn builder() -> Result<meridian_client::ClientBuilder, String> {
+    let mut b = Client::builder();
+    let token = match (
+        std::env::var("MERIDIAN_ACCESS_TOKEN"),
+        std::env::var_os("MERIDIAN_ACCESS_TOKEN_FILE"),
+    ) {
+        (Ok(t), _) if !t.trim().is_empty() => Some(t),
+        (_, Some(f)) => Some(std::fs::read_to_string(&f).map_err(|e| {
+            format!(
+                "MERIDIAN_ACCESS_TOKEN_FILE={}: {e}",
+                std::path::Path::new(&f).display()
+            )
+        })?),
+        _ => None,
+    };
+    if let Some(t) = token {
+        b = b.access_token(t.trim());
+    }
+    // TLS: the CA regions' certificates chain to, and a client certificate
+    // for regions that ask for one.
+    if let Some(ca) = std::env::var_os("MERIDIAN_CA_FILE") {
+        b = b.ca_file(ca);
+    }
+    if let (Some(cert), Some(key)) = (
+        std::env::var_os("MERIDIAN_CLIENT_CERT"),
+        std::env::var_os("MERIDIAN_CLIENT_KEY"),
+    ) {
+        b = b.identity(cert, key);
+    }
+    Ok(b)
 }
 
 /// A client over every region, the one named `region` first (else the
@@ -561,7 +614,7 @@ async fn pick(urls: &[String], region: Option<&str>) -> Result<Client, String> {
             .filter(|(i, _)| *i != first)
             .map(|(_, u)| u),
     );
-    Client::builder()
+    builder()?
         .regions(order.cloned())
         .build()
         .map_err(|e| e.to_string())

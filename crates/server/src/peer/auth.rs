@@ -1,9 +1,16 @@
 //! Peer authentication: every peer request and answer carries an
 //! HMAC-SHA256 over what it says, keyed with the cluster secret.
 //!
-//! A signed message is `tag (32 bytes) || body`, the tag computed over a
-//! domain label, the request's method and path, the sending region and the
-//! body, so a tag cannot be moved to another endpoint or sender. Tags are
+//! A request carries a signed head in its `meridian-peer-auth` header: the
+//! path, the sending region, the sender's wall time, a random nonce and the
+//! body's length, under one HMAC. The receiver checks it before reading
+//! any of the body (a caller without the secret cannot make it buffer
+//! anything), refuses a time outside the replay window and a nonce it has
+//! taken already (a captured request cannot be sent again). The body is
+//! `tag || payload`, its tag over the endpoint's label, the head's tag and
+//! the payload. An answer is `tag || payload`, its tag over the answering
+//! region's name, the request's nonce and the payload: it cannot be passed
+//! off as another region's, or as the answer to another request. Tags are
 //! compared in constant time.
 
 use hmac::{Hmac, Mac};
@@ -42,58 +49,353 @@ impl Secret {
         Ok(Secret(text.to_vec()))
     }
 
-    fn mac(&self, label: &str, from: &str, body: &[u8]) -> HmacSha256 {
+    fn hmac(&self) -> HmacSha256 {
         // HMAC takes keys of any length.
-        let mut m = HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());
-        m.update(b"meridian-peer-v1\0");
+        HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())
+    }
+
+    fn head_tag(&self, path: &str, from: &str, ts_ms: u64, nonce: &[u8; 16], len: u64) -> [u8; 32] {
+        let mut m = self.hmac();
+        m.update(b"meridian-peer-v2\0head\0");
+        for part in [path.as_bytes(), from.as_bytes()] {
+            m.update(part);
+            m.update(b"\0");
+        }
+        m.update(&ts_ms.to_be_bytes());
+        m.update(nonce);
+        m.update(&len.to_be_bytes());
+        m.finalize().into_bytes().into()
+    }
+
+    fn body_mac(&self, label: &str, head: &[u8; 32], body: &[u8]) -> HmacSha256 {
+        let mut m = self.hmac();
+        m.update(b"meridian-peer-v2\0body\0");
         m.update(label.as_bytes());
         m.update(b"\0");
-        m.update(from.as_bytes());
-        m.update(b"\0");
+        m.update(head);
         m.update(body);
         m
     }
 
-    /// `tag || body`.
-    pub fn sign(&self, label: &str, from: &str, body: &[u8]) -> Vec<u8> {
-        let tag = self.mac(label, from, body).finalize().into_bytes();
-        let mut out = Vec::with_capacity(TAG_LEN + body.len());
-        out.extend_from_slice(&tag);
-        out.extend_from_slice(body);
-        out
+    fn answer_mac(&self, responder: &str, nonce: &[u8; 16], body: &[u8]) -> HmacSha256 {
+        let mut m = self.hmac();
+        m.update(b"meridian-peer-v2\0answer\0");
+        m.update(responder.as_bytes());
+        m.update(b"\0");
+        m.update(nonce);
+        m.update(body);
+        m
     }
 
-    /// Checks `tag || body` and returns the body.
-    pub fn open<'a>(&self, label: &str, from: &str, signed: &'a [u8]) -> Option<&'a [u8]> {
+    /// Signs a request to `path` from region `from` at wall time `now_ms`:
+    /// the `meridian-peer-auth` header value, the head it states, and the
+    /// body (`tag || payload`).
+    pub fn sign_request(
+        &self,
+        path: &str,
+        label: &str,
+        from: &str,
+        now_ms: u64,
+        payload: &[u8],
+    ) -> (String, Head, Vec<u8>) {
+        let nonce = *uuid::Uuid::new_v4().as_bytes();
+        let len = payload.len() as u64;
+        let tag = self.head_tag(path, from, now_ms, &nonce, len);
+        let head = Head {
+            ts_ms: now_ms,
+            nonce,
+            len,
+            tag,
+        };
+        let body_tag = self.body_mac(label, &tag, payload).finalize().into_bytes();
+        let mut out = Vec::with_capacity(TAG_LEN + payload.len());
+        out.extend_from_slice(&body_tag);
+        out.extend_from_slice(payload);
+        (head.header(), head, out)
+    }
+
+    /// Checks a request's `meridian-peer-auth` header against its path and
+    /// sender, before any of its body is read: the head it states.
+    pub fn check_head(&self, path: &str, from: &str, header: &str) -> Result<Head, HeadError> {
+        let head = Head::parse(header).ok_or(HeadError::Malformed)?;
+        let want = self.head_tag(path, from, head.ts_ms, &head.nonce, head.len);
+        let mut m = self.hmac();
+        m.update(&want);
+        // Constant time: compare the two tags through one more MAC.
+        let a = m.finalize().into_bytes();
+        let mut m = self.hmac();
+        m.update(&head.tag);
+        if a != m.finalize().into_bytes() {
+            return Err(HeadError::Signature);
+        }
+        Ok(head)
+    }
+
+    /// Checks a body (`tag || payload`) against the checked `head`; the
+    /// payload.
+    pub fn open_body<'a>(&self, label: &str, head: &Head, signed: &'a [u8]) -> Option<&'a [u8]> {
         if signed.len() < TAG_LEN {
             return None;
         }
         let (tag, body) = signed.split_at(TAG_LEN);
-        self.mac(label, from, body).verify_slice(tag).ok()?;
+        if body.len() as u64 != head.len {
+            return None;
+        }
+        self.body_mac(label, &head.tag, body)
+            .verify_slice(tag)
+            .ok()?;
         Some(body)
     }
+
+    /// Signs an answer from region `responder` to the request whose nonce
+    /// is `nonce`: `tag || payload`.
+    pub fn sign_answer(&self, responder: &str, nonce: &[u8; 16], payload: &[u8]) -> Vec<u8> {
+        let tag = self
+            .answer_mac(responder, nonce, payload)
+            .finalize()
+            .into_bytes();
+        let mut out = Vec::with_capacity(TAG_LEN + payload.len());
+        out.extend_from_slice(&tag);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Checks an answer that must come from region `responder` and answer
+    /// the request whose nonce is `nonce`; the payload.
+    pub fn open_answer<'a>(
+        &self,
+        responder: &str,
+        nonce: &[u8; 16],
+        signed: &'a [u8],
+    ) -> Option<&'a [u8]> {
+        if signed.len() < TAG_LEN {
+            return None;
+        }
+        let (tag, body) = signed.split_at(TAG_LEN);
+        self.answer_mac(responder, nonce, body)
+            .verify_slice(tag)
+            .ok()?;
+        Some(body)
+    }
+}
+
+/// What a signed request states about itself (its `meridian-peer-auth`
+/// header: `v2 TS NONCE LEN TAG`, hex where binary).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The sender's wall time, Unix ms.
+    pub ts_ms: u64,
+    /// 16 random bytes, never reused.
+    pub nonce: [u8; 16],
+    /// Payload length, bytes.
+    pub len: u64,
+    /// HMAC over path, sender, time, nonce and length.
+    pub tag: [u8; 32],
+}
+
+/// Why a request's head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// Missing or not `v2 TS NONCE LEN TAG`.
+    #[error("missing or malformed meridian-peer-auth header")]
+    Malformed,
+    /// The tag does not verify.
+    #[error("signature does not verify")]
+    Signature,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Head {
+    fn header(&self) -> String {
+        format!(
+            "v2 {} {} {} {}",
+            self.ts_ms,
+            hex(&self.nonce),
+            self.len,
+            hex(&self.tag)
+        )
+    }
+
+    fn parse(s: &str) -> Option<Head> {
+        let mut it = s.split(' ');
+        if it.next()? != "v2" {
+            return None;
+        }
+        let head = Head {
+            ts_ms: it.next()?.parse().ok()?,
+            nonce: unhex(it.next()?)?,
+            len: it.next()?.parse().ok()?,
+            tag: unhex(it.next()?)?,
+        };
+        it.next().is_none().then_some(head)
+    }
+}
+
+/// How far a request's timestamp may be from this region's clock, ms:
+/// older ones are refused, so the nonces to remember are those of this
+/// window only.
+pub const REPLAY_WINDOW_MS: u64 = 30_000;
+/// Most nonces remembered; more within one window and requests are
+/// refused (503) until older ones age out.
+pub const MAX_NONCES: usize = 1_000_000;
+
+/// Why a request was refused as a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// Its timestamp is outside the window.
+    Stale,
+    /// Its nonce was seen already.
+    Seen,
+    /// Too many nonces in the window.
+    Full,
+}
+
+/// The nonces of the requests taken within the replay window.
+#[derive(Debug, Default)]
+pub struct Nonces {
+    seen: std::collections::HashMap<[u8; 16], u64>,
+    by_time: std::collections::BTreeSet<(u64, [u8; 16])>,
+}
+
+impl Nonces {
+    /// Takes `head` at wall time `now_ms`, or says why not.
+    pub fn take(&mut self, head: &Head, now_ms: u64) -> Result<(), Replay> {
+        if head.ts_ms.abs_diff(now_ms) > REPLAY_WINDOW_MS {
+            return Err(Replay::Stale);
+        }
+        // Forget what has aged out of the window (it would be stale now).
+        let horizon = now_ms.saturating_sub(REPLAY_WINDOW_MS);
+        while let Some(&(ts, n)) = self.by_time.first() {
+            if ts >= horizon {
+                break;
+            }
+            self.by_time.pop_first();
+            self.seen.remove(&n);
+        }
+        if self.seen.contains_key(&head.nonce) {
+            return Err(Replay::Seen);
+        }
+        if self.seen.len() >= MAX_NONCES {
+            return Err(Replay::Full);
+        }
+        self.seen.insert(head.nonce, head.ts_ms);
+        self.by_time.insert((head.ts_ms, head.nonce));
+        Ok(())
+    }
+}
+
+/// Wall time for request stamps, Unix ms (the real clock: a region's
+/// configured test skew moves its HLC, not its peer sessions).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn secret() -> Secret {
+        Secret::new(b"0123456789abcdef\n").unwrap()
+    }
+
     #[test]
-    fn tags_bind_secret_label_sender_and_body() {
-        let s = Secret::new(b"0123456789abcdef\n").unwrap();
-        let signed = s.sign("POST /peer/v1/ops", "us-east", b"batch");
+    fn requests_bind_path_sender_time_nonce_and_body() {
+        let s = secret();
+        let (header, head, body) =
+            s.sign_request("/peer/v1/ops", "ops", "us-east", 1_000, b"batch");
+        let checked = s.check_head("/peer/v1/ops", "us-east", &header).unwrap();
+        assert_eq!(checked, head);
+        assert_eq!(s.open_body("ops", &checked, &body), Some(&b"batch"[..]));
+        // Another path, sender or secret: refused before the body.
         assert_eq!(
-            s.open("POST /peer/v1/ops", "us-east", &signed),
-            Some(&b"batch"[..])
+            s.check_head("/peer/v1/state", "us-east", &header),
+            Err(HeadError::Signature)
         );
-        assert_eq!(s.open("POST /peer/v1/state", "us-east", &signed), None);
-        assert_eq!(s.open("POST /peer/v1/ops", "eu-west", &signed), None);
-        let mut bad = signed.clone();
-        *bad.last_mut().unwrap() ^= 1;
-        assert_eq!(s.open("POST /peer/v1/ops", "us-east", &bad), None);
+        assert_eq!(
+            s.check_head("/peer/v1/ops", "eu-west", &header),
+            Err(HeadError::Signature)
+        );
         let other = Secret::new(b"fedcba9876543210").unwrap();
-        assert_eq!(other.open("POST /peer/v1/ops", "us-east", &signed), None);
-        assert_eq!(s.open("POST /peer/v1/ops", "us-east", b"short"), None);
+        assert_eq!(
+            other.check_head("/peer/v1/ops", "us-east", &header),
+            Err(HeadError::Signature)
+        );
+        // A head with its time moved: refused.
+        let moved = header.replacen("v2 1000 ", "v2 1001 ", 1);
+        assert_eq!(
+            s.check_head("/peer/v1/ops", "us-east", &moved),
+            Err(HeadError::Signature)
+        );
+        for bad in ["", "v1 1 2 3 4", "v2 1", &format!("{header} extra")] {
+            assert_eq!(
+                s.check_head("/peer/v1/ops", "us-east", bad),
+                Err(HeadError::Malformed),
+                "{bad}"
+            );
+        }
+        // A body that is not the one the head was signed with.
+        let mut tampered = body.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(s.open_body("ops", &checked, &tampered), None);
+        assert_eq!(s.open_body("state", &checked, &body), None);
+        let (_, _, longer) = s.sign_request("/peer/v1/ops", "ops", "us-east", 1_000, b"batch!");
+        assert_eq!(s.open_body("ops", &checked, &longer), None);
         assert!(Secret::new(b"short").is_err());
+    }
+
+    #[test]
+    fn answers_bind_the_responder_and_the_request() {
+        let s = secret();
+        let (_, head, _) = s.sign_request("/peer/v1/ops", "ops", "us-east", 1, b"x");
+        let (_, other, _) = s.sign_request("/peer/v1/ops", "ops", "us-east", 1, b"x");
+        let ack = s.sign_answer("eu-west", &head.nonce, b"ack");
+        assert_eq!(
+            s.open_answer("eu-west", &head.nonce, &ack),
+            Some(&b"ack"[..])
+        );
+        assert_eq!(s.open_answer("ap-south", &head.nonce, &ack), None);
+        assert_eq!(s.open_answer("eu-west", &other.nonce, &ack), None);
+    }
+
+    #[test]
+    fn nonces_are_taken_once_within_the_window() {
+        let s = secret();
+        let mut n = Nonces::default();
+        let (_, h, _) = s.sign_request("/p", "p", "r", 100_000, b"");
+        assert_eq!(n.take(&h, 100_000), Ok(()));
+        assert_eq!(n.take(&h, 100_001), Err(Replay::Seen));
+        // At the window's edge and just past it.
+        let (_, edge, _) = s.sign_request("/p", "p", "r", 100_000, b"");
+        assert_eq!(n.take(&edge, 100_000 + REPLAY_WINDOW_MS), Ok(()));
+        let (_, late, _) = s.sign_request("/p", "p", "r", 100_000, b"");
+        assert_eq!(
+            n.take(&late, 100_001 + REPLAY_WINDOW_MS),
+            Err(Replay::Stale)
+        );
+        let (_, early, _) = s.sign_request("/p", "p", "r", 200_000, b"");
+        assert_eq!(
+            n.take(&early, 199_999 - REPLAY_WINDOW_MS),
+            Err(Replay::Stale)
+        );
+        // Aged-out nonces are forgotten (their requests are stale anyway).
+        let (_, fresh, _) = s.sign_request("/p", "p", "r", 500_000, b"");
+        assert_eq!(n.take(&fresh, 500_000), Ok(()));
+        assert_eq!(n.seen.len(), 1);
     }
 }

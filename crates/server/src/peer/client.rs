@@ -3,10 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use meridian_core::replication::wire::{self, StatePage};
 use meridian_core::{Key, KeyspaceName, budget};
 use meridian_crdt::{Hlc, Object, RegionId, VersionVector, codec};
@@ -19,7 +15,7 @@ use super::sender::{PeerError, call, peer_client};
 /// A signed-request client for every peer.
 #[derive(Clone)]
 pub struct PeerClient {
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: super::sender::PeerHttp,
     secret: Secret,
     me: String,
     /// The peers: region and peer URL.
@@ -63,6 +59,16 @@ impl PeerClient {
             .collect()
     }
 
+    /// The region that answers at `url`: a peer region at its configured
+    /// or current URL, else a member of this region (a standby, a leader).
+    fn region_at(&self, url: &str) -> String {
+        self.current()
+            .into_iter()
+            .chain(self.peers.iter().cloned())
+            .find(|(_, u)| u == url)
+            .map_or_else(|| self.me.clone(), |(r, _)| r.to_string())
+    }
+
     /// Sends `msg` to `path` at `url` and decodes the verified answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -72,7 +78,18 @@ impl PeerClient {
         msg: &Req,
     ) -> Result<Resp, PeerError> {
         let body = wire::encode_msg(msg).map_err(|e| PeerError::Local(e.to_string()))?;
-        let bytes = call(&self.http, &self.secret, &self.me, url, path, label, &body).await?;
+        let to = self.region_at(url);
+        let bytes = call(
+            &self.http,
+            &self.secret,
+            &self.me,
+            &to,
+            url,
+            path,
+            label,
+            &body,
+        )
+        .await?;
         wire::decode_msg(&bytes).map_err(|e| PeerError::BadAnswer(e.to_string()))
     }
 
@@ -108,6 +125,7 @@ impl PeerClient {
                 &self.http,
                 &self.secret,
                 &self.me,
+                &self.region_at(url),
                 url,
                 "/peer/v1/state",
                 "state",

@@ -36,6 +36,12 @@ pub const MAX_STATE_BODY: usize = meridian_core::budget::MAX_PAGE + (64 << 10);
 
 /// What the peer API shares.
 pub struct PeerApi {
+    /// This region's name (answers are signed with it).
+    pub region: RegionId,
+    /// Nonces of the requests taken within the replay window.
+    pub nonces: std::sync::Mutex<super::auth::Nonces>,
+    /// Where refusals are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// This region's incarnation (every ack names its replica id).
     pub incarnation: Arc<crate::region::incarnation::Incarnation>,
     /// The cluster secret.
@@ -85,7 +91,88 @@ pub fn router(api: Arc<PeerApi>) -> Router {
         )
         .layer(DefaultBodyLimit::max(MAX_PEER_BODY))
         .fallback(|| async { ApiError::not_found("no such peer endpoint") })
+        .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
         .with_state(api)
+}
+
+/// Before any body is read: the head's signature, its time within the
+/// replay window, its nonce not seen before; the body is then read up to
+/// the length the head states, and no further.
+async fn guard(
+    State(api): State<Arc<PeerApi>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let refuse = |reason: &'static str, why: String| {
+        api.metrics.refuse("peer", reason);
+        unauthorized(&api, &why)
+    };
+    let h = req.headers();
+    let Some(from) = h
+        .get("meridian-peer")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| RegionId::new(v).ok())
+    else {
+        return refuse(
+            "unauthenticated",
+            "missing or invalid meridian-peer header".into(),
+        );
+    };
+    let Some(auth) = h.get("meridian-peer-auth").and_then(|v| v.to_str().ok()) else {
+        return refuse(
+            "unauthenticated",
+            "missing meridian-peer-auth header".into(),
+        );
+    };
+    let head = match api.secret.check_head(req.uri().path(), from.as_str(), auth) {
+        Ok(head) => head,
+        Err(e) => return refuse("signature", e.to_string()),
+    };
+    let taken = api
+        .nonces
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take(&head, super::auth::now_ms());
+    match taken {
+        Ok(()) => {}
+        Err(super::auth::Replay::Seen) => {
+            return refuse(
+                "replayed",
+                "this request was taken already (its nonce was seen): refused as a replay".into(),
+            );
+        }
+        Err(super::auth::Replay::Stale) => {
+            return refuse(
+                "stale",
+                format!(
+                    "the request's time is more than {} ms from this region's clock: refused (a replay, or clocks far apart)",
+                    super::auth::REPLAY_WINDOW_MS
+                ),
+            );
+        }
+        Err(super::auth::Replay::Full) => {
+            api.metrics.refuse("peer", "nonces_full");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many peer requests within the replay window; retry",
+            )
+            .into_response();
+        }
+    }
+    // The body is the tag and the payload the head states: no more is read.
+    let want = head.len.saturating_add(super::auth::TAG_LEN as u64);
+    if want > MAX_PEER_BODY.max(MAX_STATE_BODY) as u64 {
+        return ApiError::too_large(format!("a peer request of {want} bytes is over the limit"))
+            .into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, want as usize);
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::new(limited),
+    ))
+    .await
 }
 
 fn unauthorized(api: &PeerApi, why: &str) -> Response {
@@ -100,7 +187,7 @@ pub(crate) fn open<'a>(
     h: &HeaderMap,
     label: &str,
     body: &'a Result<Bytes, BytesRejection>,
-) -> Result<(String, &'a [u8]), Box<Response>> {
+) -> Result<(Caller, &'a [u8]), Box<Response>> {
     let body = match body {
         Ok(b) => b,
         Err(r) => {
@@ -114,23 +201,89 @@ pub(crate) fn open<'a>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| RegionId::new(v).ok())
         .ok_or_else(|| Box::new(unauthorized(api, "missing or invalid meridian-peer header")))?;
+    // The head was checked (signature, window, nonce) by `guard` before
+    // the body was read; here the body is checked against it.
+    let head = h
+        .get("meridian-peer-auth")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(super::auth::HeadError::Malformed)
+        .and_then(|v| api.secret.check_head(path_of(label), from.as_str(), v))
+        .map_err(|e| Box::new(unauthorized(api, &e.to_string())))?;
     let payload = api
         .secret
-        .open(label, from.as_str(), body)
-        .ok_or_else(|| Box::new(unauthorized(api, "signature does not verify")))?;
-    Ok((from.to_string(), payload))
+        .open_body(label, &head, body)
+        .ok_or_else(|| Box::new(unauthorized(api, "body signature does not verify")))?;
+    Ok((
+        Caller {
+            region: from.to_string(),
+            nonce: head.nonce,
+        },
+        payload,
+    ))
 }
 
-fn answer(api: &PeerApi, from: &str, ack: &Ack) -> Response {
+/// Who called, and which request: answers are signed for it.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The calling region.
+    pub region: String,
+    /// Its request's nonce.
+    pub nonce: [u8; 16],
+}
+
+impl std::ops::Deref for Caller {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.region
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.region)
+    }
+}
+
+/// The path each label is served at.
+fn path_of(label: &str) -> &'static str {
+    match label {
+        "hello" => "/peer/v1/hello",
+        "ops" => "/peer/v1/ops",
+        "state" => "/peer/v1/state",
+        "read" => "/peer/v1/read",
+        "digests" => "/peer/v1/ae/digests",
+        "buckets" => "/peer/v1/ae/buckets",
+        "forward" => "/peer/v1/forward",
+        "follow" => "/peer/v1/standby/follow",
+        "announce" => "/peer/v1/standby/announce",
+        "standby-status" => "/peer/v1/standby/status",
+        _ => "",
+    }
+}
+
+fn answer(api: &PeerApi, to: &Caller, ack: &Ack) -> Response {
     match wire::encode_ack(ack) {
-        Ok(bytes) => (StatusCode::OK, api.secret.sign("ack", from, &bytes)).into_response(),
+        Ok(bytes) => signed(api, to, &bytes),
         Err(e) => ApiError::internal(e.to_string()).into_response(),
     }
 }
 
-pub(crate) fn answer_msg<T: serde::Serialize>(api: &PeerApi, from: &str, msg: &T) -> Response {
+fn signed(api: &PeerApi, to: &Caller, bytes: &[u8]) -> Response {
+    let mut r = (
+        StatusCode::OK,
+        api.secret
+            .sign_answer(api.region.as_str(), &to.nonce, bytes),
+    )
+        .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(api.region.as_str()) {
+        r.headers_mut().insert("meridian-peer-from", v);
+    }
+    r
+}
+
+pub(crate) fn answer_msg<T: serde::Serialize>(api: &PeerApi, to: &Caller, msg: &T) -> Response {
     match wire::encode_msg(msg) {
-        Ok(bytes) => (StatusCode::OK, api.secret.sign("ack", from, &bytes)).into_response(),
+        Ok(bytes) => signed(api, to, &bytes),
         Err(e) => ApiError::internal(e.to_string()).into_response(),
     }
 }

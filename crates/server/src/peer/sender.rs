@@ -57,6 +57,9 @@ pub enum PeerError {
     /// The peer's answer did not verify or decode.
     #[error("bad answer: {0}")]
     BadAnswer(String),
+    /// The answer is not from the region called, or not to this request.
+    #[error("wrong peer: {0}")]
+    WrongPeer(String),
     /// Reading our own log or state failed.
     #[error("local: {0}")]
     Local(String),
@@ -105,7 +108,7 @@ impl Default for SenderOptions {
 pub struct Sender {
     me: ReplicaId,
     peer: Arc<PeerStatus>,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: PeerHttp,
     secret: Secret,
     feed: Arc<Feed>,
     reader: Reader<FjallBackend>,
@@ -115,12 +118,13 @@ pub struct Sender {
     incarnation: Arc<Incarnation>,
 }
 
-/// A peer-API client over HTTP/2 (prior knowledge): one connection per peer,
-/// many requests in flight on it.
-pub fn peer_client() -> HyperClient<HttpConnector, Full<Bytes>> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+/// The HTTP client of peer calls: `https://` or `http://` peers.
+pub type PeerHttp = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A peer-API client over HTTP/2 (prior knowledge in the clear, ALPN over
+/// TLS): one connection per peer, many requests in flight on it.
+pub fn peer_client() -> PeerHttp {
+    let connector = crate::security::tls::outbound_connector(true);
     HyperClient::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
@@ -133,21 +137,25 @@ pub fn peer_client() -> HyperClient<HttpConnector, Full<Bytes>> {
         .build(connector)
 }
 
-/// Sends a signed request and verifies the signed answer.
+/// Sends a signed request to region `to` and verifies its signed answer
+/// (from `to`, to this very request).
+#[allow(clippy::too_many_arguments)]
 pub async fn call(
-    http: &HyperClient<HttpConnector, Full<Bytes>>,
+    http: &PeerHttp,
     secret: &Secret,
     me: &str,
+    to: &str,
     url: &str,
     path: &str,
     label: &str,
     body: &[u8],
 ) -> Result<Vec<u8>, PeerError> {
-    let signed = secret.sign(label, me, body);
+    let (auth, head, signed) = secret.sign_request(path, label, me, super::auth::now_ms(), body);
     let req = Request::builder()
         .method(Method::POST)
         .uri(format!("{url}{path}"))
         .header("meridian-peer", me)
+        .header("meridian-peer-auth", auth)
         .header("content-type", "application/vnd.meridian.peer")
         .body(Full::new(Bytes::from(signed)))
         .map_err(|e| PeerError::Transport(e.to_string()))?;
@@ -160,6 +168,11 @@ pub async fn call(
             }
         })?;
         let status = resp.status();
+        let responder = resp
+            .headers()
+            .get("meridian-peer-from")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         // Bounded: no answer of the peer API is larger than a page.
         let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
@@ -172,23 +185,41 @@ pub async fn call(
                 body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
             });
         }
-        Ok(body)
+        Ok((responder, body))
     };
-    let body = tokio::time::timeout(REQUEST_TIMEOUT, fut)
+    let (responder, body) = tokio::time::timeout(REQUEST_TIMEOUT, fut)
         .await
         .map_err(|_| PeerError::Transport(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
-    // Answers are signed for the caller: an ack cannot be replayed to another region.
+    // The answer says who signed it; a signature that verifies for another
+    // region than the one called is that region's answer, not `to`'s.
+    if let Some(other) = responder.as_deref().filter(|r| *r != to)
+        && secret.open_answer(other, &head.nonce, &body).is_some()
+    {
+        return Err(PeerError::WrongPeer(if other == me {
+            format!("the URL of peer {to} ({url}) leads back to this region")
+        } else {
+            format!(
+                "peer {to} ({url}) answers as region {other}: its answers cannot count for {to}"
+            )
+        }));
+    }
+    // Answers are signed by their region for this request: an answer from
+    // another region, or to another request, does not verify.
     secret
-        .open("ack", me, &body)
+        .open_answer(to, &head.nonce, &body)
         .map(<[u8]>::to_vec)
-        .ok_or_else(|| PeerError::BadAnswer("answer signature does not verify".into()))
+        .ok_or_else(|| {
+            PeerError::WrongPeer(format!(
+                "the answer from {url} is not {to}'s answer to this request (its signature does not verify)"
+            ))
+        })
 }
 
 /// Duplicates or delays one batch, as `faults` says.
 async fn inject(
     faults: &BatchFaults,
     peer: &PeerStatus,
-    http: &HyperClient<HttpConnector, Full<Bytes>>,
+    http: &PeerHttp,
     secret: &Secret,
     me: &str,
     url: &str,
@@ -202,7 +233,17 @@ async fn inject(
     if fastrand::f64() < faults.duplicate {
         // The first copy's answer is ignored; the second is the real send.
         peer.fault_duplicated.fetch_add(1, Ordering::Relaxed);
-        let _ = call(http, secret, me, url, "/peer/v1/ops", "ops", body).await;
+        let _ = call(
+            http,
+            secret,
+            me,
+            peer.name.as_str(),
+            url,
+            "/peer/v1/ops",
+            "ops",
+            body,
+        )
+        .await;
     }
 }
 
@@ -307,6 +348,9 @@ impl Sender {
                     if let Err(e) = r {
                         tracing::warn!(peer = %self.peer.name, url = %self.peer.url(), error = %e, "replication session ended");
                         self.peer.error(&e.to_string());
+                        if matches!(e, PeerError::WrongPeer(_)) {
+                            self.peer.wrong_peer.fetch_add(1, Ordering::Relaxed);
+                        }
                         // Not the leader there (a standby answers 421), or
                         // nobody: the region's leader may have moved.
                         if matches!(e, PeerError::Unreachable(_) | PeerError::Status { status: 421, .. } | PeerError::Transport(_))
@@ -336,6 +380,7 @@ impl Sender {
             &self.http,
             &self.secret,
             self.me.region.as_str(),
+            self.peer.name.as_str(),
             &self.peer.url(),
             path,
             label,
@@ -417,8 +462,17 @@ impl Sender {
                         }
                         let sent = clock.now_ms();
                         let t = Instant::now();
-                        let bytes =
-                            call(&http, &secret, &me, &url, "/peer/v1/ops", "ops", &body).await?;
+                        let bytes = call(
+                            &http,
+                            &secret,
+                            &me,
+                            peer.name.as_str(),
+                            &url,
+                            "/peer/v1/ops",
+                            "ops",
+                            &body,
+                        )
+                        .await?;
                         take_ack(&me_id, &peer, &bytes, sent, t)
                     });
                     continue;

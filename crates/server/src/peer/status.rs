@@ -74,6 +74,9 @@ pub struct PeerStatus {
     pub repairs: AtomicU64,
     /// Anti-entropy comparisons completed.
     pub ae_rounds: AtomicU64,
+    /// Answers refused because another region signed them, or signed them
+    /// for another request (a misrouted URL, a replayed answer).
+    pub wrong_peer: AtomicU64,
     acks: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
@@ -120,6 +123,7 @@ impl PeerStatus {
             errors: AtomicU64::new(0),
             repairs: AtomicU64::new(0),
             ae_rounds: AtomicU64::new(0),
+            wrong_peer: AtomicU64::new(0),
             acks,
         })
     }
@@ -271,6 +275,7 @@ impl PeerStatus {
             "anti_entropy_rounds": self.ae_rounds.load(Ordering::Relaxed),
             "anti_entropy_repairs": self.repairs.load(Ordering::Relaxed),
             "errors": self.errors.load(Ordering::Relaxed),
+            "answers_refused_wrong_peer": self.wrong_peer.load(Ordering::Relaxed),
             "last_error": g.last_error,
             "clock_offset_ms": g.clock_offset_ms,
             "peer_held_for_clock": g.peer_held,

@@ -110,6 +110,32 @@ impl WriterHandle {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// Creates or replaces an access token (checked by the engine).
+    pub async fn define_token(
+        &self,
+        def: meridian_core::access::TokenDef,
+    ) -> Result<Result<DefineDone, WriteError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::DefineToken { def, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Revokes an access token.
+    pub async fn revoke_token(
+        &self,
+        id: String,
+    ) -> Result<Result<DefineDone, WriteError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::RevokeToken { id, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
     /// Starts merge write-backs; `regions` is every region of the cluster;
     /// they wait until `hold` is applied.
     pub async fn enable_merges(
@@ -248,6 +274,10 @@ impl Region {
         let backend = Arc::new(FjallBackend::open(&cfg.data_dir.join("state"))?);
         let engine_cfg = EngineConfig {
             max_clock_offset_ms: cfg.max_clock_offset_ms,
+            max_keyspaces: cfg.limits.max_keyspaces,
+            max_merges: cfg.limits.max_merges,
+            max_tokens: cfg.limits.max_tokens,
+            ledger_bytes: cfg.limits.ledger_bytes,
             ..EngineConfig::default()
         };
         let mut engine = Engine::open(dir.replica.clone(), engine_cfg, backend)?;

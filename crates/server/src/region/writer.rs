@@ -99,6 +99,20 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<DefineDone, WriteError>>,
     },
+    /// Create or replace an access token.
+    DefineToken {
+        /// The token (its hash, never its secret).
+        def: meridian_core::access::TokenDef,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<DefineDone, WriteError>>,
+    },
+    /// Revoke an access token, for good.
+    RevokeToken {
+        /// Its id.
+        id: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<DefineDone, WriteError>>,
+    },
     /// Change a keyspace's ownership map (this region is its steward).
     Own {
         /// The keyspace.
@@ -399,6 +413,14 @@ fn stage(
         }
         Command::DefineMerge { def, reply } => {
             let r = g.engine.define_merge(now, def);
+            defined(g, r, reply, fatal)?;
+        }
+        Command::DefineToken { def, reply } => {
+            let r = g.engine.define_token(now, def);
+            defined(g, r, reply, fatal)?;
+        }
+        Command::RevokeToken { id, reply } => {
+            let r = g.engine.revoke_token(now, &id);
             defined(g, r, reply, fatal)?;
         }
         Command::Own {

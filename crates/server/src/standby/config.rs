@@ -97,16 +97,20 @@ impl StandbySettings {
     }
 }
 
-/// A `http://host:port` URL, without a trailing slash, or why not.
+/// A `http://host:port` (or `https://`) URL, without a trailing slash,
+/// or why not.
 pub fn base_url(s: &str) -> Result<String, String> {
     let url = s.trim().trim_end_matches('/').to_string();
     let ok = url
         .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
         .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
     if ok {
         Ok(url)
     } else {
-        Err(format!("{s:?} must look like http://host:port"))
+        Err(format!(
+            "{s:?} must look like http://host:port or https://host:port"
+        ))
     }
 }
 
@@ -250,7 +254,9 @@ mod tests {
     #[test]
     fn urls_must_be_bare_http_bases() {
         assert_eq!(base_url("http://a:1/").unwrap(), "http://a:1");
-        assert!(base_url("https://a:1").is_err());
+        assert_eq!(base_url("https://a:1").unwrap(), "https://a:1");
+        assert!(base_url("ftp://a:1").is_err());
+        assert!(base_url("https://").is_err());
         assert!(base_url("http://a:1/x").is_err());
         assert!(base_url("http://").is_err());
     }

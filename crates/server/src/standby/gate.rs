@@ -30,15 +30,16 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(65);
 /// Largest answer relayed from the leader.
 const MAX_ANSWER: usize = 64 << 20;
 
-fn forwarder() -> &'static HyperClient<HttpConnector, Full<Bytes>> {
-    static C: OnceLock<HyperClient<HttpConnector, Full<Bytes>>> = OnceLock::new();
+type Forwarder = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The client that relays writes to the leader's client API (over TLS
+/// with the peer CA when the leader's URL is `https://`).
+fn forwarder() -> &'static Forwarder {
+    static C: OnceLock<Forwarder> = OnceLock::new();
     C.get_or_init(|| {
-        let mut c = HttpConnector::new();
-        c.set_nodelay(true);
-        c.set_connect_timeout(Some(Duration::from_secs(2)));
         HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(c)
+            .build(crate::security::tls::outbound_connector(false))
     })
 }
 

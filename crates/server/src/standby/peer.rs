@@ -140,7 +140,7 @@ fn receive<T: serde::de::DeserializeOwned + Versioned>(
     h: &HeaderMap,
     label: &str,
     body: &Result<Bytes, BytesRejection>,
-) -> Result<(String, Arc<super::Standby>, T), Box<Response>> {
+) -> Result<(crate::peer::receiver::Caller, Arc<super::Standby>, T), Box<Response>> {
     let (from, payload) = open(api, h, label, body)?;
     let s = member_of_region(api, &from)?.clone();
     let msg: T = core_wire::decode_msg(payload).map_err(|e| {

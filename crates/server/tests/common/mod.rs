@@ -57,9 +57,14 @@ impl Drop for TempDir {
 
 impl Api {
     pub async fn start(tag: &str) -> Api {
+        Api::start_with(tag, |s| s).await
+    }
+
+    /// A node whose spec `f` adjusts (environment, arguments).
+    pub async fn start_with(tag: &str, f: impl FnOnce(NodeSpec) -> NodeSpec) -> Api {
         let dir = std::env::temp_dir().join(format!("meridian-api-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let spec = NodeSpec::new("us-east", &dir.join("data"));
+        let spec = f(NodeSpec::new("us-east", &dir.join("data")));
         let node = Node::start(std::path::Path::new(env!("CARGO_BIN_EXE_meridian")), spec)
             .await
             .expect("start");

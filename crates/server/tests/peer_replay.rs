@@ -1,0 +1,200 @@
+//! Signed peer requests against a real region, by hand: a request taken
+//! once is refused when sent again (a replay) and when its time is outside
+//! the window; a head that does not verify is refused before its body is
+//! read; and a region whose peer URL leads to another region refuses that
+//! region's answers as the wrong peer's.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use meridian_core::replication::wire::{self, Hello};
+use meridian_harness::node::{Node, NodeSpec};
+use meridian_server::peer::auth::{REPLAY_WINDOW_MS, Secret, now_ms};
+use serde_json::Value;
+
+const SECRET: &str = "peer-replay-test-secret-0123456789";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_meridian"))
+}
+
+async fn region(dir: &Path, name: &str, peers: &[String]) -> Node {
+    let secret = dir.join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let mut spec = NodeSpec::new(name, &dir.join(name));
+    spec.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    spec.args = vec!["--cluster-secret-file".into(), secret.display().to_string()];
+    for p in peers {
+        spec.args.extend(["--peer".to_string(), p.clone()]);
+    }
+    Node::start(bin(), spec).await.unwrap()
+}
+
+fn refused(metrics: &str, reason: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("meridian_security_refused_total")
+                && l.contains("what=\"peer\"")
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn metrics(node: &Node) -> String {
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let r = http
+        .get(format!("{}/metrics", node.url()).parse().unwrap())
+        .await
+        .unwrap();
+    String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn replayed_and_stale_requests_are_refused_and_counted() {
+    let dir = std::env::temp_dir().join(format!("meridian-peer-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = common::TempDir(dir.clone());
+    let node = region(&dir, "us-east", &[]).await;
+    let url = format!("http://{}/peer/v1/hello", node.peer_addr().unwrap());
+    let secret = Secret::new(SECRET.as_bytes()).unwrap();
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let hello = wire::encode_hello(&Hello {
+        from: meridian_crdt::ReplicaId::new(
+            meridian_crdt::RegionId::new("eu-west").unwrap(),
+            uuid::Uuid::new_v4(),
+        ),
+        now_ms: now_ms(),
+    })
+    .unwrap();
+    let send = |auth: String, body: Vec<u8>| {
+        let req = http::Request::post(&url)
+            .header("meridian-peer", "eu-west")
+            .header("meridian-peer-auth", auth)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let http = http.clone();
+        async move {
+            let resp = http.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, body)
+        }
+    };
+
+    // Taken once: answered, and the answer is us-east's, for this request.
+    let (auth, head, body) =
+        secret.sign_request("/peer/v1/hello", "hello", "eu-west", now_ms(), &hello);
+    let (status, answer) = send(auth.clone(), body.clone()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        secret
+            .open_answer("us-east", &head.nonce, &answer)
+            .is_some()
+    );
+    assert!(
+        secret
+            .open_answer("ap-south", &head.nonce, &answer)
+            .is_none()
+    );
+
+    // The same bytes again: a replay.
+    let (status, text) = send(auth, body).await;
+    assert_eq!(status, 401);
+    let v: Value = serde_json::from_slice(&text).unwrap();
+    assert!(v["message"].as_str().unwrap().contains("replay"), "{v}");
+
+    // Signed outside the window (either side).
+    for ts in [
+        now_ms() - REPLAY_WINDOW_MS - 5_000,
+        now_ms() + REPLAY_WINDOW_MS + 5_000,
+    ] {
+        let (auth, _, body) = secret.sign_request("/peer/v1/hello", "hello", "eu-west", ts, &hello);
+        let (status, text) = send(auth, body).await;
+        assert_eq!(status, 401, "{}", String::from_utf8_lossy(&text));
+    }
+
+    // A head signed for another path, and one with a forged length: both
+    // refused before the body (here 1 MiB of junk) is read.
+    let (auth, _, _) = secret.sign_request("/peer/v1/ops", "ops", "eu-west", now_ms(), &hello);
+    let (status, _) = send(auth, vec![0u8; 1 << 20]).await;
+    assert_eq!(status, 401);
+    let (auth, _, _) = secret.sign_request("/peer/v1/hello", "hello", "eu-west", now_ms(), &hello);
+    let forged_len = {
+        let mut parts: Vec<String> = auth.split(' ').map(str::to_string).collect();
+        parts[3] = (1u64 << 20).to_string();
+        parts.join(" ")
+    };
+    let (status, _) = send(forged_len, vec![0u8; 1 << 20]).await;
+    assert_eq!(status, 401);
+    // A good head with a body longer than it states: not read past it.
+    let (auth, _, mut body) =
+        secret.sign_request("/peer/v1/hello", "hello", "eu-west", now_ms(), &hello);
+    body.extend_from_slice(&[0u8; 4096]);
+    let (status, _) = send(auth, body).await;
+    assert!(status == 413 || status == 400 || status == 401, "{status}");
+
+    let m = metrics(&node).await;
+    assert_eq!(refused(&m, "replayed"), 1.0, "{m}");
+    assert_eq!(refused(&m, "stale"), 2.0);
+    assert!(refused(&m, "signature") >= 2.0);
+    // Nothing of it changed the region: it still serves.
+    assert!(node.client().status().await.is_ok());
+}
+
+#[tokio::test]
+async fn answers_from_the_wrong_region_are_refused_and_counted() {
+    let dir = std::env::temp_dir().join(format!("meridian-peer-wrong-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = common::TempDir(dir.clone());
+    // ap-south answers at the URL us-east has for eu-west.
+    let ap = region(&dir, "ap-south", &[]).await;
+    let us = region(
+        &dir,
+        "us-east",
+        &[format!("eu-west=http://{}", ap.peer_addr().unwrap())],
+    )
+    .await;
+    us.client()
+        .put("default", "k", &serde_json::json!(1))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let s = us.client().status().await.unwrap();
+        let link = s["peers"]
+            .as_array()
+            .and_then(|p| p.iter().find(|l| l["region"] == "eu-west"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if link["answers_refused_wrong_peer"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "us-east never refused ap-south's answers as eu-west's: {link}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing reached ap-south as if it were eu-west's peer... and
+    // ap-south took nothing from us-east.
+    assert!(ap.client().get("default", "k").await.unwrap().is_none());
+    let m = metrics(&us).await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("meridian_peer_wrong_peer_answers") && !l.ends_with(" 0")),
+        "{m}"
+    );
+}
