@@ -724,3 +724,54 @@ async fn open_mode_is_refused_off_loopback() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn keyspace_and_merge_limits_hold_at_and_over_them() {
+    let api = Api::start_with("access-def-limits", |mut s| {
+        // `default` is one keyspace: room for one more.
+        s.env
+            .push(("MERIDIAN_LIMITS__MAX_KEYSPACES".into(), "2".into()));
+        s.env
+            .push(("MERIDIAN_LIMITS__MAX_MERGES".into(), "1".into()));
+        s
+    })
+    .await;
+    let put = |path: String, body: Value| {
+        let api = &api;
+        async move { api.json(Method::PUT, &path, body).await }
+    };
+    assert_eq!(
+        put("/v1/keyspaces/one".into(), json!({"policy": "lww"}))
+            .await
+            .status,
+        201
+    );
+    let r = put("/v1/keyspaces/two".into(), json!({"policy": "lww"})).await;
+    assert_eq!((r.status, r.code().as_str()), (422, "limit_reached"));
+    assert_eq!(r.json()["what"], json!("keyspaces"));
+    // Updating one that exists is not a new one.
+    let r = put(
+        "/v1/keyspaces/one".into(),
+        json!({"policy": "lww", "ledger_capacity": 5}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let script = json!({"script": "fn merge(versions) { versions[0] }"});
+    assert_eq!(
+        put("/v1/merges/first".into(), script.clone()).await.status,
+        201
+    );
+    let r = put("/v1/merges/second".into(), script.clone()).await;
+    assert_eq!((r.status, r.code().as_str()), (422, "limit_reached"));
+    assert_eq!(r.json()["what"], json!("merges"));
+    // Replacing the registered one is allowed.
+    let r = put(
+        "/v1/merges/first".into(),
+        json!({"script": "fn merge(versions) { versions[versions.len() - 1] }"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    // Nothing half-made: the refused ones do not exist.
+    assert_eq!(api.get("/v1/keyspaces/two").await.status, 404);
+    assert_eq!(api.get("/v1/merges/second").await.status, 404);
+}

@@ -145,8 +145,43 @@ async fn replayed_and_stale_requests_are_refused_and_counted() {
     let (status, _) = send(auth, body).await;
     assert!(status == 413 || status == 400 || status == 401, "{status}");
 
+    // A signed batch of ops, taken once (applied), then sent again: refused
+    // as a replay, nothing applied twice.
+    let ops_url = format!("http://{}/peer/v1/ops", node.peer_addr().unwrap());
+    let origin = meridian_crdt::ReplicaId::new(
+        meridian_crdt::RegionId::new("eu-west").unwrap(),
+        uuid::Uuid::from_u128(7),
+    );
+    let op = meridian_core::Op {
+        dot: meridian_crdt::Dot::new(origin.clone(), meridian_crdt::Seq(1)),
+        hlc: meridian_crdt::Hlc::new(now_ms(), 0).unwrap(),
+        deps: meridian_crdt::VersionVector::new(),
+        mutations: vec![meridian_core::Mutation {
+            keyspace: meridian_core::KeyspaceName::default_keyspace(),
+            key: meridian_core::Key::new("replayed").unwrap(),
+            op: meridian_crdt::ObjectOp::Lww(meridian_crdt::LwwOp::Set(
+                meridian_crdt::Value::Json(meridian_crdt::Json::parse("1").unwrap()),
+            )),
+        }],
+    };
+    let batch = wire::encode(&origin, 1, &[op]).unwrap();
+    let (auth, _, body) = secret.sign_request("/peer/v1/ops", "ops", "eu-west", now_ms(), &batch);
+    let post = |auth: String, body: Vec<u8>| {
+        let req = http::Request::post(&ops_url)
+            .header("meridian-peer", "eu-west")
+            .header("meridian-peer-auth", auth)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let http = http.clone();
+        async move { http.request(req).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post(auth.clone(), body.clone()).await, 200);
+    assert_eq!(post(auth, body).await, 401);
+    let ops = node.client().status().await.unwrap()["ops"].clone();
+    assert_eq!(ops, serde_json::json!(1), "the batch applied once");
+
     let m = metrics(&node).await;
-    assert_eq!(refused(&m, "replayed"), 1.0, "{m}");
+    assert_eq!(refused(&m, "replayed"), 2.0, "{m}");
     assert_eq!(refused(&m, "stale"), 2.0);
     assert!(refused(&m, "signature") >= 2.0);
     // Nothing of it changed the region: it still serves.
