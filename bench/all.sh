@@ -44,7 +44,7 @@ for step in "${STEPS[@]}"; do
       } >"$out" 2>&1
       kill "$pid"; wait "$pid" || true
       rm -rf bench/out/load-dev
-      "$M" dev --data-dir bench/out/load-dev 2>bench/out/load-dev.log &
+      "$M" dev --insecure-open --data-dir bench/out/load-dev 2>bench/out/load-dev.log &
       pid=$!
       for p in 7070 7071 7072; do wait_up "http://127.0.0.1:$p"; done
       for ks in hits:counter tags:set; do

@@ -8,8 +8,9 @@
 #
 #   MERIDIAN_CERTS_DIR=$PWD/deploy/certs docker-compose -f deploy/compose.yaml up -d
 #
-# Run again to renew cluster.pem (same CA): running regions pick the new
-# files up within seconds. Uses `meridian cert` from MERIDIAN_BIN, the
+# Run again to renew cluster.pem (same CA), then restart the services:
+# Compose bind-mounts each secret file, so running containers keep the one
+# they started with. Uses `meridian cert` from MERIDIAN_BIN, the
 # build tree or PATH, else from the image meridian:VERSION.
 # The regions run as uid 10001 and docker-compose v1 bind-mounts files as
 # they are: the key is made readable by uid 10001 (owned by it with mode

@@ -96,3 +96,58 @@ async fn tokens_replicate_and_revocations_hold_everywhere_within_a_second() {
     ));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_checks_the_right_before_it_forwards_a_write() {
+    let c = Cluster::builder()
+        .regions(["us-east"])
+        .standbys(1)
+        .access_token(BOOTSTRAP)
+        .start()
+        .await
+        .unwrap();
+    let leader = c.member_client("us-east");
+    let made = leader
+        .create_token(&json!({"grants": [{"keyspace": "default", "rights": ["read"]}]}))
+        .await
+        .unwrap();
+    let reader = made["token"].as_str().unwrap().to_string();
+    let standby_url = c.url("us-east-s1").unwrap();
+    let at_standby = |t: &str| {
+        Client::builder()
+            .region(standby_url.clone())
+            .access_token(t)
+            .build()
+            .unwrap()
+    };
+    // Once the standby has the token: a read there works...
+    let t = Instant::now();
+    while at_standby(&reader).get("default", "k").await.is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the standby never took the token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...a write with it is refused there (403), not forwarded.
+    match at_standby(&reader).put("default", "k", &json!(1)).await {
+        Err(ClientError::Http { status: 403, .. }) => {}
+        other => panic!("a read-only token's write at the standby: {other:?}"),
+    }
+    // Without a token at all: 401.
+    let anon = Client::new(&standby_url).unwrap();
+    assert!(matches!(
+        anon.put("default", "k", &json!(2)).await,
+        Err(ClientError::Http { status: 401, .. })
+    ));
+    // The admin's write is forwarded and lands at the leader.
+    at_standby(BOOTSTRAP)
+        .put("default", "k", &json!(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        leader.get("default", "k").await.unwrap().unwrap().value(),
+        Some(&json!(3))
+    );
+    c.stop().await;
+}

@@ -263,11 +263,13 @@ impl Tokens {
             .map(|d| (d, self.revoked.get(&d.id).copied()))
     }
 
-    /// How many tokens are not revoked.
-    pub fn live_count(&self) -> usize {
+    /// How many tokens are neither revoked nor expired at `now_ms`.
+    pub fn live_count(&self, now_ms: u64) -> usize {
         self.by_id
-            .keys()
-            .filter(|id| !self.revoked.contains_key(*id))
+            .values()
+            .filter(|d| {
+                !self.revoked.contains_key(&d.id) && d.expires_ms.is_none_or(|e| now_ms < e)
+            })
             .count()
     }
 
@@ -378,7 +380,7 @@ mod tests {
         // An update arriving after the revocation does not bring it back.
         ts.insert(t.clone());
         assert!(ts.live(&t.hash, 1).is_none());
-        assert_eq!(ts.live_count(), 0);
+        assert_eq!(ts.live_count(1), 0);
         // A revocation that arrives before its token still holds.
         let mut early = Tokens::default();
         early.revoke("abc123".into(), 5);

@@ -97,40 +97,58 @@ struct Tls {
 fn load_tls(cfg: &Valid) -> Result<Tls, ServeError> {
     use crate::security::tls::{ServerTls, TlsFiles, set_outbound};
     let t = &cfg.tls;
+    let listeners = match (&t.cert_file, &t.key_file) {
+        (Some(cert), Some(key)) => {
+            let client = ServerTls::new(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: t.client_ca_file.clone(),
+            })?;
+            let peer = ServerTls::new(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: if t.peer_mtls {
+                    t.peer_ca_file.clone()
+                } else {
+                    None
+                },
+            })?;
+            Some((Arc::new(client), Arc::new(peer)))
+        }
+        _ => None,
+    };
+    // Outbound calls (to peers; from a standby to its leader's client API)
+    // trust the peer CA only and, where the other side asks for a client
+    // certificate (peer mTLS, a client CA), present this region's pair,
+    // following its reloads.
     let outbound = match &t.peer_ca_file {
         Some(ca) => {
-            let identity = match (t.peer_mtls, &t.cert_file, &t.key_file) {
-                (true, Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-                _ => None,
-            };
-            Some(meridian_client::tls::client_config(ca, identity)?)
+            let roots = meridian_client::tls::load_roots(ca)?;
+            let builder =
+                rustls::ClientConfig::builder_with_provider(meridian_client::tls::provider())
+                    .with_protocol_versions(meridian_client::tls::VERSIONS)
+                    .map_err(meridian_client::tls::TlsError::Config)?
+                    .with_root_certificates(roots);
+            let present = t.peer_mtls || t.client_ca_file.is_some();
+            Some(match &listeners {
+                Some((_, peer)) if present => {
+                    builder.with_client_cert_resolver(peer.client_identity())
+                }
+                _ => builder.with_no_client_auth(),
+            })
         }
         None => None,
     };
     set_outbound(outbound);
-    let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) else {
-        return Ok(Tls {
+    Ok(match listeners {
+        Some((client, peer)) => Tls {
+            client: Some(client),
+            peer: Some(peer),
+        },
+        None => Tls {
             client: None,
             peer: None,
-        });
-    };
-    let client = ServerTls::new(TlsFiles {
-        cert: cert.clone(),
-        key: key.clone(),
-        client_ca: t.client_ca_file.clone(),
-    })?;
-    let peer = ServerTls::new(TlsFiles {
-        cert: cert.clone(),
-        key: key.clone(),
-        client_ca: if t.peer_mtls {
-            t.peer_ca_file.clone()
-        } else {
-            None
         },
-    })?;
-    Ok(Tls {
-        client: Some(Arc::new(client)),
-        peer: Some(Arc::new(peer)),
     })
 }
 
@@ -204,7 +222,9 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         peer_addr = Some(l.local_addr()?);
         let api = Arc::new(PeerApi {
             region: cfg.region.clone(),
-            nonces: Default::default(),
+            nonces: std::sync::Mutex::new(crate::peer::auth::Nonces::since(
+                crate::peer::auth::now_ms(),
+            )),
             metrics: metrics.clone(),
             incarnation: region.incarnation.clone(),
             secret,
@@ -406,7 +426,8 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
                 &cfg.region,
                 secret.clone(),
                 cfg.peers.clone(),
-            ),
+            )
+            .following(peers.clone()),
             standbys: Some(standby.clone()),
         };
         if cfg.anti_entropy_interval_ms > 0 && !peers.links.is_empty() {

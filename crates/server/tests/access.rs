@@ -463,6 +463,9 @@ async fn every_route_wants_a_token_and_the_right_one() {
             200,
             "{p}"
         );
+        // Public for reading only: another method there needs a token too.
+        let r = call(&api, Method::POST, p, None, json!({})).await;
+        assert_eq!(r.status, 401, "POST {p}");
     }
     // The right token's writes were.
     let r = call(

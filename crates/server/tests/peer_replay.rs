@@ -94,8 +94,14 @@ async fn replayed_and_stale_requests_are_refused_and_counted() {
     };
 
     // Taken once: answered, and the answer is us-east's, for this request.
-    let (auth, head, body) =
-        secret.sign_request("/peer/v1/hello", "hello", "eu-west", now_ms(), &hello);
+    let (auth, head, body) = secret.sign_request(
+        "/peer/v1/hello",
+        "hello",
+        "eu-west",
+        "us-east",
+        now_ms(),
+        &hello,
+    );
     let (status, answer) = send(auth.clone(), body.clone()).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     assert!(
@@ -120,17 +126,32 @@ async fn replayed_and_stale_requests_are_refused_and_counted() {
         now_ms() - REPLAY_WINDOW_MS - 5_000,
         now_ms() + REPLAY_WINDOW_MS + 5_000,
     ] {
-        let (auth, _, body) = secret.sign_request("/peer/v1/hello", "hello", "eu-west", ts, &hello);
+        let (auth, _, body) =
+            secret.sign_request("/peer/v1/hello", "hello", "eu-west", "us-east", ts, &hello);
         let (status, text) = send(auth, body).await;
         assert_eq!(status, 401, "{}", String::from_utf8_lossy(&text));
     }
 
     // A head signed for another path, and one with a forged length: both
     // refused before the body (here 1 MiB of junk) is read.
-    let (auth, _, _) = secret.sign_request("/peer/v1/ops", "ops", "eu-west", now_ms(), &hello);
+    let (auth, _, _) = secret.sign_request(
+        "/peer/v1/ops",
+        "ops",
+        "eu-west",
+        "us-east",
+        now_ms(),
+        &hello,
+    );
     let (status, _) = send(auth, vec![0u8; 1 << 20]).await;
     assert_eq!(status, 401);
-    let (auth, _, _) = secret.sign_request("/peer/v1/hello", "hello", "eu-west", now_ms(), &hello);
+    let (auth, _, _) = secret.sign_request(
+        "/peer/v1/hello",
+        "hello",
+        "eu-west",
+        "us-east",
+        now_ms(),
+        &hello,
+    );
     let forged_len = {
         let mut parts: Vec<String> = auth.split(' ').map(str::to_string).collect();
         parts[3] = (1u64 << 20).to_string();
@@ -139,8 +160,14 @@ async fn replayed_and_stale_requests_are_refused_and_counted() {
     let (status, _) = send(forged_len, vec![0u8; 1 << 20]).await;
     assert_eq!(status, 401);
     // A good head with a body longer than it states: not read past it.
-    let (auth, _, mut body) =
-        secret.sign_request("/peer/v1/hello", "hello", "eu-west", now_ms(), &hello);
+    let (auth, _, mut body) = secret.sign_request(
+        "/peer/v1/hello",
+        "hello",
+        "eu-west",
+        "us-east",
+        now_ms(),
+        &hello,
+    );
     body.extend_from_slice(&[0u8; 4096]);
     let (status, _) = send(auth, body).await;
     assert!(status == 413 || status == 400 || status == 401, "{status}");
@@ -165,7 +192,14 @@ async fn replayed_and_stale_requests_are_refused_and_counted() {
         }],
     };
     let batch = wire::encode(&origin, 1, &[op]).unwrap();
-    let (auth, _, body) = secret.sign_request("/peer/v1/ops", "ops", "eu-west", now_ms(), &batch);
+    let (auth, _, body) = secret.sign_request(
+        "/peer/v1/ops",
+        "ops",
+        "eu-west",
+        "us-east",
+        now_ms(),
+        &batch,
+    );
     let post = |auth: String, body: Vec<u8>| {
         let req = http::Request::post(&ops_url)
             .header("meridian-peer", "eu-west")

@@ -340,6 +340,26 @@ async fn one_op(ctx: Arc<Ctx>, region: usize, seed: u64, scheduled: Instant) {
     }
 }
 
+/// A client builder with what the environment says about access: the
+/// token in `MERIDIAN_ACCESS_TOKEN`, the CA in `MERIDIAN_CA_FILE` (for
+/// `https://` regions).
+fn builder() -> meridian_client::ClientBuilder {
+    let mut b = Client::builder();
+    if let Ok(t) = std::env::var("MERIDIAN_ACCESS_TOKEN")
+        && !t.trim().is_empty()
+    {
+        b = b.access_token(t.trim());
+    }
+    if let Some(ca) = std::env::var_os("MERIDIAN_CA_FILE") {
+        b = b.ca_file(ca);
+    }
+    b
+}
+
+fn one(url: &str) -> Result<Client, String> {
+    builder().region(url).build().map_err(|e| e.to_string())
+}
+
 /// Runs the load and reports.
 pub async fn run(spec: LoadSpec) -> Result<LoadReport, String> {
     if spec.urls.is_empty() {
@@ -349,24 +369,15 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, String> {
     let clients: Vec<Client> = (0..n)
         .map(|i| {
             let others = if spec.failover { n } else { 1 };
-            Client::builder()
+            builder()
                 .regions((0..others).map(|k| spec.urls[(i + k) % n].clone()))
                 .build()
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
-    let pinned: Vec<Client> = spec
-        .urls
-        .iter()
-        .map(|u| Client::new(u).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
+    let pinned: Vec<Client> = spec.urls.iter().map(|u| one(u)).collect::<Result<_, _>>()?;
     prepare(&pinned, &spec.mix).await?;
-    let probe = spec
-        .probe_to
-        .as_deref()
-        .map(Client::new)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    let probe = spec.probe_to.as_deref().map(one).transpose()?;
     let text = "x".repeat(spec.value_size.saturating_sub(2));
     let ctx = Arc::new(Ctx {
         accs: clients.iter().map(|_| Mutex::new(Acc::default())).collect(),

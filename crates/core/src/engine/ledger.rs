@@ -94,10 +94,14 @@ pub struct LedgerCounts {
     pub next: u64,
     /// Entries dropped to stay within capacity.
     pub dropped: u64,
-    /// Encoded bytes of the entries stored (counted since this field was
-    /// added: a ledger written before counts only what came after).
+    /// Encoded bytes of the entries from `counted_from` on.
     #[serde(default)]
     pub bytes: u64,
+    /// The first id whose bytes are counted (`None`: a ledger written
+    /// before bytes were counted, until its next flush; its older entries
+    /// then count against the entry bound only).
+    #[serde(default)]
+    pub counted_from: Option<u64>,
 }
 
 impl LedgerCounts {
@@ -282,6 +286,8 @@ impl Ledger {
         for e in entries {
             let bytes = codec::encode(&e).map_err(|err| StoreError::Backend(err.to_string()))?;
             let c = self.counts.entry(e.keyspace.clone()).or_default();
+            let from = c.next;
+            c.counted_from.get_or_insert(from);
             c.next = c.next.max(e.id + 1);
             c.bytes = c.bytes.saturating_add(bytes.len() as u64);
             fresh.insert((e.keyspace.clone(), e.id), bytes.len() as u64);
@@ -293,9 +299,11 @@ impl Ledger {
             let cap = capacity(&ks);
             while c.len() > cap || (c.bytes > max_bytes && c.len() > 1) {
                 let key = entry_key(&ks, c.first);
+                let counted = c.counted_from.is_some_and(|f| c.first >= f);
                 let size = match fresh.get(&(ks.clone(), c.first)) {
                     Some(n) => *n,
-                    None => backend.get(TABLE, &key)?.map_or(0, |v| v.len() as u64),
+                    None if counted => backend.get(TABLE, &key)?.map_or(0, |v| v.len() as u64),
+                    None => 0,
                 };
                 batch.delete(TABLE, key);
                 c.bytes = c.bytes.saturating_sub(size);

@@ -729,7 +729,7 @@ impl<B: Backend> Engine<B> {
         match tokens.get(&def.id) {
             Some((held, _)) if **held == def => return Ok(false),
             Some(_) => {}
-            None if tokens.live_count() >= max_tokens => {
+            None if tokens.live_count(now_ms) >= max_tokens => {
                 return Err(WriteError::Limit {
                     what: "tokens",
                     max: max_tokens,
@@ -742,15 +742,18 @@ impl<B: Backend> Engine<B> {
         Ok(true)
     }
 
-    /// Revokes a token, for good. `Ok(false)` when it was revoked already;
-    /// an id never defined here is refused.
+    /// Revokes a token, for good. `Ok(false)` when it was revoked already.
+    /// An id this region has not seen defined is revoked too: a token made
+    /// in another region may not have arrived yet, and must be refused
+    /// once it does.
     pub fn revoke_token(&mut self, now_ms: u64, id: &str) -> Result<bool, WriteError> {
-        let tokens = self.registry.tokens();
-        if tokens.is_revoked(id) {
-            return Ok(false);
+        if !crate::access::valid_id(id) {
+            return Err(WriteError::BadToken(format!(
+                "token id {id:?} is invalid: use 1 to 64 characters from a-z and 0-9"
+            )));
         }
-        if tokens.get(id).is_none() {
-            return Err(WriteError::BadToken(format!("no token with id {id:?}")));
+        if self.registry.tokens().is_revoked(id) {
+            return Ok(false);
         }
         let key = Key::new(format!("{}{id}", crate::access::REVOKED_PREFIX))?;
         self.put_system(now_ms, key, &crate::access::Revocation { at_ms: now_ms })?;

@@ -57,16 +57,23 @@ pub async fn post(
     for (i, item) in b.ops.into_iter().enumerate() {
         let key =
             Key::new(item.key).map_err(|e| ApiError::bad_request(format!("ops[{i}].key: {e}")))?;
-        if let Some(Extension(caller)) = &caller {
-            let need = Need::On(
-                Right::Write,
-                Some(item.keyspace.clone()),
-                Some(key.as_str().to_string()),
-            );
-            if let Err(e) = caller.require(&need) {
-                app.metrics.refuse("auth", "forbidden");
-                return Err(e);
-            }
+        // The authorize layer let the batch in on any live token (or open
+        // mode); each key needs its write right. No caller: refused.
+        let Some(Extension(caller)) = &caller else {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "this endpoint needs a token",
+            ));
+        };
+        let need = Need::On(
+            Right::Write,
+            Some(item.keyspace.clone()),
+            Some(key.as_str().to_string()),
+        );
+        if let Err(e) = caller.require(&need) {
+            app.metrics.refuse("auth", "forbidden");
+            return Err(e);
         }
         names.push((item.keyspace.clone(), key.clone()));
         mutations.push(MutationRequest {

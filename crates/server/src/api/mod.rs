@@ -192,17 +192,20 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(status::healthz))
         .route("/healthz/leader", get(crate::standby::gate::leader_health))
         .route("/metrics", get(status::metrics))
-        // Runs once the route is known; authentication ran before routing.
+        // Once the route is known (authentication ran before routing):
+        // the right for it, then, on a standby, the gate that forwards
+        // writes to the leader. Nothing is buffered or forwarded for a
+        // caller without the right.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::standby::gate::gate,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::security::auth::authorize,
         ))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::standby::gate::gate,
-        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::security::auth::authenticate,

@@ -133,16 +133,16 @@ pub async fn get(
 }
 
 /// `DELETE /v1/admin/tokens/{id}`: revokes it, for good, in every region
-/// once replicated. Revoking again: 200, `changed: false`.
+/// once replicated. Revoking again: 200, `changed: false`. An id this
+/// region has not seen (made elsewhere, not arrived yet) is revoked too
+/// (`known: false`): it is refused once it arrives.
 pub async fn revoke(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(id) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
-    if app.reader.published().registry.tokens().get(&id).is_none() {
-        return Err(unknown(&id));
-    }
+    let known = app.reader.published().registry.tokens().get(&id).is_some();
     let outcome = app
         .writer
         .revoke_token(id.clone())
@@ -155,7 +155,7 @@ pub async fn revoke(
     Ok(respond(
         StatusCode::OK,
         &h,
-        &json!({"id": id, "revoked": true, "changed": changed}),
+        &json!({"id": id, "revoked": true, "changed": changed, "known": known}),
         Some(&vv),
     ))
 }

@@ -54,10 +54,19 @@ impl Secret {
         HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())
     }
 
-    fn head_tag(&self, path: &str, from: &str, ts_ms: u64, nonce: &[u8; 16], len: u64) -> [u8; 32] {
+    #[allow(clippy::too_many_arguments)]
+    fn head_tag(
+        &self,
+        path: &str,
+        from: &str,
+        to: &str,
+        ts_ms: u64,
+        nonce: &[u8; 16],
+        len: u64,
+    ) -> [u8; 32] {
         let mut m = self.hmac();
         m.update(b"meridian-peer-v2\0head\0");
-        for part in [path.as_bytes(), from.as_bytes()] {
+        for part in [path.as_bytes(), from.as_bytes(), to.as_bytes()] {
             m.update(part);
             m.update(b"\0");
         }
@@ -87,20 +96,21 @@ impl Secret {
         m
     }
 
-    /// Signs a request to `path` from region `from` at wall time `now_ms`:
-    /// the `meridian-peer-auth` header value, the head it states, and the
-    /// body (`tag || payload`).
+    /// Signs a request to `path` from region `from` to region `to` at wall
+    /// time `now_ms`: the `meridian-peer-auth` header value, the head it
+    /// states, and the body (`tag || payload`).
     pub fn sign_request(
         &self,
         path: &str,
         label: &str,
         from: &str,
+        to: &str,
         now_ms: u64,
         payload: &[u8],
     ) -> (String, Head, Vec<u8>) {
         let nonce = *uuid::Uuid::new_v4().as_bytes();
         let len = payload.len() as u64;
-        let tag = self.head_tag(path, from, now_ms, &nonce, len);
+        let tag = self.head_tag(path, from, to, now_ms, &nonce, len);
         let head = Head {
             ts_ms: now_ms,
             nonce,
@@ -114,11 +124,18 @@ impl Secret {
         (head.header(), head, out)
     }
 
-    /// Checks a request's `meridian-peer-auth` header against its path and
-    /// sender, before any of its body is read: the head it states.
-    pub fn check_head(&self, path: &str, from: &str, header: &str) -> Result<Head, HeadError> {
+    /// Checks a request's `meridian-peer-auth` header against its path,
+    /// sender and recipient (`to`: this region), before any of its body is
+    /// read: the head it states.
+    pub fn check_head(
+        &self,
+        path: &str,
+        from: &str,
+        to: &str,
+        header: &str,
+    ) -> Result<Head, HeadError> {
         let head = Head::parse(header).ok_or(HeadError::Malformed)?;
-        let want = self.head_tag(path, from, head.ts_ms, &head.nonce, head.len);
+        let want = self.head_tag(path, from, to, head.ts_ms, &head.nonce, head.len);
         let mut m = self.hmac();
         m.update(&want);
         // Constant time: compare the two tags through one more MAC.
@@ -264,17 +281,29 @@ pub enum Replay {
     Full,
 }
 
-/// The nonces of the requests taken within the replay window.
-#[derive(Debug, Default)]
+/// The nonces of the requests taken within the replay window, since this
+/// process started: a request signed before that is refused (its nonce
+/// could have been taken by the process before, whose memory is gone).
+#[derive(Debug)]
 pub struct Nonces {
     seen: std::collections::HashMap<[u8; 16], u64>,
     by_time: std::collections::BTreeSet<(u64, [u8; 16])>,
+    since_ms: u64,
 }
 
 impl Nonces {
+    /// Nonces taken from `since_ms` on (when the region started).
+    pub fn since(since_ms: u64) -> Self {
+        Self {
+            seen: Default::default(),
+            by_time: Default::default(),
+            since_ms,
+        }
+    }
+
     /// Takes `head` at wall time `now_ms`, or says why not.
     pub fn take(&mut self, head: &Head, now_ms: u64) -> Result<(), Replay> {
-        if head.ts_ms.abs_diff(now_ms) > REPLAY_WINDOW_MS {
+        if head.ts_ms.abs_diff(now_ms) > REPLAY_WINDOW_MS || head.ts_ms < self.since_ms {
             return Err(Replay::Stale);
         }
         // Forget what has aged out of the window (it would be stale now).
@@ -318,33 +347,40 @@ mod tests {
     fn requests_bind_path_sender_time_nonce_and_body() {
         let s = secret();
         let (header, head, body) =
-            s.sign_request("/peer/v1/ops", "ops", "us-east", 1_000, b"batch");
-        let checked = s.check_head("/peer/v1/ops", "us-east", &header).unwrap();
+            s.sign_request("/peer/v1/ops", "ops", "us-east", "eu-west", 1_000, b"batch");
+        let checked = s
+            .check_head("/peer/v1/ops", "us-east", "eu-west", &header)
+            .unwrap();
         assert_eq!(checked, head);
         assert_eq!(s.open_body("ops", &checked, &body), Some(&b"batch"[..]));
         // Another path, sender or secret: refused before the body.
         assert_eq!(
-            s.check_head("/peer/v1/state", "us-east", &header),
+            s.check_head("/peer/v1/state", "us-east", "eu-west", &header),
             Err(HeadError::Signature)
         );
         assert_eq!(
-            s.check_head("/peer/v1/ops", "eu-west", &header),
+            s.check_head("/peer/v1/ops", "eu-west", "eu-west", &header),
+            Err(HeadError::Signature)
+        );
+        // Meant for another region: refused there.
+        assert_eq!(
+            s.check_head("/peer/v1/ops", "us-east", "ap-south", &header),
             Err(HeadError::Signature)
         );
         let other = Secret::new(b"fedcba9876543210").unwrap();
         assert_eq!(
-            other.check_head("/peer/v1/ops", "us-east", &header),
+            other.check_head("/peer/v1/ops", "us-east", "eu-west", &header),
             Err(HeadError::Signature)
         );
         // A head with its time moved: refused.
         let moved = header.replacen("v2 1000 ", "v2 1001 ", 1);
         assert_eq!(
-            s.check_head("/peer/v1/ops", "us-east", &moved),
+            s.check_head("/peer/v1/ops", "us-east", "eu-west", &moved),
             Err(HeadError::Signature)
         );
         for bad in ["", "v1 1 2 3 4", "v2 1", &format!("{header} extra")] {
             assert_eq!(
-                s.check_head("/peer/v1/ops", "us-east", bad),
+                s.check_head("/peer/v1/ops", "us-east", "eu-west", bad),
                 Err(HeadError::Malformed),
                 "{bad}"
             );
@@ -354,7 +390,14 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(s.open_body("ops", &checked, &tampered), None);
         assert_eq!(s.open_body("state", &checked, &body), None);
-        let (_, _, longer) = s.sign_request("/peer/v1/ops", "ops", "us-east", 1_000, b"batch!");
+        let (_, _, longer) = s.sign_request(
+            "/peer/v1/ops",
+            "ops",
+            "us-east",
+            "eu-west",
+            1_000,
+            b"batch!",
+        );
         assert_eq!(s.open_body("ops", &checked, &longer), None);
         assert!(Secret::new(b"short").is_err());
     }
@@ -362,8 +405,8 @@ mod tests {
     #[test]
     fn answers_bind_the_responder_and_the_request() {
         let s = secret();
-        let (_, head, _) = s.sign_request("/peer/v1/ops", "ops", "us-east", 1, b"x");
-        let (_, other, _) = s.sign_request("/peer/v1/ops", "ops", "us-east", 1, b"x");
+        let (_, head, _) = s.sign_request("/peer/v1/ops", "ops", "us-east", "eu-west", 1, b"x");
+        let (_, other, _) = s.sign_request("/peer/v1/ops", "ops", "us-east", "eu-west", 1, b"x");
         let ack = s.sign_answer("eu-west", &head.nonce, b"ack");
         assert_eq!(
             s.open_answer("eu-west", &head.nonce, &ack),
@@ -376,25 +419,32 @@ mod tests {
     #[test]
     fn nonces_are_taken_once_within_the_window() {
         let s = secret();
-        let mut n = Nonces::default();
-        let (_, h, _) = s.sign_request("/p", "p", "r", 100_000, b"");
+        let mut n = Nonces::since(0);
+        let (_, h, _) = s.sign_request("/p", "p", "r", "q", 100_000, b"");
         assert_eq!(n.take(&h, 100_000), Ok(()));
         assert_eq!(n.take(&h, 100_001), Err(Replay::Seen));
         // At the window's edge and just past it.
-        let (_, edge, _) = s.sign_request("/p", "p", "r", 100_000, b"");
+        let (_, edge, _) = s.sign_request("/p", "p", "r", "q", 100_000, b"");
         assert_eq!(n.take(&edge, 100_000 + REPLAY_WINDOW_MS), Ok(()));
-        let (_, late, _) = s.sign_request("/p", "p", "r", 100_000, b"");
+        let (_, late, _) = s.sign_request("/p", "p", "r", "q", 100_000, b"");
         assert_eq!(
             n.take(&late, 100_001 + REPLAY_WINDOW_MS),
             Err(Replay::Stale)
         );
-        let (_, early, _) = s.sign_request("/p", "p", "r", 200_000, b"");
+        let (_, early, _) = s.sign_request("/p", "p", "r", "q", 200_000, b"");
         assert_eq!(
             n.take(&early, 199_999 - REPLAY_WINDOW_MS),
             Err(Replay::Stale)
         );
+        // Signed before this process started: refused (its nonce may have
+        // been taken by the process before).
+        let mut restarted = Nonces::since(100_000);
+        let (_, before, _) = s.sign_request("/p", "p", "r", "q", 99_999, b"");
+        assert_eq!(restarted.take(&before, 100_000), Err(Replay::Stale));
+        let (_, after, _) = s.sign_request("/p", "p", "r", "q", 100_000, b"");
+        assert_eq!(restarted.take(&after, 100_001), Ok(()));
         // Aged-out nonces are forgotten (their requests are stale anyway).
-        let (_, fresh, _) = s.sign_request("/p", "p", "r", 500_000, b"");
+        let (_, fresh, _) = s.sign_request("/p", "p", "r", "q", 500_000, b"");
         assert_eq!(n.take(&fresh, 500_000), Ok(()));
         assert_eq!(n.seen.len(), 1);
     }

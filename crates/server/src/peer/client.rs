@@ -62,9 +62,15 @@ impl PeerClient {
     /// The region that answers at `url`: a peer region at its configured
     /// or current URL, else a member of this region (a standby, a leader).
     fn region_at(&self, url: &str) -> String {
-        self.current()
-            .into_iter()
-            .chain(self.peers.iter().cloned())
+        if let Some(l) = self
+            .links
+            .as_ref()
+            .and_then(|l| l.links.iter().find(|x| x.answers_at(url)))
+        {
+            return l.name.to_string();
+        }
+        self.peers
+            .iter()
             .find(|(_, u)| u == url)
             .map_or_else(|| self.me.clone(), |(r, _)| r.to_string())
     }

@@ -96,9 +96,14 @@ const HOP_BY_HOP: [&str; 9] = [
     "proxy-connection",
 ];
 
+/// Credentials stay with the region that checked them: the owner takes a
+/// forwarded request on the forwarding region's word, and a client's
+/// token must not travel the WAN (or sit in the owner's memory) for it.
+const CREDENTIALS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
 fn carried(h: &HeaderMap) -> Vec<(String, ByteBuf)> {
     h.iter()
-        .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
+        .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()) && !CREDENTIALS.contains(&k.as_str()))
         .map(|(k, v)| (k.as_str().to_string(), ByteBuf::from(v.as_bytes().to_vec())))
         .collect()
 }

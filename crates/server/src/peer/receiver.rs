@@ -124,10 +124,14 @@ async fn guard(
             "missing meridian-peer-auth header".into(),
         );
     };
-    let head = match api.secret.check_head(req.uri().path(), from.as_str(), auth) {
-        Ok(head) => head,
-        Err(e) => return refuse("signature", e.to_string()),
-    };
+    let head =
+        match api
+            .secret
+            .check_head(req.uri().path(), from.as_str(), api.region.as_str(), auth)
+        {
+            Ok(head) => head,
+            Err(e) => return refuse("signature", e.to_string()),
+        };
     let taken = api
         .nonces
         .lock()
@@ -178,7 +182,13 @@ async fn guard(
 fn unauthorized(api: &PeerApi, why: &str) -> Response {
     api.peers.auth_failures.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(reason = why, "peer request refused: not authenticated");
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", why).into_response()
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", why).into_response();
+    // Unsigned, a hint only: a caller whose request was meant for another
+    // region learns which one it reached.
+    if let Ok(v) = axum::http::HeaderValue::from_str(api.region.as_str()) {
+        r.headers_mut().insert("meridian-peer-from", v);
+    }
+    r
 }
 
 /// Checks the caller's name and signature; returns the caller and payload.
@@ -207,7 +217,10 @@ pub(crate) fn open<'a>(
         .get("meridian-peer-auth")
         .and_then(|v| v.to_str().ok())
         .ok_or(super::auth::HeadError::Malformed)
-        .and_then(|v| api.secret.check_head(path_of(label), from.as_str(), v))
+        .and_then(|v| {
+            api.secret
+                .check_head(path_of(label), from.as_str(), api.region.as_str(), v)
+        })
         .map_err(|e| Box::new(unauthorized(api, &e.to_string())))?;
     let payload = api
         .secret

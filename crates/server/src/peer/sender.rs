@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -150,7 +150,8 @@ pub async fn call(
     label: &str,
     body: &[u8],
 ) -> Result<Vec<u8>, PeerError> {
-    let (auth, head, signed) = secret.sign_request(path, label, me, super::auth::now_ms(), body);
+    let (auth, head, signed) =
+        secret.sign_request(path, label, me, to, super::auth::now_ms(), body);
     let req = Request::builder()
         .method(Method::POST)
         .uri(format!("{url}{path}"))
@@ -180,6 +181,21 @@ pub async fn call(
             .map_err(|e| PeerError::Transport(e.to_string()))?
             .to_bytes();
         if !status.is_success() {
+            // A refusal from another region than the one called (a peer URL
+            // that leads elsewhere: the request, signed for `to`, does not
+            // verify there). Its name is unsigned: a diagnosis, the request
+            // failed either way.
+            if status == StatusCode::UNAUTHORIZED
+                && let Some(other) = responder.as_deref().filter(|r| *r != to)
+            {
+                return Err(PeerError::WrongPeer(if other == me {
+                    format!("the URL of peer {to} ({url}) leads back to this region")
+                } else {
+                    format!(
+                        "peer {to} ({url}) answers as region {other}: its answers cannot count for {to}"
+                    )
+                }));
+            }
             return Err(PeerError::Status {
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),

@@ -132,6 +132,12 @@ impl PeerStatus {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether `url` is one of this peer region's members (its leader's or
+    /// a standby's peer URL).
+    pub fn answers_at(&self, url: &str) -> bool {
+        self.candidates.iter().any(|c| c == url) || self.url() == url
+    }
+
     /// The peer URL in use.
     pub fn url(&self) -> String {
         self.url

@@ -168,7 +168,10 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     let caller = if req.extensions().get::<ForwardedBy>().is_some() {
         Caller::Peer
     } else if let Auth::Tokens { bootstrap } = &app.auth {
-        if PUBLIC.contains(&req.uri().path()) {
+        // Public for reading only: any other method there needs a token
+        // like everything else (a standby would forward it as a write).
+        if PUBLIC.contains(&req.uri().path()) && matches!(*req.method(), Method::GET | Method::HEAD)
+        {
             return next.run(req).await;
         }
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
@@ -300,12 +303,17 @@ pub async fn authorize(
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
-        // Public paths carry no caller and need none.
-        return next.run(req).await;
-    };
     let Some(route) = route else {
         return next.run(req).await;
+    };
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        // Public paths carry no caller and need none; any other route
+        // without one was not authenticated: refuse, never pass it on.
+        if PUBLIC.contains(&route.as_str()) && matches!(*req.method(), Method::GET | Method::HEAD) {
+            return next.run(req).await;
+        }
+        app.metrics.refuse("auth", "missing");
+        return unauthenticated("unauthenticated", "this endpoint needs a token");
     };
     let params = params.map(|Path(p)| p).unwrap_or_default();
     let need = need(route.as_str(), req.method(), &params, req.uri().query());

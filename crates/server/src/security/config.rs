@@ -103,7 +103,9 @@ fn default_header_read_ms() -> u64 {
     10_000
 }
 fn default_request_ms() -> u64 {
-    60_000
+    // Above the longest a request may ask to wait: 60 s for its causal
+    // token, then 60 s for its write concern.
+    150_000
 }
 fn default_idle_ms() -> u64 {
     120_000

@@ -96,6 +96,16 @@ fn timed_out(limit: Duration) -> axum::response::Response {
     .into_response()
 }
 
+/// One request in flight on a connection, until dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves `app` on `listener` until `stop` fires.
 pub async fn serve(
     listener: TcpListener,
@@ -226,6 +236,9 @@ async fn serve_io<I>(
         seen.in_flight.fetch_add(1, Ordering::Relaxed);
         seen.requests.fetch_add(1, Ordering::Relaxed);
         seen.touch();
+        // Counted out however the request ends: answered, or dropped (an
+        // HTTP/2 stream reset drops its future).
+        let done = InFlight(seen.clone());
         async move {
             let long = runs_long(req.uri().path());
             let run = app.oneshot(req.map(axum::body::Body::new));
@@ -240,8 +253,7 @@ async fn serve_io<I>(
                     }
                 }
             };
-            seen.touch();
-            seen.in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(done);
             r
         }
     });

@@ -77,6 +77,23 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
+/// The same pair presented as a client certificate (mutual TLS to peers
+/// and to the leader's client API): a renewal reaches outbound handshakes
+/// as it reaches the listener's.
+impl rustls::client::ResolvesClientCert for Resolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// A listener's TLS: a server configuration whose certificate follows its files.
 pub struct ServerTls {
     files: TlsFiles,
@@ -127,6 +144,11 @@ impl ServerTls {
     /// An acceptor for the listener.
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.config())
+    }
+
+    /// The listener's pair as a client identity, following its reloads.
+    pub fn client_identity(&self) -> Arc<dyn rustls::client::ResolvesClientCert> {
+        self.resolver.clone()
     }
 
     /// The certificate chain and key new handshakes get now.

@@ -126,8 +126,11 @@ impl std::fmt::Debug for Standby {
 /// `url` with an unspecified host (`0.0.0.0`, `[::]`) replaced by the host
 /// of `reached` (a URL of the same member that worked).
 fn reachable(url: &str, reached: &str) -> String {
-    let host_port = |u: &str| u.strip_prefix("http://").map(str::to_string);
-    let (Some(hp), Some(r)) = (host_port(url), host_port(reached)) else {
+    let split = |u: &str| {
+        u.split_once("://")
+            .map(|(scheme, rest)| (scheme.to_string(), rest.to_string()))
+    };
+    let (Some((scheme, hp)), Some((_, r))) = (split(url), split(reached)) else {
         return url.to_string();
     };
     let unspecified = hp
@@ -138,7 +141,7 @@ fn reachable(url: &str, reached: &str) -> String {
     }
     let port = hp.rsplit_once(':').map_or("", |(_, p)| p);
     let host = r.rsplit_once(':').map_or(r.as_str(), |(h, _)| h);
-    format!("http://{host}:{port}")
+    format!("{scheme}://{host}:{port}")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
