@@ -39,6 +39,9 @@ pub struct DevOptions {
     /// No tokens (`--insecure-open`): anyone on this machine may do
     /// anything. Without it, an admin token is made and printed.
     pub open: bool,
+    /// TLS on every listener and mutual TLS between the regions, with a
+    /// development CA made in the data directory (`meridian cert`).
+    pub tls: bool,
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -84,6 +87,28 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
         }
         Some(std::fs::read_to_string(&token_path)?.trim().to_string())
     };
+    // TLS: one certificate for the three regions (they all live on
+    // 127.0.0.1), signed by a CA kept with the data.
+    let certs = root.join("certs");
+    let tls = if opts.tls {
+        if !certs.join("dev.pem").exists() {
+            crate::security::cert::dev_bundle(
+                &certs,
+                &[("dev", vec!["localhost".into(), "127.0.0.1".into()])],
+            )
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+        }
+        crate::security::config::TlsConfig {
+            cert_file: Some(certs.join("dev.pem")),
+            key_file: Some(certs.join("dev-key.pem")),
+            client_ca_file: None,
+            peer_ca_file: Some(certs.join("ca.pem")),
+            peer_mtls: true,
+        }
+    } else {
+        Default::default()
+    };
+    let scheme = if opts.tls { "https" } else { "http" };
     let auth = match &admin_token {
         Some(t) => crate::security::config::Auth::Tokens {
             bootstrap: Some(crate::security::auth::hash(t)),
@@ -130,7 +155,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
             .map(|(j, p)| {
                 (
                     RegionId::new(*p).unwrap_or_else(|e| unreachable!("{e}")),
-                    format!("http://{}", link_addr[&(i, j)]),
+                    format!("{scheme}://{}", link_addr[&(i, j)]),
                 )
             })
             .collect();
@@ -155,7 +180,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
             .map(|(j, p)| {
                 (
                     RegionId::new(*p).unwrap_or_else(|e| unreachable!("{e}")),
-                    format!("http://{}", addr(opts.base_port + j as u16)),
+                    format!("{scheme}://{}", addr(opts.base_port + j as u16)),
                 )
             })
             .collect();
@@ -167,6 +192,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
             secret: Some(secret.clone()),
             replication: ReplicationConfig::default(),
             auth: auth.clone(),
+            tls: tls.clone(),
             ..base
         };
         // Started together: a restarted region asks its peers about its
@@ -200,7 +226,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
                 (s, String::new())
             });
         let _ = b;
-        println!("  {:<9} http://{}   (links: {a})", r.region, r.addr);
+        println!("  {:<9} {scheme}://{}   (links: {a})", r.region, r.addr);
     }
     println!(
         "  link control http://{control}   (e.g. curl -X POST http://{control}/partition -d '{{\"a\":\"us-east\",\"b\":\"eu-west\"}}')"
@@ -225,12 +251,31 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
             ""
         }
     };
+    let curl = if opts.tls {
+        println!("TLS on every listener, mutual TLS between the regions; the CA:");
+        println!(
+            "  export MERIDIAN_CA_FILE={}",
+            certs.join("ca.pem").display()
+        );
+        let urls: Vec<String> = running
+            .iter()
+            .map(|r| format!("https://{}", r.addr))
+            .collect();
+        println!(
+            "  export MERIDIAN_URLS={}   # for meridian ctl",
+            urls.join(",")
+        );
+        println!();
+        format!("curl --cacert $MERIDIAN_CA_FILE{auth_arg}")
+    } else {
+        format!("curl{auth_arg}")
+    };
     println!("try:");
     println!(
-        "  curl{auth_arg} -X PUT http://{a}/v1/kv/default/hello -d '{{\"msg\": \"hi from us-east\"}}'"
+        "  {curl} -X PUT {scheme}://{a}/v1/kv/default/hello -d '{{\"msg\": \"hi from us-east\"}}'"
     );
-    println!("  curl{auth_arg} http://{b}/v1/kv/default/hello          # eu-west, ~40 ms later");
-    println!("  curl{auth_arg} http://{a}/v1/status");
+    println!("  {curl} {scheme}://{b}/v1/kv/default/hello          # eu-west, ~40 ms later");
+    println!("  {curl} {scheme}://{a}/v1/status");
     println!("  meridian ctl status                   # ctl reads MERIDIAN_ACCESS_TOKEN");
     println!();
     println!("Ctrl-C stops the cluster.");

@@ -92,6 +92,10 @@ struct DevArgs {
     /// an admin token is made and printed.
     #[arg(long)]
     insecure_open: bool,
+    /// TLS on every listener and mutual TLS between the regions, with a
+    /// development CA made in the data directory (`certs/ca.pem`).
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(clap::Args)]
@@ -306,6 +310,7 @@ fn main() -> ExitCode {
                 latency: a.latency,
                 base_port: a.base_port,
                 open: a.insecure_open,
+                tls: a.tls,
             })
             .await
             .map_err(|e| e.to_string()),

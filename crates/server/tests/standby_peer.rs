@@ -87,11 +87,23 @@ async fn standby_heartbeats_are_checked_before_anything_registers() {
         status_of(send(&c, &peer, &follow(own.clone(), VERSION)).await),
         409
     );
-    let other = client("eu-west", SECRET);
+    // Another region (signed for us-east): the leader refuses it.
+    let other = PeerClient::new(
+        &RegionId::new("eu-west").unwrap(),
+        Secret::new(SECRET.as_bytes()).unwrap(),
+        vec![(RegionId::new("us-east").unwrap(), peer.clone())],
+    );
     assert_eq!(
         status_of(send(&other, &peer, &follow(standby.clone(), VERSION)).await),
         403
     );
+    // Another region that takes this URL for one of its own members: its
+    // request, signed for eu-west, is refused here as meant for another.
+    let lost = client("eu-west", SECRET);
+    assert!(matches!(
+        send(&lost, &peer, &follow(standby.clone(), VERSION)).await,
+        Err(PeerError::WrongPeer(_))
+    ));
     let wrong = client("us-east", "another-secret-0123456789abcdef");
     assert!(
         send(&wrong, &peer, &follow(standby.clone(), VERSION))
