@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 mkdir -p bench/out
 STEPS=("$@")
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(peers load geo concerns nemesis failover backup standby)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(peers load geo concerns nemesis failover backup standby security)
 cargo build --release --quiet --bin meridian
 M=target/release/meridian
 export MERIDIAN_LOG="${MERIDIAN_LOG:-warn}"
@@ -95,7 +95,11 @@ for step in "${STEPS[@]}"; do
         for run in 1 2 3; do "$M" bench standby --runs 7; done
       } >"$out" 2>&1
       ;;
-    *) echo "unknown step $step (peers load geo concerns nemesis failover backup standby)" >&2; exit 2 ;;
+    security)
+      # Issue 15: durable PUTs open, with tokens, with tokens over TLS.
+      RUNS=3 DURATION=10s M="$M" bench/security.sh >"$out" 2>&1
+      ;;
+    *) echo "unknown step $step (peers load geo concerns nemesis failover backup standby security)" >&2; exit 2 ;;
   esac
   tail -n 30 "$out"
 done
