@@ -649,6 +649,40 @@ impl Config {
             .standby
             .validate(self.listen, self.peer_listen, secret.is_some())
             .map_err(|(f, m)| field(f, m))?;
+        // Every https URL this region calls is checked against the peer
+        // CA: without one, nothing would be trusted and the calls would
+        // fail at run time (after a failover, on a standby's first write).
+        if self.tls.peer_ca_file.is_none() {
+            let https =
+                |u: &Option<String>| u.as_deref().is_some_and(|u| u.starts_with("https://"));
+            let mut named: Vec<(String, bool)> = vec![
+                ("standby.follow".into(), https(&self.standby.follow)),
+                (
+                    "standby.advertise_peer_url".into(),
+                    https(&self.standby.advertise_peer_url),
+                ),
+                // Serving TLS to peers: members and peers reach each other
+                // over https (a standby's leader, a leader's standbys).
+                (
+                    "tls.peer_ca_file".into(),
+                    self.tls.enabled() && self.peer_listen.is_some(),
+                ),
+            ];
+            for (i, p) in self.peers.iter().enumerate() {
+                for (j, u) in p.standby_urls.iter().enumerate() {
+                    named.push((
+                        format!("peers[{i}].standby_urls[{j}]"),
+                        u.starts_with("https://"),
+                    ));
+                }
+            }
+            if let Some((f, _)) = named.into_iter().find(|(_, bad)| *bad) {
+                return Err(field(
+                    f,
+                    "an https member or peer needs [tls] peer_ca_file (the CA its certificate chains to)",
+                ));
+            }
+        }
         let auth = self
             .auth
             .validate(self.listen)
@@ -825,6 +859,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bucket"), "{e}");
+    }
+
+    #[test]
+    fn https_members_and_peers_need_the_peer_ca() {
+        let base = "region = \"eu-west\"\ndata_dir = \"/tmp/x\"\ncluster_secret = \"0123456789abcdef0123\"\npeer_listen = \"127.0.0.1:7170\"\n";
+        let err = |extra: &str| {
+            with_file(&format!("{base}{extra}"))
+                .unwrap()
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+        };
+        let peer = "[[peers]]\nname = \"us-east\"\nurl = \"https://u:7170\"\n";
+        assert!(err(peer).unwrap().contains("peers[0].url"));
+        let standby = "[[peers]]\nname = \"us-east\"\nurl = \"http://u:7170\"\nstandby_urls = [\"https://u2:7170\"]\n";
+        assert!(err(standby).unwrap().contains("peers[0].standby_urls[0]"));
+        let follow = "[standby]\nfollow = \"https://leader:7170\"\n";
+        assert!(err(follow).unwrap().contains("standby.follow"));
+        let serving = "[tls]\ncert_file = \"/c\"\nkey_file = \"/k\"\n";
+        assert!(err(serving).unwrap().contains("tls.peer_ca_file"));
+        // With the CA: all accepted.
+        assert_eq!(
+            err(&format!(
+                "{peer}[tls]\ncert_file = \"/c\"\nkey_file = \"/k\"\npeer_ca_file = \"/ca\"\n"
+            )),
+            None
+        );
     }
 
     #[test]

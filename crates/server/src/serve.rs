@@ -132,9 +132,14 @@ fn load_tls(cfg: &Valid) -> Result<Tls, ServeError> {
             let present = t.peer_mtls || t.client_ca_file.is_some();
             Some(match &listeners {
                 Some((_, peer)) if present => {
-                    builder.with_client_cert_resolver(peer.client_identity())
+                    crate::security::tls::set_identity(Some(peer.client_identity()));
+                    builder
+                        .with_client_cert_resolver(Arc::new(crate::security::tls::CurrentIdentity))
                 }
-                _ => builder.with_no_client_auth(),
+                _ => {
+                    crate::security::tls::set_identity(None);
+                    builder.with_no_client_auth()
+                }
             })
         }
         None => None,

@@ -286,7 +286,9 @@ impl Ledger {
         for e in entries {
             let bytes = codec::encode(&e).map_err(|err| StoreError::Backend(err.to_string()))?;
             let c = self.counts.entry(e.keyspace.clone()).or_default();
-            let from = c.next;
+            // Bytes already counted without a mark were counted from the
+            // start; none counted: from here.
+            let from = if c.bytes > 0 { c.first } else { c.next };
             c.counted_from.get_or_insert(from);
             c.next = c.next.max(e.id + 1);
             c.bytes = c.bytes.saturating_add(bytes.len() as u64);

@@ -275,6 +275,8 @@ pub const MAX_NONCES: usize = 1_000_000;
 pub enum Replay {
     /// Its timestamp is outside the window.
     Stale,
+    /// Signed before this process started (within the window).
+    BeforeStart,
     /// Its nonce was seen already.
     Seen,
     /// Too many nonces in the window.
@@ -292,6 +294,12 @@ pub struct Nonces {
 }
 
 impl Nonces {
+    /// When this process started taking nonces (a sender whose request was
+    /// refused as signed before it signs again from there).
+    pub fn since_ms(&self) -> u64 {
+        self.since_ms
+    }
+
     /// Nonces taken from `since_ms` on (when the region started).
     pub fn since(since_ms: u64) -> Self {
         Self {
@@ -303,8 +311,11 @@ impl Nonces {
 
     /// Takes `head` at wall time `now_ms`, or says why not.
     pub fn take(&mut self, head: &Head, now_ms: u64) -> Result<(), Replay> {
-        if head.ts_ms.abs_diff(now_ms) > REPLAY_WINDOW_MS || head.ts_ms < self.since_ms {
+        if head.ts_ms.abs_diff(now_ms) > REPLAY_WINDOW_MS {
             return Err(Replay::Stale);
+        }
+        if head.ts_ms < self.since_ms {
+            return Err(Replay::BeforeStart);
         }
         // Forget what has aged out of the window (it would be stale now).
         let horizon = now_ms.saturating_sub(REPLAY_WINDOW_MS);
@@ -440,7 +451,7 @@ mod tests {
         // been taken by the process before).
         let mut restarted = Nonces::since(100_000);
         let (_, before, _) = s.sign_request("/p", "p", "r", "q", 99_999, b"");
-        assert_eq!(restarted.take(&before, 100_000), Err(Replay::Stale));
+        assert_eq!(restarted.take(&before, 100_000), Err(Replay::BeforeStart));
         let (_, after, _) = s.sign_request("/p", "p", "r", "q", 100_000, b"");
         assert_eq!(restarted.take(&after, 100_001), Ok(()));
         // Aged-out nonces are forgotten (their requests are stale anyway).

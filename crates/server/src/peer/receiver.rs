@@ -132,13 +132,27 @@ async fn guard(
             Ok(head) => head,
             Err(e) => return refuse("signature", e.to_string()),
         };
-    let taken = api
-        .nonces
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take(&head, super::auth::now_ms());
+    let (taken, since) = {
+        let mut n = api
+            .nonces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (n.take(&head, super::auth::now_ms()), n.since_ms())
+    };
     match taken {
         Ok(()) => {}
+        Err(super::auth::Replay::BeforeStart) => {
+            let mut r = refuse(
+                "before_start",
+                "the request was signed before this region started (its clock is behind ours, or this is a replay): sign it again".into(),
+            );
+            // Unsigned: the time to sign from, for a sender whose clock is
+            // behind (its new signature and nonce keep it replay-safe).
+            if let Ok(v) = axum::http::HeaderValue::from_str(&since.to_string()) {
+                r.headers_mut().insert("meridian-peer-since", v);
+            }
+            return r;
+        }
         Err(super::auth::Replay::Seen) => {
             return refuse(
                 "replayed",

@@ -60,6 +60,10 @@ pub enum PeerError {
     /// The answer is not from the region called, or not to this request.
     #[error("wrong peer: {0}")]
     WrongPeer(String),
+    /// The peer started after this request was signed (its clock runs
+    /// ahead): sign again from the time it gives.
+    #[error("the peer started at {0} ms, after this request was signed")]
+    BeforeStart(u64),
     /// Reading our own log or state failed.
     #[error("local: {0}")]
     Local(String),
@@ -150,8 +154,52 @@ pub async fn call(
     label: &str,
     body: &[u8],
 ) -> Result<Vec<u8>, PeerError> {
-    let (auth, head, signed) =
-        secret.sign_request(path, label, me, to, super::auth::now_ms(), body);
+    let first = call_once(
+        http,
+        secret,
+        me,
+        to,
+        url,
+        path,
+        label,
+        body,
+        super::auth::now_ms(),
+    )
+    .await;
+    match first {
+        // Signed before the peer started (its clock runs ahead of ours):
+        // once more, stamped from its start.
+        Err(PeerError::BeforeStart(since)) => {
+            call_once(
+                http,
+                secret,
+                me,
+                to,
+                url,
+                path,
+                label,
+                body,
+                since.max(super::auth::now_ms()),
+            )
+            .await
+        }
+        other => other,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn call_once(
+    http: &PeerHttp,
+    secret: &Secret,
+    me: &str,
+    to: &str,
+    url: &str,
+    path: &str,
+    label: &str,
+    body: &[u8],
+    ts_ms: u64,
+) -> Result<Vec<u8>, PeerError> {
+    let (auth, head, signed) = secret.sign_request(path, label, me, to, ts_ms, body);
     let req = Request::builder()
         .method(Method::POST)
         .uri(format!("{url}{path}"))
@@ -174,6 +222,11 @@ pub async fn call(
             .get("meridian-peer-from")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let since = resp
+            .headers()
+            .get("meridian-peer-since")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         // Bounded: no answer of the peer API is larger than a page.
         let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
@@ -185,6 +238,13 @@ pub async fn call(
             // that leads elsewhere: the request, signed for `to`, does not
             // verify there). Its name is unsigned: a diagnosis, the request
             // failed either way.
+            if status == StatusCode::UNAUTHORIZED
+                && let Some(since) = since
+                && since > ts_ms
+                && since - ts_ms <= super::auth::REPLAY_WINDOW_MS
+            {
+                return Err(PeerError::BeforeStart(since));
+            }
             if status == StatusCode::UNAUTHORIZED
                 && let Some(other) = responder.as_deref().filter(|r| *r != to)
             {

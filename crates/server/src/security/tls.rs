@@ -218,6 +218,42 @@ impl ServerTls {
 /// (an `https://` peer is then refused: nothing is trusted).
 static OUTBOUND: RwLock<Option<Arc<rustls::ClientConfig>>> = RwLock::new(None);
 
+/// The client identity outbound calls present now: the running region's
+/// (after an in-process restart, the new one's), so a client built once
+/// per process, like the standby's write forwarder, follows it.
+static IDENTITY: RwLock<Option<Arc<dyn rustls::client::ResolvesClientCert>>> = RwLock::new(None);
+
+/// Presents whatever [`set_identity`] installed last.
+#[derive(Debug)]
+pub struct CurrentIdentity;
+
+impl rustls::client::ResolvesClientCert for CurrentIdentity {
+    fn resolve(
+        &self,
+        hints: &[&[u8]],
+        schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        IDENTITY
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|r| r.resolve(hints, schemes))
+    }
+
+    fn has_certs(&self) -> bool {
+        IDENTITY
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|r| r.has_certs())
+    }
+}
+
+/// Installs the identity [`CurrentIdentity`] presents.
+pub fn set_identity(id: Option<Arc<dyn rustls::client::ResolvesClientCert>>) {
+    *IDENTITY.write().unwrap_or_else(PoisonError::into_inner) = id;
+}
+
 /// Sets what outbound peer calls trust and present.
 pub fn set_outbound(cfg: Option<rustls::ClientConfig>) {
     *OUTBOUND.write().unwrap_or_else(PoisonError::into_inner) = cfg.map(Arc::new);

@@ -26,7 +26,7 @@ use crate::api::{AppState, MAX_BATCH_BODY, headers};
 /// never forwarded again: two standbys naming each other cannot loop).
 pub const FORWARDED_BY: &str = "meridian-forwarded-by";
 /// Longest a forwarded request may take (a write concern may wait).
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(65);
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(155);
 /// Largest answer relayed from the leader.
 const MAX_ANSWER: usize = 64 << 20;
 
