@@ -91,6 +91,17 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
     // 127.0.0.1), signed by a CA kept with the data.
     let certs = root.join("certs");
     let tls = if opts.tls {
+        // The leaf is good for a year: a kept data directory gets a new one
+        // after 300 days (the CA stays).
+        let stale = std::fs::metadata(certs.join("dev.pem"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(300 * 86_400));
+        if stale {
+            let _ = std::fs::remove_file(certs.join("dev.pem"));
+            let _ = std::fs::remove_file(certs.join("dev-key.pem"));
+        }
         if !certs.join("dev.pem").exists() {
             crate::security::cert::dev_bundle(
                 &certs,
