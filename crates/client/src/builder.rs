@@ -168,12 +168,7 @@ impl ClientBuilder {
                     .map(|(c, k)| (c.as_path(), k.as_path())),
             )
             .map_err(|e| ClientError::Invalid(e.to_string()))?,
-            // Plain http only: an empty root store trusts nothing.
-            None => rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-                .with_protocol_versions(crate::tls::VERSIONS)
-                .map_err(|e| ClientError::Invalid(e.to_string()))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
+            None => crate::tls::trust_nothing(),
         };
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)

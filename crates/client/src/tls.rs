@@ -86,6 +86,17 @@ pub fn key_error(key: &Path, cert: &Path, e: rustls::Error) -> TlsError {
     TlsError::Key(key.to_owned(), why)
 }
 
+/// A client configuration that trusts no certificate at all: for a client
+/// that only speaks plain `http://`, an `https://` URL then fails its
+/// handshake instead of trusting the system's roots.
+pub fn trust_nothing() -> ClientConfig {
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .unwrap_or_else(|e| unreachable!("ring supports TLS 1.2 and 1.3: {e}"))
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth()
+}
+
 /// A client configuration trusting only the CA certificate(s) in `ca`,
 /// presenting `client_identity` (certificate file, key file) when given, for
 /// servers that require mTLS. ALPN is left empty: [`https_connector`] sets

@@ -92,12 +92,15 @@ impl Manifest {
     }
 }
 
-/// Hex SHA-256 of `bytes`.
+/// Hex SHA-256 of `bytes` (lower case). Also the access-token hash, on
+/// every request: one allocation.
 pub fn sha256_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let d = Sha256::digest(bytes);
     let mut s = String::with_capacity(64);
     for b in d {
-        s.push_str(&format!("{b:02x}"));
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
 }

@@ -22,7 +22,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use meridian_core::access::{Right, TokenDef};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::config::Auth;
 use crate::api::AppState;
@@ -37,12 +36,7 @@ pub const TOKEN_PREFIX: &str = "mrd_";
 
 /// Lower-case hex SHA-256 of a token.
 pub fn hash(token: &str) -> String {
-    let d = Sha256::digest(token.as_bytes());
-    let mut s = String::with_capacity(64);
-    for b in d {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    meridian_core::backup::manifest::sha256_hex(token.as_bytes())
 }
 
 /// A new token: `mrd_ID_SECRET`, its id and its hash. The secret is 256

@@ -270,13 +270,7 @@ pub fn outbound_connector(
         .unwrap_or_else(PoisonError::into_inner)
         .as_deref()
         .cloned();
-    let cfg = cfg.unwrap_or_else(|| {
-        rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(VERSIONS)
-            .unwrap_or_else(|e| unreachable!("ring supports TLS 1.2 and 1.3: {e}"))
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth()
-    });
+    let cfg = cfg.unwrap_or_else(meridian_client::tls::trust_nothing);
     meridian_client::tls::https_connector(cfg, h2_only)
 }
 
