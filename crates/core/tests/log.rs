@@ -40,6 +40,14 @@ fn write(dir: &Path, opts: LogOptions, n: u64) {
     log.sync().unwrap();
 }
 
+/// A segment's records without the zeros the log writes ahead of them
+/// (the ops here never end in a zero byte, so the cut is at a record end).
+fn written(seg: &Path) -> Vec<u8> {
+    let mut b = std::fs::read(seg).unwrap();
+    b.truncate(segment::data_end(&b));
+    b
+}
+
 fn only_segment(dir: &Path) -> std::path::PathBuf {
     let mut segs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -65,22 +73,29 @@ fn a_torn_tail_cut_at_every_offset_of_the_last_record_keeps_all_earlier_records(
     let d = TestDir::new("log-torn");
     write(d.path(), LogOptions::default(), 5);
     let seg = only_segment(d.path());
-    let full = std::fs::read(&seg).unwrap();
+    let full = written(&seg);
     // Where does the last record start? Write 4 and measure.
     let d4 = TestDir::new("log-torn-4");
     write(d4.path(), LogOptions::default(), 4);
-    let start = std::fs::read(only_segment(d4.path())).unwrap().len();
+    let start = written(&only_segment(d4.path())).len();
     assert!(start < full.len());
-    for cut in start..full.len() {
-        std::fs::write(&seg, &full[..cut]).unwrap();
+    // Cut short at the end of the file, and cut short in front of the
+    // zeros written ahead (the group's pages that never reached the disk).
+    for (cut, zeros) in (start..full.len()).flat_map(|c| [(c, 0), (c, 4096)]) {
+        let mut bytes = full[..cut].to_vec();
+        bytes.resize(cut + zeros, 0);
+        std::fs::write(&seg, &bytes).unwrap();
         let (mut log, seen) = open(d.path(), LogOptions::default(), false)
             .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         assert_eq!(seen.len(), 4, "cut at {cut}");
-        assert_eq!(
-            std::fs::metadata(&seg).unwrap().len() as usize,
-            start,
-            "tail not truncated at {cut}"
-        );
+        assert_eq!(written(&seg).len(), start, "tail not cut at {cut}");
+        if cut > start {
+            assert_eq!(
+                std::fs::metadata(&seg).unwrap().len() as usize,
+                start,
+                "torn tail not truncated at {cut}"
+            );
+        }
         // The log goes on from there.
         log.append([&op(5, 2_000)]).unwrap();
         log.sync().unwrap();
@@ -95,7 +110,7 @@ fn a_flipped_bit_in_an_earlier_record_refuses_to_start_and_names_the_offset() {
     let d = TestDir::new("log-flip");
     write(d.path(), LogOptions::default(), 5);
     let seg = only_segment(d.path());
-    let clean = std::fs::read(&seg).unwrap();
+    let clean = written(&seg);
     let record_len = (clean.len() - segment::HEADER_LEN) / 5;
     // Flip one bit in each byte of the second record in turn.
     let second = segment::HEADER_LEN + record_len;
@@ -135,7 +150,7 @@ fn repair_truncates_at_the_damage() {
     let d = TestDir::new("log-repair");
     write(d.path(), LogOptions::default(), 5);
     let seg = only_segment(d.path());
-    let mut bad = std::fs::read(&seg).unwrap();
+    let mut bad = written(&seg);
     let record_len = (bad.len() - segment::HEADER_LEN) / 5;
     bad[segment::HEADER_LEN + 2 * record_len + 20] ^= 1;
     std::fs::write(&seg, &bad).unwrap();
@@ -334,14 +349,14 @@ fn a_hole_inside_the_final_unacknowledged_group_is_a_torn_tail_not_corruption() 
         let (mut log, _) = open(d.path(), LogOptions::default(), false).unwrap();
         log.append([&op(1, 1_001), &op(2, 1_002)]).unwrap();
         log.sync().unwrap();
-        let acked_end = std::fs::metadata(only_segment(d.path())).unwrap().len() as usize;
+        let acked_end = written(&only_segment(d.path())).len();
         log.append([&op(3, 1_003), &op(4, 1_004), &op(5, 1_005)])
             .unwrap();
         log.sync().unwrap();
         drop(log);
         let seg = only_segment(d.path());
         let mut bytes = std::fs::read(&seg).unwrap();
-        let record_len = (bytes.len() - acked_end) / 3;
+        let record_len = (written(&seg).len() - acked_end) / 3;
         let hole = acked_end + hole_in * record_len;
         bytes[hole..hole + record_len].fill(0);
         std::fs::write(&seg, &bytes).unwrap();
@@ -407,4 +422,125 @@ fn version_1_segments_are_read_and_new_records_go_to_a_version_2_segment() {
         3,
         "the cursor reads both formats"
     );
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+#[test]
+fn the_active_segment_is_written_ahead_with_zeros_and_sealed_ones_hold_records_only() {
+    let d = TestDir::new("log-prealloc");
+    let opts = LogOptions {
+        segment_bytes: 4 << 20,
+        ..LogOptions::default()
+    };
+    write(d.path(), opts.clone(), 10);
+    let seg = only_segment(d.path());
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let records = written(&seg).len() as u64;
+    assert!(
+        len > records + (meridian_core::log::PREALLOCATE >> 1),
+        "{len} bytes on disk for {records} of records"
+    );
+    // Reopened, it goes on from its last record, not from the file's end.
+    for round in 0..3u64 {
+        let (mut log, seen) = open(d.path(), opts.clone(), false).unwrap();
+        assert_eq!(seen.len() as u64, 10 + 5 * round);
+        let n = seen.len() as u64;
+        for i in n + 1..=n + 5 {
+            log.append([&op(i, 1_000 + i)]).unwrap();
+        }
+        log.sync().unwrap();
+    }
+    let (mut log, seen) = open(d.path(), opts.clone(), false).unwrap();
+    assert_eq!(seen.len(), 25);
+    assert_eq!(seen[24], op(25, 1_025));
+    assert_eq!(
+        log.bytes(),
+        written(&seg).len() as u64,
+        "bytes counts records, not zeros"
+    );
+    // Sealing cuts the zeros off: what is archived is records only.
+    log.seal_active().unwrap();
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        written(&seg).len() as u64
+    );
+    drop(log);
+    let (_, seen) = open(d.path(), opts, false).unwrap();
+    assert_eq!(seen.len(), 25);
+}
+
+#[test]
+fn a_group_past_the_zeros_written_ahead_extends_them_and_comes_back() {
+    // Groups of ~1 MiB each cross the preallocated end every time.
+    let d = TestDir::new("log-prealloc-big");
+    let opts = LogOptions {
+        segment_bytes: 64 << 20,
+        ..LogOptions::default()
+    };
+    let big = |seq: u64| {
+        let mut o = op(seq, 1_000 + seq);
+        o.mutations[0].op = ObjectOp::Lww(LwwOp::Set(Value::Bytes(vec![7; 700 << 10])));
+        o
+    };
+    let (mut log, _) = open(d.path(), opts.clone(), false).unwrap();
+    for i in 1..=4 {
+        log.append([&big(i)]).unwrap();
+        log.sync().unwrap();
+    }
+    drop(log);
+    let (_, seen) = open(d.path(), opts, false).unwrap();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[3], big(4));
+}
+
+#[test]
+fn a_sealed_segment_left_with_zeros_after_its_records_is_cut_to_them_on_open() {
+    // The process died as it rolled: the old segment's zeros were not cut.
+    let d = TestDir::new("log-prealloc-sealed");
+    let opts = LogOptions {
+        segment_bytes: 1_000,
+        ..LogOptions::default()
+    };
+    write(d.path(), opts.clone(), 30);
+    let segs = segments(d.path());
+    assert!(segs.len() > 2);
+    let first = segs[0].clone();
+    let records = std::fs::read(&first).unwrap();
+    let mut padded = records.clone();
+    padded.resize(records.len() + 100_000, 0);
+    std::fs::write(&first, &padded).unwrap();
+    let (_, seen) = open(d.path(), opts, false).unwrap();
+    assert_eq!(seen.len(), 30);
+    assert_eq!(std::fs::read(&first).unwrap(), records);
+}
+
+#[test]
+fn damage_before_zeros_written_ahead_is_still_corruption_when_a_later_group_was_synced() {
+    // A flipped byte in the first group, a later synced group after it,
+    // and the preallocated zeros after that: refused, not cut.
+    let d = TestDir::new("log-prealloc-corrupt");
+    let (mut log, _) = open(d.path(), LogOptions::default(), false).unwrap();
+    log.append([&op(1, 1_001)]).unwrap();
+    log.sync().unwrap();
+    log.append([&op(2, 1_002)]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let seg = only_segment(d.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    assert!(bytes.len() as u64 > meridian_core::log::PREALLOCATE);
+    bytes[segment::HEADER_LEN + 30] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(
+        open(d.path(), LogOptions::default(), false),
+        Err(LogError::Corrupt { .. })
+    ));
 }

@@ -221,10 +221,20 @@ pub struct Log {
     sealed_index: std::sync::Arc<Vec<crate::replication::peer::SegmentOrigins>>,
     active: SegmentMeta,
     file: File,
+    /// Length of the active segment's file: past its last record it is
+    /// zeros, written ahead ([`PREALLOCATE`]).
+    allocated: u64,
     buf: Vec<u8>,
     scratch: Vec<u8>,
     runs: Runs,
 }
+
+/// How far ahead of its last record the active segment is filled with
+/// zeros. A group written into bytes that already exist on disk changes
+/// no file size, so its `fdatasync` writes the data alone, not the inode
+/// too (measured: 0.12 against 0.19 ms per sync on ext4, docs/benchmarks.md);
+/// once per this many bytes a group's sync also writes the zeros ahead.
+pub const PREALLOCATE: u64 = 1 << 20;
 
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering it as described in
@@ -306,6 +316,12 @@ impl Log {
             })?;
             recovery.records += meta.records;
             match end {
+                ScanEnd::Clean if !is_last && meta.bytes < loaded.bytes.len() as u64 => {
+                    // Sealed with the zeros written ahead still on it (the
+                    // process died as it rolled): cut them off, so archives
+                    // hold records only.
+                    segment::truncate(path, meta.bytes)?;
+                }
                 ScanEnd::Clean => {}
                 ScanEnd::TornTail { offset } if is_last => {
                     let dropped = loaded.bytes.len() as u64 - offset;
@@ -380,6 +396,13 @@ impl Log {
                 (meta, file)
             }
         };
+        let allocated = file
+            .metadata()
+            .map_err(|source| LogError::Io {
+                path: active.path.clone(),
+                source,
+            })?
+            .len();
         let sealed_index = std::sync::Arc::new(
             metas
                 .iter()
@@ -394,6 +417,7 @@ impl Log {
                 sealed: metas,
                 active,
                 file,
+                allocated,
                 buf: Vec::new(),
                 scratch: Vec::new(),
                 runs,
@@ -455,6 +479,10 @@ impl Log {
             record::set_group(&mut self.buf[*s..], group);
         }
         let first = self.active.end_lsn();
+        let end = self.active.bytes + self.buf.len() as u64;
+        if end > self.allocated {
+            self.preallocate(end)?;
+        }
         self.file
             .write_all_at(&self.buf, self.active.bytes)
             .map_err(|source| LogError::Io {
@@ -501,11 +529,43 @@ impl Log {
         self.active.records
     }
 
+    /// Fills the active segment with zeros from its allocated end to
+    /// [`PREALLOCATE`] past `end` (not past the segment size, unless `end`
+    /// is). Made durable by the next sync, with the group that needed it.
+    fn preallocate(&mut self, end: u64) -> Result<(), LogError> {
+        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let target = (end + PREALLOCATE).min(end.max(self.opts.segment_bytes));
+        let mut at = self.allocated;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64);
+            self.file
+                .write_all_at(&ZEROS[..n as usize], at)
+                .map_err(|source| LogError::Io {
+                    path: self.active.path.clone(),
+                    source,
+                })?;
+            at += n;
+        }
+        self.allocated = target;
+        Ok(())
+    }
+
     fn roll(&mut self) -> Result<(), LogError> {
+        // The zeros written ahead go: a sealed segment holds its records
+        // only (the sync below makes the cut durable with them).
+        if self.allocated > self.active.bytes {
+            self.file
+                .set_len(self.active.bytes)
+                .map_err(|source| LogError::Io {
+                    path: self.active.path.clone(),
+                    source,
+                })?;
+        }
         self.sync()?;
         let (file, meta) = segment::create(&self.dir, self.active.end_lsn())?;
         let old = std::mem::replace(&mut self.active, meta);
         self.file = file;
+        self.allocated = segment::HEADER_LEN as u64;
         self.sealed.push(old);
         self.reindex();
         Ok(())

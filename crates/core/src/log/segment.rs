@@ -202,15 +202,29 @@ pub fn from_bytes(bytes: Vec<u8>, first_lsn: Lsn) -> Result<Option<Loaded>, &'st
     Ok(Some(Loaded { bytes, format }))
 }
 
+/// One past the last nonzero byte of `buf` (0 when all zero): the written
+/// part of a segment whose tail was preallocated with zeros.
+pub fn data_end(buf: &[u8]) -> usize {
+    buf.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+}
+
 /// Walks the records of a loaded segment, handing each payload to `f`.
+///
+/// The segment being written is preallocated with zeros past its last
+/// record (so a group's `fdatasync` need not write the inode): zeros from a
+/// record boundary to the end of the file are a clean end, not damage.
 pub fn scan(
     loaded: &Loaded,
     mut f: impl FnMut(&[u8], u64) -> Result<(), LogError>,
 ) -> Result<ScanEnd, LogError> {
     let buf = &loaded.bytes;
     let format = loaded.format;
+    let written = data_end(buf);
     let mut at = HEADER_LEN;
     loop {
+        if at >= written {
+            return Ok(ScanEnd::Clean);
+        }
         match record::parse(buf, at, format) {
             Parsed::End => return Ok(ScanEnd::Clean),
             Parsed::Record { payload, next, .. } => {
@@ -240,13 +254,26 @@ pub fn scan(
 /// v2: a valid record after the damage whose group began past it proves
 /// the damage was synced. v1 records carry no group: any valid record after
 /// the damage counts as proof (the conservative reading).
+///
+/// Only the written part is searched (a preallocated tail holds no record),
+/// and offsets whose would-be header is all zeros are passed over at once.
 fn acknowledged(buf: &[u8], at: usize, format: Format) -> bool {
-    (at + 1..buf.len()).any(|q| match record::parse(buf, q, format) {
-        Parsed::Record { payload, group, .. } if !payload.is_empty() => match group {
-            Some(g) => g > at as u64,
-            None => true,
-        },
-        _ => false,
+    let written = data_end(buf);
+    let hl = format.header_len();
+    // An all-zero header never checks out (the CRC of zeros is not zero).
+    let zeros = |q: usize| {
+        buf.get(q..q + hl)
+            .is_some_and(|h| h.iter().all(|b| *b == 0))
+    };
+    (at + 1..written).any(|q| {
+        !zeros(q)
+            && match record::parse(buf, q, format) {
+                Parsed::Record { payload, group, .. } if !payload.is_empty() => match group {
+                    Some(g) => g > at as u64,
+                    None => true,
+                },
+                _ => false,
+            }
     })
 }
 

@@ -52,6 +52,8 @@ pub struct Stopped;
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
+    /// Where the answer's wake-up time is recorded.
+    wake: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl WriterHandle {
@@ -59,10 +61,18 @@ impl WriterHandle {
     pub async fn write(&self, req: WriteRequest) -> Result<Result<WriteDone, WriteError>, Stopped> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Write { req, reply })
+            .send(Command::Write {
+                req,
+                reply,
+                sent: Instant::now(),
+            })
             .await
             .map_err(|_| Stopped)?;
-        rx.await.map_err(|_| Stopped)
+        let done = rx.await.map_err(|_| Stopped)?;
+        if let Ok(d) = &done {
+            self.wake.observe(d.answered.elapsed().as_secs_f64());
+        }
+        Ok(done)
     }
 
     /// Creates or updates a keyspace.
@@ -401,6 +411,7 @@ impl Region {
             feed: feed.clone(),
             fatal: fatal_tx,
         };
+        let wake = w.metrics.stages.wake.clone();
         let thread = std::thread::Builder::new()
             .name("meridian-writer".into())
             .spawn(move || w.run())
@@ -408,7 +419,7 @@ impl Region {
         Ok(Region {
             replica,
             reader,
-            writer: WriterHandle { tx },
+            writer: WriterHandle { tx, wake },
             vv: vv_rx,
             clock,
             log_info,

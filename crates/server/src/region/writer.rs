@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock::WallClock;
 use super::status::LogInfo;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WriteStages};
 use crate::peer::tail::Feed;
 
 /// Most commands taken from the channel at once.
@@ -49,6 +49,8 @@ pub struct WriteDone {
     pub token: Arc<str>,
     /// Per mutation: the counter value after it, for counter keys.
     pub counters: Vec<Option<i128>>,
+    /// When the writer answered (for the `wake` stage metric).
+    pub answered: Instant,
 }
 
 /// The outcome of a keyspace definition.
@@ -84,6 +86,8 @@ pub enum Command {
         req: WriteRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<WriteDone, WriteError>>,
+        /// When it was sent (for the `queue` stage metric).
+        sent: Instant,
     },
     /// Create or update a keyspace.
     Define {
@@ -177,7 +181,12 @@ pub enum Command {
 }
 
 enum Pending {
-    Write(usize, oneshot::Sender<Result<WriteDone, WriteError>>),
+    /// Its index in the group, where the answer goes, when it was staged.
+    Write(
+        usize,
+        oneshot::Sender<Result<WriteDone, WriteError>>,
+        Instant,
+    ),
     Define(oneshot::Sender<Result<DefineDone, WriteError>>),
     Receive(
         Received,
@@ -276,6 +285,7 @@ impl Writer {
             }),
             work: Condvar::new(),
         });
+        let stages = metrics.stages.clone();
         let c = Committer {
             shared: shared.clone(),
             vv_tx,
@@ -318,13 +328,14 @@ impl Writer {
                 }
             }
             let now = clock.now_ms();
+            let taken = Instant::now();
             let mut g = shared.lock();
             if g.failed || fatal.borrow().is_some() {
                 // Failed, or the incarnation was retired: take nothing more.
                 break;
             }
             for cmd in batch.drain(..) {
-                if let Err(e) = stage(&mut g, now, cmd, &fatal) {
+                if let Err(e) = stage(&mut g, now, cmd, &fatal, (&stages, taken)) {
                     tracing::error!(error = %e, "writer: fatal error while staging");
                     g.failed = true;
                     break;
@@ -390,17 +401,27 @@ fn fail(fatal: &watch::Sender<Option<Arc<str>>>, e: WriteError) -> WriteError {
     e
 }
 
+/// `timing`: where stage times go, and when the command was taken from
+/// the channel.
 fn stage(
     g: &mut Inner,
     now: u64,
     cmd: Command,
     fatal: &watch::Sender<Option<Arc<str>>>,
+    (stages, taken): (&WriteStages, Instant),
 ) -> Result<(), WriteError> {
     match cmd {
-        Command::Write { req, reply } => {
+        Command::Write { req, reply, sent } => {
+            stages
+                .queue
+                .observe(taken.saturating_duration_since(sent).as_secs_f64());
             let idx = g.engine.staged_len();
-            match g.engine.submit(now, req) {
-                Ok(()) => g.pending.push(Pending::Write(idx, reply)),
+            let t = Instant::now();
+            let r = g.engine.submit(now, req);
+            let staged = Instant::now();
+            stages.stage.observe((staged - t).as_secs_f64());
+            match r {
+                Ok(()) => g.pending.push(Pending::Write(idx, reply, staged)),
                 Err(e) if e.is_fatal() => return Err(fail(fatal, e)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -572,12 +593,22 @@ impl Committer {
                 self.log_info.update(&g.log);
             }
             *owed = std::mem::take(&mut g.pending);
+            let stages = &self.metrics.stages;
+            let sealed = Instant::now();
+            for p in owed.iter() {
+                if let Pending::Write(_, _, staged) = p {
+                    stages
+                        .group_wait
+                        .observe(sealed.saturating_duration_since(*staged).as_secs_f64());
+                }
+            }
             // The protocol's steps (meridian_core::engine::driver), with the
             // fsync between them run without the lock.
             let begun = {
                 let inner = &mut *g;
                 inner.engine.begin(&mut inner.log)?
             };
+            stages.log_write.observe(sealed.elapsed().as_secs_f64());
             let Some(pending) = begun else {
                 // Nothing to write: the owed answers (a receive of
                 // duplicates) stand on what is already committed.
@@ -602,9 +633,9 @@ impl Committer {
                         source,
                     })
                 })?;
-                self.metrics
-                    .fsync_seconds
-                    .observe(t.elapsed().as_secs_f64());
+                let synced = t.elapsed().as_secs_f64();
+                self.metrics.fsync_seconds.observe(synced);
+                stages.fsync.observe(synced);
                 self.metrics.group_ops.observe(n as f64);
                 g = self.shared.lock();
             }
@@ -628,6 +659,7 @@ impl Committer {
             self.log_info.update(&g.log);
             let index = self.feed.as_ref().map(|_| g.log.index());
             drop(g);
+            stages.commit.observe(t.elapsed().as_secs_f64());
             if self.fatal.borrow().is_some() {
                 // Retired while this group synced: its seqs may be ones peers
                 // hold, so nobody may hear it succeeded, and it is not fed
@@ -635,11 +667,15 @@ impl Committer {
                 owed.clear();
                 return Ok(());
             }
+            let p = Instant::now();
             self.vv_tx.send_replace(committed.vv.clone());
             if let (Some(feed), Some(index)) = (&self.feed, index) {
                 feed.push(first, committed.applied.iter().map(|a| a.op.clone()), index);
             }
+            let a = Instant::now();
+            stages.publish.observe((a - p).as_secs_f64());
             answer(std::mem::take(owed), &committed.applied, &committed.vv);
+            stages.answer.observe(a.elapsed().as_secs_f64());
             self.metrics
                 .commit_seconds
                 .observe(t.elapsed().as_secs_f64());
@@ -681,7 +717,7 @@ fn answer(pending: Vec<Pending>, applied: &[Applied], vv: &VersionVector) {
     }
     for p in pending {
         match p {
-            Pending::Write(idx, reply) => {
+            Pending::Write(idx, reply, _) => {
                 if let Some(a) = applied.get(idx) {
                     let covers = token_vv(vv, &a.op.dot);
                     let _ = reply.send(Ok(WriteDone {
@@ -689,6 +725,7 @@ fn answer(pending: Vec<Pending>, applied: &[Applied], vv: &VersionVector) {
                         token: Arc::from(meridian_core::token::encode(&covers)),
                         vv: Arc::new(covers),
                         counters: a.counters.clone(),
+                        answered: Instant::now(),
                     }));
                 }
             }
