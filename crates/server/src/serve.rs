@@ -244,7 +244,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         servers.push(serve_on(
             l,
             receiver::router(api),
-            listener_opts("peer_listener", &tls.peer),
+            listener_opts(crate::security::listener::PEER_LISTENER, &tls.peer),
             stop.clone(),
         ));
     }

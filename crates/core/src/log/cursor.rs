@@ -70,12 +70,13 @@ impl LogCursor {
         } else {
             record::Format::V2
         };
-        // Walk from the segment's start to the wanted record.
+        // Walk from the segment's start to the wanted record, by record
+        // headers alone (what lies before the cursor was logged whole).
         let mut offset = segment::HEADER_LEN as u64;
         let mut lsn = first;
         while lsn < self.next {
-            match read_record(&file, offset, format).map_err(io(&path))? {
-                Some((_, len)) => {
+            match skip_record(&file, offset, format).map_err(io(&path))? {
+                Some(len) => {
                     offset += len;
                     lsn.0 += 1;
                 }
@@ -126,6 +127,27 @@ impl LogCursor {
         }
         Ok(out)
     }
+}
+
+/// The framed length of the record at `offset`, from its header alone
+/// (checked: its checksum covers the length), or `None` when no valid
+/// header is there.
+fn skip_record(file: &File, offset: u64, format: record::Format) -> std::io::Result<Option<u64>> {
+    let hl = format.header_len();
+    let mut header = vec![0u8; hl];
+    match file.read_exact_at(&mut header, offset) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    if !matches!(
+        record::parse(&header, 0, format),
+        record::Parsed::Truncated | record::Parsed::Record { .. }
+    ) {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    Ok((len <= record::MAX_RECORD).then_some((hl + len) as u64))
 }
 
 /// Reads the record at `offset`: its payload and framed length, or `None`

@@ -533,7 +533,7 @@ impl Log {
     /// [`PREALLOCATE`] past `end` (not past the segment size, unless `end`
     /// is). Made durable by the next sync, with the group that needed it.
     fn preallocate(&mut self, end: u64) -> Result<(), LogError> {
-        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let target = (end + PREALLOCATE).min(end.max(self.opts.segment_bytes));
         let mut at = self.allocated;
         while at < target {

@@ -240,6 +240,10 @@ pub(crate) fn open<'a>(
         .secret
         .open_body(label, &head, body)
         .ok_or_else(|| Box::new(unauthorized(api, "body signature does not verify")))?;
+    if let Some(link) = api.peers.links.iter().find(|l| l.name == from) {
+        // Only a sender waiting now is woken (no permit is kept).
+        link.heard.notify_waiters();
+    }
     Ok((
         Caller {
             region: from.to_string(),

@@ -108,6 +108,22 @@ impl Default for SenderOptions {
     }
 }
 
+/// A sender's read of the log on disk: the cursor, and what it read that
+/// has not gone into a batch yet.
+struct DiskRead {
+    cursor: LogCursor,
+    read: std::collections::VecDeque<(meridian_core::Lsn, Arc<Op>)>,
+}
+
+impl DiskRead {
+    /// The position of the next op it holds or reads.
+    fn next(&self) -> meridian_core::Lsn {
+        self.read
+            .front()
+            .map_or(self.cursor.position(), |(l, _)| *l)
+    }
+}
+
 /// Ships this region's ops to one peer.
 pub struct Sender {
     me: ReplicaId,
@@ -133,8 +149,10 @@ pub fn peer_client() -> PeerHttp {
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .http2_only(true)
-        .http2_initial_stream_window_size(Some(8 << 20))
-        .http2_initial_connection_window_size(Some(32 << 20))
+        .http2_initial_stream_window_size(Some(crate::security::listener::PEER_STREAM_WINDOW))
+        .http2_initial_connection_window_size(Some(
+            crate::security::listener::PEER_CONNECTION_WINDOW,
+        ))
         .http2_keep_alive_interval(Some(Duration::from_secs(10)))
         .http2_keep_alive_timeout(Duration::from_secs(20))
         .pool_idle_timeout(Duration::from_secs(60))
@@ -374,14 +392,20 @@ fn check_sender(me: &ReplicaId, peer: &PeerStatus, ack: &Ack) -> Result<(), Peer
     Ok(())
 }
 
+/// The shortest delay between reconnects.
+const MIN_RECONNECT: Duration = Duration::from_millis(50);
+
 /// The delays between reconnects while a peer keeps failing: 50 ms
-/// doubling to 500 ms, each plus random jitter of up to itself (so 50-100
-/// ms at first, 0.5-1 s at most), so regions do not reconnect in step.
+/// doubling to 200 ms, each plus random jitter of up to itself (so 50-100
+/// ms at first, 200-400 ms at most), so regions do not reconnect in step.
+/// A failed connect is cheap; what a long delay costs is the time to notice
+/// a healed partition (docs/benchmarks.md, heal). A request from the peer
+/// ends the wait early ([`PeerStatus::heard`]).
 fn reconnect_delays() -> backon::ExponentialBackoff {
     use backon::BackoffBuilder as _;
     backon::ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_millis(500))
+        .with_min_delay(MIN_RECONNECT)
+        .with_max_delay(Duration::from_millis(200))
         .with_jitter()
         .without_max_times()
         .build()
@@ -418,10 +442,14 @@ impl Sender {
         let mut delays = reconnect_delays();
         loop {
             let started = Instant::now();
+            // Whether the link itself failed (then a request from the peer
+            // proves it is back and ends the wait early).
+            let mut link_down = false;
             tokio::select! {
                 _ = shutdown.wait() => return,
                 r = self.session() => {
                     if let Err(e) = r {
+                        link_down = matches!(e, PeerError::Unreachable(_) | PeerError::Transport(_));
                         tracing::warn!(peer = %self.peer.name, url = %self.peer.url(), error = %e, "replication session ended");
                         self.peer.error(&e.to_string());
                         if matches!(e, PeerError::WrongPeer(_)) {
@@ -441,9 +469,17 @@ impl Sender {
                 delays = reconnect_delays();
             }
             let delay = delays.next().unwrap_or(Duration::from_secs(1));
+            let heard = self.peer.heard.notified();
             tokio::select! {
                 _ = shutdown.wait() => return,
                 _ = tokio::time::sleep(delay) => {}
+                // The peer reached us: the link is back, try now (after
+                // the shortest delay, so a peer that keeps calling cannot
+                // turn a failing session into a busy loop).
+                _ = async {
+                    heard.await;
+                    tokio::time::sleep(MIN_RECONNECT.saturating_sub(started.elapsed())).await;
+                }, if link_down => {}
             }
             self.peer.set_state(LinkState::Connecting);
         }
@@ -487,7 +523,7 @@ impl Sender {
         tracing::info!(peer = %self.peer.name, ops = ack.vv.total(), "replication session started");
         let mut sync = PeerSync::new();
         sync.connected(&ack.vv, self.feed.index().start_for(&ack.vv));
-        let mut disk: Option<LogCursor> = None;
+        let mut disk: Option<DiskRead> = None;
         let mut in_flight: JoinSet<Result<Ack, PeerError>> = JoinSet::new();
         let mut ends = self.feed.subscribe();
         let mut last_send = Instant::now() - self.opts.linger;
@@ -590,7 +626,7 @@ impl Sender {
     fn fill(
         &self,
         sync: &mut PeerSync,
-        disk: &mut Option<LogCursor>,
+        disk: &mut Option<DiskRead>,
     ) -> Result<Vec<Arc<Op>>, PeerError> {
         let limits = self.opts.limits;
         // Exact encoded sizes: the receiver's limit is on encoded bytes.
@@ -604,26 +640,35 @@ impl Sender {
                 *disk = None;
                 return Ok(sync.fill(ops, limits, size));
             }
-            // Behind the tail: read the log from disk.
-            let cursor = match disk {
-                Some(c) if c.position() == sync.cursor() => c,
-                _ => disk.insert(LogCursor::new(&self.feed.log_dir, sync.cursor())),
+            // Behind the tail: read the log from disk, going on where the
+            // last read stopped (a cursor made anew walks its segment from
+            // the start).
+            let d = match disk {
+                Some(d) if d.next() == sync.cursor() => d,
+                _ => disk.insert(DiskRead {
+                    cursor: LogCursor::new(&self.feed.log_dir, sync.cursor()),
+                    read: std::collections::VecDeque::new(),
+                }),
             };
-            let ops = cursor
-                .read(end, limits.max_ops * 4)
-                .map_err(|e| PeerError::Local(e.to_string()))?;
-            if ops.is_empty() {
+            if d.read.is_empty() {
+                let ops = d
+                    .cursor
+                    .read(end, limits.max_ops * 4)
+                    .map_err(|e| PeerError::Local(e.to_string()))?;
+                d.read
+                    .extend(ops.into_iter().map(|(l, op)| (l, Arc::new(op))));
+            }
+            if d.read.is_empty() {
                 // Nothing readable at the cursor (retention removed it, or a
                 // record is being written): start over from the index.
                 *disk = None;
                 return Ok(Vec::new());
             }
             let before = sync.cursor();
-            let batch = sync.fill(
-                ops.into_iter().map(|(l, op)| (l, Arc::new(op))),
-                limits,
-                size,
-            );
+            let batch = sync.fill(d.read.iter().cloned(), limits, size);
+            while d.read.front().is_some_and(|(l, _)| *l < sync.cursor()) {
+                d.read.pop_front();
+            }
             if !batch.is_empty() || sync.cursor() == before {
                 return Ok(batch);
             }

@@ -77,6 +77,11 @@ pub struct PeerStatus {
     /// Answers refused because another region signed them, or signed them
     /// for another request (a misrouted URL, a replayed answer).
     pub wrong_peer: AtomicU64,
+    /// Poked when a signed request from this region arrives: it is
+    /// reachable again, so a sender waiting out a reconnect delay to it
+    /// tries at once (a healed partition is noticed by whichever side
+    /// reconnects first).
+    pub heard: tokio::sync::Notify,
     acks: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
@@ -124,6 +129,7 @@ impl PeerStatus {
             repairs: AtomicU64::new(0),
             ae_rounds: AtomicU64::new(0),
             wrong_peer: AtomicU64::new(0),
+            heard: tokio::sync::Notify::new(),
             acks,
         })
     }

@@ -106,6 +106,13 @@ impl Drop for InFlight {
     }
 }
 
+/// [`Options::what`] of the peer listener.
+pub const PEER_LISTENER: &str = "peer_listener";
+/// HTTP/2 receive window per peer stream (one batch or page).
+pub const PEER_STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 receive window per peer connection (every batch in flight).
+pub const PEER_CONNECTION_WINDOW: u32 = 32 << 20;
+
 /// Serves `app` on `listener` until `stop` fires.
 pub async fn serve(
     listener: TcpListener,
@@ -125,6 +132,17 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(10)))
         .keep_alive_timeout(Duration::from_secs(20));
+    if opts.what == PEER_LISTENER {
+        // Peers send batches of up to 1 MiB, many in flight, over links
+        // with long round trips: hyper's 1 MiB connection window would cap
+        // a peer at 1 MiB per round trip (6.5 MB/s at 160 ms, which is
+        // what a healed partition's backlog crawled at). These match the
+        // peer client's windows (peer::sender::peer_client).
+        builder
+            .http2()
+            .initial_stream_window_size(PEER_STREAM_WINDOW)
+            .initial_connection_window_size(PEER_CONNECTION_WINDOW);
+    }
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
     let open = opts
