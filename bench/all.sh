@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 mkdir -p bench/out
 STEPS=("$@")
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(peers load geo concerns nemesis failover backup standby security)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(peers load geo concerns nemesis failover backup standby security stages)
 cargo build --release --quiet --bin meridian
 M=target/release/meridian
 export MERIDIAN_LOG="${MERIDIAN_LOG:-warn}"
@@ -99,7 +99,11 @@ for step in "${STEPS[@]}"; do
       # Issue 15: durable PUTs open, with tokens, with tokens over TLS.
       RUNS=3 DURATION=10s M="$M" bench/security.sh >"$out" 2>&1
       ;;
-    *) echo "unknown step $step (peers load geo concerns nemesis failover backup standby security)" >&2; exit 2 ;;
+    stages)
+      # Issue 16: where a durable PUT's time goes, at 50 and 256 connections.
+      { MERIDIAN_BIN="$M" bench/stages.sh 50 10; MERIDIAN_BIN="$M" bench/stages.sh 256 10; } >"$out" 2>&1
+      ;;
+    *) echo "unknown step $step (peers load geo concerns nemesis failover backup standby security stages)" >&2; exit 2 ;;
   esac
   tail -n 30 "$out"
 done

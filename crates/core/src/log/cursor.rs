@@ -89,8 +89,20 @@ impl LogCursor {
 
     /// Up to `max` ops from the cursor on, stopping before `until`.
     pub fn read(&mut self, until: Lsn, max: usize) -> Result<Vec<(Lsn, Op)>, LogError> {
+        self.read_bounded(until, max, usize::MAX)
+    }
+
+    /// As [`LogCursor::read`], stopping too once the payloads read reach
+    /// `max_bytes` (always at least one op).
+    pub fn read_bounded(
+        &mut self,
+        until: Lsn,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Lsn, Op)>, LogError> {
         let mut out = Vec::new();
-        while out.len() < max && self.next < until {
+        let mut bytes = 0usize;
+        while out.len() < max && bytes < max_bytes && self.next < until {
             if self.file.is_none() && !self.open_segment()? {
                 break;
             }
@@ -110,6 +122,7 @@ impl LogCursor {
                         }
                     })?;
                     *offset += len;
+                    bytes = bytes.saturating_add(payload.len());
                     out.push((self.next, op));
                     self.next.0 += 1;
                 }

@@ -324,7 +324,8 @@ impl Log {
                 }
                 ScanEnd::Clean => {}
                 ScanEnd::TornTail { offset } if is_last => {
-                    let dropped = loaded.bytes.len() as u64 - offset;
+                    // Past the written part are the zeros written ahead.
+                    let dropped = (segment::data_end(&loaded.bytes) as u64).saturating_sub(offset);
                     tracing::warn!(segment = %path.display(), offset, dropped, "op log: cutting torn tail");
                     segment::truncate(path, offset)?;
                     recovery.torn = Some((path.clone(), offset, dropped));

@@ -34,7 +34,8 @@ pub struct SegmentMeta {
     pub first_lsn: Lsn,
     /// Number of records.
     pub records: u64,
-    /// File length in bytes (header included).
+    /// Bytes of header and records (the file of the segment being written
+    /// is longer: zeros follow, see `log::PREALLOCATE`).
     pub bytes: u64,
     /// Highest HLC wall time of its ops (0 when empty).
     pub max_wall_ms: u64,

@@ -440,6 +440,10 @@ impl Sender {
     /// Runs until `shutdown`.
     pub async fn run(mut self, mut shutdown: Shutdown) {
         let mut delays = reconnect_delays();
+        // Whether the last wait was cut short by a call from the peer: the
+        // next one is not, so a peer that reaches us while we cannot reach
+        // it does not undo the backoff.
+        let mut woke_early = false;
         loop {
             let started = Instant::now();
             // Whether the link itself failed (then a request from the peer
@@ -472,14 +476,15 @@ impl Sender {
             let heard = self.peer.heard.notified();
             tokio::select! {
                 _ = shutdown.wait() => return,
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(delay) => woke_early = false,
                 // The peer reached us: the link is back, try now (after
-                // the shortest delay, so a peer that keeps calling cannot
-                // turn a failing session into a busy loop).
+                // the shortest delay, and not twice in a row, so a peer
+                // that keeps calling cannot turn a failing session into a
+                // busy loop).
                 _ = async {
                     heard.await;
                     tokio::time::sleep(MIN_RECONNECT.saturating_sub(started.elapsed())).await;
-                }, if link_down => {}
+                }, if link_down && !woke_early => woke_early = true,
             }
             self.peer.set_state(LinkState::Connecting);
         }
@@ -651,9 +656,11 @@ impl Sender {
                 }),
             };
             if d.read.is_empty() {
+                // Bounded in bytes too: what is read waits here until it
+                // goes into batches.
                 let ops = d
                     .cursor
-                    .read(end, limits.max_ops * 4)
+                    .read_bounded(end, limits.max_ops * 4, limits.max_bytes * 4)
                     .map_err(|e| PeerError::Local(e.to_string()))?;
                 d.read
                     .extend(ops.into_iter().map(|(l, op)| (l, Arc::new(op))));

@@ -595,13 +595,6 @@ impl Committer {
             *owed = std::mem::take(&mut g.pending);
             let stages = &self.metrics.stages;
             let sealed = Instant::now();
-            for p in owed.iter() {
-                if let Pending::Write(_, _, staged) = p {
-                    stages
-                        .group_wait
-                        .observe(sealed.saturating_duration_since(*staged).as_secs_f64());
-                }
-            }
             // The protocol's steps (meridian_core::engine::driver), with the
             // fsync between them run without the lock.
             let begun = {
@@ -660,6 +653,15 @@ impl Committer {
             let index = self.feed.as_ref().map(|_| g.log.index());
             drop(g);
             stages.commit.observe(t.elapsed().as_secs_f64());
+            // Observed without the lock (each observation takes the
+            // histogram's own).
+            for p in owed.iter() {
+                if let Pending::Write(_, _, staged) = p {
+                    stages
+                        .group_wait
+                        .observe(sealed.saturating_duration_since(*staged).as_secs_f64());
+                }
+            }
             if self.fatal.borrow().is_some() {
                 // Retired while this group synced: its seqs may be ones peers
                 // hold, so nobody may hear it succeeded, and it is not fed
