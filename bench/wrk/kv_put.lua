@@ -5,8 +5,10 @@
 -- See bench/peers.sh.
 local common = dofile((os.getenv("BENCH_WRK_DIR") or "bench/wrk") .. "/common.lua")
 
-local body = '"' .. common.filler(98) .. '"'
-assert(#body == 100, "body must be 100 bytes")
+-- BENCH_VALUE_BYTES (default 100) sets the body size, quotes included.
+local size = tonumber(os.getenv("BENCH_VALUE_BYTES") or "100")
+local body = '"' .. common.filler(size - 2) .. '"'
+assert(#body == size, "body must be " .. size .. " bytes")
 local headers = { ["Content-Type"] = "application/json" }
 
 function request()
