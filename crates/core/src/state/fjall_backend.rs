@@ -227,7 +227,7 @@ mod tests {
         let bytes = b.disk_bytes();
         // 100 entries of about 104 bytes: well under the journal's 64 MiB
         // file length, and not nothing.
-        assert!(bytes >= 10_000 && bytes < 4 << 20, "{bytes} bytes");
+        assert!((10_000..4 << 20).contains(&bytes), "{bytes} bytes");
     }
 
     #[test]
