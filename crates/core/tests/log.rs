@@ -49,13 +49,7 @@ fn written(seg: &Path) -> Vec<u8> {
 }
 
 fn only_segment(dir: &Path) -> std::path::PathBuf {
-    let mut segs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
-    segs.pop().unwrap()
+    segments(dir).pop().unwrap()
 }
 
 #[test]

@@ -142,12 +142,15 @@ impl LogCursor {
     }
 }
 
-/// The framed length of the record at `offset`, from its header alone
-/// (checked: its checksum covers the length), or `None` when no valid
-/// header is there.
-fn skip_record(file: &File, offset: u64, format: record::Format) -> std::io::Result<Option<u64>> {
-    let hl = format.header_len();
-    let mut header = vec![0u8; hl];
+/// The header of the record at `offset` and its payload length, checked
+/// (the header's checksum covers the length) before anything is allocated
+/// for the payload; `None` when no valid header is there (yet).
+fn read_header(
+    file: &File,
+    offset: u64,
+    format: record::Format,
+) -> std::io::Result<Option<(Vec<u8>, usize)>> {
+    let mut header = vec![0u8; format.header_len()];
     match file.read_exact_at(&mut header, offset) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -160,7 +163,12 @@ fn skip_record(file: &File, offset: u64, format: record::Format) -> std::io::Res
         return Ok(None);
     }
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    Ok((len <= record::MAX_RECORD).then_some((hl + len) as u64))
+    Ok((len <= record::MAX_RECORD).then_some((header, len)))
+}
+
+/// The framed length of the record at `offset`, from its header alone.
+fn skip_record(file: &File, offset: u64, format: record::Format) -> std::io::Result<Option<u64>> {
+    Ok(read_header(file, offset, format)?.map(|(h, len)| (h.len() + len) as u64))
 }
 
 /// Reads the record at `offset`: its payload and framed length, or `None`
@@ -170,24 +178,10 @@ fn read_record(
     offset: u64,
     format: record::Format,
 ) -> std::io::Result<Option<(Vec<u8>, u64)>> {
-    let hl = format.header_len();
-    let mut header = vec![0u8; hl];
-    match file.read_exact_at(&mut header, offset) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    // Check the header (and so the length) before allocating for the payload.
-    if !matches!(
-        record::parse(&header, 0, format),
-        record::Parsed::Truncated | record::Parsed::Record { .. }
-    ) {
+    let Some((header, len)) = read_header(file, offset, format)? else {
         return Ok(None);
-    }
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    if len > record::MAX_RECORD {
-        return Ok(None);
-    }
+    };
+    let hl = header.len();
     let mut buf = vec![0u8; hl + len];
     buf[..hl].copy_from_slice(&header);
     match file.read_exact_at(&mut buf[hl..], offset + hl as u64) {
