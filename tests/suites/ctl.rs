@@ -202,6 +202,9 @@ async fn ctl_sets_shows_and_transfers_ownership() {
         "{out}"
     );
     // Set again: read, compare-and-set on the epoch read, nothing changes.
+    // (Once epoch 1 has reached the region ctl reads the map in: before
+    // that it reads epoch 0 there and the steward rightly answers 409.)
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
     let out = stdout(&ctl(
         &c,
         &[
