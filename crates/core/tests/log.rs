@@ -538,3 +538,20 @@ fn damage_before_zeros_written_ahead_is_still_corruption_when_a_later_group_was_
         Err(LogError::Corrupt { .. })
     ));
 }
+
+#[test]
+fn a_bounded_cursor_read_stops_at_its_byte_budget_and_always_takes_one_op() {
+    let d = TestDir::new("log-cursor-bytes");
+    write(d.path(), LogOptions::default(), 10);
+    let one = meridian_crdt::codec::encoded_len(&op(1, 1_001)).unwrap();
+    let read = |max_bytes: usize| {
+        let mut c = meridian_core::log::LogCursor::new(d.path(), Lsn(1));
+        c.read_bounded(Lsn(11), 100, max_bytes).unwrap().len()
+    };
+    // The ops here encode to the same size: at the budget, three; one
+    // byte over it, a fourth; a budget below one op still reads one.
+    assert_eq!(read(3 * one), 3);
+    assert_eq!(read(3 * one + 1), 4);
+    assert_eq!(read(1), 1);
+    assert_eq!(read(usize::MAX), 10);
+}

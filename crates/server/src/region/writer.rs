@@ -401,8 +401,8 @@ fn fail(fatal: &watch::Sender<Option<Arc<str>>>, e: WriteError) -> WriteError {
     e
 }
 
-/// `timing`: where stage times go, and when the command was taken from
-/// the channel.
+/// `(stages, taken)`: where stage times go, and when the command was
+/// taken from the channel.
 fn stage(
     g: &mut Inner,
     now: u64,
