@@ -89,6 +89,44 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max_len: usize) -> Result<T, De
     decode_bare(body)
 }
 
+/// Decodes what this region wrote itself and kept under a checksum (its op
+/// log, its state store): as [`decode`], but JSON text is taken as it is
+/// stored instead of being parsed again to prove it canonical. It was made
+/// canonical when the write was accepted (or checked when it arrived from a
+/// peer), and re-proving that on every read, replay and shipment cost more
+/// than the rest of the decode for large values. Bytes from anywhere else
+/// (peers, clients, backup archives) go through [`decode`].
+pub fn decode_trusted<T: DeserializeOwned>(bytes: &[u8], max_len: usize) -> Result<T, DecodeError> {
+    let _scope = TrustedScope::enter();
+    decode(bytes, max_len)
+}
+
+thread_local! {
+    static TRUSTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as decoding trusted bytes until dropped (also when the
+/// decode panics), restoring what was there before.
+struct TrustedScope(bool);
+
+impl TrustedScope {
+    fn enter() -> TrustedScope {
+        TrustedScope(TRUSTED.with(|t| t.replace(true)))
+    }
+}
+
+impl Drop for TrustedScope {
+    fn drop(&mut self) {
+        TRUSTED.with(|t| t.set(self.0));
+    }
+}
+
+/// Whether the decode running on this thread is of trusted bytes
+/// ([`decode_trusted`]).
+pub(crate) fn trusted() -> bool {
+    TRUSTED.with(|t| t.get())
+}
+
 /// Decodes bare MessagePack (no version byte) with the depth bound and
 /// trailing-byte check. The caller bounds the length.
 pub fn decode_bare<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
@@ -110,6 +148,29 @@ pub fn decode_bare<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_decodes_take_json_as_stored_and_no_other_decode_does() {
+        use crate::Json;
+        // Valid JSON, not canonical (space, unsorted keys).
+        let text = r#"{"b": 1, "a": 2}"#;
+        let bytes = encode(text).unwrap();
+        assert!(matches!(
+            decode::<Json>(&bytes, 100),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert_eq!(decode_trusted::<Json>(&bytes, 100).unwrap().as_str(), text);
+        // The scope ends with the call, also when it failed.
+        assert!(decode_trusted::<Json>(&bytes, 3).is_err());
+        assert!(decode::<Json>(&bytes, 100).is_err());
+        // Not JSON at all is still refused by the ordinary decode.
+        assert!(decode::<Json>(&encode("{").unwrap(), 100).is_err());
+        let canonical = encode(r#"{"a":2,"b":1}"#).unwrap();
+        assert_eq!(
+            decode::<Json>(&canonical, 100).unwrap(),
+            Json::parse(text).unwrap()
+        );
+    }
 
     #[test]
     fn round_trip_and_refusals() {

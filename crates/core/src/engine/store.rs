@@ -52,7 +52,7 @@ pub fn checkpoint_entry(c: &Checkpoint) -> Result<(&'static [u8], Vec<u8>), Stor
 
 /// Decodes a stored object.
 pub fn decode_object(ks: &KeyspaceName, key: &[u8], bytes: &[u8]) -> Result<Object, StoreError> {
-    codec::decode(bytes, MAX_OBJECT).map_err(|e| StoreError::Decode {
+    codec::decode_trusted(bytes, MAX_OBJECT).map_err(|e| StoreError::Decode {
         what: format!("object {ks}/{}", String::from_utf8_lossy(key)),
         reason: e.to_string(),
     })

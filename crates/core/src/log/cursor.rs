@@ -114,13 +114,14 @@ impl LogCursor {
                 source,
             })? {
                 Some((payload, len)) => {
-                    let op: Op = codec::decode(&payload, record::MAX_RECORD).map_err(|source| {
-                        LogError::Decode {
-                            segment: self.dir.clone(),
-                            lsn: self.next,
-                            source,
-                        }
-                    })?;
+                    let op: Op =
+                        codec::decode_trusted(&payload, record::MAX_RECORD).map_err(|source| {
+                            LogError::Decode {
+                                segment: self.dir.clone(),
+                                lsn: self.next,
+                                source,
+                            }
+                        })?;
                     *offset += len;
                     bytes = bytes.saturating_add(payload.len());
                     out.push((self.next, op));

@@ -302,13 +302,14 @@ impl Log {
             };
             let end = segment::scan(&loaded, |payload, framed| {
                 let lsn = Lsn(meta.first_lsn.0 + meta.records);
-                let op: Op = codec::decode(payload, record::MAX_RECORD).map_err(|source| {
-                    LogError::Decode {
-                        segment: path.clone(),
-                        lsn,
-                        source,
-                    }
-                })?;
+                let op: Op =
+                    codec::decode_trusted(payload, record::MAX_RECORD).map_err(|source| {
+                        LogError::Decode {
+                            segment: path.clone(),
+                            lsn,
+                            source,
+                        }
+                    })?;
                 meta.note(&op.dot.replica, op.dot.seq, op.hlc.wall_ms(), framed);
                 runs.note(&op.dot.replica, op.dot.seq);
                 replay(lsn, op);
@@ -682,13 +683,14 @@ impl Log {
             let mut stop = false;
             segment::scan(&loaded, |payload, _| {
                 if !stop && lsn >= from && lsn < meta.end_lsn() {
-                    let op: Op = codec::decode(payload, record::MAX_RECORD).map_err(|source| {
-                        LogError::Decode {
-                            segment: meta.path.clone(),
-                            lsn,
-                            source,
-                        }
-                    })?;
+                    let op: Op =
+                        codec::decode_trusted(payload, record::MAX_RECORD).map_err(|source| {
+                            LogError::Decode {
+                                segment: meta.path.clone(),
+                                lsn,
+                                source,
+                            }
+                        })?;
                     stop = !f(lsn, op);
                 }
                 lsn.0 += 1;

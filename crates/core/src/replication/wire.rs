@@ -292,6 +292,19 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_batch_with_json_not_in_canonical_form_is_refused() {
+        // Only the region's own log and store are decoded without checking
+        // the JSON again; what a peer sends is always checked.
+        let a = rep("us-east", 1);
+        let text = codec::encode(r#"{"b": 1, "a": 2}"#).unwrap();
+        let loose: meridian_crdt::Json = codec::decode_trusted(&text, 100).unwrap();
+        let mut o = op(&a, 1, &[], "k");
+        o.mutations[0].op = ObjectOp::Lww(LwwOp::Set(Value::Json(loose)));
+        let bytes = encode(&a, 0, &[o]).unwrap();
+        assert!(matches!(decode(&bytes), Err(WireError::Decode(_))));
+    }
+
+    #[test]
     fn malformed_batches_are_refused_without_panicking() {
         let a = rep("us-east", 1);
         let good = encode(&a, 0, &[op(&a, 1, &[], "k")]).unwrap();

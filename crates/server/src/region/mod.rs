@@ -282,6 +282,7 @@ impl Region {
         let mut dir = DataDir::claim(&cfg.data_dir, &cfg.region)?;
         let clock = WallClock::new(cfg.clock_skew_ms);
         let backend = Arc::new(FjallBackend::open(&cfg.data_dir.join("state"))?);
+        let state_opened = Instant::now();
         let engine_cfg = EngineConfig {
             max_clock_offset_ms: cfg.max_clock_offset_ms,
             max_keyspaces: cfg.limits.max_keyspaces,
@@ -291,6 +292,7 @@ impl Region {
             ..EngineConfig::default()
         };
         let mut engine = Engine::open(dir.replica.clone(), engine_cfg, backend)?;
+        let engine_opened = Instant::now();
         // With a backup target, no segment leaves the disk before the
         // archiver has stored it (it raises the pin).
         let archive_pin = cfg
@@ -337,6 +339,7 @@ impl Region {
         if let Some(e) = replay_err {
             return Err(e.into());
         }
+        let log_scanned = Instant::now();
         let end = Lsn(log.end_lsn().0.saturating_sub(1));
         engine.commit(Some(end))?;
         engine.checkpoint()?;
@@ -366,6 +369,9 @@ impl Region {
             log_records = recovery.records,
             replayed,
             torn_tail = recovery.torn.is_some(),
+            state_ms = (state_opened - started).as_millis() as u64,
+            engine_ms = (engine_opened - state_opened).as_millis() as u64,
+            log_ms = (log_scanned - engine_opened).as_millis() as u64,
             ms = started.elapsed().as_millis() as u64,
             "recovered"
         );
