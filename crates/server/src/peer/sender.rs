@@ -641,9 +641,9 @@ impl Sender {
             if sync.cursor() >= end {
                 return Ok(Vec::new());
             }
-            if let Some(ops) = self.feed.read(sync.cursor(), limits.max_ops * 4) {
+            if let Some(batch) = self.feed.next_batch(sync, limits, size) {
                 *disk = None;
-                return Ok(sync.fill(ops, limits, size));
+                return Ok(batch);
             }
             // Behind the tail: read the log from disk, going on where the
             // last read stopped (a cursor made anew walks its segment from

@@ -1,13 +1,14 @@
 //! The in-memory tail of committed ops, so senders that keep up never read
 //! the disk; and the log index they consult when they fall behind it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use meridian_core::log::LogIndex;
+use meridian_core::replication::{BatchLimits, PeerSync};
 use meridian_core::{Lsn, Op};
-use meridian_crdt::{VersionVector, codec};
+use meridian_crdt::{ReplicaId, Seq, VersionVector, codec};
 use tokio::sync::watch;
 
 /// The ops in memory, with their encoded sizes.
@@ -15,6 +16,63 @@ use tokio::sync::watch;
 struct Tail {
     ops: VecDeque<(Lsn, Arc<Op>, usize)>,
     bytes: usize,
+    /// The same ops per origin, in log order (so in rising seq order: a
+    /// region applies an origin's ops in seq order), for the per-peer
+    /// figures: what a peer lacks is, per origin, a suffix of this.
+    by_origin: HashMap<ReplicaId, VecDeque<Entry>>,
+}
+
+/// One op of an origin's run in the tail.
+struct Entry {
+    seq: Seq,
+    wall_ms: u64,
+    /// Encoded bytes of this origin's ops pushed before this one, and up
+    /// to and including it (running totals: a suffix's bytes are one
+    /// subtraction).
+    before: u64,
+    through: u64,
+}
+
+impl Tail {
+    fn push_back(&mut self, lsn: Lsn, op: Arc<Op>, size: usize) {
+        let run = match self.by_origin.get_mut(&op.dot.replica) {
+            Some(run) => run,
+            None => self.by_origin.entry(op.dot.replica.clone()).or_default(),
+        };
+        let before = run.back().map_or(0, |e| e.through);
+        run.push_back(Entry {
+            seq: op.dot.seq,
+            wall_ms: op.hlc.wall_ms(),
+            before,
+            through: before + size as u64,
+        });
+        self.bytes += size;
+        self.ops.push_back((lsn, op, size));
+    }
+
+    fn pop_front(&mut self) {
+        let Some((_, op, size)) = self.ops.pop_front() else {
+            return;
+        };
+        self.bytes -= size;
+        // The oldest op overall is the oldest of its origin.
+        if let Some(run) = self.by_origin.get_mut(&op.dot.replica) {
+            run.pop_front();
+            if run.is_empty() {
+                self.by_origin.remove(&op.dot.replica);
+            }
+        }
+    }
+
+    /// Per origin with ops in the tail that `acked` lacks: its run, and
+    /// where in it the lacking suffix (seqs above `acked`'s) begins.
+    fn missing(&self, acked: &VersionVector) -> impl Iterator<Item = (&VecDeque<Entry>, usize)> {
+        self.by_origin.iter().filter_map(|(origin, run)| {
+            let have = acked.get(origin);
+            let at = run.partition_point(|e| e.seq <= have);
+            (at < run.len()).then_some((run, at))
+        })
+    }
 }
 
 /// What the writer hands to replication.
@@ -58,15 +116,12 @@ impl Feed {
         let mut pushed = false;
         for op in ops {
             let size = codec::encoded_len(&*op).unwrap_or(usize::MAX / 4);
-            q.bytes += size;
-            q.ops.push_back((lsn, op, size));
+            q.push_back(lsn, op, size);
             lsn.0 += 1;
             pushed = true;
         }
         while q.ops.len() > 1 && (q.ops.len() > self.capacity || q.bytes > self.max_bytes) {
-            if let Some((_, _, size)) = q.ops.pop_front() {
-                q.bytes -= size;
-            }
+            q.pop_front();
         }
         drop(q);
         *self.index.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(index);
@@ -96,15 +151,39 @@ impl Feed {
         if from < front {
             return None;
         }
-        let skip = (from.0 - front.0) as usize;
+        let skip = ((from.0 - front.0) as usize).min(q.ops.len());
         Some(
             q.ops
-                .iter()
-                .skip(skip)
+                .range(skip..)
                 .take(max)
                 .map(|(l, op, _)| (*l, op.clone()))
                 .collect(),
         )
+    }
+
+    /// The next batch for a peer from the in-memory tail; `None` when the
+    /// tail no longer holds the peer's cursor (the disk has it).
+    ///
+    /// Reads on past ops the peer holds already. Shipping restarts at the
+    /// start of the first segment holding an op the peer lacks, so after a
+    /// partition most of what follows the cursor can be ops the peer has;
+    /// returning the empty batch of a read that held only those left the
+    /// sender waiting for the next commit (or 500 ms) per read, 2-3 s of
+    /// a 60 s partition's heal (docs/benchmarks.md).
+    pub fn next_batch(
+        &self,
+        sync: &mut PeerSync,
+        limits: BatchLimits,
+        size: impl Fn(&Op) -> usize,
+    ) -> Option<Vec<Arc<Op>>> {
+        loop {
+            let ops = self.read(sync.cursor(), limits.max_ops * 4)?;
+            let before = sync.cursor();
+            let batch = sync.fill(ops, limits, &size);
+            if !batch.is_empty() || sync.cursor() == before {
+                return Some(batch);
+            }
+        }
     }
 
     /// One past the last committed op.
@@ -127,23 +206,24 @@ impl Feed {
 
     /// Encoded bytes of the ops in the in-memory tail that `acked` lacks:
     /// a peer further behind than the tail lacks at least this much.
+    ///
+    /// A binary search per origin: status and metrics ask for it per peer
+    /// on every call, under the lock commits take (a scan of a full tail
+    /// held it for tens of milliseconds each time).
     pub fn missing_bytes(&self, acked: &VersionVector) -> u64 {
         let q = self.ops.lock().unwrap_or_else(PoisonError::into_inner);
-        q.ops
-            .iter()
-            .filter(|(_, op, _)| !acked.covers(&op.dot))
-            .map(|(_, _, size)| *size as u64)
+        q.missing(acked)
+            .map(|(run, at)| run.back().map_or(0, |e| e.through) - run[at].before)
             .sum()
     }
 
-    /// Wall time (ms) of the oldest op in the tail a peer at `acked` lacks:
-    /// how far behind the peer is in time.
+    /// Wall time (ms) of the oldest op in the tail a peer at `acked` lacks
+    /// (the earliest of each origin's first missing op): how far behind
+    /// the peer is in time (an origin's HLCs rise with its seqs, so its first
+    /// missing op is its oldest). As cheap as [`Feed::missing_bytes`].
     pub fn oldest_missing_wall(&self, acked: &VersionVector) -> Option<u64> {
         let q = self.ops.lock().unwrap_or_else(PoisonError::into_inner);
-        q.ops
-            .iter()
-            .find(|(_, op, _)| !acked.covers(&op.dot))
-            .map(|(_, op, _)| op.hlc.wall_ms())
+        q.missing(acked).map(|(run, at)| run[at].wall_ms).min()
     }
 }
 
@@ -186,6 +266,78 @@ mod tests {
         f.push(Lsn(0), [], LogIndex::default());
         assert_eq!(f.end(), Lsn(3));
         assert_eq!(f.read(Lsn(1), 10).map(|v| v.len()), Some(2));
+    }
+
+    #[test]
+    fn what_a_peer_lacks_is_counted_per_origin_as_a_full_scan_would() {
+        let a = ReplicaId::new(RegionId::new("us-east").unwrap(), uuid::Uuid::from_u128(1));
+        let b = ReplicaId::new(RegionId::new("eu-west").unwrap(), uuid::Uuid::from_u128(2));
+        let mk = |r: &ReplicaId, seq: u64, wall: u64, bytes: usize| {
+            let mut o = (*op(seq, bytes)).clone();
+            o.dot = Dot::new(r.clone(), Seq(seq));
+            o.hlc = Hlc::new(wall, 0).unwrap();
+            Arc::new(o)
+        };
+        // Interleaved origins, b's seqs with a gap (a state transfer in
+        // between), varied sizes; a tail of 40 ops, so the oldest go. Each
+        // origin's clock rises with its seqs (HLCs do), b's far behind a's:
+        // the oldest op a peer lacks need not be the first in log order.
+        let f = feed(40, 1 << 20);
+        let mut all = Vec::new();
+        let (mut sa, mut sb) = (0, 0);
+        for i in 0..100u64 {
+            let o = if i % 3 == 0 {
+                sb += if i == 30 { 5 } else { 1 };
+                mk(&b, sb, 500 + i, 10 + (i as usize % 7))
+            } else {
+                sa += 1;
+                mk(&a, sa, 1_000 + i, 20 + (i as usize % 5))
+            };
+            all.push(o.clone());
+            f.push(Lsn(i + 1), [o], LogIndex::default());
+        }
+        let tail: Vec<_> = all[all.len() - 40..].to_vec();
+        let size = |o: &Op| codec::encoded_len(o).unwrap() as u64;
+        for (ha, hb) in [(0, 0), (50, 0), (0, 20), (60, 30), (66, 34), (1000, 1000)] {
+            let acked: VersionVector = [(a.clone(), Seq(ha)), (b.clone(), Seq(hb))]
+                .into_iter()
+                .collect();
+            let lacks: Vec<_> = tail.iter().filter(|o| !acked.covers(&o.dot)).collect();
+            let bytes: u64 = lacks.iter().map(|o| size(o)).sum();
+            let oldest = lacks.iter().map(|o| o.hlc.wall_ms()).min();
+            assert_eq!(f.missing_bytes(&acked), bytes, "acked {ha}/{hb}");
+            assert_eq!(f.oldest_missing_wall(&acked), oldest, "acked {ha}/{hb}");
+        }
+        assert_eq!(f.read(Lsn(500), 10).map(|v| v.len()), Some(0));
+    }
+
+    #[test]
+    fn a_batch_reads_on_past_what_the_peer_holds() {
+        // Shipping restarts at a segment's start: the peer holds the first
+        // 50,000 ops there already and lacks the 10 after them.
+        let f = feed(100_000, 1 << 30);
+        f.push(Lsn(1), (1..=50_010).map(|s| op(s, 10)), LogIndex::default());
+        let me = op(1, 1).dot.replica.clone();
+        let mut sync = PeerSync::new();
+        let held: VersionVector = [(me, Seq(50_000))].into_iter().collect();
+        sync.connected(&held, Lsn(1));
+        let limits = BatchLimits {
+            max_ops: 100,
+            ..BatchLimits::default()
+        };
+        let size = |o: &Op| codec::encoded_len(o).unwrap();
+        let batch = f.next_batch(&mut sync, limits, size).unwrap();
+        let seqs: Vec<u64> = batch.iter().map(|o| o.dot.seq.0).collect();
+        assert_eq!(seqs, (50_001..=50_010).collect::<Vec<_>>());
+        // Then nothing more, without looping, at the tail's end.
+        assert_eq!(
+            f.next_batch(&mut sync, limits, size).map(|b| b.len()),
+            Some(0)
+        );
+        // Behind the tail: the disk's turn.
+        let mut behind = PeerSync::new();
+        behind.connected(&VersionVector::new(), Lsn(0));
+        assert!(f.next_batch(&mut behind, limits, size).is_none());
     }
 
     #[test]
