@@ -14,7 +14,7 @@
 //! Blocking disk work never runs on a tokio worker.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use meridian_core::Backend as _;
 use meridian_core::engine::Applied;
@@ -32,6 +32,13 @@ use crate::peer::tail::Feed;
 
 /// Most commands taken from the channel at once.
 const MAX_TAKE: usize = 4096;
+
+/// Longest the writer stages under the engine lock before it lets the
+/// committer take what is staged. A backlog of large receives after a
+/// partition (16 of 4,096 ops each, taken at once) held the lock for
+/// seconds, so the group staged first could not be published until the
+/// whole backlog was staged behind it (docs/benchmarks.md, heal).
+const MAX_HOLD: Duration = Duration::from_millis(10);
 
 /// Most merge write-backs staged after one round of commands.
 const MERGES_PER_ROUND: usize = 16;
@@ -334,13 +341,35 @@ impl Writer {
                 // Failed, or the incarnation was retired: take nothing more.
                 break;
             }
-            for cmd in batch.drain(..) {
+            let mut held = Instant::now();
+            let mut cmds = batch.drain(..);
+            while let Some(cmd) = cmds.next() {
                 if let Err(e) = stage(&mut g, now, cmd, &fatal, (&stages, taken)) {
                     tracing::error!(error = %e, "writer: fatal error while staging");
                     g.failed = true;
                     break;
                 }
+                if held.elapsed() >= MAX_HOLD
+                    && cmds.len() > 0
+                    && !g.engine.merges_due()
+                    && !g.engine.fences_owed()
+                {
+                    // Let the committer in (it waits on this lock to log
+                    // and publish what is staged), then go on. Not while
+                    // merges or a fence are owed for what is staged: they
+                    // go into the group with it, as below.
+                    drop(g);
+                    shared.work.notify_one();
+                    std::thread::yield_now();
+                    g = shared.lock();
+                    if g.failed || fatal.borrow().is_some() {
+                        // What is left is refused with the region.
+                        break;
+                    }
+                    held = Instant::now();
+                }
             }
+            drop(cmds);
             // Merges this region owes for what it just staged go into the
             // same group. A bounded number per round, so a slow script
             // cannot hold the writer for long; the next round (at once, if
