@@ -180,6 +180,17 @@ impl<B: Backend> Restore<B> {
                 batch.put(store::META, k, v);
                 self.base = Some(c);
             } else {
+                if store::is_object_table(&e.table) {
+                    // From the backup target, not from this region: checked
+                    // (canonical JSON included) before the store holds it,
+                    // since the store's reads take its objects as written.
+                    codec::decode::<meridian_crdt::Object>(&e.value, store::MAX_OBJECT).map_err(
+                        |err| RestoreError::Damaged {
+                            file: file.to_string(),
+                            reason: format!("an object of {} does not decode: {err}", e.table),
+                        },
+                    )?;
+                }
                 batch.put(&e.table, e.key, e.value);
             }
             self.done.entries += 1;

@@ -359,11 +359,10 @@ pub fn query<'a>(
                 break;
             }
             for (k, v) in &page {
-                let e: LedgerEntry =
-                    codec::decode_trusted(v, 4 << 20).map_err(|e| StoreError::Decode {
-                        what: format!("ledger entry of {ks}"),
-                        reason: e.to_string(),
-                    })?;
+                let e: LedgerEntry = codec::decode(v, 4 << 20).map_err(|e| StoreError::Decode {
+                    what: format!("ledger entry of {ks}"),
+                    reason: e.to_string(),
+                })?;
                 let key_ok = q.key.as_ref().is_none_or(|want| *want == e.key);
                 let time_ok = q.since_ms.is_none_or(|s| e.recorded_at.wall_ms() >= s);
                 if key_ok && time_ok {

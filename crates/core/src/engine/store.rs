@@ -21,6 +21,11 @@ pub fn table(ks: &KeyspaceName) -> String {
     format!("k.{ks}")
 }
 
+/// Whether a table name is a keyspace's object table ([`table`]).
+pub fn is_object_table(name: &str) -> bool {
+    name.starts_with("k.")
+}
+
 /// What the stored state reflects. Written in the same batch as the state
 /// it describes, so the two always agree.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -44,7 +44,7 @@ impl Tail {
             seq: op.dot.seq,
             wall_ms: op.hlc.wall_ms(),
             before,
-            through: before + size as u64,
+            through: before.saturating_add(size as u64),
         });
         self.bytes += size;
         self.ops.push_back((lsn, op, size));

@@ -339,10 +339,10 @@ impl Region {
         if let Some(e) = replay_err {
             return Err(e.into());
         }
-        let log_scanned = Instant::now();
         let end = Lsn(log.end_lsn().0.saturating_sub(1));
         engine.commit(Some(end))?;
         engine.checkpoint()?;
+        let log_scanned = Instant::now();
         // Own ops may be gone (the log was cut by --repair-log, or an old
         // identity came back with none of its ops): the next seqs could be
         // ones peers already hold. Continue as a new incarnation.

@@ -243,11 +243,17 @@ struct Inner {
     checkpoint: bool,
     closing: bool,
     failed: bool,
+    /// Groups the committer has taken (sealed) so far: the writer waits for
+    /// it to move when it hands over a long round ([`MAX_HOLD`]).
+    sealed: u64,
 }
 
 struct Shared {
     inner: Mutex<Inner>,
+    /// The committer waits on it for work.
     work: Condvar,
+    /// The writer waits on it for the committer to seal a group.
+    handed: Condvar,
 }
 
 impl Shared {
@@ -289,8 +295,10 @@ impl Writer {
                 checkpoint: false,
                 closing: false,
                 failed: false,
+                sealed: 0,
             }),
             work: Condvar::new(),
+            handed: Condvar::new(),
         });
         let stages = metrics.stages.clone();
         let c = Committer {
@@ -351,17 +359,29 @@ impl Writer {
                 }
                 if held.elapsed() >= MAX_HOLD
                     && cmds.len() > 0
-                    && !g.engine.merges_due()
+                    && (g.engine.has_staged() || !g.pending.is_empty())
                     && !g.engine.fences_owed()
                 {
-                    // Let the committer in (it waits on this lock to log
-                    // and publish what is staged), then go on. Not while
-                    // merges or a fence are owed for what is staged: they
-                    // go into the group with it, as below.
-                    drop(g);
+                    // Hand what is staged to the committer (it needs this
+                    // lock to seal a group, and an unfair mutex would let
+                    // this thread take it straight back), then go on. Not
+                    // while a fence is owed: it goes into the group with
+                    // what it fences, as below. The wait is bounded: the
+                    // committer may be busy with a checkpoint's fsync.
+                    let seen = g.sealed;
                     shared.work.notify_one();
-                    std::thread::yield_now();
-                    g = shared.lock();
+                    let deadline = Instant::now() + MAX_HOLD;
+                    while g.sealed == seen && !g.failed {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        g = shared
+                            .handed
+                            .wait_timeout(g, left)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
                     if g.failed || fatal.borrow().is_some() {
                         // What is left is refused with the region.
                         break;
@@ -371,9 +391,10 @@ impl Writer {
             }
             drop(cmds);
             // Merges this region owes for what it just staged go into the
-            // same group. A bounded number per round, so a slow script
-            // cannot hold the writer for long; the next round (at once, if
-            // nothing else waits) takes the rest.
+            // group being staged (after a hand-over, a later one than the
+            // ops'). A bounded number per round, so a slow script cannot
+            // hold the writer for long; the next round (at once, if nothing
+            // else waits) takes the rest.
             if !g.failed && g.engine.merges_due() {
                 match g.engine.merge_due(now, MERGES_PER_ROUND) {
                     Ok(_) => {}
@@ -622,6 +643,8 @@ impl Committer {
                 self.log_info.update(&g.log);
             }
             *owed = std::mem::take(&mut g.pending);
+            g.sealed += 1;
+            self.shared.handed.notify_one();
             let stages = &self.metrics.stages;
             let sealed = Instant::now();
             // The protocol's steps (meridian_core::engine::driver), with the
