@@ -230,6 +230,13 @@ async fn write_side(
                 if let Some(through) = link.pacers[pacer].reserve(bytes.len(), rate) {
                     sleep_until(through).await;
                 }
+                // Bytes still in the delay line when the link is cut are
+                // lost with it: the relay learns of the cut a moment later
+                // (it watches for it), and a chunk read before the cut must
+                // not reach the far side after it.
+                if link.spec().partitioned {
+                    return Err(Stop::Cut);
+                }
                 dst.write_all(&bytes).await.map_err(Stop::Io)?;
                 Counters::add(delivered, bytes.len() as u64);
             }
