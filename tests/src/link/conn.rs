@@ -242,6 +242,10 @@ async fn write_side(
             }
             Segment::End { at } => {
                 sleep_until(at).await;
+                // Nor does an end of stream cross a cut link.
+                if link.spec().partitioned {
+                    return Err(Stop::Cut);
+                }
                 // Half-close: the other direction keeps flowing.
                 dst.shutdown().await.map_err(Stop::Io)?;
                 return Ok(());

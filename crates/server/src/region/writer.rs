@@ -371,7 +371,7 @@ impl Writer {
                     let seen = g.sealed;
                     shared.work.notify_one();
                     let deadline = Instant::now() + MAX_HOLD;
-                    while g.sealed == seen && !g.failed {
+                    while g.sealed == seen && !g.failed && fatal.borrow().is_none() {
                         let left = deadline.saturating_duration_since(Instant::now());
                         if left.is_zero() {
                             break;
@@ -597,6 +597,9 @@ impl Committer {
             self.fatal.send_replace(Some(Arc::from(e.to_string())));
             let mut g = self.shared.lock();
             g.failed = true;
+            // A writer waiting for this thread to seal a group stops
+            // waiting.
+            self.shared.handed.notify_all();
             // Dropping the owed answers tells their clients the region
             // stopped (after health checks can see why).
             g.pending.clear();
@@ -626,6 +629,7 @@ impl Committer {
                 // Failed, or the incarnation was retired: what is staged is
                 // never logged, and its clients hear that the region stopped.
                 g.pending.clear();
+                self.shared.handed.notify_all();
                 return Ok(());
             }
             if g.checkpoint {
