@@ -370,3 +370,41 @@ async fn ctl_reads_follow_its_writes_in_any_region() {
     assert!(session.contains("no token kept"), "{session}");
     c.stop().await;
 }
+
+/// The completion script bash loads completes subcommands as a shell does.
+#[test]
+fn bash_completion_completes_ctl_commands() {
+    let script = std::process::Command::new(meridian_bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(script.status.success());
+    let Some(bash) = ["/bin/bash", "/usr/bin/bash"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("no bash here: the script was made but not loaded");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("meridian-completion-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("meridian.bash");
+    std::fs::write(&path, &script.stdout).unwrap();
+    let complete = |words: &str| -> String {
+        let out = std::process::Command::new(bash)
+            .arg("-c")
+            .arg(format!(
+                r#"source {}; COMP_LINE="{words}"; read -ra COMP_WORDS <<< "$COMP_LINE"; COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 )); COMP_POINT=${{#COMP_LINE}}; _meridian meridian "${{COMP_WORDS[-1]}}" "${{COMP_WORDS[-2]}}"; echo "${{COMPREPLY[@]}}""#,
+                path.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ctl = complete("meridian ctl key");
+    assert!(ctl.split_whitespace().any(|w| w == "keyspace"), "{ctl:?}");
+    let top = complete("meridian comp");
+    assert_eq!(top.trim(), "completions", "{top:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -288,6 +288,12 @@ pub async fn run(opts: DevOptions) -> Result<(), ServeError> {
     println!("  {curl} {scheme}://{b}/v1/kv/default/hello          # eu-west, ~40 ms later");
     println!("  {curl} {scheme}://{a}/v1/status");
     println!("  meridian ctl status                   # ctl reads MERIDIAN_ACCESS_TOKEN");
+    println!("  meridian ctl put default greeting '\"hello\"'");
+    println!(
+        "  meridian ctl --region eu-west get default greeting   # sees the put at once: ctl keeps your session's token"
+    );
+    println!("  meridian ctl keyspace show default");
+    println!("  meridian ctl conflicts");
     println!();
     println!("Ctrl-C stops the cluster.");
 

@@ -15,8 +15,42 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "meridian", version, about)]
 struct Cli {
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one
+    /// object per line: timestamp, level, target, fields, spans).
+    #[arg(long, global = true, env = "MERIDIAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr, filtered by `MERIDIAN_LOG` (an `EnvFilter` directive).
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour only for a person at a terminal (and not when NO_COLOR is set).
+        LogFormat::Text => logs
+            .with_ansi(
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -41,6 +75,12 @@ enum Command {
     /// For development and tests: production certificates come from your
     /// own CA.
     Cert(CertArgs),
+    /// Print a shell completion script: `meridian completions bash >
+    /// /etc/bash_completion.d/meridian` (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Benchmarks: load running regions, or replication on a local cluster.
     Bench {
         #[command(subcommand)]
@@ -260,16 +300,24 @@ fn parse_peer(s: &str) -> Result<PeerEntry, String> {
     })
 }
 
+/// The completion script for `shell` on stdout (a closed pipe is not an
+/// error: `meridian completions bash | head` stops quietly).
+fn completions(shell: clap_complete::Shell) -> Result<(), String> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "meridian", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the completion script: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -358,6 +406,7 @@ fn main() -> ExitCode {
             }
             Command::Ctl(a) => meridian_server::ctl::run(a).await,
             Command::Restore(a) => restore(a).await,
+            Command::Completions { shell } => completions(shell),
             Command::Bench { cmd } => {
                 let bin = std::env::current_exe().map_err(|e| e.to_string())?;
                 meridian_harness::bench::run(cmd, bin).await

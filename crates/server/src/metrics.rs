@@ -54,6 +54,17 @@ pub struct ListenerLabels {
     pub listener: &'static str,
 }
 
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route, as in the API's route table (`/v1/kv/{keyspace}/{key}`).
+    pub route: &'static str,
+    /// `GET`, `PUT`, `POST`, `DELETE`, `HEAD` or `other`.
+    pub method: &'static str,
+    /// The answer's HTTP status.
+    pub status: u16,
+}
+
 /// The region's metrics.
 pub struct Metrics {
     registry: std::sync::Mutex<Registry>,
@@ -83,6 +94,8 @@ pub struct Metrics {
     pub listener_connections: Family<ListenerLabels, prometheus_client::metrics::gauge::Gauge>,
     /// Where a write's time goes, stage by stage (see [`WriteStages`]).
     pub stages: WriteStages,
+    /// Answers of the client API by route, method and status.
+    pub requests: Family<RequestLabels, prometheus_client::metrics::counter::Counter>,
     /// Handles of the request histograms by (op, write), made once.
     handles: std::sync::RwLock<std::collections::HashMap<(&'static str, bool), Histogram>>,
     view: Arc<OnceLock<View>>,
@@ -198,6 +211,9 @@ impl Metrics {
         );
         let write_seconds = latency_family();
         let read_seconds = latency_family();
+        // Exported from the start (empty), as dashboards expect.
+        let _ = write_seconds.get_or_create(&OpLabels { op: "put".into() });
+        let _ = read_seconds.get_or_create(&OpLabels { op: "get".into() });
         let fsync_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 20));
         let group_ops = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let commit_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 20));
@@ -259,12 +275,40 @@ impl Metrics {
             "Requests and connections refused by access control, TLS, replay checks and limits",
             refused.clone(),
         );
+        // The client API's refusals start at zero, so the family is exported
+        // (and rates are defined) before the first one.
+        for reason in ["missing", "invalid", "forbidden"] {
+            let _ = refused.get_or_create(&RefusedLabels {
+                what: "auth",
+                reason,
+            });
+        }
         let listener_connections =
             Family::<ListenerLabels, prometheus_client::metrics::gauge::Gauge>::default();
         registry.register(
             "listener_connections",
             "Open connections, per listener (at most [limits] max_connections each)",
             listener_connections.clone(),
+        );
+        let requests =
+            Family::<RequestLabels, prometheus_client::metrics::counter::Counter>::default();
+        registry.register(
+            "api_requests",
+            "Answers of the client API by route, method and HTTP status",
+            requests.clone(),
+        );
+        let started =
+            prometheus_client::metrics::gauge::Gauge::<f64, std::sync::atomic::AtomicU64>::default(
+            );
+        started.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        registry.register(
+            "region_start_time_seconds",
+            "When this process started serving the region, Unix seconds (a restart changes it)",
+            started,
         );
         let view = Arc::new(OnceLock::new());
         let stages = WriteStages::register(&mut registry);
@@ -294,6 +338,7 @@ impl Metrics {
             refused,
             listener_connections,
             stages,
+            requests,
             handles: std::sync::RwLock::new(std::collections::HashMap::new()),
             view,
             peers,
@@ -309,6 +354,17 @@ impl Metrics {
                 keyspace: keyspace.to_string(),
                 rule: rule.map_or_else(|| "default".to_string(), |i| i.to_string()),
                 outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one answer of the client API.
+    pub fn request(&self, route: &'static str, method: &'static str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
             })
             .inc();
     }
@@ -435,8 +491,8 @@ impl Collector for EngineCollector {
         {
             let c = ConstCounter::new(0u64);
             let mut fam = enc.encode_descriptor(
-                "engine_conflicts",
-                "LWW conflicts resolved since start, by keyspace",
+                "engine_lww_conflicts",
+                "Last-writer-wins conflicts resolved since start, by keyspace",
                 None,
                 c.metric_type(),
             )?;
@@ -445,18 +501,21 @@ impl Collector for EngineCollector {
                 ConstCounter::new(*n).encode(fam.encode_family(&labels)?)?;
             }
         }
-        counter(
-            &mut enc,
-            "engine_held_for_clock",
-            "Remote ops refused: HLC too far ahead of local time",
-            p.stats.held_for_clock,
-        )?;
-        counter(
-            &mut enc,
-            "engine_causal_overflow",
-            "Remote ops refused: causal buffer full",
-            p.stats.buffer_overflow,
-        )?;
+        {
+            let c = ConstCounter::new(0u64);
+            let mut fam = enc.encode_descriptor(
+                "engine_remote_ops_refused",
+                "Remote ops refused, by reason: clock_ahead (HLC too far ahead of local time), causal_buffer_full",
+                None,
+                c.metric_type(),
+            )?;
+            for (reason, n) in [
+                ("clock_ahead", p.stats.held_for_clock),
+                ("causal_buffer_full", p.stats.buffer_overflow),
+            ] {
+                ConstCounter::new(n).encode(fam.encode_family(&[("reason", reason)])?)?;
+            }
+        }
         counter(
             &mut enc,
             "engine_tombstones_collected",
@@ -483,20 +542,20 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
-            "merge_pending_refusals",
+            "merge_refused_writes",
             "Writes refused because a custom key held its cap of unmerged versions",
             p.stats.merges_pending_refused,
         )?;
         gauge(
             &mut enc,
-            "engine_causal_buffered",
+            "engine_causal_buffered_ops",
             "Remote ops waiting for their causal past",
             p.stats.buffered as i64,
         )?;
         gauge(
             &mut enc,
-            "engine_ops_total",
-            "Ops in the region's version vector",
+            "engine_known_ops",
+            "Ops in the region's version vector (every op it holds, from every origin)",
             p.vv.total() as i64,
         )?;
         let log = v.log.snapshot();
@@ -546,6 +605,21 @@ fn per_peer(
     Ok(())
 }
 
+/// A per-peer gauge in seconds from figures kept in milliseconds.
+fn per_peer_seconds(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    millis: &[(String, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut fam = enc.encode_descriptor(name, help, None, ConstGauge::new(0f64).metric_type())?;
+    for (peer, ms) in millis {
+        let labels = [("peer", peer.clone())];
+        ConstGauge::new(*ms as f64 / 1000.0).encode(fam.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for PeerCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -575,11 +649,10 @@ impl Collector for PeerCollector {
             false,
             &each(&|l| l.lag_ops(&ours) as i64),
         )?;
-        per_peer(
+        per_peer_seconds(
             &mut enc,
-            "repl_lag_ms",
-            "Age of the oldest op the peer has not acknowledged, ms",
-            false,
+            "repl_lag_seconds",
+            "Age of the oldest op the peer has not acknowledged",
             &each(&|l| l.lag_ms(&ours, feed.as_deref(), now) as i64),
         )?;
         per_peer(
@@ -617,16 +690,15 @@ impl Collector for PeerCollector {
             true,
             &each(&|l| l.errors.load(Relaxed) as i64),
         )?;
-        per_peer(
+        per_peer_seconds(
             &mut enc,
-            "repl_clock_offset_ms",
-            "Estimated clock offset of the peer (peer minus this region), ms",
-            false,
+            "repl_clock_offset_seconds",
+            "Estimated clock offset of the peer (peer minus this region)",
             &each(&|l| l.clock_offset_ms().unwrap_or(0)),
         )?;
         per_peer(
             &mut enc,
-            "ae_rounds",
+            "repl_antientropy_rounds",
             "Anti-entropy comparisons completed with the peer",
             true,
             &each(&|l| l.ae_rounds.load(Relaxed) as i64),
@@ -640,14 +712,14 @@ impl Collector for PeerCollector {
         )?;
         per_peer(
             &mut enc,
-            "ae_repairs",
+            "repl_antientropy_repaired_keys",
             "Keys repaired by anti-entropy with the peer (here or there)",
             true,
             &each(&|l| l.repairs.load(Relaxed) as i64),
         )?;
         counter(
             &mut enc,
-            "read_repairs",
+            "api_read_repaired_keys",
             "Keys repaired by quorum reads",
             peers.read_repairs.load(Relaxed),
         )?;
@@ -659,7 +731,7 @@ impl Collector for PeerCollector {
         )?;
         counter(
             &mut enc,
-            "peer_batches_received",
+            "repl_received_batches",
             "Op batches received from peers",
             peers.batches_received.load(Relaxed),
         )?;

@@ -578,6 +578,20 @@ async fn status_health_metrics_conflicts_and_tokens() {
         assert!(m.contains(name), "metrics lack {name}");
     }
     assert!(m.contains("region=\"us-east\""));
+    // Every answer counts by route, method and status (the PUT above, the
+    // /v1/status read).
+    assert!(
+        m.contains(r#"meridian_api_requests_total{region="us-east",route="/v1/kv/{keyspace}/{key}",method="PUT",status="200"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"route="/v1/status",method="GET",status="200"} 1"#),
+        "{m}"
+    );
+    // Text logs written to a file carry no colour escapes.
+    let log = std::fs::read(api.node.log_path()).unwrap();
+    assert!(!log.is_empty());
+    assert!(!log.contains(&0x1b), "ANSI escapes in a log file");
 
     let c = api.get("/v1/conflicts").await;
     assert_eq!(c.json(), json!({"conflicts": []}));
@@ -832,4 +846,61 @@ async fn a_write_whose_deadline_has_passed_is_refused_and_not_written() {
         .await;
     assert_eq!((r.status, r.code()), (400, "bad_request".into()));
     assert_eq!(api.get("/v1/kv/default/late").await.json()["value"], 2);
+}
+
+#[tokio::test]
+async fn json_logs_carry_one_span_per_request() {
+    let api = Api::start_with("jsonlog", |mut s| {
+        s.args.extend(["--log-format".into(), "json".into()]);
+        s.env
+            .push(("MERIDIAN_LOG".into(), "info,meridian::request=debug".into()));
+        s
+    })
+    .await;
+    let r = api
+        .json(Method::PUT, "/v1/kv/default/user%2F42", json!(1))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(api.get("/v1/kv/nope/k").await.status, 404);
+    // The closing event is written after the answer: wait for it.
+    let mut lines: Vec<Value> = Vec::new();
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(api.node.log_path()).unwrap();
+        lines = text
+            .lines()
+            // The harness's own lines (its start banner) are not the server's.
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if lines
+            .iter()
+            .filter(|l| l["target"] == "meridian::request")
+            .count()
+            >= 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "serving"));
+    let requests: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "meridian::request")
+        .map(|l| &l["span"])
+        .collect();
+    let put = requests
+        .iter()
+        .find(|s| s["method"] == "PUT")
+        .unwrap_or_else(|| panic!("no PUT span in {requests:?}"));
+    assert_eq!(put["name"], "request");
+    assert_eq!(put["route"], "/v1/kv/{keyspace}/{key}");
+    assert_eq!(put["keyspace"], "default");
+    assert_eq!(put["key_len"], 7, "user/42, decoded");
+    assert_eq!(put["status"], 200);
+    assert!(put["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0));
+    let missing = requests
+        .iter()
+        .find(|s| s["status"] == 404)
+        .unwrap_or_else(|| panic!("no 404 span in {requests:?}"));
+    assert_eq!(missing["keyspace"], "nope");
 }

@@ -18,6 +18,7 @@ pub mod ownership;
 pub mod render;
 pub mod status;
 pub mod tokens;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -203,6 +204,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::security::auth::authorize,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            trace::trace,
         ))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

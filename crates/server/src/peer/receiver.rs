@@ -22,6 +22,7 @@ use axum::routing::post;
 use meridian_core::replication::wire::{self, Ack};
 use meridian_core::{FjallBackend, Reader};
 use meridian_crdt::{Object, RegionId, codec};
+use tracing::Instrument;
 
 use super::auth::Secret;
 use super::status::Peers;
@@ -186,10 +187,13 @@ async fn guard(
     }
     let (parts, body) = req.into_parts();
     let limited = http_body_util::Limited::new(body, want as usize);
+    // One span per peer request, beside the sender's `peer_session`.
+    let span = tracing::debug_span!(target: "meridian::peer", "peer_request", from = %from, path = %parts.uri.path());
     next.run(axum::extract::Request::from_parts(
         parts,
         axum::body::Body::new(limited),
     ))
+    .instrument(span)
     .await
 }
 

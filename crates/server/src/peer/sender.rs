@@ -20,6 +20,7 @@ use meridian_core::replication::{BatchLimits, PeerSync, needs_state_transfer};
 use meridian_core::{FjallBackend, Op, Reader, budget};
 use meridian_crdt::{ReplicaId, codec};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::auth::Secret;
 use super::status::{LinkState, PeerStatus};
@@ -444,14 +445,18 @@ impl Sender {
         // next one is not, so a peer that reaches us while we cannot reach
         // it does not undo the backoff.
         let mut woke_early = false;
+        let mut attempt = 0u64;
         loop {
             let started = Instant::now();
+            attempt += 1;
+            // One span per session: what the session logs names its peer.
+            let span = tracing::info_span!("peer_session", peer = %self.peer.name, url = %self.peer.url(), attempt);
             // Whether the link itself failed (then a request from the peer
             // proves it is back and ends the wait early).
             let mut link_down = false;
             tokio::select! {
                 _ = shutdown.wait() => return,
-                r = self.session() => {
+                r = self.session().instrument(span) => {
                     if let Err(e) = r {
                         link_down = matches!(e, PeerError::Unreachable(_) | PeerError::Transport(_));
                         tracing::warn!(peer = %self.peer.name, url = %self.peer.url(), error = %e, "replication session ended");
