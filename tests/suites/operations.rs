@@ -402,3 +402,131 @@ async fn dashboard_and_alerts_match_what_real_regions_export() {
     }
     cluster.stop().await;
 }
+
+/// Chromium, if installed (`.ci/run` installs Debian's).
+fn chromium() -> Option<PathBuf> {
+    program("MERIDIAN_CHROMIUM", "chromium")
+        .or_else(|| program("MERIDIAN_CHROMIUM", "chromium-browser"))
+}
+
+/// The page at `url` after its scripts ran, as Chromium renders it.
+fn browse(chromium: &Path, url: &str, screenshot: Option<&Path>) -> String {
+    let mut cmd = Command::new(chromium);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        // Virtual time runs the page's polls; it waits for their fetches.
+        "--virtual-time-budget=10000",
+    ]);
+    match screenshot {
+        Some(p) => cmd.arg(format!("--screenshot={}", p.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = cmd.arg(url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_shows_links_keyspaces_and_the_ledger_in_a_real_browser() {
+    let Some(chromium) = chromium() else {
+        eprintln!(
+            "chromium not installed (apt-get install chromium): the console is not checked in a browser"
+        );
+        return;
+    };
+    let cluster = Cluster::builder()
+        .regions(["us-east", "eu-west"])
+        .latency_ms(5)
+        .start()
+        .await
+        .expect("cluster");
+    // A conflict the ledger records: one key written on both sides of a cut.
+    cluster.partition("us-east", "eu-west").unwrap();
+    let (a, b) = (cluster.client("us-east"), cluster.client("eu-west"));
+    a.put("default", "cart/<i>7</i>", &json!({"from": "us-east"}))
+        .await
+        .unwrap();
+    b.put("default", "cart/<i>7</i>", &json!({"from": "eu-west"}))
+        .await
+        .unwrap();
+    cluster.heal();
+    cluster
+        .wait_converged(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let url = cluster.url("us-east").unwrap();
+    let dom = browse(
+        &chromium,
+        &format!("{url}/ui?keyspace=default&key={}", query_value("cart/<i>7</i>")),
+        None,
+    );
+    for want in [
+        "region us-east",
+        "converged: every peer holds the same ops",
+        "<td>eu-west</td>",
+        "connected",
+        "<polyline",
+        "data-peer=\"eu-west\"",
+        "<td>lww</td>",
+        // The key is user data: it arrives as text, escaped, never markup.
+        "default/cart/&lt;i&gt;7&lt;/i&gt;",
+        "winner: {\"from\":",
+        "rule: lww",
+        "builtin:max",
+    ] {
+        assert!(dom.contains(want), "the console lacks {want:?}:\n{dom}");
+    }
+    assert!(
+        !dom.contains("cart/<i>7</i>"),
+        "a key was put into the page as markup"
+    );
+    let shot = cluster.dir().join("console.png");
+    browse(
+        &chromium,
+        &format!("{url}/ui?keyspace=default"),
+        Some(&shot),
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_of_a_region_with_tokens_shows_nothing_without_one() {
+    let Some(chromium) = chromium() else {
+        eprintln!("chromium not installed: skipped");
+        return;
+    };
+    let cluster = Cluster::builder()
+        .regions(["us-east"])
+        .access_token("console-test-bootstrap-token-0123456789abcdef")
+        .start()
+        .await
+        .expect("cluster");
+    cluster
+        .client("us-east")
+        .put("default", "secret", &json!("do not show"))
+        .await
+        .unwrap();
+    let url = cluster.url("us-east").unwrap();
+    let (status, page) = get(port_of(&url), "/ui").unwrap();
+    assert_eq!(status, 200, "the page itself is public");
+    assert!(page.contains("Meridian console"));
+    let dom = browse(&chromium, &format!("{url}/ui?keyspace=default"), None);
+    assert!(dom.contains("this region needs an access token"), "{dom}");
+    assert!(!dom.contains("do not show") && !dom.contains("region us-east ·"));
+    cluster.stop().await;
+}

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod body;
 pub mod conflicts;
 pub mod consistency;
+pub mod console;
 pub mod error;
 pub mod headers;
 pub mod keyspaces;
@@ -68,6 +69,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/admin/tokens", &["get", "post"]),
     ("/v1/admin/tokens/{id}", &["get", "delete"]),
     ("/v1/openapi.json", &["get"]),
+    ("/ui", &["get"]),
+    ("/ui/app.js", &["get"]),
     ("/healthz", &["get"]),
     ("/healthz/leader", &["get"]),
     ("/metrics", &["get"]),
@@ -190,6 +193,8 @@ pub fn router(state: AppState) -> Router {
             get(tokens::get).delete(tokens::revoke),
         )
         .route("/v1/openapi.json", get(status::openapi))
+        .route("/ui", get(console::page))
+        .route("/ui/app.js", get(console::script))
         .route("/healthz", get(status::healthz))
         .route("/healthz/leader", get(crate::standby::gate::leader_health))
         .route("/metrics", get(status::metrics))

@@ -28,8 +28,15 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::peer::forward::ForwardedBy;
 
-/// Paths anyone may call: health checks and the API description.
-pub const PUBLIC: &[&str] = &["/healthz", "/healthz/leader", "/v1/openapi.json"];
+/// Paths anyone may call: health checks, the API description and the
+/// console's page and script (the data it shows needs the caller's token).
+pub const PUBLIC: &[&str] = &[
+    "/healthz",
+    "/healthz/leader",
+    "/v1/openapi.json",
+    "/ui",
+    "/ui/app.js",
+];
 
 /// Prefix of every token this build makes.
 pub const TOKEN_PREFIX: &str = "mrd_";
@@ -259,6 +266,8 @@ pub fn need(
         | "/v1/keyspaces/{name}/ownership"
         | "/v1/keyspaces/{name}/ownership/transfer" => Need::On(Right::Admin, p("name"), None),
         "/v1/conflicts" => Need::On(Right::Read, q("keyspace"), None),
+        // Public paths stay readable with any live token too.
+        r if reading && PUBLIC.contains(&r) => Need::Token,
         _ => Need::On(Right::Admin, None, None),
     }
 }
