@@ -466,7 +466,10 @@ async fn the_console_shows_links_keyspaces_and_the_ledger_in_a_real_browser() {
     let url = cluster.url("us-east").unwrap();
     let dom = browse(
         &chromium,
-        &format!("{url}/ui?keyspace=default&key={}", query_value("cart/<i>7</i>")),
+        &format!(
+            "{url}/ui?keyspace=default&key={}",
+            query_value("cart/<i>7</i>")
+        ),
         None,
     );
     for want in [
