@@ -331,7 +331,11 @@ async fn dashboard_and_alerts_match_what_real_regions_export() {
         let (status, body) = get(port, &format!("/api/v1/query?query={}", query_value(e)))
             .unwrap_or((0, String::new()));
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        assert!(status == 200 || status == 0, "query {e}: {status} {body}");
+        // 0: not listening yet; 503: still opening its storage.
+        assert!(
+            matches!(status, 0 | 200 | 503),
+            "query {e}: {status} {body}"
+        );
         v
     };
     loop {
@@ -380,13 +384,20 @@ async fn dashboard_and_alerts_match_what_real_regions_export() {
         let v = query(&grafana(&e));
         assert_eq!(v["status"], "success", "{title}: {e}: {v}");
         if with_data.contains(&title.as_str()) {
-            let n = v["data"]["result"].as_array().map_or(0, Vec::len);
+            // A quantile over an idle window is NaN: that is no data either.
+            let n = v["data"]["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["value"][1] != "NaN")
+                .count();
             assert!(n > 0, "{title}: {e} has no data: {v}");
         }
     }
     // Every rule loaded and evaluated without error; on a healthy cluster
-    // none fires (one may be pending: the first fsyncs of a fresh log on a
-    // loaded test machine can be slow, and that rule waits 10 minutes).
+    // none is even pending, but for the slow-fsync rule: the first fsyncs
+    // of a fresh log on a loaded test machine can be slow (it waits 10
+    // minutes before firing).
     let (_, body) = get(port, "/api/v1/rules").unwrap();
     let rules: Value = serde_json::from_str(&body).unwrap();
     let all: Vec<&Value> = rules["data"]["groups"]
@@ -395,10 +406,12 @@ async fn dashboard_and_alerts_match_what_real_regions_export() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(all.len(), 11, "{rules}");
+    assert_eq!(all.len(), 12, "{rules}");
     for r in &all {
         assert_eq!(r["health"], "ok", "{r}");
-        assert_ne!(r["state"], "firing", "fires on a healthy cluster: {r}");
+        if r["name"] != "MeridianFsyncSlow" {
+            assert_eq!(r["state"], "inactive", "active on a healthy cluster: {r}");
+        }
     }
     cluster.stop().await;
 }
@@ -409,9 +422,17 @@ fn chromium() -> Option<PathBuf> {
         .or_else(|| program("MERIDIAN_CHROMIUM", "chromium-browser"))
 }
 
-/// The page at `url` after its scripts ran, as Chromium renders it.
+/// The page at `url` after its scripts ran, as Chromium renders it
+/// (killed after a minute: a wedged browser fails the test, not CI).
 fn browse(chromium: &Path, url: &str, screenshot: Option<&Path>) -> String {
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let profile = std::env::temp_dir().join(format!(
+        "meridian-chromium-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let mut cmd = Command::new(chromium);
+    cmd.arg(format!("--user-data-dir={}", profile.display()));
     cmd.args([
         "--headless",
         "--no-sandbox",
@@ -426,13 +447,33 @@ fn browse(chromium: &Path, url: &str, screenshot: Option<&Path>) -> String {
         Some(p) => cmd.arg(format!("--screenshot={}", p.display())),
         None => cmd.arg("--dump-dom"),
     };
-    let out = cmd.arg(url).output().unwrap();
-    assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let dump = profile.with_extension("out");
+    let errors = profile.with_extension("err");
+    let child = cmd
+        .arg(url)
+        .stdout(std::fs::File::create(&dump).unwrap())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chromium did not finish within 60 s on {url}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
+    let _ = std::fs::remove_file(&errors);
+    assert!(status.success(), "chromium: {stderr}");
+    let out = std::fs::read_to_string(&dump).unwrap_or_default();
+    let _ = std::fs::remove_file(&dump);
+    let _ = std::fs::remove_dir_all(&profile);
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

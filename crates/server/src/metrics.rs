@@ -294,7 +294,7 @@ impl Metrics {
             Family::<RequestLabels, prometheus_client::metrics::counter::Counter>::default();
         registry.register(
             "api_requests",
-            "Answers of the client API by route, method and HTTP status",
+            "Answers of the client API's routes by route, method and HTTP status (refused tokens count in security_refused)",
             requests.clone(),
         );
         let started =

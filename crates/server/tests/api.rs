@@ -581,11 +581,11 @@ async fn status_health_metrics_conflicts_and_tokens() {
     // Every answer counts by route, method and status (the PUT above, the
     // /v1/status read).
     assert!(
-        m.contains(r#"meridian_api_requests_total{region="us-east",route="/v1/kv/{keyspace}/{key}",method="PUT",status="200"} 1"#),
+        m.contains(concat!(r#"meridian_api_requests_total{region="us-east",route="/v1/kv/{keyspace}/{key}",method="PUT",status="200"} 1"#, "\n")),
         "{m}"
     );
     assert!(
-        m.contains(r#"route="/v1/status",method="GET",status="200"} 1"#),
+        m.contains("route=\"/v1/status\",method=\"GET\",status=\"200\"} 1\n"),
         "{m}"
     );
     // Text logs written to a file carry no colour escapes.

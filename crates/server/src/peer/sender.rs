@@ -578,25 +578,29 @@ impl Sender {
                     let peer = self.peer.clone();
                     let clock = self.clock;
                     let faults = self.opts.faults;
-                    in_flight.spawn(async move {
-                        if faults.any() {
-                            inject(&faults, &peer, &http, &secret, &me, &url, &body).await;
+                    in_flight.spawn(
+                        async move {
+                            if faults.any() {
+                                inject(&faults, &peer, &http, &secret, &me, &url, &body).await;
+                            }
+                            let sent = clock.now_ms();
+                            let t = Instant::now();
+                            let bytes = call(
+                                &http,
+                                &secret,
+                                &me,
+                                peer.name.as_str(),
+                                &url,
+                                "/peer/v1/ops",
+                                "ops",
+                                &body,
+                            )
+                            .await?;
+                            take_ack(&me_id, &peer, &bytes, sent, t)
                         }
-                        let sent = clock.now_ms();
-                        let t = Instant::now();
-                        let bytes = call(
-                            &http,
-                            &secret,
-                            &me,
-                            peer.name.as_str(),
-                            &url,
-                            "/peer/v1/ops",
-                            "ops",
-                            &body,
-                        )
-                        .await?;
-                        take_ack(&me_id, &peer, &bytes, sent, t)
-                    });
+                        // The send names its session (peer, attempt) in its logs.
+                        .in_current_span(),
+                    );
                     continue;
                 }
             }

@@ -266,8 +266,6 @@ pub fn need(
         | "/v1/keyspaces/{name}/ownership"
         | "/v1/keyspaces/{name}/ownership/transfer" => Need::On(Right::Admin, p("name"), None),
         "/v1/conflicts" => Need::On(Right::Read, q("keyspace"), None),
-        // Public paths stay readable with any live token too.
-        r if reading && PUBLIC.contains(&r) => Need::Token,
         _ => Need::On(Right::Admin, None, None),
     }
 }

@@ -1,8 +1,9 @@
 // The Meridian console: read-only views over the region's own API. It polls
 // GET /v1/status every 2 s (published figures, no store scan) and the
 // keyspace and merge lists every 10 s; the conflict ledger and backups are
-// read when asked for. Every value is put into the page as text, never as
-// markup: keys and values are user data.
+// read when asked for. A region that refuses the token (401) is not polled
+// again until another token is given. Every value is put into the page as
+// text, never as markup: keys and values are user data.
 "use strict";
 
 const POLL_MS = 2000;
@@ -13,6 +14,7 @@ const state = {
   history: [], // [{t, lag: {peer: seconds}}]
   lastSlow: 0,
   ownership: {}, // keyspace -> ownership summary from /v1/status
+  refused: false, // the last poll was refused (401): wait for a token
 };
 
 function txt(v) {
@@ -230,10 +232,10 @@ async function poll() {
       const [k, m] = await Promise.allSettled([api("/v1/keyspaces"), api("/v1/merges")]);
       if (k.status === "fulfilled") renderKeyspaces(k.value); else show("keyspaces", el("p", { class: "bad" }, explain(k.reason)));
       if (m.status === "fulfilled") renderMerges(m.value); else show("merges", el("p", { class: "bad" }, explain(m.reason)));
-      loadBackups();
     }
   } catch (e) {
     err.textContent = explain(e);
+    if (e.status === 401) state.refused = true;
   }
 }
 
@@ -243,8 +245,10 @@ document.getElementById("auth").addEventListener("submit", (ev) => {
   state.token = document.getElementById("token").value.trim();
   sessionStorage.setItem("meridian-token", state.token);
   state.lastSlow = 0;
+  state.refused = false;
   poll();
 });
+document.getElementById("backup-load").addEventListener("click", loadBackups);
 document.getElementById("conflict-query").addEventListener("submit", (ev) => { ev.preventDefault(); loadConflicts(); });
 // ?keyspace=K&key=X opens the ledger there (links from alerts, tests).
 const params = new URLSearchParams(location.search);
@@ -254,4 +258,4 @@ if (params.get("keyspace")) {
   loadConflicts();
 }
 poll();
-setInterval(poll, POLL_MS);
+setInterval(() => { if (!state.refused) poll(); }, POLL_MS);
