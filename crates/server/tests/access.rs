@@ -343,16 +343,17 @@ async fn every_route_wants_a_token_and_the_right_one() {
     let covered: BTreeSet<(String, String)> = cases
         .iter()
         .map(|c| {
-            let route = meridian_server::api::ROUTES
+            let route = meridian_server::api::openapi::routes()
                 .iter()
-                .map(|(p, _)| *p)
+                .map(|r| r.path.as_str())
                 .find(|p| matches_route(p, c.path.split('?').next().unwrap()))
                 .unwrap_or_else(|| panic!("{} matches no route", c.path));
             (route.to_string(), c.method.as_str().to_lowercase())
         })
         .collect();
-    for (route, methods) in meridian_server::api::ROUTES {
-        for m in *methods {
+    for r in meridian_server::api::openapi::routes() {
+        let route = &r.path.as_str();
+        for m in &r.methods {
             if public.contains(route) {
                 continue;
             }
@@ -529,6 +530,17 @@ async fn revoked_and_expired_tokens_are_refused_and_stay_refused() {
     assert_eq!((r.status, r.json()["changed"].clone()), (200, json!(true)));
     let r = call(&api, Method::PUT, "/v1/kv/default/k", Some(&t), json!(2)).await;
     assert_eq!((r.status, r.code().as_str()), (401, "invalid_token"));
+    // Gone for good: the record answers 410, with when.
+    let r = call(
+        &api,
+        Method::GET,
+        &format!("/v1/admin/tokens/{id}"),
+        Some(BOOTSTRAP),
+        Value::Null,
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (410, "revoked"));
+    assert!(r.json()["revoked_ms"].is_u64() && r.json()["id"] == json!(id));
     // Again: nothing changes, still refused.
     let r = call(
         &api,

@@ -85,6 +85,7 @@ async fn bad_scripts_are_refused_with_where_and_why() {
     // Names and sizes.
     let r = put("sum", json!({"script": CART, "samples": cart_samples()})).await;
     assert!(r.says("\"sum\" is a built-in merge"), "{}", r.json());
+    assert_eq!(r.status, 409, "a built-in's name is taken");
     let r = put("Bad", json!({"script": CART})).await;
     assert_eq!(r.status, 400);
     let head = "fn merge(v) { v[0].value }\n";

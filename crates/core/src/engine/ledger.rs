@@ -352,7 +352,11 @@ pub fn query<'a>(
         }
         let mut prefix = ks.as_str().as_bytes().to_vec();
         prefix.push(0);
-        let mut start = entry_key(ks, q.after_id.map_or(0, |a| a + 1));
+        // Nothing comes after the last id there can be.
+        let Some(first) = q.after_id.map_or(Some(0), |a| a.checked_add(1)) else {
+            break;
+        };
+        let mut start = entry_key(ks, first);
         'pages: loop {
             let page = backend.scan(TABLE, &prefix, &start, 512)?;
             if page.is_empty() {
@@ -453,5 +457,35 @@ mod tests {
             .unwrap();
         backend.write(batch).unwrap();
         assert_eq!(ledger.counts()[&ks].len(), 1);
+    }
+
+    #[test]
+    fn paging_after_the_last_possible_id_finds_nothing() {
+        let backend = MemBackend::new();
+        let ks = KeyspaceName::default_keyspace();
+        let mut ledger = Ledger::default();
+        let mut batch = Batch::new();
+        let entries = (0..3).map(|id| entry(&ks, id, 10)).collect();
+        ledger
+            .flush(entries, &mut batch, &backend, |_| 1_000, u64::MAX)
+            .unwrap();
+        backend.write(batch).unwrap();
+        let q = |after_id| LedgerQuery {
+            keyspace: None,
+            key: None,
+            since_ms: None,
+            after_id,
+            limit: 100,
+        };
+        let ids = |after| -> Vec<u64> {
+            query(&backend, [&ks].into_iter(), &q(after))
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect()
+        };
+        assert_eq!(ids(None), vec![0, 1, 2]);
+        assert_eq!(ids(Some(0)), vec![1, 2]);
+        assert_eq!(ids(Some(u64::MAX)), Vec::<u64>::new());
     }
 }

@@ -13,6 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::openapi::answers::BackupIdPath;
+use super::openapi::schemas::{self as doc, RewindTime};
 use super::{AppState, MAX_SMALL_BODY, body};
 use crate::backup::{BackupError, Backups, Summary};
 
@@ -76,13 +78,34 @@ fn backup_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
 }
 
 /// `?wait=true` on create.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CreateQuery {
+    /// Wait for the backup and answer 201 with its summary.
     #[serde(default)]
+    #[param(nullable = false)]
     wait: Option<bool>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/backups",
+    tag = "backups",
+    operation_id = "createBackup",
+    summary = "Take a backup",
+    description = "A consistent snapshot of the state plus the op log to roll it forward, written to the region's backup target while writes go on; the manifest is written last, so a backup cut short is never listed.",
+    params(CreateQuery),
+    responses(
+        (status = 202, description = "Started.", body = doc::BackupStarted),
+        (status = 201, description = "Taken (with `wait=true`).", body = doc::BackupSummary),
+        (status = 400, description = "Bad id, query or body.", body = doc::Error),
+        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
+        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
+        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
+        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+    ),
+)]
 /// `POST /v1/admin/backups`: starts a backup (202 with its id), or with
 /// `?wait=true` takes it and answers 201 with its summary.
 pub async fn create(
@@ -103,6 +126,21 @@ pub async fn create(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/backups",
+    tag = "backups",
+    operation_id = "listBackups",
+    summary = "List this region's backups",
+    responses(
+        (status = 200, description = "Complete backups, oldest first, and backups running or failed lately.", body = doc::Backups),
+        (status = 400, description = "Bad id, query or body.", body = doc::Error),
+        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
+        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
+        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
+        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+    ),
+)]
 /// `GET /v1/admin/backups`: complete backups (oldest first) and those
 /// running or failed lately.
 pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
@@ -119,6 +157,22 @@ pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/backups/{id}",
+    tag = "backups",
+    operation_id = "getBackup",
+    summary = "Show a backup",
+    params(BackupIdPath),
+    responses(
+        (status = 200, description = "A complete backup's manifest, or a running or failed backup's progress.", body = doc::BackupManifest),
+        (status = 400, description = "Bad id, query or body.", body = doc::Error),
+        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
+        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
+        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
+        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+    ),
+)]
 /// `GET /v1/admin/backups/{id}`: a complete backup's manifest, or a
 /// running (or failed) one's progress.
 pub async fn get(
@@ -139,6 +193,22 @@ pub async fn get(
     Ok(Json(v).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/backups/{id}",
+    tag = "backups",
+    operation_id = "deleteBackup",
+    summary = "Delete a backup",
+    params(BackupIdPath),
+    responses(
+        (status = 200, description = "Deleted, with the files no other backup needed.", body = doc::Pruned),
+        (status = 400, description = "Bad id, query or body.", body = doc::Error),
+        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
+        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
+        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
+        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+    ),
+)]
 /// `DELETE /v1/admin/backups/{id}`.
 pub async fn delete(
     State(app): State<AppState>,
@@ -150,6 +220,23 @@ pub async fn delete(
     Ok(Json(p).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/backups/{id}/verify",
+    tag = "backups",
+    operation_id = "verifyBackup",
+    summary = "Verify a backup",
+    description = "Reads every file a restore from this backup would read (its snapshot and the archived log after it), checks each size and SHA-256, loads the snapshot and replays the log in memory.",
+    params(BackupIdPath),
+    responses(
+        (status = 200, description = "Every file matched and replayed.", body = doc::Verified),
+        (status = 400, description = "Bad id, query or body.", body = doc::Error),
+        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
+        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
+        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
+        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+    ),
+)]
 /// `POST /v1/admin/backups/{id}/verify`: every checksum, then a replay.
 pub async fn verify(
     State(app): State<AppState>,
@@ -171,17 +258,38 @@ pub async fn verify(
 }
 
 /// Body of `POST /v1/admin/backups/prune`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PruneBody {
     /// Keep the newest N.
     #[serde(default)]
+    #[schema(maximum = 4294967295_u32)]
     keep_last: Option<u32>,
     /// Keep those younger than this many hours.
     #[serde(default)]
+    #[schema(maximum = 18446744073709551615_u64)]
     keep_hours: Option<u64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/backups/prune",
+    tag = "backups",
+    operation_id = "pruneBackups",
+    summary = "Apply backup retention",
+    description = "Keeps the newest `keep_last` and those younger than `keep_hours` (either rule keeps a backup); the newest backup, and the newest one older than the undo window, are always kept. Files no kept backup needs are deleted. Without a body, the configured rules apply.",
+    request_body(content((PruneBody = "application/json"), (PruneBody = "application/msgpack"))),
+    responses(
+        (status = 200, description = "What was removed.", body = doc::Pruned),
+        (status = 400, description = "Bad id, query or body.", body = doc::Error),
+        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
+        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
+        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
+        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+        (status = 413, description = "Body over 64 KiB.", body = doc::Error),
+        (status = 415, description = "A content type other than JSON or MessagePack.", body = doc::Error),
+    ),
+)]
 /// `POST /v1/admin/backups/prune`: applies retention (the body's rules,
 /// else the configured ones).
 pub async fn prune(
@@ -193,7 +301,7 @@ pub async fn prune(
     let p: PruneBody = if bytes.is_empty() || bytes.as_ref() == b"null" {
         PruneBody::default()
     } else {
-        body::parse(body::format(&h)?, &bytes)?
+        body::parse_settings(body::format(&h)?, &bytes)?
     };
     let b = backups(&app)?;
     let r = match (p.keep_last, p.keep_hours) {
@@ -211,14 +319,19 @@ pub async fn prune(
 }
 
 /// Body of `POST /v1/admin/rewind`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewindBody {
+    /// The keyspace.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     keyspace: String,
+    /// Only keys starting with this (default: every key).
     #[serde(default)]
     prefix: String,
-    /// RFC 3339 (`2026-12-01T20:15:00Z`) or Unix ms.
+    /// RFC 3339 (`2026-12-01T20:15:00Z`), or Unix ms (a number, or digits).
+    #[schema(value_type = RewindTime)]
     to_time: serde_json::Value,
+    /// Only list what would change.
     #[serde(default)]
     dry_run: bool,
 }
@@ -251,6 +364,26 @@ pub fn end_of_ms(ms: u64) -> Result<Hlc, String> {
     Hlc::new(ms, u16::MAX).map_err(|e| format!("{ms}: {e}"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/rewind",
+    tag = "backups",
+    operation_id = "rewind",
+    summary = "Rewind a key range to a time",
+    description = "Computes each key's value at `to_time` from history (the newest backup at or before it, and the archived log after it) and writes the keys whose value differs back as new ops, which replicate like any write; keys created after the time are deleted. `dry_run` only lists.",
+    request_body(content((RewindBody = "application/json"), (RewindBody = "application/msgpack"))),
+    responses(
+        (status = 200, description = "What changed (or, dry, would change).", body = doc::Rewound),
+        (status = 400, description = "Bad body or time (in the future, unparseable).", body = doc::Error),
+        (status = 404, description = "No such keyspace.", body = doc::Error),
+        (status = 409, description = "No backup target (`no_backup_target`), no history reaching back to the time (`history_unavailable`), or a rewind the keyspace cannot take (`rewind_refused`).", body = doc::Error),
+        (status = 413, description = "Body over 64 KiB.", body = doc::Error),
+        (status = 415, description = "A content type other than JSON or MessagePack.", body = doc::Error),
+        (status = 422, description = "A history file is damaged (`backup_damaged`).", body = doc::Error),
+        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+        (status = 503, description = "The region is stopping.", body = doc::Error),
+    ),
+)]
 /// `POST /v1/admin/rewind`: a key range back to its value at a time, as
 /// new writes (or, with `dry_run`, the list of what would change).
 pub async fn rewind(
@@ -259,7 +392,7 @@ pub async fn rewind(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
-    let r: RewindBody = body::parse(body::format(&h)?, &bytes)?;
+    let r: RewindBody = body::parse_settings(body::format(&h)?, &bytes)?;
     let ks = meridian_core::KeyspaceName::new(r.keyspace.clone())
         .map_err(|e| ApiError::bad_request(format!("keyspace: {e}")))?;
     if app.reader.published().registry.get(ks.as_str()).is_none() || ks.is_system() {

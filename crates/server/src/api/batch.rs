@@ -12,7 +12,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::headers::WriteHeaders;
 use super::kv::{OpBody, write};
+use super::openapi::answers::WriteErrors;
+use super::openapi::schemas as doc;
 use super::owner::Written;
 use super::{AppState, MAX_BATCH_BODY, body, render, respond};
 use crate::peer::forward::ForwardedBy;
@@ -20,25 +23,43 @@ use crate::security::auth::{Caller, Need};
 use meridian_core::access::Right;
 
 /// The body of a batch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     /// The changes, at most one per key.
+    #[schema(min_items = 1, max_items = 1000)]
     pub ops: Vec<BatchItem>,
 }
 
 /// One change in a batch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct BatchItem {
     /// The keyspace.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub keyspace: String,
-    /// The key.
+    /// The key: 1 to 1024 bytes.
+    #[schema(min_length = 1)]
     pub key: String,
     /// The change (`{"op": "put", "value": ...}`, `{"op": "incr", "by": 1}`, ...).
     #[serde(flatten)]
     pub op: OpBody,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/batch",
+    tag = "keys",
+    operation_id = "batch",
+    summary = "Apply several changes atomically",
+    description = "All changes become one op: applied together in every region, or refused together. At most 1000 changes, one per key.",
+    params(WriteHeaders),
+    request_body(content((BatchBody = "application/json"), (BatchBody = "application/msgpack"))),
+    responses(
+        (status = 200, description = "Durable in this region as one unit.", content(
+            (doc::BatchWritten = "application/json"), (doc::BatchWritten = "application/msgpack"))),
+        WriteErrors,
+    ),
+)]
 /// `POST /v1/batch`.
 pub async fn post(
     State(app): State<AppState>,
@@ -51,7 +72,7 @@ pub async fn post(
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
     let bytes = body::bytes(body, MAX_BATCH_BODY)?;
-    let b: BatchBody = body::parse(body::format(&h)?, &bytes)?;
+    let b: BatchBody = body::parse_object(body::format(&h)?, &bytes)?;
     let mut mutations = Vec::with_capacity(b.ops.len());
     let mut names = Vec::with_capacity(b.ops.len());
     for (i, item) in b.ops.into_iter().enumerate() {

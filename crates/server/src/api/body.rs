@@ -131,9 +131,126 @@ pub fn parse<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, ApiErr
     }
 }
 
+/// Parses a settings body (a keyspace, an ownership map, a token, ...)
+/// like [`parse`], reading a JSON number written with a zero fraction
+/// (`3.0`, `1e3`) as the whole number it is, as JSON Schema does. Only for
+/// bodies that carry no user values: a value's `1.0` stays a float.
+pub fn parse_settings<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, ApiError> {
+    if fmt != Format::Json {
+        return parse(fmt, bytes);
+    }
+    let mut v: serde_json::Value = parse(fmt, bytes)?;
+    if !v.is_object() {
+        return Err(not_an_object());
+    }
+    whole_numbers(&mut v);
+    T::deserialize(v).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+}
+
+fn not_an_object() -> ApiError {
+    ApiError::bad_request("malformed JSON body: expected an object ({...})")
+}
+
+/// Parses a JSON object body as `T` (a struct, which serde would also
+/// fill from an array), like [`parse`].
+pub fn parse_object<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, ApiError> {
+    if fmt == Format::Json && bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(not_an_object());
+    }
+    parse(fmt, bytes)
+}
+
+/// Rewrites every float with no fraction that fits an integer as that
+/// integer.
+fn whole_numbers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 {
+                // `as` saturates: only a round trip proves the value fits.
+                if f >= 0.0 && (f as u64) as f64 == f && f < 18_446_744_073_709_551_616.0 {
+                    *v = Value::from(f as u64);
+                } else if f < 0.0 && (f as i64) as f64 == f {
+                    *v = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
+
+/// Deserializes an integer that may be written with a zero fraction
+/// (`2.0`), as JSON Schema's `integer` allows.
+pub fn whole_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        Some(f)
+            if f.fract() == 0.0 && (f as i64) as f64 == f && f < 9_223_372_036_854_775_808.0 =>
+        {
+            Ok(f as i64)
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} is not a whole number in the 64-bit signed range"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_read_whole_floats_as_integers() {
+        #[derive(serde::Deserialize)]
+        struct S {
+            a: u32,
+            b: i64,
+            c: Vec<u64>,
+            d: f64,
+        }
+        let s: S = parse_settings(
+            Format::Json,
+            br#"{"a": 3.0, "b": -2.0, "c": [1e3, 0.0], "d": 1.5}"#,
+        )
+        .unwrap();
+        assert_eq!((s.a, s.b, s.c, s.d), (3, -2, vec![1000, 0], 1.5));
+        // A fraction, or a number past the range, is still refused.
+        assert!(
+            parse_settings::<S>(Format::Json, br#"{"a": 3.5, "b": 0, "c": [], "d": 0}"#).is_err()
+        );
+        assert!(
+            parse_settings::<S>(Format::Json, br#"{"a": 1, "b": 0, "c": [1e20], "d": 0}"#).is_err()
+        );
+        // A struct is an object: serde alone would fill one from an array.
+        assert!(parse_settings::<S>(Format::Json, b"[3, 0, [], 0]").is_err());
+        assert!(parse_object::<S>(Format::Json, b" [3, 0, [], 0]").is_err());
+        assert!(parse_object::<S>(Format::Json, br#" {"a": 3, "b": 0, "c": [], "d": 0}"#).is_ok());
+        // Nesting is still bounded.
+        let deep = "[".repeat(65) + "]".repeat(65).as_str();
+        assert!(parse_settings::<serde_json::Value>(Format::Json, deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn whole_i64_takes_a_zero_fraction_only() {
+        #[derive(serde::Deserialize)]
+        struct By {
+            #[serde(deserialize_with = "whole_i64")]
+            by: i64,
+        }
+        let by = |t: &str| serde_json::from_str::<By>(t).map(|b| b.by);
+        assert_eq!(by(r#"{"by": 2.0}"#).unwrap(), 2);
+        assert_eq!(by(r#"{"by": -7}"#).unwrap(), -7);
+        assert_eq!(by(r#"{"by": 9223372036854775807}"#).unwrap(), i64::MAX);
+        assert!(by(r#"{"by": 2.5}"#).is_err());
+        assert!(by(r#"{"by": 9223372036854775808}"#).is_err());
+        assert!(by(r#"{"by": 1e19}"#).is_err());
+    }
 
     #[test]
     fn depth_counting_skips_strings() {

@@ -10,21 +10,28 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::openapi::schemas as doc;
 use super::{AppState, render, respond};
 
 /// Query of `GET /v1/conflicts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ConflictQuery {
     /// Only this keyspace.
+    #[param(nullable = false, pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub keyspace: Option<String>,
-    /// Only this key (needs `keyspace`).
+    /// Only this key (in every keyspace, unless `keyspace` is given).
+    #[param(nullable = false, min_length = 1)]
     pub key: Option<String>,
     /// Only conflicts resolved at or after this time, ms since the epoch.
+    #[param(nullable = false, maximum = 18446744073709551615_u64)]
     pub since: Option<u64>,
     /// Only entries after this id (paging within one keyspace).
+    #[param(nullable = false, maximum = 18446744073709551615_u64)]
     pub after: Option<u64>,
     /// At most this many (default 100, at most 1000).
+    #[param(nullable = false, minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -77,6 +84,21 @@ pub fn entry(e: &LedgerEntry) -> serde_json::Value {
     out
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conflicts",
+    tag = "conflicts",
+    operation_id = "conflicts",
+    summary = "Query the conflict ledger",
+    description = "What every merge decided: the winner, the losers, the rule and whether it had to break a tie.",
+    params(ConflictQuery),
+    responses(
+        (status = 200, description = "Resolved conflicts, oldest first per keyspace.", content(
+            (doc::Conflicts = "application/json"), (doc::Conflicts = "application/msgpack"))),
+        (status = 400, description = "Bad query.", body = doc::Error),
+        (status = 404, description = "Unknown keyspace.", body = doc::Error),
+    ),
+)]
 /// `GET /v1/conflicts?keyspace=&key=&since=&after=&limit=`.
 pub async fn get(
     State(app): State<AppState>,
@@ -90,9 +112,6 @@ pub async fn get(
         return Err(ApiError::bad_request(format!(
             "limit {limit} is outside 1..=1000"
         )));
-    }
-    if q.key.is_some() && q.keyspace.is_none() {
-        return Err(ApiError::bad_request("key needs keyspace"));
     }
     let keyspace = q
         .keyspace

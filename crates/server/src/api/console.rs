@@ -35,11 +35,33 @@ fn asset(content_type: &'static str, text: &'static str) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/ui",
+    tag = "console",
+    operation_id = "console",
+    summary = "The web console",
+    security(()),
+    responses(
+        (status = 200, description = "The console's page (read-only views over this API; data needs the caller's token).", content((String = "text/html"))),
+    ),
+)]
 /// `GET /ui`.
 pub async fn page() -> Response {
     asset("text/html; charset=utf-8", PAGE)
 }
 
+#[utoipa::path(
+    get,
+    path = "/ui/app.js",
+    tag = "console",
+    operation_id = "consoleScript",
+    summary = "The web console's script",
+    security(()),
+    responses(
+        (status = 200, description = "The console's script.", content((String = "text/javascript"))),
+    ),
+)]
 /// `GET /ui/app.js`.
 pub async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)

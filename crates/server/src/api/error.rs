@@ -195,7 +195,8 @@ impl From<WriteError> for ApiError {
     }
 }
 
-/// A merge script that was not registered: 400 with where and why.
+/// A merge script that was not registered: 400 with where and why (409
+/// for a built-in's name).
 pub fn merge_def(e: meridian_core::merge::MergeDefError) -> ApiError {
     use meridian_core::merge::MergeDefError as M;
     let message = format!("invalid merge script: {e}");
@@ -210,7 +211,13 @@ pub fn merge_def(e: meridian_core::merge::MergeDefError) -> ApiError {
         M::Nondeterministic { index, .. } => json!({"sample": index}),
         _ => json!({}),
     };
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_merge", message).with(extra)
+    // The name is taken by a built-in: a conflict with what exists, not a
+    // malformed script.
+    let status = match e {
+        M::Builtin(_) => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, "invalid_merge", message).with(extra)
 }
 
 impl From<ReadError> for ApiError {

@@ -6,6 +6,101 @@ use meridian_crdt::VersionVector;
 
 use super::error::ApiError;
 
+/// The headers a read takes (for the OpenAPI document; the handlers read
+/// them with the functions below).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct ReadHeaders {
+    /// A causal token (from an earlier answer): answer only once this
+    /// region has applied everything it covers.
+    #[param(nullable = false, rename = "meridian-token")]
+    pub token: Option<String>,
+    /// How long to wait for the token, ms (default 2000, at most 60000).
+    #[param(nullable = false, rename = "meridian-wait-ms", maximum = 60000)]
+    pub wait_ms: Option<u64>,
+    /// On a standby: the stalest the read may be, ms; a standby further
+    /// behind its leader answers 503 `too_stale`. The leader is never stale.
+    #[param(
+        nullable = false,
+        rename = "meridian-max-staleness-ms",
+        maximum = 18446744073709551615_u64
+    )]
+    pub max_staleness_ms: Option<u64>,
+}
+
+/// How a key is read.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum ReadModeName {
+    /// This region's state (default).
+    Local,
+    /// A majority of regions, merged, with read repair.
+    Quorum,
+    /// The key's owner under the keyspace's ownership map.
+    Owner,
+}
+
+/// The headers a key read takes beyond [`ReadHeaders`].
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct KeyReadHeaders {
+    /// How the read is served: `local` (default), `quorum` or `owner`.
+    #[param(nullable = false, rename = "meridian-read", inline)]
+    pub read: Option<ReadModeName>,
+}
+
+/// The headers a write takes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct WriteHeaders {
+    /// A causal token: take the write only once this region has applied
+    /// everything it covers.
+    #[param(nullable = false, rename = "meridian-token")]
+    pub token: Option<String>,
+    /// How long to wait for the token, ms (default 2000, at most 60000).
+    #[param(nullable = false, rename = "meridian-wait-ms", maximum = 60000)]
+    pub wait_ms: Option<u64>,
+    /// Members that must hold the write durably before success (default:
+    /// the keyspace's): regions (`local`, `one`, `majority`, `all`),
+    /// standbys of this region (`standby`, `region-all`), or one of each
+    /// joined by `+` (`majority+standby`).
+    #[param(
+        nullable = false,
+        rename = "meridian-write-concern",
+        pattern = r"^(local|one|majority|all|standby|region-all|(local|one|majority|all)\+(standby|region-all)|(standby|region-all)\+(local|one|majority|all))$"
+    )]
+    pub write_concern: Option<String>,
+    /// How long to wait for the write concern, ms (at most 60000).
+    #[param(nullable = false, rename = "meridian-timeout-ms", maximum = 60000)]
+    pub timeout_ms: Option<u64>,
+    /// Wall-clock time (Unix ms) after which the region must not take the
+    /// write: 503 `deadline_passed` then, nothing written.
+    #[param(
+        nullable = false,
+        rename = "meridian-deadline-ms",
+        maximum = 18446744073709551615_u64
+    )]
+    pub deadline_ms: Option<u64>,
+    /// A time (Unix ms) the write is stamped above; at most the clock
+    /// offset bound ahead of the region's clock, else 503 `clock`.
+    #[param(
+        nullable = false,
+        rename = "meridian-not-before-ms",
+        maximum = 18446744073709551615_u64
+    )]
+    pub not_before_ms: Option<u64>,
+}
+
+/// The header a write of one `mv` key takes beyond [`WriteHeaders`].
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct ContextHeader {
+    /// `mv` keyspaces: the `context` of the read this write follows; the
+    /// write replaces exactly the siblings it saw.
+    #[param(nullable = false, rename = "meridian-context")]
+    pub context: Option<String>,
+}
+
 /// Causal token: in every response; in a request, what the region must have
 /// applied before it answers.
 pub const TOKEN: &str = "meridian-token";
@@ -64,8 +159,12 @@ fn text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
         .transpose()
 }
 
+/// A token or context header; an empty one is none (a client that holds
+/// no token yet may send its empty string). A number header stays
+/// refused when empty.
 fn vv_header(h: &HeaderMap, name: &str) -> Result<Option<VersionVector>, ApiError> {
     text(h, name)?
+        .filter(|t| !t.trim().is_empty())
         .map(|t| {
             meridian_core::token::decode(t)
                 .map_err(|e| ApiError::bad_request(format!("header {name}: {e}")))

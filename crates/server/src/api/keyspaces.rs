@@ -11,30 +11,40 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::openapi::answers::NamePath;
+use super::openapi::schemas as doc;
 use super::{AppInner, AppState, MAX_SMALL_BODY, body, respond};
 use crate::region::writer::DefineDone;
 
 /// The body of `PUT /v1/keyspaces/{name}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyspaceBody {
     /// Must match the path when given.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub name: Option<String>,
     /// `lww`, `mv`, `counter`, `set`, `doc`, `custom`.
+    #[schema(value_type = super::openapi::PolicyName)]
     pub policy: Policy,
     /// Default write concern.
+    #[schema(value_type = Option<super::openapi::WriteConcernName>)]
     pub write_concern: Option<WriteConcern>,
     /// `mv`: sibling cap.
+    #[schema(minimum = 1, maximum = 1024)]
     pub sibling_cap: Option<u32>,
     /// `doc`: field rules.
+    #[schema(value_type = Option<Object>)]
     pub schema: Option<DocSchema>,
     /// Conflict-ledger entries kept.
+    #[schema(maximum = 1_000_000)]
     pub ledger_capacity: Option<u32>,
     /// `custom`: the merge function (a built-in or a registered script).
     pub merge: Option<String>,
     /// `custom` with `region-priority`: regions, highest priority first.
+    #[schema(value_type = Option<Vec<super::openapi::RegionName>>)]
     pub region_order: Option<Vec<meridian_crdt::RegionId>>,
     /// Default in-region write concern (`leader`, `standby`, `region-all`).
+    #[schema(value_type = Option<super::openapi::StandbyConcernName>)]
     pub standby_concern: Option<meridian_core::RegionConcern>,
     /// Let an unmet in-region concern succeed as the leader alone (counted).
     pub standby_downgrade: Option<bool>,
@@ -55,6 +65,27 @@ fn describe(app: &AppInner, def: &KeyspaceDef) -> serde_json::Value {
     v
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/keyspaces/{name}",
+    tag = "keyspaces",
+    operation_id = "putKeyspace",
+    summary = "Create or update a keyspace",
+    description = "Idempotent: the same definition again changes nothing. Settings other than the policy can change; the policy cannot.",
+    params(NamePath),
+    request_body(content((KeyspaceBody = "application/json"), (KeyspaceBody = "application/msgpack"))),
+    responses(
+        (status = 201, description = "Created.", content(
+            (doc::KeyspaceWritten = "application/json"), (doc::KeyspaceWritten = "application/msgpack"))),
+        (status = 200, description = "Unchanged, or settings updated (`changed`).", content(
+            (doc::KeyspaceWritten = "application/json"), (doc::KeyspaceWritten = "application/msgpack"))),
+        (status = 400, description = "Invalid name or body (unknown field, value out of range).", body = doc::Error),
+        (status = 409, description = "The keyspace exists with another policy (`policy_change`; `existing` holds its definition).", body = doc::Error),
+        (status = 413, description = "Body over 64 KiB.", body = doc::Error),
+        (status = 415, description = "A content type other than JSON or MessagePack.", body = doc::Error),
+        (status = 503, description = "The region is stopping.", body = doc::Error),
+    ),
+)]
 /// `PUT /v1/keyspaces/{name}`: create (201), or update settings other than
 /// the policy (200); same definition again: 200, nothing written; another
 /// policy: 409.
@@ -67,7 +98,7 @@ pub async fn put(
     let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
     let name = KeyspaceName::new(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
-    let b: KeyspaceBody = body::parse(body::format(&h)?, &bytes)?;
+    let b: KeyspaceBody = body::parse_settings(body::format(&h)?, &bytes)?;
     if let Some(n) = &b.name
         && n != name.as_str()
     {
@@ -135,6 +166,20 @@ pub(super) fn define_status(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/keyspaces/{name}",
+    tag = "keyspaces",
+    operation_id = "getKeyspace",
+    summary = "Describe a keyspace",
+    params(NamePath),
+    responses(
+        (status = 200, description = "The keyspace.", content(
+            (doc::Keyspace = "application/json"), (doc::Keyspace = "application/msgpack"))),
+        (status = 400, description = "Not a keyspace name.", body = doc::Error),
+        (status = 404, description = "Unknown keyspace.", body = doc::Error),
+    ),
+)]
 /// `GET /v1/keyspaces/{name}`.
 pub async fn get(
     State(app): State<AppState>,
@@ -158,6 +203,17 @@ pub async fn get(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/keyspaces",
+    tag = "keyspaces",
+    operation_id = "listKeyspaces",
+    summary = "List keyspaces",
+    responses(
+        (status = 200, description = "Every keyspace.", content(
+            (doc::Keyspaces = "application/json"), (doc::Keyspaces = "application/msgpack"))),
+    ),
+)]
 /// `GET /v1/keyspaces`.
 pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Response, ApiError> {
     let p = app.reader.published();

@@ -1,5 +1,8 @@
 //! Key routes: `/v1/kv/{keyspace}` (list) and `/v1/kv/{keyspace}/{key}`
 //! (get, put, delete, and ops by POST).
+//!
+//! Over ~400 lines because each handler carries its OpenAPI description
+//! (about a fifth of the file) beside its code, where it is kept true.
 
 use std::time::Instant;
 
@@ -13,21 +16,27 @@ use meridian_crdt::{Json, Object, Value};
 use serde::Deserialize;
 use serde_json::json;
 
+use utoipa::{IntoParams, ToSchema};
+
 use super::body::{self, Format};
 use super::error::ApiError;
+use super::headers::{ContextHeader, KeyReadHeaders, ReadHeaders, WriteHeaders};
+use super::openapi::Binary;
+use super::openapi::answers::{KeyPath, KeyspacePath, ReadErrors, WriteErrors};
+use super::openapi::schemas::{self as doc, Entry, Error, Listing};
 use super::owner::{self, Raw, Written};
 use super::{AppInner, AppState, MAX_KV_BODY, consistency, headers, render, respond, wait_for};
 use crate::peer::forward::ForwardedBy;
 use crate::region::writer::WriteDone;
 
 /// An op sent by `POST /v1/kv/{keyspace}/{key}` (and inside batches).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum OpBody {
     /// `counter`: add `by` (default 1; negative subtracts).
     Incr {
         /// The amount.
-        #[serde(default = "one")]
+        #[serde(default = "one", deserialize_with = "body::whole_i64")]
         by: i64,
     },
     /// `set`: add members.
@@ -65,11 +74,14 @@ fn one() -> i64 {
     1
 }
 
+/// A context in a body; empty is none, as in the header.
 fn context(t: Option<&str>) -> Result<Option<meridian_crdt::VersionVector>, ApiError> {
-    t.map(|t| {
-        meridian_core::token::decode(t).map_err(|e| ApiError::bad_request(format!("context: {e}")))
-    })
-    .transpose()
+    t.filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            meridian_core::token::decode(t)
+                .map_err(|e| ApiError::bad_request(format!("context: {e}")))
+        })
+        .transpose()
 }
 
 impl OpBody {
@@ -294,6 +306,25 @@ pub fn raw(method: Method, uri: Uri, body: Bytes, fwd: Option<Extension<Forwarde
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/kv/{keyspace}/{*key}",
+    tag = "keys",
+    operation_id = "putKey",
+    summary = "Write a value",
+    description = "Body: the value as JSON (`application/json`, the default), MessagePack (`application/msgpack`) or raw bytes (`application/octet-stream`, lww and mv only). `set` keyspaces take an array (replaces the members), `doc` keyspaces an object (replaces the fields).",
+    params(KeyPath, WriteHeaders, ContextHeader),
+    request_body(content(
+        (serde_json::Value = "application/json"),
+        (serde_json::Value = "application/msgpack"),
+        (Binary = "application/octet-stream"),
+    )),
+    responses(
+        (status = 200, description = "Durable in this region (and in as many regions as the write concern asks).", content(
+            (doc::Written = "application/json"), (doc::Written = "application/msgpack"))),
+        WriteErrors,
+    ),
+)]
 /// `PUT /v1/kv/{keyspace}/{key}`: write the body as the value.
 pub async fn put(
     State(app): State<AppState>,
@@ -317,6 +348,20 @@ pub async fn put(
     Ok(answer(&app, &h, w, |_| None))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/kv/{keyspace}/{*key}",
+    tag = "keys",
+    operation_id = "deleteKey",
+    summary = "Delete a key",
+    description = "Writes a tombstone (replicated like any write). `mv` keys: with `meridian-context`, removes exactly the siblings the read saw.",
+    params(KeyPath, WriteHeaders, ContextHeader),
+    responses(
+        (status = 200, description = "The delete is durable in this region.", content(
+            (doc::Written = "application/json"), (doc::Written = "application/msgpack"))),
+        WriteErrors,
+    ),
+)]
 /// `DELETE /v1/kv/{keyspace}/{key}`.
 pub async fn delete(
     State(app): State<AppState>,
@@ -336,6 +381,21 @@ pub async fn delete(
     Ok(answer(&app, &h, w, |_| None))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/kv/{keyspace}/{*key}",
+    tag = "keys",
+    operation_id = "opKey",
+    summary = "Apply an op",
+    description = "`counter`: `{\"op\": \"incr\", \"by\": N}`; `set`: `add` or `remove` with `values`; `doc`: `patch` with a JSON merge patch in `doc`.",
+    params(KeyPath, WriteHeaders),
+    request_body(content((OpBody = "application/json"), (OpBody = "application/msgpack"))),
+    responses(
+        (status = 200, description = "Durable in this region; counters answer their new `value`.", content(
+            (doc::Written = "application/json"), (doc::Written = "application/msgpack"))),
+        WriteErrors,
+    ),
+)]
 /// `POST /v1/kv/{keyspace}/{key}`: an op (`incr`, `add`, `remove`, `patch`).
 pub async fn op(
     State(app): State<AppState>,
@@ -369,13 +429,29 @@ pub async fn op(
 
 /// Query of `GET /v1/kv/{keyspace}/{key}` (other parameters are ignored,
 /// as they always were: caches and proxies add their own).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
-    /// Custom keys: also return the versions the value was merged from.
+    /// Custom keys, and docs with merge fields: also return the versions
+    /// the value was merged from.
     #[serde(default)]
     pub versions: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/kv/{keyspace}/{*key}",
+    tag = "keys",
+    operation_id = "getKey",
+    summary = "Read a key",
+    params(KeyPath, GetQuery, ReadHeaders, KeyReadHeaders),
+    responses(
+        (status = 200, description = "The key's value (or `mv` siblings). With `Accept: application/octet-stream`, an lww bytes value comes back raw with `meridian-version`.", content(
+            (Entry = "application/json"), (Entry = "application/msgpack"), (Binary = "application/octet-stream"))),
+        (status = 421, description = "`meridian-read: owner` on a key another region owns, sent on by a region that could not forward it (`not_owner`).", body = Error),
+        ReadErrors,
+    ),
+)]
 /// `GET /v1/kv/{keyspace}/{key}?versions=`.
 pub async fn get(
     State(app): State<AppState>,
@@ -472,18 +548,36 @@ pub async fn get(
 const LIST_MERGE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Query of `GET /v1/kv/{keyspace}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only keys starting with this.
     #[serde(default)]
     pub prefix: String,
     /// Page size (default 100, at most 1000).
+    #[param(nullable = false, minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// Start after this key (the `next` of the previous page).
+    /// Start after this key (the `next` of the previous page; empty: from
+    /// the first key).
+    #[param(nullable = false)]
     pub after: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/kv/{keyspace}",
+    tag = "keys",
+    operation_id = "listKeys",
+    summary = "List keys",
+    description = "Live keys in order, a page at a time: pass the answer's `next` as `after` for the next page.",
+    params(KeyspacePath, ListQuery, ReadHeaders),
+    responses(
+        (status = 200, description = "A page of keys.", content(
+            (Listing = "application/json"), (Listing = "application/msgpack"))),
+        ReadErrors,
+    ),
+)]
 /// `GET /v1/kv/{keyspace}?prefix=&limit=&after=`: live keys in order.
 pub async fn list(
     State(app): State<AppState>,
@@ -503,6 +597,7 @@ pub async fn list(
     }
     let after = q
         .after
+        .filter(|a| !a.is_empty())
         .map(Key::new)
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("after: {e}")))?;

@@ -10,6 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{self, ApiError};
+use super::openapi::answers::MergeNamePath;
+use super::openapi::schemas as doc;
 use super::{AppState, body, respond};
 
 /// Largest body of `PUT /v1/merges/{name}`: a 64 KiB script escaped, and
@@ -17,16 +19,19 @@ use super::{AppState, body, respond};
 pub const MAX_MERGE_BODY: usize = 512 << 10;
 
 /// The body of `PUT /v1/merges/{name}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MergeBody {
     /// Rhai source defining `fn merge(versions)`.
+    #[schema(max_length = 65536)]
     pub script: String,
     /// What it is for.
     #[serde(default)]
+    #[schema(max_length = 4096)]
     pub description: String,
     /// Values to check the script on: each a list of 2 to 16 version
     /// values, oldest first. Without them, built-in samples are used.
+    #[schema(max_items = 64)]
     pub samples: Option<Vec<Vec<serde_json::Value>>>,
 }
 
@@ -47,6 +52,27 @@ fn builtin_entry(name: &str) -> serde_json::Value {
     json!({"name": name, "builtin": true, "hash": format!("builtin:{name}")})
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/merges/{name}",
+    tag = "merges",
+    operation_id = "putMerge",
+    summary = "Register or replace a merge script",
+    description = "The script is compiled and run twice on the samples before it is stored; it is then replicated to every region. Replacing a script gives it a new hash; resolutions written back before keep the hash they ran.",
+    params(MergeNamePath),
+    request_body(content((MergeBody = "application/json"), (MergeBody = "application/msgpack"))),
+    responses(
+        (status = 201, description = "Registered.", content(
+            (doc::MergeWritten = "application/json"), (doc::MergeWritten = "application/msgpack"))),
+        (status = 200, description = "Replaced (`changed`), or the same script again.", content(
+            (doc::MergeWritten = "application/json"), (doc::MergeWritten = "application/msgpack"))),
+        (status = 400, description = "`invalid_merge`: a bad name, a built-in's name, a syntax error, no merge function, or a sample that failed or gave two results; `line`, `column`, `reason` and `sample` say where.", body = doc::Error),
+        (status = 409, description = "`invalid_merge`: the name is a built-in's.", body = doc::Error),
+        (status = 413, description = "Body over 512 KiB.", body = doc::Error),
+        (status = 415, description = "A content type other than JSON or MessagePack.", body = doc::Error),
+        (status = 503, description = "The region is stopping (`stopping`) or its clock cannot stamp (`clock`).", body = doc::Error),
+    ),
+)]
 /// `PUT /v1/merges/{name}`: register (201) or replace (200) a script; the
 /// same script again: 200, nothing written. A script that does not compile,
 /// has no `merge` function, or fails or differs between two runs on the
@@ -59,7 +85,7 @@ pub async fn put(
 ) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
     let bytes = body::bytes(body, MAX_MERGE_BODY)?;
-    let b: MergeBody = body::parse(body::format(&h)?, &bytes)?;
+    let b: MergeBody = body::parse_object(body::format(&h)?, &bytes)?;
     // Compiling and running the samples can take up to the scripts'
     // wall-time limit per run: off the async workers.
     let checked = tokio::task::spawn_blocking(move || {
@@ -87,6 +113,20 @@ pub async fn put(
     Ok(respond(status, &h, &body, Some(&vv)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/merges/{name}",
+    tag = "merges",
+    operation_id = "getMerge",
+    summary = "Describe a merge function",
+    params(MergeNamePath),
+    responses(
+        (status = 200, description = "A built-in, or a script with its source and hash.", content(
+            (doc::Merge = "application/json"), (doc::Merge = "application/msgpack"))),
+        (status = 400, description = "Not a merge name.", body = doc::Error),
+        (status = 404, description = "No such merge (`unknown_merge`).", body = doc::Error),
+    ),
+)]
 /// `GET /v1/merges/{name}`: a script with its source and hash, or a built-in.
 pub async fn get(
     State(app): State<AppState>,
@@ -110,6 +150,17 @@ pub async fn get(
     Ok(respond(StatusCode::OK, &h, &body, Some(&p.vv)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/merges",
+    tag = "merges",
+    operation_id = "listMerges",
+    summary = "List merge functions",
+    responses(
+        (status = 200, description = "The built-ins, then every registered script.", content(
+            (doc::Merges = "application/json"), (doc::Merges = "application/msgpack"))),
+    ),
+)]
 /// `GET /v1/merges`: the built-ins, then every registered script.
 pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Response, ApiError> {
     let p = app.reader.published();

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod keyspaces;
 pub mod kv;
 pub mod merges;
+pub mod openapi;
 pub mod owner;
 pub mod ownership;
 pub mod render;
@@ -28,10 +29,11 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use meridian_core::{FjallBackend, Reader};
 use meridian_crdt::{ReplicaId, VersionVector};
 use tokio::sync::watch;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::metrics::Metrics;
 use crate::region::WriterHandle;
@@ -44,37 +46,6 @@ pub const MAX_KV_BODY: usize = (1 << 20) + (64 << 10);
 pub const MAX_BATCH_BODY: usize = 16 << 20;
 /// Largest body of other requests.
 pub const MAX_SMALL_BODY: usize = 64 << 10;
-
-/// Every route of the client API with its methods: the OpenAPI document
-/// (`openapi.json`) must describe exactly these, and a test checks the
-/// router answers each.
-pub const ROUTES: &[(&str, &[&str])] = &[
-    ("/v1/kv/{keyspace}", &["get"]),
-    ("/v1/kv/{keyspace}/{key}", &["get", "put", "delete", "post"]),
-    ("/v1/batch", &["post"]),
-    ("/v1/keyspaces", &["get"]),
-    ("/v1/keyspaces/{name}", &["get", "put"]),
-    ("/v1/keyspaces/{name}/ownership", &["get", "put"]),
-    ("/v1/keyspaces/{name}/ownership/transfer", &["post"]),
-    ("/v1/merges", &["get"]),
-    ("/v1/merges/{name}", &["get", "put"]),
-    ("/v1/conflicts", &["get"]),
-    ("/v1/status", &["get"]),
-    ("/v1/admin/backups", &["get", "post"]),
-    ("/v1/admin/backups/prune", &["post"]),
-    ("/v1/admin/backups/{id}", &["get", "delete"]),
-    ("/v1/admin/backups/{id}/verify", &["post"]),
-    ("/v1/admin/rewind", &["post"]),
-    ("/v1/admin/promote", &["post"]),
-    ("/v1/admin/tokens", &["get", "post"]),
-    ("/v1/admin/tokens/{id}", &["get", "delete"]),
-    ("/v1/openapi.json", &["get"]),
-    ("/ui", &["get"]),
-    ("/ui/app.js", &["get"]),
-    ("/healthz", &["get"]),
-    ("/healthz/leader", &["get"]),
-    ("/metrics", &["get"]),
-];
 
 /// What handlers share.
 pub struct AppInner {
@@ -118,86 +89,46 @@ pub struct AppInner {
 /// Handler state: cheap to clone.
 pub type AppState = Arc<AppInner>;
 
+/// Every route with its handlers, registered once for both the router and
+/// the OpenAPI document ([`openapi::document`]).
+pub fn routed() -> OpenApiRouter<AppState> {
+    let small = || DefaultBodyLimit::max(MAX_SMALL_BODY);
+    OpenApiRouter::with_openapi(openapi::frame())
+        .routes(routes!(kv::list))
+        .routes(
+            routes!(kv::get, kv::put, kv::delete, kv::op).layer(DefaultBodyLimit::max(MAX_KV_BODY)),
+        )
+        .routes(routes!(batch::post).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
+        .routes(routes!(keyspaces::list))
+        .routes(routes!(keyspaces::get, keyspaces::put).layer(small()))
+        .routes(routes!(ownership::get, ownership::put).layer(small()))
+        .routes(routes!(ownership::transfer).layer(small()))
+        .routes(routes!(merges::list))
+        .routes(
+            routes!(merges::get, merges::put).layer(DefaultBodyLimit::max(merges::MAX_MERGE_BODY)),
+        )
+        .routes(routes!(conflicts::get))
+        .routes(routes!(status::status))
+        .routes(routes!(backups::list, backups::create))
+        .routes(routes!(backups::prune).layer(small()))
+        .routes(routes!(backups::get, backups::delete))
+        .routes(routes!(backups::verify))
+        .routes(routes!(backups::rewind).layer(small()))
+        .routes(routes!(crate::standby::gate::promote))
+        .routes(routes!(tokens::list, tokens::create).layer(small()))
+        .routes(routes!(tokens::get, tokens::revoke))
+        .routes(routes!(status::openapi))
+        .routes(routes!(console::page))
+        .routes(routes!(console::script))
+        .routes(routes!(status::healthz))
+        .routes(routes!(crate::standby::gate::leader_health))
+        .routes(routes!(status::metrics))
+}
+
 /// The client API router.
 pub fn router(state: AppState) -> Router {
-    let kv_key = axum::routing::get(kv::get)
-        .put(kv::put)
-        .delete(kv::delete)
-        .post(kv::op)
-        .layer(DefaultBodyLimit::max(MAX_KV_BODY));
-    Router::new()
-        .route("/v1/kv/{keyspace}", get(kv::list))
-        .route("/v1/kv/{keyspace}/{*key}", kv_key)
-        .route(
-            "/v1/batch",
-            axum::routing::post(batch::post).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
-        )
-        .route("/v1/keyspaces", get(keyspaces::list))
-        .route(
-            "/v1/keyspaces/{name}",
-            get(keyspaces::get)
-                .put(keyspaces::put)
-                .layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
-        )
-        .route(
-            "/v1/keyspaces/{name}/ownership",
-            get(ownership::get)
-                .put(ownership::put)
-                .layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
-        )
-        .route(
-            "/v1/keyspaces/{name}/ownership/transfer",
-            axum::routing::post(ownership::transfer).layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
-        )
-        .route("/v1/merges", get(merges::list))
-        .route(
-            "/v1/merges/{name}",
-            get(merges::get)
-                .put(merges::put)
-                .layer(DefaultBodyLimit::max(merges::MAX_MERGE_BODY)),
-        )
-        .route("/v1/conflicts", get(conflicts::get))
-        .route("/v1/status", get(status::status))
-        .route(
-            "/v1/admin/backups",
-            get(backups::list).post(backups::create),
-        )
-        .route(
-            "/v1/admin/backups/prune",
-            axum::routing::post(backups::prune).layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
-        )
-        .route(
-            "/v1/admin/backups/{id}",
-            get(backups::get).delete(backups::delete),
-        )
-        .route(
-            "/v1/admin/backups/{id}/verify",
-            axum::routing::post(backups::verify),
-        )
-        .route(
-            "/v1/admin/rewind",
-            axum::routing::post(backups::rewind).layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
-        )
-        .route(
-            "/v1/admin/promote",
-            axum::routing::post(crate::standby::gate::promote),
-        )
-        .route(
-            "/v1/admin/tokens",
-            get(tokens::list)
-                .post(tokens::create)
-                .layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
-        )
-        .route(
-            "/v1/admin/tokens/{id}",
-            get(tokens::get).delete(tokens::revoke),
-        )
-        .route("/v1/openapi.json", get(status::openapi))
-        .route("/ui", get(console::page))
-        .route("/ui/app.js", get(console::script))
-        .route("/healthz", get(status::healthz))
-        .route("/healthz/leader", get(crate::standby::gate::leader_health))
-        .route("/metrics", get(status::metrics))
+    let (routes, _) = routed().split_for_parts();
+    routes
         // Once the route is known (authentication ran before routing):
         // the right for it, then, on a standby, the gate that forwards
         // writes to the leader. Nothing is buffered or forwarded for a

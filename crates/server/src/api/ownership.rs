@@ -14,6 +14,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::openapi::OwnershipBody;
+use super::openapi::answers::NamePath;
+use super::openapi::schemas as doc;
 use super::{AppInner, AppState, MAX_SMALL_BODY, body, respond};
 use crate::peer::forward::{self, ForwardedBy};
 use crate::region::writer::OwnershipChange;
@@ -75,6 +78,20 @@ fn describe(app: &AppInner, keyspace: &str) -> serde_json::Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/keyspaces/{name}/ownership",
+    tag = "ownership",
+    operation_id = "getOwnership",
+    summary = "A keyspace's ownership map",
+    params(NamePath),
+    responses(
+        (status = 200, description = "The map (epoch 0 and no rules when none was set), the steward and each region's latest fence.", content(
+            (doc::Ownership = "application/json"), (doc::Ownership = "application/msgpack"))),
+        (status = 400, description = "Not a keyspace name.", body = doc::Error),
+        (status = 404, description = "Unknown keyspace.", body = doc::Error),
+    ),
+)]
 /// `GET /v1/keyspaces/{name}/ownership`: the map (epoch 0 and no rules
 /// when none was set), the steward and each region's latest fence.
 pub async fn get(
@@ -93,18 +110,41 @@ pub async fn get(
 }
 
 /// The body of a transfer.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferBody {
     /// The rule: its index, `"default"`, or what it matches.
+    #[schema(value_type = super::openapi::RuleRef)]
     pub rule: RuleRef,
     /// The new owner.
+    #[schema(value_type = super::openapi::RegionName)]
     pub to: RegionId,
     /// Only if the map is still at this epoch.
     #[serde(default)]
+    #[schema(value_type = Option<u64>, maximum = 18446744073709551615_u64)]
     pub epoch: Option<Epoch>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/keyspaces/{name}/ownership",
+    tag = "ownership",
+    operation_id = "putOwnership",
+    summary = "Set a keyspace's ownership map",
+    description = "Made by the steward (the cluster's first region by name); other regions forward it. Each change raises the epoch by one; owner changes are fenced.",
+    params(NamePath),
+    request_body(content((OwnershipBody = "application/json"), (OwnershipBody = "application/msgpack"))),
+    responses(
+        (status = 200, description = "The map after the change (`changed` says whether anything did).", content(
+            (doc::Ownership = "application/json"), (doc::Ownership = "application/msgpack"))),
+        (status = 400, description = "Invalid map: overlapping rules, an empty range, an unknown region, too many rules (`invalid_map`), or a bad body.", body = doc::Error),
+        (status = 404, description = "Unknown keyspace, no map, or no such rule.", body = doc::Error),
+        (status = 409, description = "The map is no longer at the `epoch` given (`stale_epoch`).", body = doc::Error),
+        (status = 413, description = "Body over 64 KiB.", body = doc::Error),
+        (status = 415, description = "A content type other than JSON or MessagePack.", body = doc::Error),
+        (status = 503, description = "The steward cannot be reached (`steward_unreachable`) or is starting, or the region is stopping.", body = doc::Error),
+    ),
+)]
 /// `PUT /v1/keyspaces/{name}/ownership`: sets the whole map (a
 /// compare-and-set when the body names the `epoch` it follows).
 #[allow(clippy::too_many_arguments)]
@@ -119,7 +159,7 @@ pub async fn put(
 ) -> Result<Response, ApiError> {
     let ks = keyspace_named(path)?;
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
-    let req: MapRequest = body::parse(body::format(&h)?, &bytes)?;
+    let req: MapRequest = body::parse_settings(body::format(&h)?, &bytes)?;
     let regions = cluster(&app);
     req.validate(&regions)
         .map_err(meridian_core::WriteError::from)?;
@@ -132,6 +172,25 @@ pub async fn put(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keyspaces/{name}/ownership/transfer",
+    tag = "ownership",
+    operation_id = "transferOwnership",
+    summary = "Move one rule to another region (fenced handoff)",
+    params(NamePath),
+    request_body(content((TransferBody = "application/json"), (TransferBody = "application/msgpack"))),
+    responses(
+        (status = 200, description = "The map after the change (`changed` says whether anything did).", content(
+            (doc::Ownership = "application/json"), (doc::Ownership = "application/msgpack"))),
+        (status = 400, description = "Invalid map: overlapping rules, an empty range, an unknown region, too many rules (`invalid_map`), or a bad body.", body = doc::Error),
+        (status = 404, description = "Unknown keyspace, no map, or no such rule.", body = doc::Error),
+        (status = 409, description = "The map is no longer at the `epoch` given (`stale_epoch`).", body = doc::Error),
+        (status = 413, description = "Body over 64 KiB.", body = doc::Error),
+        (status = 415, description = "A content type other than JSON or MessagePack.", body = doc::Error),
+        (status = 503, description = "The steward cannot be reached (`steward_unreachable`) or is starting, or the region is stopping.", body = doc::Error),
+    ),
+)]
 /// `POST /v1/keyspaces/{name}/ownership/transfer`: moves one rule to
 /// another region, fenced.
 #[allow(clippy::too_many_arguments)]
@@ -146,7 +205,7 @@ pub async fn transfer(
 ) -> Result<Response, ApiError> {
     let ks = keyspace_named(path)?;
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
-    let b: TransferBody = body::parse(body::format(&h)?, &bytes)?;
+    let b: TransferBody = body::parse_settings(body::format(&h)?, &bytes)?;
     let change_ = OwnershipChange::Transfer {
         which: b.rule,
         to: b.to,

@@ -7,11 +7,8 @@ use meridian_crdt::VersionVector;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::openapi::schemas as doc;
 use super::{AppState, respond};
-
-/// The OpenAPI document of the client API (kept in the repo, checked by a
-/// test against [`super::ROUTES`]).
-pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// A version vector as JSON: one entry per origin.
 pub fn vv_json(vv: &VersionVector) -> serde_json::Value {
@@ -21,6 +18,17 @@ pub fn vv_json(vv: &VersionVector) -> serde_json::Value {
         .collect::<Vec<_>>())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "status",
+    operation_id = "status",
+    summary = "Region status",
+    responses(
+        (status = 200, description = "Region, replica, version vector, digests per keyspace, op log, peers with lag, standbys.", content(
+            (doc::Status = "application/json"), (doc::Status = "application/msgpack"))),
+    ),
+)]
 /// `GET /v1/status`.
 pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Response, ApiError> {
     let p = app.reader.published();
@@ -93,6 +101,18 @@ fn standby_json(app: &super::AppInner, vv: &VersionVector) -> serde_json::Value 
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "status",
+    operation_id = "healthz",
+    summary = "Liveness and readiness",
+    security(()),
+    responses(
+        (status = 200, description = "The region serves.", body = doc::Health),
+        (status = 503, description = "The region's writer failed (the process then exits non-zero).", body = doc::Health),
+    ),
+)]
 /// `GET /healthz`: 200 while the region serves; 503 naming the error once
 /// the writer has failed (the process then exits non-zero).
 pub async fn healthz(State(app): State<AppState>) -> Response {
@@ -114,6 +134,16 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "status",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "OpenMetrics text.", content((String = "application/openmetrics-text"))),
+    ),
+)]
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(app): State<AppState>) -> Response {
     (
@@ -127,6 +157,17 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "status",
+    operation_id = "openapi",
+    summary = "This document",
+    security(()),
+    responses(
+        (status = 200, description = "OpenAPI 3.1, generated from the handlers.", body = Object),
+    ),
+)]
 /// `GET /v1/openapi.json`.
 pub async fn openapi() -> Response {
     (
@@ -135,7 +176,7 @@ pub async fn openapi() -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        OPENAPI,
+        super::openapi::json(),
     )
         .into_response()
 }

@@ -70,13 +70,14 @@ pub async fn trace(
     resp
 }
 
-/// The route as one of [`super::ROUTES`] (a `'static` label), or `other`.
-/// The router's wildcard (`{*key}`) is the table's `{key}`.
+/// The route as one of the document's ([`super::openapi::routes`], a
+/// `'static` label), or `other`. The router's wildcard (`{*key}`) is the
+/// document's `{key}`.
 fn static_route(route: &str) -> &'static str {
-    super::ROUTES
+    super::openapi::routes()
         .iter()
-        .find(|(r, _)| route.chars().filter(|c| *c != '*').eq(r.chars()))
-        .map_or("other", |(r, _)| r)
+        .find(|r| route.chars().filter(|c| *c != '*').eq(r.path.chars()))
+        .map_or("other", |r| r.path.as_str())
 }
 
 fn method_label(m: &Method) -> &'static str {

@@ -224,6 +224,18 @@ fn outcome_unknown(leader: &str, why: &str) -> Response {
     .into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/promote",
+    tag = "standbys",
+    operation_id = "promote",
+    summary = "Promote this standby to its region's leader",
+    description = "Sent to a standby: it leads its region from now on, at the next epoch, as its own replica (a new incarnation), keeping everything it applied. It restarts its region as the leader in a moment and tells every member it knows of the new epoch; an old leader that hears of it steps down.",
+    responses(
+        (status = 202, description = "Promoted; restarting as the leader.", body = crate::api::openapi::schemas::Promoted),
+        (status = 409, description = "This member leads its region already.", body = crate::api::openapi::schemas::Error),
+    ),
+)]
 /// `POST /v1/admin/promote`: this standby leads from now on (at the next
 /// epoch); the process restarts its region as the leader.
 pub async fn promote(State(app): State<AppState>) -> Response {
@@ -248,6 +260,19 @@ pub async fn promote(State(app): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz/leader",
+    tag = "status",
+    operation_id = "leaderHealth",
+    summary = "Whether this member leads its region",
+    description = "A readiness probe for a write Service: 200 on the region's leader, 503 on a standby.",
+    security(()),
+    responses(
+        (status = 200, description = "This member leads its region.", body = crate::api::openapi::schemas::Role),
+        (status = 503, description = "This member is a standby.", body = crate::api::openapi::schemas::Role),
+    ),
+)]
 /// `GET /healthz/leader`: 200 on the region's leader, 503 on a standby (a
 /// readiness probe that puts a write Service on the leader only).
 pub async fn leader_health(State(app): State<AppState>) -> Response {
