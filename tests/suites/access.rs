@@ -88,6 +88,13 @@ async fn tokens_replicate_and_revocations_hold_everywhere_within_a_second() {
         }
     }
     println!("revocation refused: {within:?}");
+    // Its record stays readable, for audit, through the client (the region
+    // answers it 410 Gone).
+    for r in &c.regions {
+        let info = c.client(r).access_token_info(&id).await.unwrap();
+        assert!(info["revoked_ms"].is_u64(), "{r}: {info}");
+        assert_eq!(info["id"], json!(id));
+    }
     // And it stays refused (a restart reads it back from the state).
     let mut c = c;
     c.restart("eu-west").await.unwrap();

@@ -258,10 +258,17 @@ impl Client {
         self.read("/v1/admin/tokens", &Options::default()).await
     }
 
-    /// `GET /v1/admin/tokens/{id}`.
+    /// `GET /v1/admin/tokens/{id}`: the token's record, a revoked one's
+    /// too (the region answers it with 410 and `revoked_ms`).
     pub async fn access_token_info(&self, id: &str) -> Result<Value, ClientError> {
         let path = format!("/v1/admin/tokens/{}", path::segment(id));
-        self.read(&path, &Options::default()).await
+        let r = self
+            .call(Method::GET, &path, None, &Options::default(), Safety::Read)
+            .await?;
+        if r.status == StatusCode::GONE && r.body["revoked_ms"].is_u64() {
+            return Ok(r.body);
+        }
+        Ok(Self::check(r)?.body)
     }
 
     /// `POST /v1/admin/tokens` (`{"name", "grants": [{"keyspace",

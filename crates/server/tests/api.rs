@@ -353,6 +353,51 @@ async fn counters_sets_docs_and_siblings() {
         read["siblings"],
         json!([{"value": ["apple", "pear"], "version": read["siblings"][0]["version"]}])
     );
+    // An empty context is refused, not taken as none: none would be
+    // "every version here", and the delete would remove siblings its
+    // client never saw. Header and batch field alike; nothing changes.
+    let r = api
+        .req(
+            Method::DELETE,
+            "/v1/kv/carts/c",
+            &[("meridian-context", "")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.json());
+    let r = api
+        .json(
+            Method::POST,
+            "/v1/batch",
+            json!({"ops": [{"keyspace": "carts", "key": "c", "op": "delete", "context": ""}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.json());
+    assert_eq!(
+        api.get("/v1/kv/carts/c").await.json()["siblings"],
+        read["siblings"]
+    );
+    // A whole number written with a zero fraction counts as that number;
+    // past 2^53 (where a float is no longer the number written) it is
+    // refused, not rounded.
+    let r = api
+        .json(
+            Method::POST,
+            "/v1/kv/hits/b",
+            json!({"op": "incr", "by": 2.0}),
+        )
+        .await;
+    assert_eq!(r.json()["value"], json!(2));
+    let r = api
+        .req(
+            Method::POST,
+            "/v1/kv/hits/b",
+            &[],
+            r#"{"op": "incr", "by": 9007199254740994.0}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.json());
+    assert_eq!(api.get("/v1/kv/hits/b").await.json()["value"], json!(2));
 }
 
 #[tokio::test]
@@ -717,6 +762,18 @@ async fn the_openapi_document_is_generated_and_every_route_in_it_is_served() {
             !open,
             "{method} {path}: 401/403"
         );
+    }
+    // Data answers document the token header they carry; error answers
+    // and the backup routes (which carry none) do not.
+    let get_key = &served["paths"]["/v1/kv/{keyspace}/{key}"]["get"]["responses"];
+    assert!(get_key["200"]["headers"]["meridian-token"].is_object());
+    assert!(get_key["404"]["headers"].get("meridian-token").is_none());
+    let backups = &served["paths"]["/v1/admin/backups"]["get"]["responses"]["200"];
+    assert!(backups["headers"].get("meridian-token").is_none());
+    // The standby gate's answers are on every route behind it.
+    let put_ks = &served["paths"]["/v1/keyspaces/{name}"]["put"]["responses"];
+    for status in ["421", "502", "503"] {
+        assert!(put_ks[status].is_object(), "PUT keyspace lacks {status}");
     }
     // Every error answer names the error body, and every path parameter
     // of a route is declared.

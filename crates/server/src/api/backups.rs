@@ -265,9 +265,10 @@ pub struct PruneBody {
     #[serde(default)]
     #[schema(maximum = 4294967295_u32)]
     keep_last: Option<u32>,
-    /// Keep those younger than this many hours.
+    /// Keep those younger than this many hours (at most 5124095576030,
+    /// which is u64::MAX milliseconds).
     #[serde(default)]
-    #[schema(maximum = 18446744073709551615_u64)]
+    #[schema(maximum = 5124095576030_u64)]
     keep_hours: Option<u64>,
 }
 
@@ -278,7 +279,7 @@ pub struct PruneBody {
     operation_id = "pruneBackups",
     summary = "Apply backup retention",
     description = "Keeps the newest `keep_last` and those younger than `keep_hours` (either rule keeps a backup); the newest backup, and the newest one older than the undo window, are always kept. Files no kept backup needs are deleted. Without a body, the configured rules apply.",
-    request_body(content((PruneBody = "application/json"), (PruneBody = "application/msgpack"))),
+    request_body(content((Option<PruneBody> = "application/json"), (Option<PruneBody> = "application/msgpack"))),
     responses(
         (status = 200, description = "What was removed.", body = doc::Pruned),
         (status = 400, description = "Bad id, query or body.", body = doc::Error),

@@ -133,17 +133,24 @@ pub fn parse<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, ApiErr
 
 /// Parses a settings body (a keyspace, an ownership map, a token, ...)
 /// like [`parse`], reading a JSON number written with a zero fraction
-/// (`3.0`, `1e3`) as the whole number it is, as JSON Schema does. Only for
-/// bodies that carry no user values: a value's `1.0` stays a float.
+/// (`3.0`, `1e3`) as the whole number it is, as JSON Schema does, where
+/// that number is exact (at most 2^53). Only for bodies that carry no
+/// user values. The body must be an object, and a field named twice is
+/// refused, as a direct parse would.
 pub fn parse_settings<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, ApiError> {
     if fmt != Format::Json {
         return parse(fmt, bytes);
     }
-    let mut v: serde_json::Value = parse(fmt, bytes)?;
+    if json_depth_exceeds(bytes, MAX_DEPTH) {
+        return Err(ApiError::bad_request(format!(
+            "JSON nesting is deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    let Strict(v) = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
     if !v.is_object() {
         return Err(not_an_object());
     }
-    whole_numbers(&mut v);
     T::deserialize(v).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
 }
 
@@ -160,45 +167,89 @@ pub fn parse_object<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T,
     parse(fmt, bytes)
 }
 
-/// Rewrites every float with no fraction that fits an integer as that
-/// integer.
-fn whole_numbers(v: &mut serde_json::Value) {
-    use serde_json::Value;
-    match v {
-        Value::Number(n) if n.is_f64() => {
-            let f = n.as_f64().unwrap_or(f64::NAN);
-            if f.fract() == 0.0 {
-                // `as` saturates: only a round trip proves the value fits.
-                if f >= 0.0 && (f as u64) as f64 == f && f < 18_446_744_073_709_551_616.0 {
-                    *v = Value::from(f as u64);
-                } else if f < 0.0 && (f as i64) as f64 == f {
-                    *v = Value::from(f as i64);
-                }
-            }
+/// The largest magnitude below which every whole number is an f64 of its
+/// own: past it, `9007199254740993.0` has already been read as
+/// `...992`, and taking it would change the number silently.
+const EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// A float with no fraction, exactly representable, as an integer.
+fn whole(f: f64) -> Option<i64> {
+    (f.fract() == 0.0 && f.abs() <= EXACT).then_some(f as i64)
+}
+
+/// A JSON value read with whole floats as integers and duplicate fields
+/// refused.
+struct Strict(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+        Ok(Strict(whole(v).map_or_else(|| v.into(), Into::into)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(serde_json::Value::Null))
+    }
+    fn visit_none<E>(self) -> Result<Strict, E> {
+        Ok(Strict(serde_json::Value::Null))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
         }
-        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
-        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
-        _ => {}
+        Ok(Strict(items.into()))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut fields = serde_json::Map::new();
+        while let Some((k, Strict(v))) = map.next_entry::<String, Strict>()? {
+            if fields.contains_key(&k) {
+                return Err(serde::de::Error::custom(format!("duplicate field `{k}`")));
+            }
+            fields.insert(k, v);
+        }
+        Ok(Strict(fields.into()))
     }
 }
 
 /// Deserializes an integer that may be written with a zero fraction
-/// (`2.0`), as JSON Schema's `integer` allows.
+/// (`2.0`), as JSON Schema's `integer` allows, where that is exact.
 pub fn whole_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
     if let Some(i) = n.as_i64() {
         return Ok(i);
     }
-    match n.as_f64() {
-        Some(f)
-            if f.fract() == 0.0 && (f as i64) as f64 == f && f < 9_223_372_036_854_775_808.0 =>
-        {
-            Ok(f as i64)
-        }
-        _ => Err(serde::de::Error::custom(format!(
-            "{n} is not a whole number in the 64-bit signed range"
-        ))),
-    }
+    n.as_f64().and_then(whole).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "{n} is not a whole number (a fraction, or past 2^53 written as a float, or past the 64-bit range)"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -227,6 +278,17 @@ mod tests {
         assert!(
             parse_settings::<S>(Format::Json, br#"{"a": 1, "b": 0, "c": [1e20], "d": 0}"#).is_err()
         );
+        // Past 2^53 a float is no longer the number written: refused, not
+        // rounded.
+        let at = br#"{"a": 1, "b": 9007199254740992.0, "c": [], "d": 0}"#;
+        assert_eq!(parse_settings::<S>(Format::Json, at).unwrap().b, 1 << 53);
+        let over = br#"{"a": 1, "b": 9007199254740994.0, "c": [], "d": 0}"#;
+        assert!(parse_settings::<S>(Format::Json, over).is_err());
+        // A field named twice is refused, as a direct parse does.
+        let twice = br#"{"a": 1, "a": 2, "b": 0, "c": [], "d": 0}"#;
+        assert!(serde_json::from_slice::<S>(twice).is_err());
+        let e = parse_settings::<S>(Format::Json, twice).err().unwrap();
+        assert!(e.message.contains("duplicate field `a`"), "{}", e.message);
         // A struct is an object: serde alone would fill one from an array.
         assert!(parse_settings::<S>(Format::Json, b"[3, 0, [], 0]").is_err());
         assert!(parse_object::<S>(Format::Json, b" [3, 0, [], 0]").is_err());
@@ -248,6 +310,8 @@ mod tests {
         assert_eq!(by(r#"{"by": -7}"#).unwrap(), -7);
         assert_eq!(by(r#"{"by": 9223372036854775807}"#).unwrap(), i64::MAX);
         assert!(by(r#"{"by": 2.5}"#).is_err());
+        assert_eq!(by(r#"{"by": -9007199254740992.0}"#).unwrap(), -(1 << 53));
+        assert!(by(r#"{"by": 9007199254740994.0}"#).is_err());
         assert!(by(r#"{"by": 9223372036854775808}"#).is_err());
         assert!(by(r#"{"by": 1e19}"#).is_err());
     }

@@ -97,7 +97,7 @@ pub struct WriteHeaders {
 pub struct ContextHeader {
     /// `mv` keyspaces: the `context` of the read this write follows; the
     /// write replaces exactly the siblings it saw.
-    #[param(nullable = false, rename = "meridian-context")]
+    #[param(nullable = false, rename = "meridian-context", min_length = 1)]
     pub context: Option<String>,
 }
 
@@ -159,12 +159,8 @@ fn text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
         .transpose()
 }
 
-/// A token or context header; an empty one is none (a client that holds
-/// no token yet may send its empty string). A number header stays
-/// refused when empty.
 fn vv_header(h: &HeaderMap, name: &str) -> Result<Option<VersionVector>, ApiError> {
     text(h, name)?
-        .filter(|t| !t.trim().is_empty())
         .map(|t| {
             meridian_core::token::decode(t)
                 .map_err(|e| ApiError::bad_request(format!("header {name}: {e}")))
@@ -172,8 +168,15 @@ fn vv_header(h: &HeaderMap, name: &str) -> Result<Option<VersionVector>, ApiErro
         .transpose()
 }
 
-/// The causal token a request carries.
+/// The causal token a request carries. An empty one is none: a client
+/// that holds no token yet may send its empty string, and a token can
+/// only make a request wait, never change what it does. (An empty
+/// context is refused: none would mean "everything here", and a delete
+/// would remove siblings its client never saw.)
 pub fn token(h: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
+    if text(h, TOKEN)?.is_some_and(|t| t.trim().is_empty()) {
+        return Ok(None);
+    }
     vv_header(h, TOKEN)
 }
 

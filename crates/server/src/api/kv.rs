@@ -60,12 +60,14 @@ pub enum OpBody {
         value: serde_json::Value,
         /// `mv`: context from a read.
         #[serde(default)]
+        #[schema(min_length = 1)]
         context: Option<String>,
     },
     /// Delete (batches only; single keys use DELETE).
     Delete {
         /// `mv`: context from a read.
         #[serde(default)]
+        #[schema(min_length = 1)]
         context: Option<String>,
     },
 }
@@ -74,14 +76,11 @@ fn one() -> i64 {
     1
 }
 
-/// A context in a body; empty is none, as in the header.
 fn context(t: Option<&str>) -> Result<Option<meridian_crdt::VersionVector>, ApiError> {
-    t.filter(|t| !t.trim().is_empty())
-        .map(|t| {
-            meridian_core::token::decode(t)
-                .map_err(|e| ApiError::bad_request(format!("context: {e}")))
-        })
-        .transpose()
+    t.map(|t| {
+        meridian_core::token::decode(t).map_err(|e| ApiError::bad_request(format!("context: {e}")))
+    })
+    .transpose()
 }
 
 impl OpBody {

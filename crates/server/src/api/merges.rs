@@ -66,7 +66,7 @@ fn builtin_entry(name: &str) -> serde_json::Value {
             (doc::MergeWritten = "application/json"), (doc::MergeWritten = "application/msgpack"))),
         (status = 200, description = "Replaced (`changed`), or the same script again.", content(
             (doc::MergeWritten = "application/json"), (doc::MergeWritten = "application/msgpack"))),
-        (status = 400, description = "`invalid_merge`: a bad name, a built-in's name, a syntax error, no merge function, or a sample that failed or gave two results; `line`, `column`, `reason` and `sample` say where.", body = doc::Error),
+        (status = 400, description = "`invalid_merge`: a bad name, a syntax error, no merge function, or a sample that failed or gave two results; `line`, `column`, `reason` and `sample` say where.", body = doc::Error),
         (status = 409, description = "`invalid_merge`: the name is a built-in's.", body = doc::Error),
         (status = 413, description = "Body over 512 KiB.", body = doc::Error),
         (status = 415, description = "A content type other than JSON or MessagePack.", body = doc::Error),

@@ -127,6 +127,8 @@ pub fn routed() -> OpenApiRouter<AppState> {
 
 /// The client API router.
 pub fn router(state: AppState) -> Router {
+    // Built now, not by the first request that the trace layer labels.
+    let _ = openapi::routes();
     let (routes, _) = routed().split_for_parts();
     routes
         // Once the route is known (authentication ran before routing):

@@ -26,7 +26,7 @@ use schemas::Error;
 #[openapi(
     info(
         title = "Meridian client API",
-        description = "One region's client API. Every answer from a route under /v1/ carries `meridian-token`, the region's causal token; a request carrying one is answered only once the region has applied everything it covers. Errors are JSON: `{\"error\": code, \"message\": text}` with fields that depend on the code.",
+        description = "One region's client API. Every successful answer that reads or writes the region's data carries `meridian-token`, the region's causal token; a request carrying one is answered only once the region has applied everything it covers. Errors are JSON: `{\"error\": code, \"message\": text}` with fields that depend on the code.",
     ),
     security(("bearer" = [])),
     modifiers(&Bearer),
@@ -42,7 +42,7 @@ impl Modify for Bearer {
         let components = doc.components.get_or_insert_with(Default::default);
         let mut scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
         scheme.description = Some(
-            "An access token (`meridian ctl token create`, or the bootstrap token). Needed on every route but the public ones (/healthz, /healthz/leader, /v1/openapi.json, /ui) unless the region runs open (`[auth] mode = \"open\"`, loopback only). 401 without a live token, 403 without the right (read, write or admin on the keyspace and key prefix).".into(),
+            "An access token (`meridian ctl token create`, or the bootstrap token). Needed on every route but the public ones (/healthz, /healthz/leader, /v1/openapi.json, /ui, /ui/app.js) unless the region runs open (`[auth] mode = \"open\"`, loopback only). 401 without a live token, 403 without the right (read, write or admin on the keyspace and key prefix).".into(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
@@ -107,15 +107,15 @@ fn operations(item: &PathItem) -> impl Iterator<Item = (&'static str, &Operation
     .filter_map(|(m, op)| op.as_ref().map(|op| (m, op)))
 }
 
-fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
     [
-        &mut item.get,
-        &mut item.put,
-        &mut item.post,
-        &mut item.delete,
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
     ]
     .into_iter()
-    .filter_map(Option::as_mut)
+    .filter_map(|(m, op)| op.as_mut().map(|op| (m, op)))
 }
 
 /// What every route shares, added to what the handlers say.
@@ -148,7 +148,13 @@ fn finish(mut doc: Document) -> Document {
         .build();
     for (path, item) in doc.paths.paths.iter_mut() {
         let public = crate::security::auth::PUBLIC.contains(&path.as_str());
-        for op in operations_mut(item) {
+        // Answers built from the published state carry its token; the
+        // backup routes and promotion answer without one.
+        let tokened = path.starts_with("/v1/")
+            && path != "/v1/openapi.json"
+            && !path.starts_with("/v1/admin/backups")
+            && !matches!(path.as_str(), "/v1/admin/rewind" | "/v1/admin/promote");
+        for (method, op) in operations_mut(item) {
             let r = &mut op.responses.responses;
             if !public {
                 r.entry("401".into()).or_insert_with(|| {
@@ -157,10 +163,11 @@ fn finish(mut doc: Document) -> Document {
                 r.entry("403".into()).or_insert_with(|| {
                     RefOr::Ref(utoipa::openapi::Ref::from_response_name("Forbidden"))
                 });
+                gate_answers(method, r);
             }
-            if path.starts_with("/v1/") && path != "/v1/openapi.json" {
-                for resp in r.values_mut() {
-                    if let RefOr::T(resp) = resp {
+            if tokened {
+                for (status, resp) in r.iter_mut() {
+                    if let (true, RefOr::T(resp)) = (status.starts_with('2'), resp) {
                         resp.headers
                             .entry(super::headers::TOKEN.into())
                             .or_insert_with(|| token.clone());
@@ -170,6 +177,34 @@ fn finish(mut doc: Document) -> Document {
         }
     }
     doc
+}
+
+/// What the standby gate (`crate::standby::gate`), which stands before
+/// every route that needs a token, may answer.
+fn gate_answers(method: &str, r: &mut std::collections::BTreeMap<String, RefOr<Response>>) {
+    let mut add = |status: &str, description: &str| {
+        r.entry(status.into())
+            .or_insert_with(|| RefOr::T(error_response(description)));
+    };
+    add(
+        "503",
+        "The region is stopping; on a standby: it has no leader (`no_leader`), cannot reach it (`leader_unreachable`), is changing role (`role_change`), or is staler than `meridian-max-staleness-ms` allows (`too_stale`).",
+    );
+    if method == "get" {
+        add(
+            "400",
+            "A malformed header (`meridian-max-staleness-ms` not a whole number, ...).",
+        );
+    } else {
+        add(
+            "421",
+            "On a standby that does not forward writes: the leader takes them (`not_leader`, with `url`).",
+        );
+        add(
+            "502",
+            "On a standby: the write was sent to the leader and no answer came back (`forward_outcome_unknown`); it may have been taken.",
+        );
+    }
 }
 
 fn error_response(description: &str) -> Response {
