@@ -575,7 +575,8 @@ impl Collector for EngineCollector {
             &mut enc,
             "state_bytes",
             "State store size on disk",
-            v.reader.disk_bytes() as i64,
+            v.reader
+                .disk_bytes_recent(crate::api::status::STATE_BYTES_AGE) as i64,
         )?;
         Ok(())
     }

@@ -57,6 +57,9 @@ pub struct Listing {
 pub struct Reader<B> {
     backend: Arc<B>,
     shared: Arc<Shared>,
+    /// The store's size and when it was measured (see
+    /// [`Reader::disk_bytes_recent`]).
+    disk: Arc<std::sync::Mutex<Option<(std::time::Instant, u64)>>>,
 }
 
 impl<B> Clone for Reader<B> {
@@ -64,6 +67,7 @@ impl<B> Clone for Reader<B> {
         Self {
             backend: self.backend.clone(),
             shared: self.shared.clone(),
+            disk: self.disk.clone(),
         }
     }
 }
@@ -71,7 +75,11 @@ impl<B> Clone for Reader<B> {
 impl<B: Backend> Reader<B> {
     /// A reader over `backend` seeing what `shared` publishes.
     pub fn new(backend: Arc<B>, shared: Arc<Shared>) -> Self {
-        Self { backend, shared }
+        Self {
+            backend,
+            shared,
+            disk: Arc::default(),
+        }
     }
 
     /// Covers everything this reader can see in the store now (see
@@ -266,6 +274,25 @@ impl<B: Backend> Reader<B> {
     /// Bytes the state store occupies on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.backend.disk_bytes()
+    }
+
+    /// [`Reader::disk_bytes`] as measured at most `max_age` ago: for
+    /// status pages and scrapes, which may come every second from many
+    /// callers, while measuring lists the store's files.
+    pub fn disk_bytes_recent(&self, max_age: std::time::Duration) -> u64 {
+        let now = std::time::Instant::now();
+        let mut held = self
+            .disk
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *held {
+            Some((at, bytes)) if now.duration_since(at) <= max_age => bytes,
+            _ => {
+                let bytes = self.backend.disk_bytes();
+                *held = Some((now, bytes));
+                bytes
+            }
+        }
     }
 }
 

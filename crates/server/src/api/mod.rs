@@ -143,6 +143,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::security::auth::authorize,
         ))
+        // A panic below answers a 500 that the trace layer counts.
+        .route_layer(axum::middleware::from_fn(trace::catch_panic))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             trace::trace,

@@ -10,6 +10,10 @@ use super::error::ApiError;
 use super::openapi::schemas as doc;
 use super::{AppState, respond};
 
+/// How stale the `state_bytes` of a status page or a scrape may be:
+/// measuring lists the store's files, and consoles poll every 2 s.
+pub const STATE_BYTES_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A version vector as JSON: one entry per origin.
 pub fn vv_json(vv: &VersionVector) -> serde_json::Value {
     json!(vv
@@ -59,7 +63,7 @@ pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Respons
         "hlc": p.hlc.to_string(),
         "keyspaces": keyspaces,
         "log": app.log_info.snapshot(),
-        "state_bytes": app.reader.disk_bytes(),
+        "state_bytes": app.reader.disk_bytes_recent(STATE_BYTES_AGE),
         "causal_buffered": p.stats.buffered,
         "held_for_clock": p.stats.held_for_clock,
         "tombstones_collected": p.stats.tombstones_collected,

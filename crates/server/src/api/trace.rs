@@ -11,7 +11,8 @@
 //! `meridian_api_requests_total{route, method, status}`; refusals before
 //! routing (a missing or bad token: 401) count in
 //! `meridian_security_refused_total` instead, and unknown paths (404
-//! `no_route`, 405) in neither.
+//! `no_route`, 405) in neither. A handler that panics answers a JSON 500
+//! ([`catch_panic`]), counted and logged like any other.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -70,6 +71,32 @@ pub async fn trace(
     resp
 }
 
+/// A handler (or the gate, or the right check) that panics answers a
+/// JSON 500, which the trace layer above counts and logs, instead of the
+/// connection dropping with no answer. The region keeps serving; the
+/// panic is logged at `error` with what it said.
+pub async fn catch_panic(req: Request, next: Next) -> Response {
+    use futures_util::FutureExt as _;
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(resp) => resp,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            tracing::error!(target: TARGET, panic = %what, "request handler panicked");
+            super::error::ApiError::internal(format!(
+                "the request failed inside the region ({what}); nothing of it was acknowledged, and the region keeps serving"
+            ))
+            .into_response()
+        }
+    }
+}
+
 /// The route as one of the document's ([`super::openapi::routes`], a
 /// `'static` label), or `other`. The router's wildcard (`{*key}`) is the
 /// document's `{key}`.
@@ -111,6 +138,41 @@ fn target<'a>(route: &str, params: &'a RawPathParams) -> (&'a str, Option<usize>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_json_500_and_the_router_keeps_serving() {
+        use tower::ServiceExt as _;
+        async fn boom() -> &'static str {
+            panic!("boom at the handler")
+        }
+        async fn fine() -> &'static str {
+            "fine"
+        }
+        let app = axum::Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .route("/fine", axum::routing::get(fine))
+            .route_layer(axum::middleware::from_fn(catch_panic));
+        let req = |path: &str| {
+            axum::http::Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let r = app.clone().oneshot(req("/boom")).await.unwrap();
+        assert_eq!(r.status(), 500);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "internal");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("boom at the handler"),
+            "{v}"
+        );
+        let r = app.oneshot(req("/fine")).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
 
     #[test]
     fn routes_are_labelled_from_the_route_table() {
