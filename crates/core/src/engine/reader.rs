@@ -281,10 +281,13 @@ impl<B: Backend> Reader<B> {
     /// callers, while measuring lists the store's files.
     pub fn disk_bytes_recent(&self, max_age: std::time::Duration) -> u64 {
         let now = std::time::Instant::now();
-        let mut held = self
-            .disk
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Another caller is measuring: measure apart rather than wait for
+        // its lock on an async worker.
+        let mut held = match self.disk.try_lock() {
+            Ok(held) => held,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return self.backend.disk_bytes(),
+        };
         match *held {
             Some((at, bytes)) if now.duration_since(at) <= max_age => bytes,
             _ => {

@@ -62,12 +62,12 @@ pub struct WriteHeaders {
     pub wait_ms: Option<u64>,
     /// Members that must hold the write durably before success (default:
     /// the keyspace's): regions (`local`, `one`, `majority`, `all`),
-    /// standbys of this region (`standby`, `region-all`), or one of each
-    /// joined by `+` (`majority+standby`).
+    /// this region's members (`leader`, `standby`, `region-all`), or one
+    /// of each joined by `+` (`majority+standby`).
     #[param(
         nullable = false,
         rename = "meridian-write-concern",
-        pattern = r"^(local|one|majority|all|standby|region-all|(local|one|majority|all)\+(standby|region-all)|(standby|region-all)\+(local|one|majority|all))$"
+        pattern = r"^ *((local|one|majority|all)( *\+ *(leader|standby|region-all))?|(leader|standby|region-all)( *\+ *(local|one|majority|all))?) *$"
     )]
     pub write_concern: Option<String>,
     /// How long to wait for the write concern, ms (at most 60000).

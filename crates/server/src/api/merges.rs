@@ -31,7 +31,7 @@ pub struct MergeBody {
     pub description: String,
     /// Values to check the script on: each a list of 2 to 16 version
     /// values, oldest first. Without them, built-in samples are used.
-    #[schema(max_items = 64)]
+    #[schema(min_items = 1, max_items = 16)]
     pub samples: Option<Vec<Vec<serde_json::Value>>>,
 }
 

@@ -163,7 +163,7 @@ fn finish(mut doc: Document) -> Document {
                 r.entry("403".into()).or_insert_with(|| {
                     RefOr::Ref(utoipa::openapi::Ref::from_response_name("Forbidden"))
                 });
-                gate_answers(method, r);
+                gate_answers(path, method, r);
             }
             if tokened {
                 for (status, resp) in r.iter_mut() {
@@ -181,7 +181,11 @@ fn finish(mut doc: Document) -> Document {
 
 /// What the standby gate (`crate::standby::gate`), which stands before
 /// every route that needs a token, may answer.
-fn gate_answers(method: &str, r: &mut std::collections::BTreeMap<String, RefOr<Response>>) {
+fn gate_answers(
+    path: &str,
+    method: &str,
+    r: &mut std::collections::BTreeMap<String, RefOr<Response>>,
+) {
     let mut add = |status: &str, description: &str| {
         r.entry(status.into())
             .or_insert_with(|| RefOr::T(error_response(description)));
@@ -195,14 +199,21 @@ fn gate_answers(method: &str, r: &mut std::collections::BTreeMap<String, RefOr<R
             "400",
             "A malformed header (`meridian-max-staleness-ms` not a whole number, ...).",
         );
-    } else {
+    }
+    // A standby sends writes to its leader, and key reads that ask for
+    // `meridian-read: quorum` or `owner`; promotion it answers itself.
+    let forwarded = match method {
+        "get" => path.starts_with("/v1/kv/"),
+        _ => path != "/v1/admin/promote",
+    };
+    if forwarded {
         add(
             "421",
-            "On a standby that does not forward writes: the leader takes them (`not_leader`, with `url`).",
+            "On a standby that does not forward: the leader takes this (`not_leader`, with `url`).",
         );
         add(
             "502",
-            "On a standby: the write was sent to the leader and no answer came back (`forward_outcome_unknown`); it may have been taken.",
+            "On a standby: the request was sent to the leader and no answer came back (`forward_outcome_unknown`); a write may have been taken.",
         );
     }
 }
