@@ -350,8 +350,19 @@ impl Node {
     }
 
     /// SIGSTOP: the process freezes (sockets stay open, nothing answers).
+    /// Returns once every thread of it has stopped: `kill` returns when
+    /// the signal is sent, and a thread running on another core (or on a
+    /// vCPU the host has descheduled) can go on for a moment after, which
+    /// let a request sent "after the pause" be taken before it (seen once
+    /// under load, in the failover suite).
     pub fn pause(&self) -> Result<(), NodeError> {
-        self.signal("STOP")
+        self.signal("STOP")?;
+        let Some(pid) = self.pid() else { return Ok(()) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !all_threads_stopped(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     /// SIGCONT after [`Node::pause`].
@@ -409,4 +420,25 @@ impl Node {
         }
         false
     }
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T`), from
+/// `/proc/PID/task/*/stat`. A thread in an uninterruptible wait (an
+/// fsync) stops when it returns, so this waits for that too. Without
+/// `/proc` (not Linux), true: the signal is all there is.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.filter_map(Result::ok).all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            // The state follows the command name, which is in parentheses
+            // and may itself hold spaces or parentheses.
+            .and_then(|st| {
+                st.rsplit_once(") ")
+                    .map(|(_, rest)| rest.starts_with(['T', 't']))
+            })
+            .unwrap_or(true)
+    })
 }
