@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::openapi::answers::BackupIdPath;
+use super::openapi::answers::{BackupErrors, BackupIdPath};
 use super::openapi::schemas::{self as doc, RewindTime};
 use super::{AppState, MAX_SMALL_BODY, body};
 use crate::backup::{BackupError, Backups, Summary};
@@ -99,11 +99,7 @@ pub struct CreateQuery {
     responses(
         (status = 202, description = "Started.", body = doc::BackupStarted),
         (status = 201, description = "Taken (with `wait=true`).", body = doc::BackupSummary),
-        (status = 400, description = "Bad id, query or body.", body = doc::Error),
-        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
-        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
-        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
-        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+        BackupErrors,
     ),
 )]
 /// `POST /v1/admin/backups`: starts a backup (202 with its id), or with
@@ -134,11 +130,7 @@ pub async fn create(
     summary = "List this region's backups",
     responses(
         (status = 200, description = "Complete backups, oldest first, and backups running or failed lately.", body = doc::Backups),
-        (status = 400, description = "Bad id, query or body.", body = doc::Error),
-        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
-        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
-        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
-        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+        BackupErrors,
     ),
 )]
 /// `GET /v1/admin/backups`: complete backups (oldest first) and those
@@ -166,11 +158,7 @@ pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
     params(BackupIdPath),
     responses(
         (status = 200, description = "A complete backup's manifest, or a running or failed backup's progress.", body = doc::BackupManifest),
-        (status = 400, description = "Bad id, query or body.", body = doc::Error),
-        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
-        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
-        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
-        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+        BackupErrors,
     ),
 )]
 /// `GET /v1/admin/backups/{id}`: a complete backup's manifest, or a
@@ -202,11 +190,7 @@ pub async fn get(
     params(BackupIdPath),
     responses(
         (status = 200, description = "Deleted, with the files no other backup needed.", body = doc::Pruned),
-        (status = 400, description = "Bad id, query or body.", body = doc::Error),
-        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
-        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
-        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
-        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+        BackupErrors,
     ),
 )]
 /// `DELETE /v1/admin/backups/{id}`.
@@ -230,11 +214,7 @@ pub async fn delete(
     params(BackupIdPath),
     responses(
         (status = 200, description = "Every file matched and replayed.", body = doc::Verified),
-        (status = 400, description = "Bad id, query or body.", body = doc::Error),
-        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
-        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
-        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
-        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+        BackupErrors,
     ),
 )]
 /// `POST /v1/admin/backups/{id}/verify`: every checksum, then a replay.
@@ -282,11 +262,7 @@ pub struct PruneBody {
     request_body(content((Option<PruneBody> = "application/json"), (Option<PruneBody> = "application/msgpack"))),
     responses(
         (status = 200, description = "What was removed.", body = doc::Pruned),
-        (status = 400, description = "Bad id, query or body.", body = doc::Error),
-        (status = 404, description = "No such backup (`unknown_backup`).", body = doc::Error),
-        (status = 409, description = "No backup target (`no_backup_target`), a backup is running (`backup_running`), or a restore holds a lease on it (`backup_in_use`).", body = doc::Error),
-        (status = 422, description = "A file is damaged, missing or named outside the region's folder (`backup_damaged`; `file` names it).", body = doc::Error),
-        (status = 502, description = "The backup target failed (`backup_target`).", body = doc::Error),
+        BackupErrors,
         (status = 413, description = "Body over 64 KiB.", body = doc::Error),
         (status = 415, description = "A content type other than JSON or MessagePack.", body = doc::Error),
     ),

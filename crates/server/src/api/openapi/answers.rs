@@ -130,20 +130,22 @@ pub enum ReadErrors {
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub enum BackupErrors {
-    /// Malformed request.
+    /// Bad id, query or body.
     #[response(status = 400)]
     BadRequest(Error),
-    /// No such backup.
+    /// No such backup (`unknown_backup`).
     #[response(status = 404)]
     NotFound(Error),
-    /// No backup target is configured (`no_backup_target`), or another
-    /// backup is running.
+    /// No backup target (`no_backup_target`), a backup is running
+    /// (`backup_running`), or a restore holds a lease on it
+    /// (`backup_in_use`).
     #[response(status = 409)]
     Conflict(Error),
-    /// The backup is damaged (a checksum or replay failed).
+    /// A file is damaged, missing or named outside the region's folder
+    /// (`backup_damaged`; `file` names it).
     #[response(status = 422)]
     Damaged(Error),
-    /// The backup target failed.
+    /// The backup target failed (`backup_target`).
     #[response(status = 502)]
     Target(Error),
 }
