@@ -272,7 +272,13 @@ def cmd_verify(a):
     bad = []
     for r in regions:
         for k, v in acked.items():
-            st, body = r.get(k)
+            try:
+                st, body = r.get(k)
+            except (http.client.RemoteDisconnected, ConnectionResetError):
+                # A kept-alive connection the region closed as this read
+                # went out (the listing above already held every write):
+                # a read is safe to send again, on a new connection.
+                st, body = r.get(k)
             checked += 1
             if st != 200 or body.get("value") != v:
                 bad.append((r.url, k, st))
