@@ -1,11 +1,12 @@
 //! Prometheus metrics: `meridian_<subsystem>_<thing>_<unit>`, labelled with
-//! the region. Histograms are recorded where things happen; counters the
-//! engine keeps are read from its published view at scrape time.
+//! the region. Histograms and counters are recorded where things happen;
+//! figures a subsystem already keeps (the engine's counters, the peer
+//! links', the standby's) are read at scrape time by a collector that the
+//! subsystem attaches ([`Metrics::attach`]): `region::metrics`,
+//! `peer::metrics`, `standby::metrics`. This module imports none of them.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use meridian_core::engine::Shared;
-use meridian_core::{FjallBackend, Reader};
 use meridian_crdt::RegionId;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -14,10 +15,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::peer::status::Peers;
-use crate::peer::tail::Feed;
-use crate::region::status::LogInfo;
 
 /// Labels of request metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -98,39 +95,6 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, prometheus_client::metrics::counter::Counter>,
     /// Handles of the request histograms by (op, write), made once.
     handles: std::sync::RwLock<std::collections::HashMap<(&'static str, bool), Histogram>>,
-    view: Arc<OnceLock<View>>,
-    peers: Arc<OnceLock<PeerView>>,
-    standby: Arc<OnceLock<crate::standby::metrics::StandbyView>>,
-}
-
-/// The peer links and the feed, once replication starts.
-pub(crate) type PeerView = (Arc<Peers>, Option<Arc<Feed>>);
-
-struct View {
-    shared: Arc<Shared>,
-    log: Arc<LogInfo>,
-    reader: Reader<FjallBackend>,
-    region: RegionId,
-}
-
-impl std::fmt::Debug for View {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("View")
-    }
-}
-
-#[derive(Debug)]
-struct EngineCollector(Arc<OnceLock<View>>);
-
-struct PeerCollector {
-    peers: Arc<OnceLock<PeerView>>,
-    view: Arc<OnceLock<View>>,
-}
-
-impl std::fmt::Debug for PeerCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PeerCollector")
-    }
 }
 
 /// The label of a write stage.
@@ -310,19 +274,7 @@ impl Metrics {
             "When this process started serving the region, Unix seconds (a restart changes it)",
             started,
         );
-        let view = Arc::new(OnceLock::new());
         let stages = WriteStages::register(&mut registry);
-        let peers = Arc::new(OnceLock::new());
-        let standby = Arc::new(OnceLock::new());
-        registry.register_collector(Box::new(crate::standby::metrics::StandbyCollector {
-            standby: standby.clone(),
-            peers: peers.clone(),
-        }));
-        registry.register_collector(Box::new(EngineCollector(view.clone())));
-        registry.register_collector(Box::new(PeerCollector {
-            peers: peers.clone(),
-            view: view.clone(),
-        }));
         Arc::new(Self {
             registry: std::sync::Mutex::new(registry),
             write_seconds,
@@ -340,9 +292,6 @@ impl Metrics {
             stages,
             requests,
             handles: std::sync::RwLock::new(std::collections::HashMap::new()),
-            view,
-            peers,
-            standby,
         })
     }
 
@@ -396,30 +345,15 @@ impl Metrics {
         h.observe(seconds);
     }
 
-    /// Connects the engine's published view (once the region is open).
-    pub fn attach(
-        &self,
-        shared: Arc<Shared>,
-        log: Arc<LogInfo>,
-        reader: Reader<FjallBackend>,
-        region: RegionId,
-    ) {
-        let _ = self.view.set(View {
-            shared,
-            log,
-            reader,
-            region,
-        });
-    }
-
-    /// Connects the peer links (once replication starts).
-    pub fn attach_peers(&self, peers: Arc<Peers>, feed: Option<Arc<Feed>>) {
-        let _ = self.peers.set((peers, feed));
-    }
-
-    /// Connects the standby state (once the member's role is known).
-    pub fn attach_standby(&self, s: Arc<crate::standby::Standby>) {
-        let _ = self.standby.set(s);
+    /// Adds a collector that reads a subsystem's figures at each scrape:
+    /// the engine's, the peer links', the standby's. Each subsystem
+    /// attaches its own once it is running, so this module imports none of
+    /// them.
+    pub fn attach(&self, collector: Box<dyn Collector>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register_collector(collector);
     }
 
     /// The text exposition.
@@ -470,119 +404,7 @@ impl Metrics {
     }
 }
 
-impl Collector for EngineCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(v) = self.0.get() else { return Ok(()) };
-        let p = v.shared.get();
-        let _ = &v.region;
-        {
-            let c = ConstCounter::new(0u64);
-            let mut fam = enc.encode_descriptor(
-                "engine_ops_applied",
-                "Ops applied since start, by origin region",
-                None,
-                c.metric_type(),
-            )?;
-            for (origin, n) in &p.stats.applied {
-                let labels = [("origin", origin.region.to_string())];
-                ConstCounter::new(*n).encode(fam.encode_family(&labels)?)?;
-            }
-        }
-        {
-            let c = ConstCounter::new(0u64);
-            let mut fam = enc.encode_descriptor(
-                "engine_lww_conflicts",
-                "Last-writer-wins conflicts resolved since start, by keyspace",
-                None,
-                c.metric_type(),
-            )?;
-            for (ks, n) in &p.stats.conflicts {
-                let labels = [("keyspace", ks.to_string())];
-                ConstCounter::new(*n).encode(fam.encode_family(&labels)?)?;
-            }
-        }
-        {
-            let c = ConstCounter::new(0u64);
-            let mut fam = enc.encode_descriptor(
-                "engine_remote_ops_refused",
-                "Remote ops refused, by reason: clock_ahead (HLC too far ahead of local time), causal_buffer_full",
-                None,
-                c.metric_type(),
-            )?;
-            for (reason, n) in [
-                ("clock_ahead", p.stats.held_for_clock),
-                ("causal_buffer_full", p.stats.buffer_overflow),
-            ] {
-                ConstCounter::new(n).encode(fam.encode_family(&[("reason", reason)])?)?;
-            }
-        }
-        counter(
-            &mut enc,
-            "engine_tombstones_collected",
-            "Stable tombstones removed",
-            p.stats.tombstones_collected,
-        )?;
-        counter(
-            &mut enc,
-            "engine_siblings_pruned",
-            "mv siblings replaced because of the sibling cap",
-            p.stats.siblings_pruned,
-        )?;
-        counter(
-            &mut enc,
-            "merge_writebacks",
-            "Merge write-backs of custom keys and doc merge fields staged by this region",
-            p.stats.merges_written,
-        )?;
-        counter(
-            &mut enc,
-            "merge_failures",
-            "Merge write-backs that kept the newest version because the function failed",
-            p.stats.merges_failed,
-        )?;
-        counter(
-            &mut enc,
-            "merge_refused_writes",
-            "Writes refused because a custom key held its cap of unmerged versions",
-            p.stats.merges_pending_refused,
-        )?;
-        gauge(
-            &mut enc,
-            "engine_causal_buffered_ops",
-            "Remote ops waiting for their causal past",
-            p.stats.buffered as i64,
-        )?;
-        gauge(
-            &mut enc,
-            "engine_known_ops",
-            "Ops in the region's version vector (every op it holds, from every origin)",
-            p.vv.total() as i64,
-        )?;
-        let log = v.log.snapshot();
-        gauge(
-            &mut enc,
-            "log_bytes",
-            "Op log size on disk",
-            log.bytes as i64,
-        )?;
-        gauge(
-            &mut enc,
-            "log_segments",
-            "Op log segment files",
-            log.segments as i64,
-        )?;
-        gauge(
-            &mut enc,
-            "state_bytes",
-            "State store size on disk",
-            v.reader
-                .disk_bytes_recent(crate::api::status::STATE_BYTES_AGE) as i64,
-        )?;
-        Ok(())
-    }
-}
-
-fn per_peer(
+pub(crate) fn per_peer(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -607,7 +429,7 @@ fn per_peer(
 }
 
 /// A per-peer gauge in seconds from figures kept in milliseconds.
-fn per_peer_seconds(
+pub(crate) fn per_peer_seconds(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -619,123 +441,4 @@ fn per_peer_seconds(
         ConstGauge::new(*ms as f64 / 1000.0).encode(fam.encode_family(&labels)?)?;
     }
     Ok(())
-}
-
-impl Collector for PeerCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let Some((peers, feed)) = self.peers.get() else {
-            return Ok(());
-        };
-        let ours = self
-            .view
-            .get()
-            .map(|v| v.shared.get().vv.clone())
-            .unwrap_or_default();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let each = |f: &dyn Fn(&crate::peer::status::PeerStatus) -> i64| -> Vec<(String, i64)> {
-            peers
-                .links
-                .iter()
-                .map(|l| (l.name.to_string(), f(l)))
-                .collect()
-        };
-        per_peer(
-            &mut enc,
-            "repl_lag_ops",
-            "Ops this region has that the peer has not acknowledged",
-            false,
-            &each(&|l| l.lag_ops(&ours) as i64),
-        )?;
-        per_peer_seconds(
-            &mut enc,
-            "repl_lag_seconds",
-            "Age of the oldest op the peer has not acknowledged",
-            &each(&|l| l.lag_ms(&ours, feed.as_deref(), now) as i64),
-        )?;
-        per_peer(
-            &mut enc,
-            "repl_sent_bytes",
-            "Payload bytes sent to the peer",
-            true,
-            &each(&|l| l.bytes.load(Relaxed) as i64),
-        )?;
-        per_peer(
-            &mut enc,
-            "repl_sent_batches",
-            "Batches sent to the peer",
-            true,
-            &each(&|l| l.batches.load(Relaxed) as i64),
-        )?;
-        per_peer(
-            &mut enc,
-            "repl_sent_ops",
-            "Ops sent to the peer (resends included)",
-            true,
-            &each(&|l| l.ops.load(Relaxed) as i64),
-        )?;
-        per_peer(
-            &mut enc,
-            "repl_state_transfers",
-            "State transfers completed to the peer",
-            true,
-            &each(&|l| l.transfers.load(Relaxed) as i64),
-        )?;
-        per_peer(
-            &mut enc,
-            "repl_session_errors",
-            "Replication sessions that ended in an error",
-            true,
-            &each(&|l| l.errors.load(Relaxed) as i64),
-        )?;
-        per_peer_seconds(
-            &mut enc,
-            "repl_clock_offset_seconds",
-            "Estimated clock offset of the peer (peer minus this region)",
-            &each(&|l| l.clock_offset_ms().unwrap_or(0)),
-        )?;
-        per_peer(
-            &mut enc,
-            "repl_antientropy_rounds",
-            "Anti-entropy comparisons completed with the peer",
-            true,
-            &each(&|l| l.ae_rounds.load(Relaxed) as i64),
-        )?;
-        per_peer(
-            &mut enc,
-            "peer_wrong_peer_answers",
-            "Answers refused: signed by another region than the one called, or for another request",
-            true,
-            &each(&|l| l.wrong_peer.load(Relaxed) as i64),
-        )?;
-        per_peer(
-            &mut enc,
-            "repl_antientropy_repaired_keys",
-            "Keys repaired by anti-entropy with the peer (here or there)",
-            true,
-            &each(&|l| l.repairs.load(Relaxed) as i64),
-        )?;
-        counter(
-            &mut enc,
-            "api_read_repaired_keys",
-            "Keys repaired by quorum reads",
-            peers.read_repairs.load(Relaxed),
-        )?;
-        counter(
-            &mut enc,
-            "peer_auth_failures",
-            "Peer requests refused: missing or bad signature",
-            peers.auth_failures.load(Relaxed),
-        )?;
-        counter(
-            &mut enc,
-            "repl_received_batches",
-            "Op batches received from peers",
-            peers.batches_received.load(Relaxed),
-        )?;
-        Ok(())
-    }
 }

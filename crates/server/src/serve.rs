@@ -190,7 +190,11 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     } else {
         Peers::new(&cfg.peers, &cfg.standby_urls)
     });
-    metrics.attach_peers(peers.clone(), region.feed.clone());
+    metrics.attach(Box::new(crate::peer::metrics::PeerCollector {
+        peers: peers.clone(),
+        feed: region.feed.clone(),
+        reader: region.reader.clone(),
+    }));
     let mut servers = Vec::new();
     let mut tasks = Vec::new();
     let tls = load_tls(&cfg)?;
@@ -334,7 +338,10 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         region.vv.clone(),
     );
     let _ = standby_slot.set(standby.clone());
-    metrics.attach_standby(standby.clone());
+    metrics.attach(Box::new(crate::standby::metrics::StandbyCollector {
+        standby: standby.clone(),
+        feed: region.feed.clone(),
+    }));
     let opts = SenderOptions {
         limits: meridian_core::replication::BatchLimits {
             max_ops: cfg.replication.max_batch_ops,

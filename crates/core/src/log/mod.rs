@@ -21,11 +21,13 @@
 //! cuts the log there, dropping everything after.
 
 mod cursor;
+mod index;
 pub mod record;
 pub mod runs;
 pub mod segment;
 
 pub use cursor::LogCursor;
+pub use index::{LogIndex, SegmentOrigins, start_lsn};
 pub use runs::Runs;
 
 use std::collections::BTreeMap;
@@ -169,56 +171,13 @@ pub struct Recovery {
     pub repaired: Option<(PathBuf, u64)>,
 }
 
-/// A summary of the log for replication (see [`Log::index`]).
-#[derive(Clone, Debug, Default)]
-pub struct LogIndex {
-    /// Per sealed segment: first position and per-origin seq ranges
-    /// (shared: rebuilt only when a segment is sealed or removed).
-    pub sealed: std::sync::Arc<Vec<crate::replication::peer::SegmentOrigins>>,
-    /// First position of the segment being written.
-    pub active_first: Lsn,
-    /// Per-origin seq ranges in the segment being written.
-    pub active_origins: BTreeMap<ReplicaId, (Seq, Seq)>,
-    /// One past the last record.
-    pub end: Lsn,
-    /// Per origin, the run of seqs the log holds at its top.
-    pub runs: Runs,
-}
-
-impl LogIndex {
-    /// Where shipping to a peer at `peer_vv` must start. The segment being
-    /// written is always searched, so a stale index errs towards resending.
-    pub fn start_for(&self, peer_vv: &meridian_crdt::VersionVector) -> Lsn {
-        crate::replication::start_lsn(&self.sealed, peer_vv, self.active_first)
-    }
-
-    /// Per origin, the lowest seq from which every op up to the highest
-    /// one is in the log (see [`Runs`]).
-    pub fn floors(&self) -> BTreeMap<ReplicaId, Seq> {
-        let mut out: BTreeMap<ReplicaId, Seq> = BTreeMap::new();
-        let all = self
-            .sealed
-            .iter()
-            .map(|(_, o)| o)
-            .chain(std::iter::once(&self.active_origins));
-        for origins in all {
-            for (r, (lo, _)) in origins {
-                out.entry(r.clone())
-                    .and_modify(|f| *f = (*f).min(*lo))
-                    .or_insert(*lo);
-            }
-        }
-        self.runs.floors(&out)
-    }
-}
-
 /// The op log of one region. Owned by the region's writer thread.
 pub struct Log {
     dir: PathBuf,
     opts: LogOptions,
     sealed: Vec<SegmentMeta>,
     /// The sealed segments' part of [`Log::index`], shared until it changes.
-    sealed_index: std::sync::Arc<Vec<crate::replication::peer::SegmentOrigins>>,
+    sealed_index: std::sync::Arc<Vec<SegmentOrigins>>,
     active: SegmentMeta,
     file: File,
     /// Length of the active segment's file: past its last record it is

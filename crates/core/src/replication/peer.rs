@@ -55,7 +55,7 @@ impl PeerSync {
     }
 
     /// (Re)connected: the peer says it holds `peer_vv`; shipping restarts
-    /// at log position `start` (see [`start_lsn`]).
+    /// at log position `start` (see [`crate::log::start_lsn`]).
     pub fn connected(&mut self, peer_vv: &VersionVector, start: Lsn) {
         self.acked.merge(peer_vv);
         self.shipped = self.acked.clone();
@@ -142,18 +142,6 @@ impl PeerSync {
     }
 }
 
-/// Per segment: its first log position and the seq range of each origin.
-pub type SegmentOrigins = (Lsn, BTreeMap<ReplicaId, (Seq, Seq)>);
-
-/// Where shipping to a peer at `peer_vv` must start: the first segment that
-/// holds an op the peer lacks (or the end of the log: `end`).
-pub fn start_lsn(segments: &[SegmentOrigins], peer_vv: &VersionVector, end: Lsn) -> Lsn {
-    segments
-        .iter()
-        .find(|(_, origins)| origins.iter().any(|(r, (_, hi))| *hi > peer_vv.get(r)))
-        .map_or(end, |(first, _)| *first)
-}
-
 /// Whether a peer at `peer_vv` needs ops this region no longer has in its
 /// log (retention removed them, or they came by state transfer): then only
 /// a state transfer can bring it up to date.
@@ -178,6 +166,7 @@ pub fn needs_state_transfer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{SegmentOrigins, start_lsn};
     use crate::op::{Key, KeyspaceName, Mutation};
     use meridian_crdt::{Dot, Hlc, LwwOp, ObjectOp, RegionId};
     use uuid::Uuid;

@@ -66,7 +66,7 @@ pub struct AppInner {
     /// Peer links.
     pub peers: Arc<crate::peer::status::Peers>,
     /// Committed ops (for lag figures), when replicating.
-    pub feed: Option<Arc<crate::peer::tail::Feed>>,
+    pub feed: Option<Arc<crate::region::feed::Feed>>,
     /// The region's wall clock.
     pub clock: crate::region::clock::WallClock,
     /// Signed calls to peers (quorum reads, read repair), when replicating.

@@ -9,10 +9,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::openapi::schemas as doc;
 use super::{AppState, respond};
-
-/// How stale the `state_bytes` of a status page or a scrape may be:
-/// measuring lists the store's files, and consoles poll every 2 s.
-pub const STATE_BYTES_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+use crate::region::status::STATE_BYTES_AGE;
 
 /// A version vector as JSON: one entry per origin.
 pub fn vv_json(vv: &VersionVector) -> serde_json::Value {

@@ -24,8 +24,8 @@ use tracing::Instrument;
 
 use super::auth::Secret;
 use super::status::{LinkState, PeerStatus};
-use super::tail::Feed;
 use crate::region::clock::WallClock;
+use crate::region::feed::Feed;
 use crate::region::incarnation::Incarnation;
 use crate::shutdown::Shutdown;
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use meridian_crdt::{RegionId, ReplicaId, VersionVector};
 use serde_json::json;
 
-use super::tail::Feed;
+use crate::region::feed::Feed;
 
 /// The state of a link to one peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,8 +2,10 @@
 //! the writer thread, and the handles the API uses.
 
 pub mod clock;
+pub mod feed;
 pub mod identity;
 pub mod incarnation;
+pub mod metrics;
 pub mod status;
 pub mod writer;
 
@@ -19,8 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Valid;
 use crate::metrics::Metrics;
-use crate::peer::tail::Feed;
 use clock::WallClock;
+use feed::Feed;
 use identity::DataDir;
 use incarnation::Incarnation;
 use status::LogInfo;
@@ -400,12 +402,10 @@ impl Region {
         ));
         // A new incarnation has issued no seq yet: nothing to check.
         let check_with_peers = !new_incarnation && !cfg.peers.is_empty() && cfg.secret.is_some();
-        metrics.attach(
-            engine.shared(),
-            log_info.clone(),
-            reader.clone(),
-            replica.region.clone(),
-        );
+        metrics.attach(Box::new(self::metrics::EngineCollector {
+            log: log_info.clone(),
+            reader: reader.clone(),
+        }));
         let w = Writer {
             engine,
             log,

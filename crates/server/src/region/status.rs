@@ -4,6 +4,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use meridian_core::Log;
 
+/// How stale the `state_bytes` of a status page or a scrape may be:
+/// measuring lists the store's files, and consoles poll every 2 s.
+pub const STATE_BYTES_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Op log figures, readable from any thread.
 #[derive(Debug, Default)]
 pub struct LogInfo {

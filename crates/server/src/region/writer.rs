@@ -26,9 +26,9 @@ use meridian_crdt::{Dot, Hlc, Object, Version, VersionVector};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock::WallClock;
+use super::feed::Feed;
 use super::status::LogInfo;
 use crate::metrics::{Metrics, WriteStages};
-use crate::peer::tail::Feed;
 
 /// Most commands taken from the channel at once.
 const MAX_TAKE: usize = 4096;

@@ -14,8 +14,8 @@ use super::wire::Member;
 use crate::peer::auth::Secret;
 use crate::peer::sender::{Sender, SenderOptions};
 use crate::peer::status::PeerStatus;
-use crate::peer::tail::Feed;
 use crate::region::clock::WallClock;
+use crate::region::feed::Feed;
 use crate::region::incarnation::Incarnation;
 use crate::shutdown::Shutdown;
 

@@ -2,25 +2,23 @@
 //! a leader), staleness (on a follower), and what the in-region write
 //! concerns did.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::Standby;
-use crate::metrics::{PeerView, counter, gauge};
-
-/// The standby state, once attached.
-pub type StandbyView = Arc<Standby>;
+use crate::metrics::{counter, gauge};
+use crate::region::feed::Feed;
 
 /// Encodes the standby metrics at each scrape.
 pub struct StandbyCollector {
     /// The standby state.
-    pub standby: Arc<OnceLock<StandbyView>>,
-    /// The feed (through the peer view) for lag figures.
-    pub peers: Arc<OnceLock<PeerView>>,
+    pub standby: Arc<Standby>,
+    /// The writer's feed, for the followers' lag figures.
+    pub feed: Option<Arc<Feed>>,
 }
 
 impl std::fmt::Debug for StandbyCollector {
@@ -46,9 +44,7 @@ fn per_follower(
 
 impl Collector for StandbyCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(s) = self.standby.get() else {
-            return Ok(());
-        };
+        let s = &self.standby;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -74,45 +70,42 @@ impl Collector for StandbyCollector {
                 g.metric_type(),
             )?)?;
         }
-        if let Some((peers, feed)) = self.peers.get() {
-            let _ = peers;
-            let ours = s.followers_vv();
-            let lags = s.followers.lags(&ours, feed.as_deref(), now);
-            let name = |r: &meridian_crdt::ReplicaId| r.incarnation.to_string();
-            per_follower(
-                &mut enc,
-                "standby_lag_ops",
-                "Ops the leader has that the follower has not acknowledged",
-                &lags
-                    .iter()
-                    .map(|l| (name(&l.0), l.1 as f64))
-                    .collect::<Vec<_>>(),
-            )?;
-            per_follower(
-                &mut enc,
-                "standby_lag_bytes",
-                "Encoded bytes of the ops the follower lacks (those in the leader's in-memory tail)",
-                &lags
-                    .iter()
-                    .map(|l| (name(&l.0), l.2 as f64))
-                    .collect::<Vec<_>>(),
-            )?;
-            per_follower(
-                &mut enc,
-                "standby_lag_seconds",
-                "Age of the oldest op the follower has not acknowledged",
-                &lags
-                    .iter()
-                    .map(|l| (name(&l.0), l.3 as f64 / 1000.0))
-                    .collect::<Vec<_>>(),
-            )?;
-            gauge(
-                &mut enc,
-                "standby_followers_live",
-                "Followers heard from in the last 10 s",
-                lags.iter().filter(|l| l.4).count() as i64,
-            )?;
-        }
+        let ours = s.followers_vv();
+        let lags = s.followers.lags(&ours, self.feed.as_deref(), now);
+        let name = |r: &meridian_crdt::ReplicaId| r.incarnation.to_string();
+        per_follower(
+            &mut enc,
+            "standby_lag_ops",
+            "Ops the leader has that the follower has not acknowledged",
+            &lags
+                .iter()
+                .map(|l| (name(&l.0), l.1 as f64))
+                .collect::<Vec<_>>(),
+        )?;
+        per_follower(
+            &mut enc,
+            "standby_lag_bytes",
+            "Encoded bytes of the ops the follower lacks (those in the leader's in-memory tail)",
+            &lags
+                .iter()
+                .map(|l| (name(&l.0), l.2 as f64))
+                .collect::<Vec<_>>(),
+        )?;
+        per_follower(
+            &mut enc,
+            "standby_lag_seconds",
+            "Age of the oldest op the follower has not acknowledged",
+            &lags
+                .iter()
+                .map(|l| (name(&l.0), l.3 as f64 / 1000.0))
+                .collect::<Vec<_>>(),
+        )?;
+        gauge(
+            &mut enc,
+            "standby_followers_live",
+            "Followers heard from in the last 10 s",
+            lags.iter().filter(|l| l.4).count() as i64,
+        )?;
         counter(
             &mut enc,
             "standby_concern_downgrades",
