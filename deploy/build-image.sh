@@ -50,8 +50,8 @@ if [[ -n ${MERIDIAN_BIN:-} ]]; then
   say "using the binary $bin (MERIDIAN_BIN; no cargo build)"
 else
   command -v cargo >/dev/null || die "cargo is not installed (or set MERIDIAN_BIN)"
-  say "cargo build --release -p meridian-server"
-  cargo build --release --locked -p meridian-server
+  say "cargo build --release -p meridian-server --no-default-features (no bench, no test harness)"
+  cargo build --release --locked -p meridian-server --no-default-features
   target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
   bin=$target_dir/release/meridian

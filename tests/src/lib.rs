@@ -1,6 +1,9 @@
 //! The multi-region test harness: everything needed to run whole Meridian
 //! clusters on one machine and judge what they did.
 //!
+//! Everything but [`link`] is behind the `full` feature (on by default):
+//! the server's release build takes only the link emulator.
+//!
 //! Modules:
 //! - [`bench`]: `meridian bench`: load generation with latency and
 //!   replication-lag percentiles, and the WAN replication benchmark.
@@ -20,11 +23,18 @@
 //! - [`sim`]: deterministic, seeded simulation of whole clusters in one
 //!   thread (real engines over a simulated, faulty network).
 
+#[cfg(feature = "full")]
 pub mod bench;
+#[cfg(feature = "full")]
 pub mod check;
+#[cfg(feature = "full")]
 pub mod cluster;
 pub mod link;
+#[cfg(feature = "full")]
 pub mod nemesis;
+#[cfg(feature = "full")]
 pub mod node;
+#[cfg(feature = "full")]
 pub mod sim;
+#[cfg(feature = "full")]
 pub mod workload;

@@ -82,6 +82,7 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Benchmarks: load running regions, or replication on a local cluster.
+    #[cfg(feature = "bench")]
     Bench {
         #[command(subcommand)]
         cmd: meridian_harness::bench::BenchCommand,
@@ -407,6 +408,7 @@ fn main() -> ExitCode {
             Command::Ctl(a) => meridian_server::ctl::run(a).await,
             Command::Restore(a) => restore(a).await,
             Command::Completions { shell } => completions(shell),
+            #[cfg(feature = "bench")]
             Command::Bench { cmd } => {
                 let bin = std::env::current_exe().map_err(|e| e.to_string())?;
                 meridian_harness::bench::run(cmd, bin).await
