@@ -127,4 +127,64 @@ mod tests {
         println!("{hex}");
         assert_eq!(hex, GOLDEN_FOLLOW);
     }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn member(n: u128) -> Member {
+        Member {
+            replica: r(n),
+            peer_url: format!("http://m{n}:7170"),
+            client_url: format!("http://m{n}:7070"),
+        }
+    }
+
+    /// The other three messages pinned like [`Follow`]: a change here is a
+    /// wire format change.
+    #[test]
+    fn golden_status_announce_and_query_bytes() {
+        use meridian_core::replication::wire::{decode_msg, encode_msg};
+        let status = MemberStatus {
+            v: VERSION,
+            member: member(2),
+            leading: false,
+            epoch: 3,
+            vv: [(r(1), meridian_crdt::Seq(40))].into_iter().collect(),
+            leader: Some("http://m1:7170".into()),
+            heard_leader_ms_ago: Some(250),
+            leader_replica: Some(r(1)),
+            may_take_over: true,
+            members: vec![member(1)],
+        };
+        let bytes = encode_msg(&status).unwrap();
+        assert_eq!(
+            hex(&bytes),
+            "019a019392a26575c41000000000000000000000000000000002ae687474703a2f2f6d323a37313730ae687474703a2f2f6d323a37303730c203919292a26575c4100000000000000000000000000000000128ae687474703a2f2f6d313a37313730ccfa92a26575c41000000000000000000000000000000001c3919392a26575c41000000000000000000000000000000001ae687474703a2f2f6d313a37313730ae687474703a2f2f6d313a37303730"
+        );
+        let back: MemberStatus = decode_msg(&bytes).unwrap();
+        assert_eq!(
+            (back.member, back.vv, back.leader_replica),
+            (
+                status.member.clone(),
+                status.vv.clone(),
+                status.leader_replica.clone()
+            )
+        );
+        assert!(back.may_take_over);
+        let announce = Announce {
+            v: VERSION,
+            leader: member(1),
+            epoch: 4,
+        };
+        let bytes = encode_msg(&announce).unwrap();
+        assert_eq!(
+            hex(&bytes),
+            "0193019392a26575c41000000000000000000000000000000001ae687474703a2f2f6d313a37313730ae687474703a2f2f6d313a3730373004"
+        );
+        let back: Announce = decode_msg(&bytes).unwrap();
+        assert_eq!((back.leader, back.epoch), (announce.leader, 4));
+        let bytes = encode_msg(&StatusQuery { v: VERSION }).unwrap();
+        assert_eq!(hex(&bytes), "019101");
+    }
 }
