@@ -369,10 +369,9 @@ impl<B: Backend> Restore<B> {
     /// with a reader of the restored state.
     pub fn finish(mut self) -> Result<(Restored, crate::Reader<B>), RestoreError> {
         self.start()?;
-        let engine = self
-            .engine
-            .as_mut()
-            .ok_or_else(|| RestoreError::Store(StoreError::Backend("restore engine".into())))?;
+        let engine = self.engine.as_mut().ok_or_else(|| {
+            RestoreError::Store(StoreError::Invariant("the restore has no engine".into()))
+        })?;
         let last = self.log.as_ref().map(|l| Lsn(l.end_lsn().0 - 1));
         engine.commit(last)?;
         // Every kept op must have been applied: one still waiting means its

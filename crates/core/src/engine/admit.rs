@@ -15,7 +15,7 @@ impl<B: Backend> Engine<B> {
     /// staged then. Remote ops are never refused for size: their origin
     /// checked them, and refusing them would wedge replication.
     pub(super) fn check_budget(&mut self, op: &Op) -> Result<(), WriteError> {
-        let encode_err = |e: codec::EncodeError| StoreError::Backend(e.to_string());
+        let encode_err = |e: codec::EncodeError| StoreError::encode("op", e);
         let len = codec::encoded_len(op).map_err(encode_err)?;
         if len > budget::MAX_OP {
             let largest = op

@@ -284,7 +284,7 @@ impl Ledger {
         let mut touched = std::collections::BTreeSet::new();
         let mut fresh: BTreeMap<(KeyspaceName, u64), u64> = BTreeMap::new();
         for e in entries {
-            let bytes = codec::encode(&e).map_err(|err| StoreError::Backend(err.to_string()))?;
+            let bytes = codec::encode(&e).map_err(|err| StoreError::encode("ledger entry", err))?;
             let c = self.counts.entry(e.keyspace.clone()).or_default();
             // Bytes already counted without a mark were counted from the
             // start; none counted: from here.
@@ -312,7 +312,7 @@ impl Ledger {
                 c.first += 1;
                 c.dropped += 1;
             }
-            let bytes = codec::encode(c).map_err(|err| StoreError::Backend(err.to_string()))?;
+            let bytes = codec::encode(c).map_err(|err| StoreError::encode("ledger counts", err))?;
             batch.put(crate::engine::store::META, meta_key(&ks), bytes);
         }
         Ok(())

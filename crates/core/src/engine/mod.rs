@@ -768,11 +768,12 @@ impl<B: Backend> Engine<B> {
         value: &impl serde::Serialize,
     ) -> Result<(), WriteError> {
         let sys = KeyspaceName::system();
-        let json = serde_json::to_value(value).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let json =
+            serde_json::to_value(value).map_err(|e| StoreError::encode("system entry", e))?;
         let value = Value::Json(meridian_crdt::Json::from_value(&json));
         let current = self.load(&sys, &key, Policy::Lww)?;
         let Object::Lww(reg) = &current.obj else {
-            return Err(StoreError::Backend("keyspace registry entry is not lww".into()).into());
+            return Err(StoreError::Invariant("a system entry is not lww".into()).into());
         };
         let op = meridian_crdt::ObjectOp::Lww(reg.set_op(value));
         self.stage_local(
@@ -903,7 +904,7 @@ impl<B: Backend> Engine<B> {
             let mergeable = def.is_some_and(|d| d.policy == Policy::Custom);
             let bound = self.cfg.max_clock_offset_ms;
             let op_len =
-                codec::encoded_len(&m.op).map_err(|e| StoreError::Backend(e.to_string()))?;
+                codec::encoded_len(&m.op).map_err(|e| StoreError::encode("mutation", e))?;
             let entry = self.load(&m.keyspace, &m.key, policy)?;
             entry.removed = false;
             let merged = merging::merges_in(&entry.obj, &m.op);
@@ -1005,7 +1006,7 @@ impl<B: Backend> Engine<B> {
         self.current
             .dirty
             .get_mut(&slot)
-            .ok_or_else(|| StoreError::Backend("dirty entry vanished".into()))
+            .ok_or_else(|| StoreError::Invariant("a dirty entry vanished".into()))
     }
 
     /// Seals and commits everything staged, for drivers without a pipeline:
@@ -1049,22 +1050,22 @@ impl<B: Backend> Engine<B> {
         last_lsn: Option<Lsn>,
     ) -> Result<Committed, WriteError> {
         let Some(g) = self.sealed.front() else {
-            return Err(StoreError::Backend(format!("no sealed group {}", id.0)).into());
+            return Err(StoreError::Invariant(format!("no sealed group {}", id.0)).into());
         };
         if g.id != id.0 {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::Invariant(format!(
                 "groups commit in order: {} is next, not {}",
                 g.id, id.0
             ))
             .into());
         }
         let Some(mut g) = self.sealed.pop_front() else {
-            return Err(StoreError::Backend("sealed group vanished".into()).into());
+            return Err(StoreError::Invariant("a sealed group vanished".into()).into());
         };
         let later_waiting = !self.sealed.is_empty() || !self.current.dirty.is_empty();
         let mut batch = Batch::new();
         for ((ks, key), d) in g.dirty.drain() {
-            let bytes = codec::encode(&d.obj).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let bytes = codec::encode(&d.obj).map_err(|e| StoreError::encode("object", e))?;
             let new = store::object_contribution(key.as_str().as_bytes(), &d.obj, &bytes);
             let old = match d.old {
                 Old::Stored(h) => h,

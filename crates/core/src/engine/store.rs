@@ -51,7 +51,7 @@ pub fn load_checkpoint(b: &impl Backend) -> Result<Checkpoint, StoreError> {
 
 /// The checkpoint's key and encoding, for a batch.
 pub fn checkpoint_entry(c: &Checkpoint) -> Result<(&'static [u8], Vec<u8>), StoreError> {
-    let bytes = codec::encode(c).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let bytes = codec::encode(c).map_err(|e| StoreError::encode("checkpoint", e))?;
     Ok((CHECKPOINT, bytes))
 }
 

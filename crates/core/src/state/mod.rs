@@ -19,9 +19,24 @@ pub use memory::MemBackend;
 /// Errors of a storage backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backend failed.
+    /// The backend failed (its own message: an I/O error, a bad table
+    /// name).
     #[error("state store: {0}")]
     Backend(String),
+    /// A record could not be encoded for storing. Nothing was written.
+    #[error("state store: {what} does not encode: {source}")]
+    Encode {
+        /// Which record.
+        what: &'static str,
+        /// The encoder's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The engine found its own bookkeeping broken (a group committed out
+    /// of order, an entry it had just made missing). Fatal: the process
+    /// must stop, and restarts from the log.
+    #[error("engine invariant broken: {0}")]
+    Invariant(String),
     /// Stored bytes that do not decode.
     #[error("state store: {what} does not decode: {reason}")]
     Decode {
@@ -30,6 +45,19 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+}
+
+impl StoreError {
+    /// A record that did not encode.
+    pub fn encode(
+        what: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Encode {
+            what,
+            source: Box::new(source),
+        }
+    }
 }
 
 /// A stored key and its value.

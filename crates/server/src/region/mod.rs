@@ -43,6 +43,12 @@ pub enum StartError {
     /// Replaying the log or creating configured keyspaces.
     #[error("startup: {0}")]
     Write(#[from] WriteError),
+    /// The writer thread could not be started.
+    #[error("starting the writer thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The writer stopped while the region was still starting.
+    #[error("the writer stopped during startup")]
+    WriterStopped,
 }
 
 /// Why the writer could not take a command.
@@ -421,7 +427,7 @@ impl Region {
         let thread = std::thread::Builder::new()
             .name("meridian-writer".into())
             .spawn(move || w.run())
-            .map_err(|e| StartError::Store(meridian_core::StoreError::Backend(e.to_string())))?;
+            .map_err(StartError::Thread)?;
         Ok(Region {
             replica,
             reader,
@@ -467,9 +473,10 @@ impl Region {
         let old = self.replica.clone();
         self._dir.reincarnate()?;
         let new = self._dir.replica.clone();
-        self.writer.reincarnate(new.clone()).await.map_err(|_| {
-            StartError::Store(meridian_core::StoreError::Backend("writer stopped".into()))
-        })?;
+        self.writer
+            .reincarnate(new.clone())
+            .await
+            .map_err(|_| StartError::WriterStopped)?;
         self.incarnation.set_replica(new.clone());
         self.replica = new.clone();
         match ahead {
@@ -504,11 +511,9 @@ impl Region {
     pub fn join(mut self) -> Result<(), writer::WriterError> {
         drop(self.writer);
         match self.thread.take() {
-            Some(t) => t.join().unwrap_or_else(|_| {
-                Err(writer::WriterError::Fatal(WriteError::Store(
-                    meridian_core::StoreError::Backend("writer thread panicked".into()),
-                )))
-            }),
+            Some(t) => t
+                .join()
+                .unwrap_or(Err(writer::WriterError::Panicked("writer"))),
             None => Ok(()),
         }
     }

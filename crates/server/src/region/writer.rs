@@ -233,6 +233,9 @@ pub enum WriterError {
     /// state write): the process must stop rather than answer.
     #[error("fatal: {0}")]
     Fatal(WriteError),
+    /// One of the region's threads panicked (its message was logged).
+    #[error("fatal: the {0} thread panicked")]
+    Panicked(&'static str),
 }
 
 struct Inner {
@@ -432,14 +435,10 @@ impl Writer {
         drop(rx);
         shared.lock().closing = true;
         shared.work.notify_one();
-        committer
-            .join()
-            .unwrap_or_else(|_| {
-                Err(WriteError::Store(meridian_core::StoreError::Backend(
-                    "committer thread panicked".into(),
-                )))
-            })
-            .map_err(WriterError::Fatal)
+        match committer.join() {
+            Ok(r) => r.map_err(WriterError::Fatal),
+            Err(_) => Err(WriterError::Panicked("committer")),
+        }
     }
 }
 
