@@ -6,7 +6,7 @@
 //!
 //! 1. [`Engine::begin`]: seal the current group and append its ops to the
 //!    log (one write);
-//! 2. the driver syncs the log ([`OpLog::sync`], or an fsync of a handle it
+//! 2. the driver syncs the log ([`OpLog::sync_ops`], or an fsync of a handle it
 //!    took, without the engine);
 //! 3. [`Engine::finish`]: commit the group to the state store (state, ledger,
 //!    checkpoint record in one batch), publish its version vector, and, when

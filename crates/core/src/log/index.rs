@@ -21,7 +21,7 @@ pub fn start_lsn(segments: &[SegmentOrigins], peer_vv: &VersionVector, end: Lsn)
         .map_or(end, |(first, _)| *first)
 }
 
-/// A summary of the log for replication (see [`Log::index`]).
+/// A summary of the log for replication (see [`super::Log::index`]).
 #[derive(Clone, Debug, Default)]
 pub struct LogIndex {
     /// Per sealed segment: first position and per-origin seq ranges
