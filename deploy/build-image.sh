@@ -57,6 +57,9 @@ else
   bin=$target_dir/release/meridian
 fi
 "$bin" --version >/dev/null || die "$bin does not run here"
+if "$bin" bench --help >/dev/null 2>&1; then
+  say "note: $bin has 'meridian bench' and the test harness (built with default features); release images are built with --no-default-features"
+fi
 
 # 2. The build context.
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/meridian-image.XXXXXX")

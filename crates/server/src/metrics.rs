@@ -348,7 +348,8 @@ impl Metrics {
     /// Adds a collector that reads a subsystem's figures at each scrape:
     /// the engine's, the peer links', the standby's. Each subsystem
     /// attaches its own once it is running, so this module imports none of
-    /// them.
+    /// them. Attach each collector once: a second copy would repeat its
+    /// families and Prometheus would refuse the scrape.
     pub fn attach(&self, collector: Box<dyn Collector>) {
         self.registry
             .lock()

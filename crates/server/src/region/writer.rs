@@ -233,7 +233,8 @@ pub enum WriterError {
     /// state write): the process must stop rather than answer.
     #[error("fatal: {0}")]
     Fatal(WriteError),
-    /// One of the region's threads panicked (its message was logged).
+    /// One of the region's threads panicked (the panic message went to
+    /// stderr).
     #[error("fatal: the {0} thread panicked")]
     Panicked(&'static str),
 }

@@ -141,7 +141,12 @@ mod tests {
     }
 
     /// The other three messages pinned like [`Follow`]: a change here is a
-    /// wire format change.
+    /// wire format change. `MemberStatus` is a positional array whose
+    /// defaulted fields sit before `members`, so unlike the ledger's
+    /// appended fields they give no compatibility with the shorter layout
+    /// earlier builds sent: members of one region must run one version (a
+    /// rolling upgrade of standbys needs a VERSION bump and a reader of the
+    /// old layout first).
     #[test]
     fn golden_status_announce_and_query_bytes() {
         use meridian_core::replication::wire::{decode_msg, encode_msg};
