@@ -4,13 +4,12 @@
 //! read: add a format (and keep reading the old one), never just update
 //! the vector.
 
+mod vectors;
+
 use meridian_core::Lsn;
 use meridian_core::log::record::{self, Format};
 use meridian_core::log::segment;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use vectors::hex;
 
 #[test]
 fn segment_headers() {

@@ -9,29 +9,15 @@
 //! the vector. (Objects are pinned in `crates/crdt/tests/golden.rs`, the op
 //! log in `golden_log.rs`, the peer wire in `golden_wire.rs`.)
 
+mod vectors;
+
 use meridian_core::engine::ledger::{FallbackRecord, LedgerCounts, LedgerEntry, MergeRecord};
 use meridian_core::engine::store::{Checkpoint, checkpoint_entry};
 use meridian_core::ownership::Epoch;
 use meridian_core::{Key, KeyspaceName};
 use meridian_crdt::codec::{self, FORMAT_VERSION};
 use meridian_crdt::{Dot, Hlc, Json, RegionId, ReplicaId, Seq, Value, Version, VersionVector};
-use uuid::Uuid;
-
-fn rep(name: &str, n: u128) -> ReplicaId {
-    ReplicaId::new(RegionId::new(name).unwrap(), Uuid::from_u128(n))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[track_caller]
-fn pinned(bytes: &[u8], expect: &str) {
-    assert_eq!(bytes[0], FORMAT_VERSION, "no version marker");
-    assert_eq!(hex(bytes), expect, "encoding changed");
-}
-
-const T0: u64 = 1_764_172_170_123;
+use vectors::{T0, pinned, rep, unhex};
 
 fn version(r: &ReplicaId, seq: u64, logical: u16) -> Version {
     Version::new(
@@ -92,11 +78,9 @@ fn a_ledger_entry_for_an_lww_loser() {
     );
     assert_eq!(codec::decode::<LedgerEntry>(&bytes, 1 << 20).unwrap(), e);
     // Written before merges and fallbacks were recorded: 11 fields.
-    let old = "019b05a764656661756c74a6757365723a3191a46e616d65a36c777792cf019ac0db038e00009292a775732d65617374c410000000000000000000000000000000010381a16aab7b226e223a22616461227d92cf019ac0db038d00019292a765752d77657374c4100000000000000000000000000000000202c0c3cf019ac0db03950000";
-    let old: Vec<u8> = (0..old.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&old[i..i + 2], 16).unwrap())
-        .collect();
+    let old = unhex(
+        "019b05a764656661756c74a6757365723a3191a46e616d65a36c777792cf019ac0db038e00009292a775732d65617374c410000000000000000000000000000000010381a16aab7b226e223a22616461227d92cf019ac0db038d00019292a765752d77657374c4100000000000000000000000000000000202c0c3cf019ac0db03950000",
+    );
     assert_eq!(codec::decode::<LedgerEntry>(&old, 1 << 20).unwrap(), e);
 }
 

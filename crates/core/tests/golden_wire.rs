@@ -6,27 +6,12 @@
 //! never just update the vector. (The crdt encodings inside are pinned in
 //! `crates/crdt/tests/golden.rs`.)
 
+mod vectors;
+
 use meridian_core::replication::wire::{self, Ack, Hello, StatePage};
 use meridian_core::{Key, KeyspaceName, Mutation, Op};
-use meridian_crdt::codec::FORMAT_VERSION;
-use meridian_crdt::{Dot, Hlc, LwwOp, ObjectOp, RegionId, ReplicaId, Seq, Value, VersionVector};
-use uuid::Uuid;
-
-fn rep(name: &str, n: u128) -> ReplicaId {
-    ReplicaId::new(RegionId::new(name).unwrap(), Uuid::from_u128(n))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[track_caller]
-fn pinned(bytes: &[u8], expect: &str) {
-    assert_eq!(bytes[0], FORMAT_VERSION, "no version marker");
-    assert_eq!(hex(bytes), expect, "encoding changed");
-}
-
-const T0: u64 = 1_764_172_170_123;
+use meridian_crdt::{Dot, Hlc, LwwOp, ObjectOp, ReplicaId, Seq, Value, VersionVector};
+use vectors::{T0, pinned, rep};
 
 fn op(origin: &ReplicaId, seq: u64, deps: &[(&ReplicaId, u64)], key: &str, value: &[u8]) -> Op {
     let mut vv: VersionVector = deps.iter().map(|(r, s)| ((*r).clone(), Seq(*s))).collect();
