@@ -177,15 +177,87 @@ async fn a_write_at_a_non_owner_is_forwarded_or_refused_by_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_change_answers_once_every_region_judges_writes_by_it() {
+    // ap-south (the steward) is near us-east and far from eu-west: the
+    // steward's answer reaches us-east long before the map reaches eu-west.
+    let c = Cluster::builder()
+        .latency_ms(5)
+        .pair_latency_ms("ap-south", "eu-west", 300)
+        .pair_latency_ms("us-east", "eu-west", 300)
+        .start()
+        .await
+        .unwrap();
+    c.client("us-east")
+        .define_keyspace("profiles", &json!({"policy": "lww"}))
+        .await
+        .unwrap();
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    let us = c.client("us-east");
+    let map = us
+        .set_ownership(
+            "profiles",
+            &json!({"rules": [{"prefix": "eu/", "owner": "eu-west"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(map["epoch"], 1, "{map}");
+    assert_eq!(map["in_effect"], true, "{map}");
+    assert_eq!(map["waiting_for"], json!([]), "{map}");
+    // In effect: every region already judges writes by the map, so none
+    // takes a write to eu/ as ownerless any more.
+    for r in ["us-east", "eu-west", "ap-south"] {
+        let m = c.client(r).ownership("profiles").await.unwrap();
+        assert_eq!(m["epoch"], 1, "{r}: {m}");
+    }
+    // A region cut off cannot apply the next change: the answer says the
+    // change is made but not yet in effect there (202), after the wait the
+    // request allows.
+    c.partition_off("eu-west").unwrap();
+    let opts = Options {
+        concern_timeout_ms: Some(500),
+        ..Options::default()
+    };
+    let t = Instant::now();
+    let moved = us
+        .transfer_ownership_with("profiles", &json!({"rule": 0, "to": "us-east"}), &opts)
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(moved["epoch"], 2, "{moved}");
+    assert_eq!(moved["in_effect"], false, "{moved}");
+    assert_eq!(moved["waiting_for"], json!(["eu-west"]), "{moved}");
+    // Healed, the same change again is unchanged and in effect.
+    c.heal();
+    let again = us
+        .transfer_ownership("profiles", &json!({"rule": 0, "to": "us-east"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&again["epoch"], &again["changed"], &again["in_effect"]),
+        (&json!(2), &json!(false), &json!(true)),
+        "{again}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handoff_under_writes_from_every_region_loses_nothing_and_conflicts_nowhere() {
     let c = setup(10).await;
     let us = c.client("us-east");
-    us.set_ownership(
-        "profiles",
-        &json!({"rules": [{"prefix": "eu/", "owner": "eu-west"}]}),
-    )
-    .await
-    .unwrap();
+    // Answered once in effect everywhere: from here no region takes a
+    // write to eu/ as ownerless (those could conflict with the owner's).
+    let map = us
+        .set_ownership(
+            "profiles",
+            &json!({"rules": [{"prefix": "eu/", "owner": "eu-west"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(map["in_effect"], true, "{map}");
     put_retrying(&c.client("eu-west"), "eu/warm", &json!(0))
         .await
         .unwrap();
@@ -231,12 +303,14 @@ async fn a_handoff_under_writes_from_every_region_loses_nothing_and_conflicts_no
         .await
         .unwrap();
     assert_eq!(moved["epoch"], 2, "{moved}");
+    assert_eq!(moved["in_effect"], true, "{moved}");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let back = us
         .transfer_ownership("profiles", &json!({"rule": 0, "to": "ap-south"}))
         .await
         .unwrap();
     assert_eq!(back["epoch"], 3);
+    assert_eq!(back["in_effect"], true, "{back}");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = BTreeMap::new();

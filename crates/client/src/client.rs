@@ -516,10 +516,25 @@ impl Client {
     }
 
     /// Sets a keyspace's ownership map (`{"rules": [...], "default": ...,
-    /// "mode": ..., "fallback": ..., "epoch": N}`).
+    /// "mode": ..., "fallback": ..., "epoch": N}`). The answer comes once
+    /// every region judges writes by the new map (`"in_effect": true`), or
+    /// after the region's default wait with `"in_effect": false` and
+    /// `"waiting_for"` naming the regions that have not applied it yet.
     pub async fn set_ownership(&self, keyspace: &str, map: &Value) -> Result<Value, ClientError> {
+        self.set_ownership_with(keyspace, map, &Options::default())
+            .await
+    }
+
+    /// [`Client::set_ownership`], waiting at most
+    /// [`Options::concern_timeout_ms`] for the map to be in effect.
+    pub async fn set_ownership_with(
+        &self,
+        keyspace: &str,
+        map: &Value,
+        opts: &Options,
+    ) -> Result<Value, ClientError> {
         let path = format!("/v1/keyspaces/{}/ownership", path::segment(keyspace));
-        self.change(Method::PUT, &path, map).await
+        self.change_with(Method::PUT, &path, map, opts).await
     }
 
     /// Moves one rule of a keyspace's map to another region (`{"rule":
@@ -529,11 +544,23 @@ impl Client {
         keyspace: &str,
         body: &Value,
     ) -> Result<Value, ClientError> {
+        self.transfer_ownership_with(keyspace, body, &Options::default())
+            .await
+    }
+
+    /// [`Client::transfer_ownership`], waiting at most
+    /// [`Options::concern_timeout_ms`] for the map to be in effect.
+    pub async fn transfer_ownership_with(
+        &self,
+        keyspace: &str,
+        body: &Value,
+        opts: &Options,
+    ) -> Result<Value, ClientError> {
         let path = format!(
             "/v1/keyspaces/{}/ownership/transfer",
             path::segment(keyspace)
         );
-        self.change(Method::POST, &path, body).await
+        self.change_with(Method::POST, &path, body, opts).await
     }
 
     /// Registers or replaces a merge script (`{"script": "...", ...}`).

@@ -3,6 +3,8 @@
 //! cluster's steward (its first region by name); other regions forward
 //! them there.
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Extension, Path, State};
@@ -17,7 +19,7 @@ use super::error::ApiError;
 use super::openapi::OwnershipBody;
 use super::openapi::answers::NamePath;
 use super::openapi::schemas as doc;
-use super::{AppInner, AppState, MAX_SMALL_BODY, body, respond};
+use super::{AppInner, AppState, MAX_SMALL_BODY, body, consistency, headers, respond};
 use crate::peer::forward::{self, ForwardedBy};
 use crate::region::writer::OwnershipChange;
 
@@ -135,7 +137,9 @@ pub struct TransferBody {
     params(NamePath),
     request_body(content((OwnershipBody = "application/json"), (OwnershipBody = "application/msgpack"))),
     responses(
-        (status = 200, description = "The map after the change (`changed` says whether anything did).", content(
+        (status = 200, description = "The map after the change (`changed` says whether anything did), in effect in every region (`in_effect: true`).", content(
+            (doc::Ownership = "application/json"), (doc::Ownership = "application/msgpack"))),
+        (status = 202, description = "The change is made, but after waiting `meridian-timeout-ms` (default 5,000) some regions (`waiting_for`) have not applied it yet (`in_effect: false`); they take writes under the map they hold until they do.", content(
             (doc::Ownership = "application/json"), (doc::Ownership = "application/msgpack"))),
         (status = 400, description = "Invalid map: overlapping rules, an empty range, an unknown region, too many rules (`invalid_map`), or a bad body.", body = doc::Error),
         (status = 404, description = "Unknown keyspace, no map, or no such rule.", body = doc::Error),
@@ -181,7 +185,9 @@ pub async fn put(
     params(NamePath),
     request_body(content((TransferBody = "application/json"), (TransferBody = "application/msgpack"))),
     responses(
-        (status = 200, description = "The map after the change (`changed` says whether anything did).", content(
+        (status = 200, description = "The map after the change (`changed` says whether anything did), in effect in every region (`in_effect: true`).", content(
+            (doc::Ownership = "application/json"), (doc::Ownership = "application/msgpack"))),
+        (status = 202, description = "The change is made, but after waiting `meridian-timeout-ms` (default 5,000) some regions (`waiting_for`) have not applied it yet (`in_effect: false`); they take writes under the map they hold until they do.", content(
             (doc::Ownership = "application/json"), (doc::Ownership = "application/msgpack"))),
         (status = 400, description = "Invalid map: overlapping rules, an empty range, an unknown region, too many rules (`invalid_map`), or a bad body.", body = doc::Error),
         (status = 404, description = "Unknown keyspace, no map, or no such rule.", body = doc::Error),
@@ -246,6 +252,8 @@ async fn change(
                 .with(json!({"steward": steward.as_str()}))
             });
     }
+    // Checked before anything changes.
+    let wait_ms = headers::timeout_ms(h, consistency::DEFAULT_CONCERN_TIMEOUT_MS)?;
     let outcome =
         app.writer.own(ks.clone(), change).await.map_err(|e| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
@@ -254,9 +262,59 @@ async fn change(
         crate::region::writer::DefineDone::Unchanged => (app.reader.published().vv.clone(), false),
         crate::region::writer::DefineDone::Written(vv) => (vv, true),
     };
+    // Made: answered once every region judges writes by it, so a write
+    // taken anywhere after this answer is judged by the new map (until a
+    // region applies it, it takes writes under the map it holds, and for
+    // a keyspace's first map those are ownerless and may conflict).
+    let waiting = wait_in_effect(app, &ks, wait_ms).await;
     let mut body = describe(app, &ks);
     if let serde_json::Value::Object(m) = &mut body {
         m.insert("changed".into(), json!(changed));
+        m.insert("in_effect".into(), json!(waiting.is_empty()));
+        m.insert("waiting_for".into(), json!(waiting));
     }
-    Ok(respond(StatusCode::OK, h, &body, Some(&vv)))
+    let status = if waiting.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(respond(status, h, &body, Some(&vv)))
+}
+
+/// The regions that do not yet judge writes to `keyspace` by its current
+/// map: those without a fence at its epoch, as this region has them.
+fn not_in_effect(app: &AppInner, keyspace: &str) -> Vec<RegionId> {
+    let p = app.reader.published();
+    let (Some(def), Some(map)) = (p.registry.get(keyspace), p.registry.ownership(keyspace)) else {
+        return Vec::new();
+    };
+    cluster(app)
+        .into_iter()
+        .filter(|r| {
+            p.registry
+                .fence(&def.name, r)
+                .is_none_or(|f| f.epoch < map.epoch())
+        })
+        .collect()
+}
+
+/// Waits up to `wait_ms` for every region's fence at `keyspace`'s current
+/// epoch to arrive here; the regions still without one.
+async fn wait_in_effect(app: &AppInner, keyspace: &str, wait_ms: u64) -> Vec<RegionId> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    let mut vv = app.vv.clone();
+    loop {
+        let waiting = not_in_effect(app, keyspace);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if waiting.is_empty() || left.is_zero() {
+            return waiting;
+        }
+        // A fence moves the vector; the tick bounds the wait should the
+        // vector be published before the registry that came with it.
+        let tick = left.min(Duration::from_millis(50));
+        if let Ok(Err(_)) = tokio::time::timeout(tick, vv.changed()).await {
+            // The region is stopping: no fence will arrive here.
+            tokio::time::sleep(tick).await;
+        }
+    }
 }

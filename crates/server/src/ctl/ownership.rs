@@ -141,6 +141,18 @@ pub async fn run(c: &Client, cmd: &OwnershipCommand, as_json: bool) -> Result<()
             None => "",
         }
     );
+    if body["in_effect"] == json!(false) {
+        let waiting: Vec<String> = body["waiting_for"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        println!(
+            "not yet in effect in {}: they take writes under the map they hold until it reaches them",
+            waiting.join(", ")
+        );
+    }
     let mut rows: Vec<Vec<String>> = body["rules"]
         .as_array()
         .into_iter()

@@ -309,6 +309,10 @@ pub struct Ownership {
     pub fences: Option<BTreeMap<String, u64>>,
     /// Whether the request changed anything.
     pub changed: Option<bool>,
+    /// After a change: whether every region judges writes by this map.
+    pub in_effect: Option<bool>,
+    /// After a change: the regions that have not applied it yet.
+    pub waiting_for: Option<Vec<String>>,
 }
 
 /// A complete backup.
