@@ -29,16 +29,6 @@ struct Ledger {
     acks: u64,
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 async fn client_loop(
     c: Client,
     id: usize,
@@ -46,12 +36,12 @@ async fn client_loop(
     stop: Arc<AtomicBool>,
     ledger: Arc<Mutex<Ledger>>,
 ) {
-    let mut rng = Rng(0x9e37_79b9 ^ ((id as u64) << 20) ^ round as u64);
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9 ^ ((id as u64) << 20) ^ round as u64);
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let outcome: Result<(), ClientError>;
-        match rng.next() % 3 {
+        match rng.u64(..) % 3 {
             0 => {
                 let key = format!("r{round}-c{id}-{n}");
                 let value = json!({"client": id, "n": n, "pad": "x".repeat(40)});
@@ -70,8 +60,8 @@ async fn client_loop(
                 outcome = r.map(|_| ());
             }
             1 => {
-                let key = format!("n{}", rng.next() as usize % COUNTERS);
-                let by = 1 + (rng.next() % 5) as i64;
+                let key = format!("n{}", rng.u64(..) as usize % COUNTERS);
+                let by = 1 + (rng.u64(..) % 5) as i64;
                 let r = c.incr("hits", &key, by).await;
                 let mut l = ledger.lock().unwrap();
                 let e = l.counters.entry(key).or_default();
@@ -184,7 +174,7 @@ async fn acknowledged_writes_survive_sigkill() {
         .await
         .unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let mut rng = Rng(0x5eed);
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
     let mut total_checked = 0;
     for round in 0..ROUNDS {
         let stop = Arc::new(AtomicBool::new(false));
@@ -199,7 +189,7 @@ async fn acknowledged_writes_survive_sigkill() {
                 ))
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(150 + rng.next() % 400)).await;
+        tokio::time::sleep(Duration::from_millis(150 + rng.u64(..) % 400)).await;
         node.kill9().await;
         stop.store(true, Ordering::Relaxed);
         for t in tasks {

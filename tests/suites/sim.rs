@@ -35,12 +35,13 @@ fn many_seeds_converge_and_lose_nothing() {
                 total.merges_written += r.merges_written;
                 total.handoffs += r.handoffs;
                 total.owned_writes += r.owned_writes;
+                total.relogged += r.relogged;
             }
             Err(f) => failures.push(f.to_string()),
         }
     }
     println!(
-        "{n} seeds: {} acknowledged writes checked ({} of unknown outcome; {} custom versions, {} merge write-backs), {} batches delivered, {} duplicated, {} messages lost, {} crashes, {} state transfers, {} ops held for clock skew, {} stable tombstones collected, {} handoffs of owned ranges under {} owned writes (never two takers in an epoch, never concurrent)",
+        "{n} seeds: {} acknowledged writes checked ({} of unknown outcome; {} custom versions, {} merge write-backs), {} batches delivered, {} duplicated, {} messages lost, {} crashes, {} state transfers, {} ops held for clock skew, {} stable tombstones collected, {} handoffs of owned ranges under {} owned writes (never two takers in an epoch, never concurrent), {} ops logged again after a crash orphaned their first record",
         total.acked,
         total.indeterminate,
         total.custom_acked,
@@ -53,7 +54,8 @@ fn many_seeds_converge_and_lose_nothing() {
         total.held,
         total.collected,
         total.handoffs,
-        total.owned_writes
+        total.owned_writes,
+        total.relogged
     );
     assert!(
         failures.is_empty(),
@@ -86,18 +88,20 @@ fn ownership_heavy_runs_never_write_an_owned_key_twice_at_once() {
     let n = seeds() / 2;
     let mut handoffs = 0;
     let mut owned = 0;
+    let mut relogged = 0;
     let mut failures = Vec::new();
     for seed in 0..n {
         match run(SimConfig::ownership_heavy(OWNERSHIP_SEEDS + seed, 33)) {
             Ok(r) => {
                 handoffs += r.handoffs;
                 owned += r.owned_writes;
+                relogged += r.relogged;
             }
             Err(f) => failures.push(format!("{f} (SimConfig::ownership_heavy)")),
         }
     }
     println!(
-        "{n} ownership-heavy seeds: {handoffs} handoffs, {owned} durable owned writes, none taken by two regions in an epoch or concurrently"
+        "{n} ownership-heavy seeds: {handoffs} handoffs, {owned} durable owned writes, none taken by two regions in an epoch or concurrently; {relogged} ops logged again after a crash orphaned their first record"
     );
     assert!(
         failures.is_empty(),

@@ -1,33 +1,25 @@
 //! Temporary directories for tests, removed on drop.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
-/// A fresh directory under the system temp dir, removed when dropped.
-pub struct TestDir(PathBuf);
+/// A fresh directory under the system temp dir, removed when dropped: a
+/// [`tempfile::TempDir`] (the crate the state store already links) named
+/// `meridian-<tag>-<random>`, so a crashed run's leftovers never collide
+/// with the next run.
+pub struct TestDir(tempfile::TempDir);
 
 impl TestDir {
-    /// Creates `<tmp>/meridian-<tag>-<pid>-<n>`.
+    /// Creates `<tmp>/meridian-<tag>-<random>`.
     pub fn new(tag: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "meridian-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create test dir");
-        Self(p)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("meridian-{tag}-"))
+            .tempdir()
+            .expect("create test dir");
+        Self(dir)
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }

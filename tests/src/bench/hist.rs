@@ -1,4 +1,9 @@
 //! Latency samples and their percentiles.
+//!
+//! Kept instead of `hdrhistogram`: a benchmark run records at most a few
+//! million samples (8 bytes each), so every sample is kept and percentiles
+//! are exact nearest-rank values, with no bucket error to explain beside a
+//! p99.9 and one dependency fewer.
 
 use serde::Serialize;
 

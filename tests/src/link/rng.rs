@@ -1,8 +1,6 @@
-//! A tiny seeded PRNG (SplitMix64), so a test can replay the exact jitter,
-//! loss and reset draws of a failing run from its seed.
-//!
-//! SplitMix64 is not cryptographic; it only needs to be fast, well mixed and
-//! identical on every platform, which it is.
+//! Seeded draws (fastrand's generator), so a test can replay the exact
+//! jitter, loss and reset draws of a failing run from its seed, and the
+//! seed derivation that gives every link and direction its own stream.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,25 +36,18 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// SplitMix64: the same seed gives the same sequence everywhere.
+/// One stream of draws: the same seed gives the same sequence.
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64 {
-    state: u64,
-}
+pub(crate) struct Draws(fastrand::Rng);
 
-impl SplitMix64 {
+impl Draws {
     pub(crate) fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
+        Draws(fastrand::Rng::with_seed(seed))
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.state)
-    }
-
-    /// Uniform in `[0, 1)`, from the top 53 bits.
+    /// Uniform in `[0, 1)`.
     pub(crate) fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        self.0.f64()
     }
 
     /// True with probability `p`; never draws when `p` is 0, so a clean
@@ -65,11 +56,9 @@ impl SplitMix64 {
         p > 0.0 && self.next_f64() < p
     }
 
-    /// Uniform in `0..=max` (multiply-shift; the bias is below 2^-40 for the
-    /// millisecond ranges used here).
+    /// Uniform in `0..=max`.
     pub(crate) fn up_to(&mut self, max: u64) -> u64 {
-        let span = u128::from(max) + 1;
-        ((u128::from(self.next_u64()) * span) >> 64) as u64
+        self.0.u64(..=max)
     }
 }
 
@@ -79,23 +68,17 @@ mod tests {
 
     #[test]
     fn same_seed_same_sequence() {
-        let mut a = SplitMix64::new(42);
-        let mut b = SplitMix64::new(42);
-        let xs: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
-        let ys: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
+        let mut a = Draws::new(42);
+        let mut b = Draws::new(42);
+        let xs: Vec<u64> = (0..8).map(|_| a.up_to(u64::MAX)).collect();
+        let ys: Vec<u64> = (0..8).map(|_| b.up_to(u64::MAX)).collect();
         assert_eq!(xs, ys);
-        assert_ne!(SplitMix64::new(43).next_u64(), xs[0]);
-    }
-
-    #[test]
-    fn known_vector() {
-        // Reference output of SplitMix64 seeded with 0 (Vigna's splitmix64.c).
-        assert_eq!(SplitMix64::new(0).next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_ne!(Draws::new(43).up_to(u64::MAX), xs[0]);
     }
 
     #[test]
     fn ranges_hold() {
-        let mut rng = SplitMix64::new(7);
+        let mut rng = Draws::new(7);
         for _ in 0..10_000 {
             let x = rng.next_f64();
             assert!((0.0..1.0).contains(&x));

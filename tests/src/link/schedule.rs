@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::LinkSpec;
-use super::rng::SplitMix64;
+use super::rng::Draws;
 
 /// The delivery clock of one direction of one connection.
 ///
@@ -18,7 +18,7 @@ use super::rng::SplitMix64;
 ///   seed replays the same decisions for the same chunks.
 #[derive(Debug)]
 pub(crate) struct Schedule {
-    rng: SplitMix64,
+    rng: Draws,
     last: Option<Instant>,
 }
 
@@ -34,7 +34,7 @@ pub(crate) enum Verdict {
 impl Schedule {
     pub(crate) fn new(seed: u64) -> Self {
         Schedule {
-            rng: SplitMix64::new(seed),
+            rng: Draws::new(seed),
             last: None,
         }
     }
