@@ -12,6 +12,10 @@
 //! c.stop().await;
 //! # Ok(()) }
 //! ```
+//!
+//! Why past ~400 lines: the `Cluster` builder and handle: every operation a
+//! suite performs on a whole cluster (start, kill, pause, partition, wait for
+//! convergence).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,4 +1,6 @@
 //! One region as a real process: start, stop, SIGKILL, SIGSTOP, restart.
+//!
+//! Why past ~400 lines: one region process and every way a test drives it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

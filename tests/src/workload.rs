@@ -9,6 +9,9 @@
 //! answer into every request, so its operations are causally ordered in every
 //! region (which is what lets the checkers say "this remove saw that add",
 //! "this write followed that one").
+//!
+//! Why past ~400 lines: the workload's operations and how each outcome is
+//! recorded, one type.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

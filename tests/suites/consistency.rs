@@ -2,6 +2,9 @@
 //! link emulator: write concerns, causal tokens (read-your-writes,
 //! monotonic reads, monotonic writes, writes-follow-reads), quorum reads
 //! with read repair, the conflict ledger, anti-entropy and tombstones.
+//!
+//! Past ~400 lines because STYLE keeps one test binary per topic: these cases
+//! share the fixtures at the top of this file.
 
 use std::time::Duration;
 

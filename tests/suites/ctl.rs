@@ -1,5 +1,8 @@
 //! `meridian ctl` against a real cluster: the binary, its tables, its JSON,
 //! its errors.
+//!
+//! Past ~400 lines because STYLE keeps one test binary per topic: these cases
+//! share the fixtures at the top of this file.
 
 use std::process::Output;
 use std::time::Duration;

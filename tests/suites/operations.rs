@@ -5,6 +5,9 @@
 //! a real two-region cluster with the rules loaded, every dashboard query
 //! must be valid PromQL, the core panels must show data, and promtool's
 //! rule tests (`alerts.test.yaml`) must pass.
+//!
+//! Past ~400 lines because STYLE keeps one test binary per topic: these cases
+//! share the fixtures at the top of this file.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

@@ -3,6 +3,9 @@
 //! steady writes from every region that loses nothing and conflicts
 //! nowhere, and a fallback that keeps writes available during a partition
 //! and records each one.
+//!
+//! Past ~400 lines because STYLE keeps one test binary per topic: these cases
+//! share the fixtures at the top of this file.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! Multi-leader replication between real processes through the link
 //! emulator: partitions under writes, relaying around a cut, a region killed
 //! under load, and forged batches.
+//!
+//! Past ~400 lines because STYLE keeps one test binary per topic: these cases
+//! share the fixtures at the top of this file.
 
 use std::time::Duration;
 

@@ -3,6 +3,9 @@
 //! from its standby, both taking writes) loses nothing when it heals; reads
 //! at a standby with a token see the writes made at the leader; the
 //! staleness bound, forwarding, `421` and the concern that cannot be met.
+//!
+//! Past ~400 lines because STYLE keeps one test binary per topic: these cases
+//! share the fixtures at the top of this file.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

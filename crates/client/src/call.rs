@@ -13,6 +13,9 @@
 //! | timeout, connection lost, other `5xx` (a proxy's `504` too) | set aside | reads: next region; writes safe to repeat: next region once the first copy can no longer be taken there; others: [`ClientError::Indeterminate`] |
 //! | `421`/`307`/`308` with a URL | kept | the URL (at most [`MAX_REDIRECTS`]) |
 //! | any other answer (`2xx`, `4xx`, Meridian's `504 write_concern_timeout`) | kept | done (an error answer after an unknown outcome elsewhere is `Indeterminate`) |
+//!
+//! Why past ~400 lines: one idea, a call carried across regions (the
+//! order, failover, redirects), every branch of it documented.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

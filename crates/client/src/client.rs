@@ -1,4 +1,7 @@
 //! The client: one method per endpoint.
+//!
+//! Why past ~400 lines: one small method per endpoint: the client's whole
+//! contract, read as a list.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -9,6 +9,9 @@
 //! a client returns to its preferred region without any application call
 //! paying for a region that is still dead. A call tries set-aside regions
 //! only when every other region has failed it too.
+//!
+//! Past ~400 lines only with its unit tests, which STYLE keeps beside the
+//! code; the code itself is under 400.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -2,6 +2,9 @@
 //! what moves a call to the next region, what stops it, which writes are
 //! sent twice, and how redirects are followed. (Real clusters, with a
 //! region killed under a session, are in the harness: `tests/suites/failover.rs`.)
+//!
+//! Past ~400 lines because STYLE keeps one test binary per topic: these cases
+//! share the fixtures at the top of this file.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

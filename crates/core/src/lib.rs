@@ -38,7 +38,8 @@ pub mod token;
 #[doc(hidden)]
 pub mod testdir;
 
-pub use engine::keyspaces::{Concern, KeyspaceDef, RegionConcern, Registry, WriteConcern};
+pub use engine::concern::{Concern, RegionConcern, WriteConcern};
+pub use engine::keyspaces::{KeyspaceDef, Registry};
 pub use engine::request::{Change, MutationRequest, WriteError, WriteRequest};
 pub use engine::{
     Committed, Engine, EngineConfig, Published, Read, ReadError, Reader, Received, Source,

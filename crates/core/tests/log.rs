@@ -1,5 +1,8 @@
 //! The op log: append, sync, roll, retention, reading back, and recovery
 //! from torn tails and corruption.
+//!
+//! Past ~400 lines because STYLE keeps one test binary per topic: these cases
+//! share the fixtures at the top of this file.
 
 use std::path::Path;
 

@@ -23,8 +23,8 @@ use meridian_core::replication::{PeerKnowledge, stable_cut};
 use meridian_core::{FjallBackend, Key, KeyspaceName, Reader};
 use meridian_crdt::{Crdt, Object, codec};
 
+use crate::peer::call::PeerError;
 use crate::peer::client::PeerClient;
-use crate::peer::sender::PeerError;
 use crate::peer::status::{PeerStatus, Peers};
 use crate::region::WriterHandle;
 use crate::shutdown::Shutdown;
@@ -256,11 +256,11 @@ impl Maintenance {
     }
 
     /// Compares with every peer in turn, every `every`, until `shutdown`.
-    pub async fn anti_entropy(self, every: Duration, mut shutdown: Shutdown) {
+    pub async fn anti_entropy(self, every: Duration, shutdown: Shutdown) {
         let mut next = 0usize;
         loop {
             tokio::select! {
-                _ = shutdown.wait() => return,
+                _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
             if self.peers.links.is_empty() {
@@ -320,10 +320,10 @@ impl Maintenance {
     }
 
     /// Collects stable tombstones every `every`, until `shutdown`.
-    pub async fn collect_tombstones(self, every: Duration, mut shutdown: Shutdown) {
+    pub async fn collect_tombstones(self, every: Duration, shutdown: Shutdown) {
         loop {
             tokio::select! {
-                _ = shutdown.wait() => return,
+                _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
             let Some(cut) = self.stable_cut() else {

@@ -1,6 +1,10 @@
 //! Running a region: the client API, the peer API and one sender per peer,
 //! from configuration to a graceful stop. `meridian serve` runs one;
 //! `meridian dev` runs three in one process.
+//!
+//! Why past ~400 lines: `start` is a region's startup order, step by step
+//! (open, settle the incarnation, peer API, standby role, senders, client
+//! API, background tasks), kept in one function so the order is visible.
 
 use meridian_core::WriteError;
 use std::net::SocketAddr;
@@ -169,11 +173,11 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         },
         |p| p.role,
     );
-    let mut open_cfg = cfg.clone();
+    let mut open_cfg = cfg.region_settings();
     if role == Role::Follower {
         // The leader backs up; a follower's log must not wait for an
         // archiver that does not run here.
-        open_cfg.backup = None;
+        open_cfg.archive = false;
     }
     let m = metrics.clone();
     let mut region =
@@ -199,10 +203,10 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     let mut tasks = Vec::new();
     let tls = load_tls(&cfg)?;
     for t in tls.client.iter().chain(tls.peer.iter()) {
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         tasks.push(
             t.spawn_reloader(crate::security::tls::RELOAD_EVERY, async move {
-                stop.wait().await
+                stop.cancelled().await
             }),
         );
     }
@@ -220,8 +224,12 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
     let mut peer_addr = None;
     // Requests peers forward run through the client API, once built.
     let client_api = Arc::new(std::sync::OnceLock::new());
-    // The standby state, once this member's replica id is settled.
-    let standby_slot = Arc::new(std::sync::OnceLock::new());
+    // This member's role for the peer API: the standby state, once this
+    // member's replica id is settled.
+    let roles = Arc::new(crate::standby::peer::Roles::new(
+        cfg.region.clone(),
+        persisted.role,
+    ));
     // The peer API answers first, while this region asks its peers about
     // its incarnation: regions restarted together must hear each other.
     if let (Some(secret), Some(pl)) = (cfg.secret.clone(), cfg.peer_listen)
@@ -242,12 +250,14 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             peers: peers.clone(),
             clock: region.clock,
             client_api: client_api.clone(),
-            standby: standby_slot.clone(),
-            starting_role: persisted.role,
+            admission: roles.clone(),
         });
         servers.push(serve_on(
             l,
-            receiver::router(api),
+            receiver::router(
+                api.clone(),
+                crate::standby::peer::routes(api, roles.clone()),
+            ),
             listener_opts(crate::security::listener::PEER_LISTENER, &tls.peer),
             stop.clone(),
         ));
@@ -337,7 +347,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         cfg.data_dir.clone(),
         region.vv.clone(),
     );
-    let _ = standby_slot.set(standby.clone());
+    let _ = roles.standby.set(standby.clone());
     metrics.attach(Box::new(crate::standby::metrics::StandbyCollector {
         standby: standby.clone(),
         feed: region.feed.clone(),

@@ -1,6 +1,7 @@
-//! Shutdown: the signals that stop the process, and a token tasks wait on.
+//! Shutdown: the signals that stop the process, and the token tasks wait on
+//! (tokio-util's [`CancellationToken`], which also gives child tokens).
 
-use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn signal() {
@@ -18,44 +19,53 @@ pub async fn signal() {
     }
 }
 
-/// A shutdown token: cloned into every task that must stop with its owner.
-#[derive(Clone)]
-pub struct Shutdown {
-    rx: watch::Receiver<bool>,
-}
+/// A shutdown token: cloned into every task that must stop with its owner;
+/// `cancelled().await` resolves once shutdown has begun.
+pub type Shutdown = CancellationToken;
 
-/// The owner's side: dropping it or calling [`Trigger::fire`] stops every token.
+/// The owner's side: dropping it or calling [`Trigger::fire`] stops every
+/// token.
 pub struct Trigger {
-    tx: watch::Sender<bool>,
+    token: CancellationToken,
+    _on_drop: DropGuard,
 }
 
 /// A new trigger and its token.
 pub fn channel() -> (Trigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
-    (Trigger { tx }, Shutdown { rx })
+    let token = CancellationToken::new();
+    let trigger = Trigger {
+        token: token.clone(),
+        _on_drop: token.clone().drop_guard(),
+    };
+    (trigger, token)
 }
 
 impl Trigger {
     /// Stops every token.
     pub fn fire(&self) {
-        let _ = self.tx.send(true);
+        self.token.cancel();
     }
 }
 
-impl Drop for Trigger {
-    fn drop(&mut self) {
-        let _ = self.tx.send(true);
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Shutdown {
-    /// Resolves once shutdown has begun.
-    pub async fn wait(&mut self) {
-        let _ = self.rx.wait_for(|v| *v).await;
+    #[tokio::test]
+    async fn dropping_the_trigger_stops_every_token() {
+        let (trigger, token) = channel();
+        let other = token.clone();
+        assert!(!token.is_cancelled());
+        drop(trigger);
+        other.cancelled().await;
+        assert!(token.is_cancelled());
     }
 
-    /// Whether shutdown has begun.
-    pub fn is_set(&self) -> bool {
-        *self.rx.borrow()
+    #[tokio::test]
+    async fn firing_stops_tokens_while_the_trigger_lives() {
+        let (trigger, token) = channel();
+        trigger.fire();
+        token.cancelled().await;
+        drop(trigger);
     }
 }

@@ -1,6 +1,9 @@
 //! Access tokens on a real region: every route refuses a caller with no
 //! token (401) or without the right (403) and serves one with it; tokens
 //! are revoked for good and expire.
+//!
+//! Past ~400 lines because STYLE keeps one test binary per topic: these cases
+//! share the fixtures at the top of this file.
 
 mod common;
 

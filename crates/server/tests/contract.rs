@@ -24,16 +24,13 @@ async fn schemathesis_finds_no_failure_in_any_phase() {
         );
         return;
     };
-    let d = std::env::temp_dir().join(format!("meridian-contract-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    let d = TempDir(d);
+    let d = TempDir::new("contract");
     // With a backup target, so the backup routes answer for real (not
     // 409 no_backup_target).
-    let mut spec = NodeSpec::new("us-east", &d.0.join("data")).with_tokens(BOOTSTRAP);
+    let mut spec = NodeSpec::new("us-east", &d.path().join("data")).with_tokens(BOOTSTRAP);
     spec.env.push((
         "MERIDIAN_BACKUP__TARGET".into(),
-        format!("file://{}", d.0.join("backups").display()),
+        format!("file://{}", d.path().join("backups").display()),
     ));
     let node = Node::start(Path::new(env!("CARGO_BIN_EXE_meridian")), spec)
         .await
@@ -48,7 +45,7 @@ async fn schemathesis_finds_no_failure_in_any_phase() {
     )
     .unwrap()
     .replace("${MERIDIAN_CONTRACT_TOKEN}", &token);
-    let config_file = d.0.join("schemathesis.toml");
+    let config_file = d.path().join("schemathesis.toml");
     std::fs::write(&config_file, config).unwrap();
     let run = tokio::time::timeout(
         Duration::from_secs(600),
@@ -63,7 +60,7 @@ async fn schemathesis_finds_no_failure_in_any_phase() {
             .arg("--no-color")
             // One fixed seed: a failure here reproduces with the same run.
             .args(["--seed", "17"])
-            .current_dir(&d.0)
+            .current_dir(d.path())
             .kill_on_drop(true)
             .output(),
     )

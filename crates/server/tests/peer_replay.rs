@@ -60,10 +60,8 @@ async fn metrics(node: &Node) -> String {
 
 #[tokio::test]
 async fn replayed_and_stale_requests_are_refused_and_counted() {
-    let dir = std::env::temp_dir().join(format!("meridian-peer-replay-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = common::TempDir(dir.clone());
+    let tmp = common::TempDir::new("peer-replay");
+    let dir = tmp.path().to_path_buf();
     let node = region(&dir, "us-east", &[]).await;
     let url = format!("http://{}/peer/v1/hello", node.peer_addr().unwrap());
     let secret = Secret::new(SECRET.as_bytes()).unwrap();
@@ -224,10 +222,8 @@ async fn replayed_and_stale_requests_are_refused_and_counted() {
 
 #[tokio::test]
 async fn answers_from_the_wrong_region_are_refused_and_counted() {
-    let dir = std::env::temp_dir().join(format!("meridian-peer-wrong-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = common::TempDir(dir.clone());
+    let tmp = common::TempDir::new("peer-wrong");
+    let dir = tmp.path().to_path_buf();
     // ap-south answers at the URL us-east has for eu-west.
     let ap = region(&dir, "ap-south", &[]).await;
     let us = region(

@@ -7,8 +7,8 @@ mod common;
 
 use meridian_crdt::{RegionId, ReplicaId};
 use meridian_server::peer::auth::Secret;
+use meridian_server::peer::call::PeerError;
 use meridian_server::peer::client::PeerClient;
-use meridian_server::peer::sender::PeerError;
 use meridian_server::standby::wire::{Follow, Member, MemberStatus, VERSION};
 
 const SECRET: &str = "standby-peer-test-secret-0123456789";
@@ -47,10 +47,8 @@ fn status_of(r: Result<MemberStatus, PeerError>) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_heartbeats_are_checked_before_anything_registers() {
-    let dir = std::env::temp_dir().join(format!("meridian-standby-peer-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = common::TempDir(dir.clone());
+    let tmp = common::TempDir::new("standby-peer");
+    let dir = tmp.path().to_path_buf();
     let secret = dir.join("secret");
     std::fs::write(&secret, SECRET).unwrap();
     let mut spec = meridian_harness::node::NodeSpec::new("us-east", &dir.join("data"));

@@ -20,10 +20,7 @@ fn bin() -> &'static Path {
 }
 
 fn dir(tag: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("meridian-tls-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
+    TempDir::new(&format!("tls-{tag}"))
 }
 
 /// `meridian cert --dir DIR NAME=SANS...`.
@@ -62,11 +59,11 @@ async fn served_cert(addr: SocketAddr, ca: &Path) -> Vec<u8> {
 #[tokio::test]
 async fn clients_speak_tls_plain_http_is_refused_and_certificates_reload() {
     let d = dir("listener");
-    let certs = d.0.join("certs");
+    let certs = d.path().join("certs");
     cert(&certs, &["localhost=localhost,127.0.0.1"]);
     let ca = certs.join("ca.pem");
     let (crt, key) = pem(&certs, "localhost");
-    let spec = NodeSpec::new("us-east", &d.0.join("data")).with_tls(&ca, &crt, &key);
+    let spec = NodeSpec::new("us-east", &d.path().join("data")).with_tls(&ca, &crt, &key);
     let node = Node::start(bin(), spec).await.unwrap();
     assert!(node.url().starts_with("https://"));
 
@@ -83,7 +80,7 @@ async fn clients_speak_tls_plain_http_is_refused_and_certificates_reload() {
         Some(json!("over tls"))
     );
     // A client trusting nothing refuses the server.
-    let other = d.0.join("other");
+    let other = d.path().join("other");
     cert(&other, &["localhost"]);
     let stranger = meridian_client::Client::builder()
         .region(node.url())
@@ -172,20 +169,20 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn regions_replicate_over_mutual_tls_and_refuse_peers_without_a_certificate() {
     let d = dir("mtls");
-    let certs = d.0.join("certs");
+    let certs = d.path().join("certs");
     cert(
         &certs,
         &["us-east=localhost,127.0.0.1", "eu-west=localhost,127.0.0.1"],
     );
     let ca = certs.join("ca.pem");
-    let secret = d.0.join("secret");
+    let secret = d.path().join("secret");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
     let regions = ["us-east", "eu-west"];
     let peer_ports = [free_port(), free_port()];
     let mut nodes = Vec::new();
     for (i, r) in regions.iter().enumerate() {
         let (crt, key) = pem(&certs, r);
-        let mut spec = NodeSpec::new(r, &d.0.join(r)).with_tls(&ca, &crt, &key);
+        let mut spec = NodeSpec::new(r, &d.path().join(r)).with_tls(&ca, &crt, &key);
         spec.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], peer_ports[i])));
         let other = 1 - i;
         spec.args.extend([
@@ -255,13 +252,13 @@ async fn an_external_scanner_finds_no_old_protocol_and_no_weak_cipher() {
         return;
     };
     let d = dir("sslyze");
-    let certs = d.0.join("certs");
+    let certs = d.path().join("certs");
     cert(&certs, &["localhost=localhost,127.0.0.1"]);
     let ca = certs.join("ca.pem");
     let (crt, key) = pem(&certs, "localhost");
-    let spec = NodeSpec::new("us-east", &d.0.join("data")).with_tls(&ca, &crt, &key);
+    let spec = NodeSpec::new("us-east", &d.path().join("data")).with_tls(&ca, &crt, &key);
     let node = Node::start(bin(), spec).await.unwrap();
-    let out = d.0.join("sslyze.json");
+    let out = d.path().join("sslyze.json");
     let run = tokio::process::Command::new(&sslyze)
         .args([
             "--sslv2",

@@ -22,6 +22,9 @@
 //!   last value the session wrote in every region (the loop stops writing
 //!   `cur` when the fault ends; an older value means a copy of a write the
 //!   client sent again was taken late and undid later writes).
+//!
+//! Why past ~400 lines: one benchmark: the session's loop, the faults and the
+//! report.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -20,6 +20,9 @@
 //! - lww: every region holds the same winner; a session's acknowledged write
 //!   never loses to an earlier acknowledged write of the same session (the
 //!   later one causally followed it); acknowledged unique puts read back.
+//!
+//! Past ~400 lines only with its unit tests, which STYLE keeps beside the
+//! code; the code itself is under 400.
 
 mod finals;
 mod report;

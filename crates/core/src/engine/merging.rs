@@ -1,6 +1,9 @@
 //! Merge write-backs of `custom` keys (see [`crate::merge`]): which keys
 //! this region owes a merge, the write-back op, and the ledger entry every
 //! region records when it applies one.
+//!
+//! Why past ~400 lines: one idea, custom merges: what is owed, the write-back
+//! op and its ledger entry.
 
 use meridian_crdt::{
     Json, MergeStamp, MvOp, Object, ObjectOp, Policy, RegionId, Value, Version, VersionVector,

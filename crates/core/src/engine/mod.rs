@@ -37,7 +37,8 @@
 //! - `commit.rs` sealing and committing a group; [`driver`] the order of
 //!   the steps every driver runs; `publish.rs` what readers then see;
 //! - `system.rs` keyspace, merge, ownership and token definitions, stored
-//!   as system-keyspace entries; `bulk.rs` state transfer, repair and
+//!   as system-keyspace entries, with [`keyspaces`] (definitions and their
+//!   registry) and [`concern`] (write concerns); `bulk.rs` state transfer, repair and
 //!   tombstone collection; [`store`] the layout in the state store;
 //!   [`ledger`] the conflict ledger; [`reader`] the read side.
 
@@ -46,6 +47,7 @@ pub mod build;
 mod bulk;
 pub mod causal;
 mod commit;
+pub mod concern;
 pub mod driver;
 pub mod keyspaces;
 pub mod ledger;

@@ -2,6 +2,9 @@
 //! ([`Engine::receive`]), a log record at startup ([`Engine::replay`]) and
 //! system definitions. Each is validated, stamped (local writes only) and
 //! applied to the current group's private overlay: nothing is visible yet.
+//!
+//! Why past ~400 lines: the events (submit, receive, replay) share the
+//! staging step they end in.
 
 use super::{Dirty, Engine, Old, Staged, build, merging, store, system_entry};
 use meridian_crdt::codec;

@@ -19,6 +19,10 @@
 //! record anywhere else stops the open with [`LogError::Corrupt`] naming the
 //! segment and offset; only `repair = true` (`meridian serve --repair-log`)
 //! cuts the log there, dropping everything after.
+//!
+//! Why past ~400 lines: the `Log` type: append, sync, the recovery scan,
+//! segment rotation and retention share its open segment and its index (the
+//! index and the cursor have files of their own).
 
 mod cursor;
 mod index;

@@ -1,5 +1,8 @@
 //! The built-in merges, by name. Each is deterministic over versions in
 //! canonical order; where values tie, the later version wins.
+//!
+//! Past ~400 lines only with its unit tests, which STYLE keeps beside the
+//! code; the code itself is under 400.
 
 use std::cmp::Ordering;
 use std::sync::Arc;

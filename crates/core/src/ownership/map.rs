@@ -1,5 +1,7 @@
 //! An ownership map: which region owns which keys of a keyspace, at which
 //! epoch.
+//!
+//! Why past ~400 lines: the map and the checks of its rules, one type.
 
 use meridian_crdt::RegionId;
 use serde::{Deserialize, Serialize};

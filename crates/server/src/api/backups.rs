@@ -12,16 +12,15 @@ use meridian_crdt::Hlc;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
 use super::openapi::answers::{BackupErrors, BackupIdPath};
 use super::openapi::schemas::{self as doc, RewindTime};
 use super::{AppState, MAX_SMALL_BODY, body};
 use crate::backup::{BackupError, Backups, Summary};
+use crate::error::HttpError;
 
-fn backups(app: &AppState) -> Result<Arc<Backups>, ApiError> {
+fn backups(app: &AppState) -> Result<Arc<Backups>, HttpError> {
     app.backups.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
+        HttpError::conflict(
             "no_backup_target",
             "this region has no backup target: set [backup] target in its config",
         )
@@ -29,39 +28,28 @@ fn backups(app: &AppState) -> Result<Arc<Backups>, ApiError> {
 }
 
 /// Maps a backup failure to its answer.
-pub fn backup_error(e: BackupError) -> ApiError {
+pub fn backup_error(e: BackupError) -> HttpError {
     match e {
-        BackupError::Unknown(id) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_backup",
-            format!("no complete backup {id}"),
-        ),
-        e @ BackupError::Running(_) => {
-            ApiError::new(StatusCode::CONFLICT, "backup_running", e.to_string())
+        BackupError::Unknown(id) => {
+            HttpError::missing("unknown_backup", format!("no complete backup {id}"))
         }
-        e @ BackupError::Leased(_) => {
-            ApiError::new(StatusCode::CONFLICT, "backup_in_use", e.to_string())
-        }
-        BackupError::Damaged { file, reason } => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        e @ BackupError::Running(_) => HttpError::conflict("backup_running", e.to_string()),
+        e @ BackupError::Leased(_) => HttpError::conflict("backup_in_use", e.to_string()),
+        BackupError::Damaged { file, reason } => HttpError::unprocessable(
             "backup_damaged",
             format!("backup file {file} is damaged: {reason}"),
         )
         .with(json!({ "file": file })),
-        BackupError::NoBase(m) => ApiError::new(StatusCode::CONFLICT, "history_unavailable", m),
-        BackupError::Refused(m) => ApiError::new(StatusCode::CONFLICT, "rewind_refused", m),
-        BackupError::Stopped => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
-        }
-        e @ BackupError::Target(_) => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "backup_target", e.to_string())
-        }
-        e @ BackupError::Local(_) => ApiError::internal(e.to_string()),
+        BackupError::NoBase(m) => HttpError::conflict("history_unavailable", m),
+        BackupError::Refused(m) => HttpError::conflict("rewind_refused", m),
+        BackupError::Stopped => HttpError::unavailable("stopping", e.to_string()),
+        e @ BackupError::Target(_) => HttpError::bad_gateway("backup_target", e.to_string()),
+        e @ BackupError::Local(_) => HttpError::internal(e.to_string()),
     }
 }
 
-fn backup_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+fn backup_id(path: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
+    let Path(id) = path.map_err(|e| HttpError::bad_request(e.body_text()))?;
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -70,7 +58,7 @@ fn backup_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
         && id != "."
         && id != "..";
     if !ok {
-        return Err(ApiError::bad_request(
+        return Err(HttpError::bad_request(
             "a backup id is 1-64 of a-z, A-Z, 0-9, '-', '_', '.'",
         ));
     }
@@ -107,8 +95,8 @@ pub struct CreateQuery {
 pub async fn create(
     State(app): State<AppState>,
     q: Result<Query<CreateQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+) -> Result<Response, HttpError> {
+    let Query(q) = q.map_err(|e| HttpError::bad_request(e.body_text()))?;
     let b = backups(&app)?;
     if q.wait.unwrap_or(false) {
         let m = b.create_now().await.map_err(backup_error)?;
@@ -135,7 +123,7 @@ pub async fn create(
 )]
 /// `GET /v1/admin/backups`: complete backups (oldest first) and those
 /// running or failed lately.
-pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn list(State(app): State<AppState>) -> Result<Response, HttpError> {
     let b = backups(&app)?;
     let all = b.list().await.map_err(backup_error)?;
     let listed: Vec<Summary> = all.iter().map(Summary::of).collect();
@@ -166,14 +154,14 @@ pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
 pub async fn get(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let id = backup_id(path)?;
     let b = backups(&app)?;
     if let Some(p) = b.job(&id) {
         return Ok(Json(p).into_response());
     }
     let m = b.manifest(&id).await.map_err(backup_error)?;
-    let mut v = serde_json::to_value(&m).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut v = serde_json::to_value(&m).map_err(|e| HttpError::internal(e.to_string()))?;
     if let Some(o) = v.as_object_mut() {
         o.insert("status".into(), json!("complete"));
         o.insert("summary".into(), json!(Summary::of(&m)));
@@ -197,7 +185,7 @@ pub async fn get(
 pub async fn delete(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let id = backup_id(path)?;
     let b = backups(&app)?;
     let p = b.delete(&id).await.map_err(backup_error)?;
@@ -221,7 +209,7 @@ pub async fn delete(
 pub async fn verify(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let id = backup_id(path)?;
     let b = backups(&app)?;
     // Run apart from the request, so a client that goes away does not
@@ -232,7 +220,7 @@ pub async fn verify(
             async move { b.verify(&id).await }
         })
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| HttpError::internal(e.to_string()))?
         .map_err(backup_error)?;
     Ok(Json(json!({ "ok": true, "verified": v })).into_response())
 }
@@ -273,7 +261,7 @@ pub async fn prune(
     State(app): State<AppState>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
     let p: PruneBody = if bytes.is_empty() || bytes.as_ref() == b"null" {
         PruneBody::default()
@@ -287,7 +275,7 @@ pub async fn prune(
             let ms = hours
                 .unwrap_or(0)
                 .checked_mul(3_600_000)
-                .ok_or_else(|| ApiError::bad_request("keep_hours is too large"))?;
+                .ok_or_else(|| HttpError::bad_request("keep_hours is too large"))?;
             b.prune(last.unwrap_or(0), ms).await
         }
     }
@@ -367,19 +355,19 @@ pub async fn rewind(
     State(app): State<AppState>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
     let r: RewindBody = body::parse_settings(body::format(&h)?, &bytes)?;
     let ks = meridian_core::KeyspaceName::new(r.keyspace.clone())
-        .map_err(|e| ApiError::bad_request(format!("keyspace: {e}")))?;
+        .map_err(|e| HttpError::bad_request(format!("keyspace: {e}")))?;
     if app.reader.published().registry.get(ks.as_str()).is_none() || ks.is_system() {
-        return Err(ApiError::not_found(format!("no keyspace {ks}")));
+        return Err(HttpError::not_found(format!("no keyspace {ks}")));
     }
-    let ms = parse_time(&r.to_time).map_err(|m| ApiError::bad_request(format!("to_time: {m}")))?;
+    let ms = parse_time(&r.to_time).map_err(|m| HttpError::bad_request(format!("to_time: {m}")))?;
     if ms > app.clock.now_ms() {
-        return Err(ApiError::bad_request("to_time is in the future"));
+        return Err(HttpError::bad_request("to_time is in the future"));
     }
-    let to = end_of_ms(ms).map_err(|m| ApiError::bad_request(format!("to_time: {m}")))?;
+    let to = end_of_ms(ms).map_err(|m| HttpError::bad_request(format!("to_time: {m}")))?;
     let b = backups(&app)?;
     // Run apart from the request: a client that goes away does not stop a
     // rewind between two of its writes.
@@ -390,7 +378,7 @@ pub async fn rewind(
     });
     let out = job
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| HttpError::internal(e.to_string()))?
         .map_err(backup_error)?;
     Ok(Json(out).into_response())
 }

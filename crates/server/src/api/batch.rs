@@ -11,13 +11,13 @@ use meridian_core::{Key, MutationRequest, WriteRequest};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
 use super::headers::WriteHeaders;
 use super::kv::{OpBody, write};
 use super::openapi::answers::WriteErrors;
 use super::openapi::schemas as doc;
 use super::owner::Written;
 use super::{AppState, MAX_BATCH_BODY, body, render, respond};
+use crate::error::HttpError;
 use crate::peer::forward::ForwardedBy;
 use crate::security::auth::{Caller, Need};
 use meridian_core::access::Right;
@@ -69,7 +69,7 @@ pub async fn post(
     caller: Option<Extension<Caller>>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let t = Instant::now();
     let bytes = body::bytes(body, MAX_BATCH_BODY)?;
     let b: BatchBody = body::parse_object(body::format(&h)?, &bytes)?;
@@ -77,12 +77,11 @@ pub async fn post(
     let mut names = Vec::with_capacity(b.ops.len());
     for (i, item) in b.ops.into_iter().enumerate() {
         let key =
-            Key::new(item.key).map_err(|e| ApiError::bad_request(format!("ops[{i}].key: {e}")))?;
+            Key::new(item.key).map_err(|e| HttpError::bad_request(format!("ops[{i}].key: {e}")))?;
         // The authorize layer let the batch in on any live token (or open
         // mode); each key needs its write right. No caller: refused.
         let Some(Extension(caller)) = &caller else {
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
+            return Err(HttpError::unauthenticated(
                 "unauthenticated",
                 "this endpoint needs a token",
             ));

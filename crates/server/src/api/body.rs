@@ -6,7 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use crate::error::HttpError;
 
 /// Deepest JSON nesting accepted in a body.
 pub const MAX_DEPTH: usize = 64;
@@ -23,13 +23,13 @@ pub enum Format {
 }
 
 /// The body's format from its `content-type`.
-pub fn format(headers: &HeaderMap) -> Result<Format, ApiError> {
+pub fn format(headers: &HeaderMap) -> Result<Format, HttpError> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Ok(Format::Json);
     };
     let ct = ct
         .to_str()
-        .map_err(|_| ApiError::bad_request("content-type is not ASCII"))?;
+        .map_err(|_| HttpError::bad_request("content-type is not ASCII"))?;
     let essence = ct
         .split(';')
         .next()
@@ -46,8 +46,7 @@ pub fn format(headers: &HeaderMap) -> Result<Format, ApiError> {
             Ok(Format::Msgpack)
         }
         "application/octet-stream" => Ok(Format::Bytes),
-        other => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        other => Err(HttpError::unsupported_media(
             "unsupported_media_type",
             format!(
                 "content-type {other} is not supported: use application/json, application/msgpack or application/octet-stream"
@@ -57,12 +56,12 @@ pub fn format(headers: &HeaderMap) -> Result<Format, ApiError> {
 }
 
 /// Turns axum's body rejection (size limit, read error) into our error.
-pub fn bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+pub fn bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, HttpError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!("request body is over the {limit}-byte limit"))
+            HttpError::too_large(format!("request body is over the {limit}-byte limit"))
         } else {
-            ApiError::bad_request(format!(
+            HttpError::bad_request(format!(
                 "could not read the request body: {}",
                 r.body_text()
             ))
@@ -103,28 +102,27 @@ pub fn json_depth_exceeds(text: &[u8], limit: usize) -> bool {
 
 /// Parses a body as `T` from JSON or MessagePack, refusing nesting deeper
 /// than [`MAX_DEPTH`] first.
-pub fn parse<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, HttpError> {
     match fmt {
         Format::Json => {
             if json_depth_exceeds(bytes, MAX_DEPTH) {
-                return Err(ApiError::bad_request(format!(
+                return Err(HttpError::bad_request(format!(
                     "JSON nesting is deeper than {MAX_DEPTH} levels"
                 )));
             }
             serde_json::from_slice(bytes)
-                .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+                .map_err(|e| HttpError::bad_request(format!("malformed JSON body: {e}")))
         }
         Format::Msgpack => {
             let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
             de.set_max_depth(MAX_DEPTH);
             T::deserialize(&mut de).map_err(|e| {
-                ApiError::bad_request(format!(
+                HttpError::bad_request(format!(
                     "malformed MessagePack body (or nesting deeper than {MAX_DEPTH}): {e}"
                 ))
             })
         }
-        Format::Bytes => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Format::Bytes => Err(HttpError::unsupported_media(
             "unsupported_media_type",
             "this endpoint takes application/json or application/msgpack",
         )),
@@ -140,7 +138,7 @@ pub fn parse<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, ApiErr
 /// not fit). Only for bodies that carry no user values. The body must
 /// be an object (a map in MessagePack): serde would fill a struct from
 /// an array.
-pub fn parse_settings<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_settings<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, HttpError> {
     if !is_object(fmt, bytes) {
         return Err(not_an_object());
     }
@@ -150,8 +148,8 @@ pub fn parse_settings<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<
     }
 }
 
-fn not_an_object() -> ApiError {
-    ApiError::bad_request("malformed body: expected an object ({...})")
+fn not_an_object() -> HttpError {
+    HttpError::bad_request("malformed body: expected an object ({...})")
 }
 
 /// Whether a body's top level is an object (a JSON `{`, a MessagePack
@@ -166,7 +164,7 @@ fn is_object(fmt: Format, bytes: &[u8]) -> bool {
 
 /// Parses an object body as `T` (a struct, which serde would also fill
 /// from an array), like [`parse`].
-pub fn parse_object<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_object<T: DeserializeOwned>(fmt: Format, bytes: &[u8]) -> Result<T, HttpError> {
     if !is_object(fmt, bytes) {
         return Err(not_an_object());
     }

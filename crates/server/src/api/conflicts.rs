@@ -9,9 +9,9 @@ use meridian_core::{Key, KeyspaceName};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
 use super::openapi::schemas as doc;
 use super::{AppState, render, respond};
+use crate::error::HttpError;
 
 /// Query of `GET /v1/conflicts`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -104,12 +104,12 @@ pub async fn get(
     State(app): State<AppState>,
     query: Result<Query<ConflictQuery>, QueryRejection>,
     h: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let Query(q) =
-        query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+        query.map_err(|e| HttpError::bad_request(format!("bad query: {}", e.body_text())))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
+        return Err(HttpError::bad_request(format!(
             "limit {limit} is outside 1..=1000"
         )));
     }
@@ -117,12 +117,12 @@ pub async fn get(
         .keyspace
         .map(KeyspaceName::new)
         .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
     let key = q
         .key
         .map(Key::new)
         .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
     let lq = LedgerQuery {
         keyspace,
         key,
@@ -133,7 +133,7 @@ pub async fn get(
     let reader = app.reader.clone();
     let entries = tokio::task::spawn_blocking(move || reader.conflicts(&lq))
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+        .map_err(|e| HttpError::internal(e.to_string()))??;
     let p = app.reader.published();
     let body = json!({"conflicts": entries.iter().map(entry).collect::<Vec<_>>()});
     Ok(respond(StatusCode::OK, &h, &body, Some(&p.vv)))

@@ -6,14 +6,14 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use meridian_core::replication::wire::{ObjectReply, ObjectRequest};
 use meridian_core::{Concern, Key, KeyspaceName, RegionConcern, WriteRequest};
 use meridian_crdt::{Crdt, Object, VersionVector, codec};
 use serde_json::json;
 
-use super::error::ApiError;
 use super::{AppInner, headers, render};
+use crate::error::HttpError;
 use crate::region::writer::WriteDone;
 
 /// How long a write waits for its write concern unless the request says.
@@ -30,7 +30,7 @@ pub fn concern_for(
     app: &AppInner,
     h: &HeaderMap,
     req: &WriteRequest,
-) -> Result<(Concern, bool), ApiError> {
+) -> Result<(Concern, bool), HttpError> {
     let p = app.reader.published();
     let defs: Vec<_> = req
         .mutations
@@ -77,7 +77,7 @@ pub async fn wait_concern(
     concern: Concern,
     downgrade: bool,
     timeout_ms: u64,
-) -> Result<(), ApiError> {
+) -> Result<(), HttpError> {
     let required = concern.regions.required(app.peers.regions());
     if required <= 1 && concern.region.is_leader() {
         return Ok(());
@@ -145,9 +145,7 @@ pub async fn wait_concern(
             app.replica.region
         )
     };
-    Err(ApiError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "write_concern_timeout",
+    Err(HttpError::timed_out("write_concern_timeout",
         format!(
             "write concern {concern} not met after {timeout_ms} ms: {} of the {required} regions needed held the write durably ({}){standby_note}. The write is durable in {} and will still replicate: it is not rolled back",
             held.len(),
@@ -184,7 +182,7 @@ pub async fn quorum_read(
     keyspace: &str,
     key: &Key,
     timeout_ms: u64,
-) -> Result<QuorumRead, ApiError> {
+) -> Result<QuorumRead, HttpError> {
     let local = app.reader.get(keyspace, key)?;
     let ks = local.def.name.clone();
     let needed = app.peers.regions() / 2 + 1;
@@ -193,8 +191,7 @@ pub async fn quorum_read(
     let mut regions = vec![app.replica.region.to_string()];
     if needed > 1 {
         let Some(pc) = app.peer_client.clone() else {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return Err(HttpError::unavailable(
                 "quorum_unavailable",
                 "this region has no peers configured: a quorum read needs them",
             ));
@@ -224,7 +221,7 @@ pub async fn quorum_read(
                 Some(bytes) => Some(
                     codec::decode::<Object>(&bytes, meridian_core::budget::MAX_OBJECT_READ)
                         .map_err(|e| {
-                            ApiError::internal(format!(
+                            HttpError::internal(format!(
                                 "region {name} sent an undecodable object: {e}"
                             ))
                         })?,
@@ -237,8 +234,7 @@ pub async fn quorum_read(
         }
         calls.abort_all();
         if regions.len() < needed {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return Err(HttpError::unavailable(
                 "quorum_unavailable",
                 format!(
                     "a quorum read needs {needed} of {} regions; only {} answered within {timeout_ms} ms ({})",

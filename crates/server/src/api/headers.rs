@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use meridian_core::Concern;
 use meridian_crdt::VersionVector;
 
-use super::error::ApiError;
+use crate::error::HttpError;
 
 /// The headers a read takes (for the OpenAPI document; the handlers read
 /// them with the functions below).
@@ -134,12 +134,12 @@ pub enum ReadMode {
 }
 
 /// The read mode a request asks for.
-pub fn read_mode(h: &HeaderMap) -> Result<ReadMode, ApiError> {
+pub fn read_mode(h: &HeaderMap) -> Result<ReadMode, HttpError> {
     match text(h, READ)?.map(str::trim) {
         None | Some("local") => Ok(ReadMode::Local),
         Some("quorum") => Ok(ReadMode::Quorum),
         Some("owner") => Ok(ReadMode::Owner),
-        Some(other) => Err(ApiError::bad_request(format!(
+        Some(other) => Err(HttpError::bad_request(format!(
             "header {READ}: {other:?} is not a read mode: expected local, quorum or owner"
         ))),
     }
@@ -150,20 +150,20 @@ pub const DEFAULT_WAIT_MS: u64 = 2_000;
 /// Longest wait a client may ask for.
 pub const MAX_WAIT_MS: u64 = 60_000;
 
-fn text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+fn text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, HttpError> {
     h.get(name)
         .map(|v| {
             v.to_str()
-                .map_err(|_| ApiError::bad_request(format!("header {name} is not ASCII")))
+                .map_err(|_| HttpError::bad_request(format!("header {name} is not ASCII")))
         })
         .transpose()
 }
 
-fn vv_header(h: &HeaderMap, name: &str) -> Result<Option<VersionVector>, ApiError> {
+fn vv_header(h: &HeaderMap, name: &str) -> Result<Option<VersionVector>, HttpError> {
     text(h, name)?
         .map(|t| {
             meridian_core::token::decode(t)
-                .map_err(|e| ApiError::bad_request(format!("header {name}: {e}")))
+                .map_err(|e| HttpError::bad_request(format!("header {name}: {e}")))
         })
         .transpose()
 }
@@ -173,7 +173,7 @@ fn vv_header(h: &HeaderMap, name: &str) -> Result<Option<VersionVector>, ApiErro
 /// only make a request wait, never change what it does. (An empty
 /// context is refused: none would mean "everything here", and a delete
 /// would remove siblings its client never saw.)
-pub fn token(h: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
+pub fn token(h: &HeaderMap) -> Result<Option<VersionVector>, HttpError> {
     if text(h, TOKEN)?.is_some_and(|t| t.trim().is_empty()) {
         return Ok(None);
     }
@@ -181,11 +181,11 @@ pub fn token(h: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
 }
 
 /// The `mv` context a request carries.
-pub fn context(h: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
+pub fn context(h: &HeaderMap) -> Result<Option<VersionVector>, HttpError> {
     vv_header(h, CONTEXT)
 }
 
-fn millis(h: &HeaderMap, name: &str, default: u64) -> Result<u64, ApiError> {
+fn millis(h: &HeaderMap, name: &str, default: u64) -> Result<u64, HttpError> {
     match text(h, name)? {
         None => Ok(default),
         Some(t) => t
@@ -194,7 +194,7 @@ fn millis(h: &HeaderMap, name: &str, default: u64) -> Result<u64, ApiError> {
             .ok()
             .filter(|v| *v <= MAX_WAIT_MS)
             .ok_or_else(|| {
-                ApiError::bad_request(format!(
+                HttpError::bad_request(format!(
                     "header {name}: {t:?} is not a whole number of milliseconds in 0..={MAX_WAIT_MS}"
                 ))
             }),
@@ -202,17 +202,17 @@ fn millis(h: &HeaderMap, name: &str, default: u64) -> Result<u64, ApiError> {
 }
 
 /// How long to wait for a causal token.
-pub fn wait_ms(h: &HeaderMap) -> Result<u64, ApiError> {
+pub fn wait_ms(h: &HeaderMap) -> Result<u64, HttpError> {
     millis(h, WAIT_MS, DEFAULT_WAIT_MS)
 }
 
 /// A time in Unix milliseconds (`meridian-deadline-ms`,
 /// `meridian-not-before-ms`).
-pub fn unix_ms(h: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+pub fn unix_ms(h: &HeaderMap, name: &str) -> Result<Option<u64>, HttpError> {
     text(h, name)?
         .map(|t| {
             t.trim().parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!(
+                HttpError::bad_request(format!(
                     "header {name}: {t:?} is not a time in Unix milliseconds"
                 ))
             })
@@ -221,18 +221,18 @@ pub fn unix_ms(h: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
 }
 
 /// How long a write may wait for its write concern.
-pub fn timeout_ms(h: &HeaderMap, default: u64) -> Result<u64, ApiError> {
+pub fn timeout_ms(h: &HeaderMap, default: u64) -> Result<u64, HttpError> {
     millis(h, TIMEOUT_MS, default)
 }
 
 /// The write concern a request asks for, if any (`majority`, `standby`,
 /// `one+region-all`, ...).
-pub fn write_concern(h: &HeaderMap) -> Result<Option<Concern>, ApiError> {
+pub fn write_concern(h: &HeaderMap) -> Result<Option<Concern>, HttpError> {
     text(h, WRITE_CONCERN)?
         .map(|t| {
             t.trim()
                 .parse::<Concern>()
-                .map_err(|e| ApiError::bad_request(format!("header {WRITE_CONCERN}: {e}")))
+                .map_err(|e| HttpError::bad_request(format!("header {WRITE_CONCERN}: {e}")))
         })
         .transpose()
 }
@@ -241,11 +241,11 @@ pub fn write_concern(h: &HeaderMap) -> Result<Option<Concern>, ApiError> {
 pub const MAX_STALENESS_MS: &str = "meridian-max-staleness-ms";
 
 /// The staleness bound a read asks for, if any.
-pub fn max_staleness_ms(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
+pub fn max_staleness_ms(h: &HeaderMap) -> Result<Option<u64>, HttpError> {
     text(h, MAX_STALENESS_MS)?
         .map(|t| {
             t.trim().parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!(
+                HttpError::bad_request(format!(
                     "header {MAX_STALENESS_MS}: {t:?} is not a whole number of milliseconds"
                 ))
             })

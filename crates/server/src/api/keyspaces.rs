@@ -10,10 +10,10 @@ use meridian_crdt::{DocSchema, Policy};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
 use super::openapi::answers::NamePath;
 use super::openapi::schemas as doc;
 use super::{AppInner, AppState, MAX_SMALL_BODY, body, respond};
+use crate::error::HttpError;
 use crate::region::writer::DefineDone;
 
 /// The body of `PUT /v1/keyspaces/{name}`.
@@ -94,15 +94,15 @@ pub async fn put(
     path: Result<Path<String>, PathRejection>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
-    let name = KeyspaceName::new(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+) -> Result<Response, HttpError> {
+    let Path(name) = path.map_err(|e| HttpError::bad_request(format!("bad path: {e}")))?;
+    let name = KeyspaceName::new(name).map_err(|e| HttpError::bad_request(e.to_string()))?;
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
     let b: KeyspaceBody = body::parse_settings(body::format(&h)?, &bytes)?;
     if let Some(n) = &b.name
         && n != name.as_str()
     {
-        return Err(ApiError::bad_request(format!(
+        return Err(HttpError::bad_request(format!(
             "body names keyspace {n:?} but the path names {:?}",
             name.as_str()
         )));
@@ -142,10 +142,11 @@ pub async fn put(
     if let Some(d) = b.standby_downgrade {
         def.standby_downgrade = d;
     }
-    let outcome =
-        app.writer.define(def.clone()).await.map_err(|e| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
-        })??;
+    let outcome = app
+        .writer
+        .define(def.clone())
+        .await
+        .map_err(|e| HttpError::unavailable("stopping", e.to_string()))??;
     let (status, vv, changed) = define_status(&app, outcome, existed.is_some());
     let body = json!({"keyspace": describe(&app, &def), "created": status == StatusCode::CREATED, "changed": changed});
     Ok(respond(status, &h, &body, Some(&vv)))
@@ -185,12 +186,11 @@ pub async fn get(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     h: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+) -> Result<Response, HttpError> {
+    let Path(name) = path.map_err(|e| HttpError::bad_request(format!("bad path: {e}")))?;
     let p = app.reader.published();
     let def = p.registry.get(&name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
+        HttpError::missing(
             "unknown_keyspace",
             format!("keyspace {name:?} does not exist"),
         )
@@ -215,7 +215,7 @@ pub async fn get(
     ),
 )]
 /// `GET /v1/keyspaces`.
-pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Response, ApiError> {
+pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Response, HttpError> {
     let p = app.reader.published();
     let all: Vec<serde_json::Value> = p.registry.iter().map(|d| describe(&app, d)).collect();
     Ok(respond(

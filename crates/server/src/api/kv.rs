@@ -19,13 +19,13 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::{self, Format};
-use super::error::ApiError;
 use super::headers::{ContextHeader, KeyReadHeaders, ReadHeaders, WriteHeaders};
 use super::openapi::Binary;
 use super::openapi::answers::{KeyPath, KeyspacePath, ReadErrors, WriteErrors};
 use super::openapi::schemas::{self as doc, Entry, Error, Listing};
 use super::owner::{self, Raw, Written};
 use super::{AppInner, AppState, MAX_KV_BODY, consistency, headers, render, respond, wait_for};
+use crate::error::HttpError;
 use crate::peer::forward::ForwardedBy;
 use crate::region::writer::WriteDone;
 
@@ -76,16 +76,16 @@ fn one() -> i64 {
     1
 }
 
-fn context(t: Option<&str>) -> Result<Option<meridian_crdt::VersionVector>, ApiError> {
+fn context(t: Option<&str>) -> Result<Option<meridian_crdt::VersionVector>, HttpError> {
     t.map(|t| {
-        meridian_core::token::decode(t).map_err(|e| ApiError::bad_request(format!("context: {e}")))
+        meridian_core::token::decode(t).map_err(|e| HttpError::bad_request(format!("context: {e}")))
     })
     .transpose()
 }
 
 impl OpBody {
     /// The engine change this op asks for.
-    pub fn into_change(self) -> Result<Change, ApiError> {
+    pub fn into_change(self) -> Result<Change, HttpError> {
         let jsons = |v: Vec<serde_json::Value>| v.iter().map(Json::from_value).collect();
         Ok(match self {
             OpBody::Incr { by } => Change::Incr(by),
@@ -106,18 +106,18 @@ impl OpBody {
 /// The keyspace and key of a path, checked.
 pub fn path_parts(
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<(String, Key), ApiError> {
-    let Path((ks, key)) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
-    let key = Key::new(key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+) -> Result<(String, Key), HttpError> {
+    let Path((ks, key)) = path.map_err(|e| HttpError::bad_request(format!("bad path: {e}")))?;
+    let key = Key::new(key).map_err(|e| HttpError::bad_request(e.to_string()))?;
     Ok((ks, key))
 }
 
-fn decode_value(h: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
+fn decode_value(h: &HeaderMap, bytes: &[u8]) -> Result<Value, HttpError> {
     match body::format(h)? {
         Format::Bytes => Ok(Value::Bytes(bytes.to_vec())),
         fmt => {
             if bytes.is_empty() {
-                return Err(ApiError::bad_request(
+                return Err(HttpError::bad_request(
                     "empty body: PUT takes the value as a JSON document (or application/octet-stream bytes)",
                 ));
             }
@@ -127,7 +127,7 @@ fn decode_value(h: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
-async fn wait_token(app: &AppInner, h: &HeaderMap) -> Result<(), ApiError> {
+async fn wait_token(app: &AppInner, h: &HeaderMap) -> Result<(), HttpError> {
     let wait = headers::wait_ms(h)?;
     if let Some(tok) = headers::token(h)? {
         wait_for(app, &tok, wait).await?;
@@ -140,11 +140,11 @@ enum Refused {
     /// Another region owns a key: carried on by [`owner::route`].
     NotOwner(WriteError),
     /// Anything else.
-    Api(ApiError),
+    Api(HttpError),
 }
 
-impl From<ApiError> for Refused {
-    fn from(e: ApiError) -> Self {
+impl From<HttpError> for Refused {
+    fn from(e: HttpError) -> Self {
         Refused::Api(e)
     }
 }
@@ -167,8 +167,7 @@ async fn take_here(
         Ok(Err(e @ WriteError::NotOwner { .. })) => return Err(Refused::NotOwner(e)),
         Ok(Err(e)) => return Err(Refused::Api(e.into())),
         Err(stopped) => {
-            return Err(Refused::Api(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return Err(Refused::Api(HttpError::unavailable(
                 "stopping",
                 stopped.to_string(),
             )));
@@ -179,7 +178,11 @@ async fn take_here(
 }
 
 /// [`take_here`], for a write that is taken here or not at all.
-pub async fn take(app: &AppInner, h: &HeaderMap, req: WriteRequest) -> Result<WriteDone, ApiError> {
+pub async fn take(
+    app: &AppInner,
+    h: &HeaderMap,
+    req: WriteRequest,
+) -> Result<WriteDone, HttpError> {
     take_here(app, h, req).await.map_err(|r| match r {
         Refused::NotOwner(e) => owner::not_owner(app, e),
         Refused::Api(e) => e,
@@ -193,7 +196,7 @@ pub async fn write(
     h: &HeaderMap,
     raw: &Raw,
     req: WriteRequest,
-) -> Result<Written, ApiError> {
+) -> Result<Written, HttpError> {
     // Kept only for keyspaces with a map: the owner may be unreachable
     // and the map's fallback take the write here after all.
     let retry = {
@@ -279,7 +282,7 @@ async fn write_one(
     change: Change,
     op: &'static str,
     t: Instant,
-) -> Result<Written, ApiError> {
+) -> Result<Written, HttpError> {
     let req = WriteRequest {
         deadline_ms: None,
         not_before_ms: None,
@@ -333,7 +336,7 @@ pub async fn put(
     path: Result<Path<(String, String)>, PathRejection>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let t = Instant::now();
     let target = path_parts(path)?;
     let bytes = body::bytes(body, MAX_KV_BODY)?;
@@ -369,7 +372,7 @@ pub async fn delete(
     fwd: Option<Extension<ForwardedBy>>,
     path: Result<Path<(String, String)>, PathRejection>,
     h: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let t = Instant::now();
     let target = path_parts(path)?;
     let change = Change::Delete {
@@ -404,12 +407,12 @@ pub async fn op(
     path: Result<Path<(String, String)>, PathRejection>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let t = Instant::now();
     let target = path_parts(path)?;
     let bytes = body::bytes(body, MAX_KV_BODY)?;
     let op: OpBody = body::parse(body::format(&h)?, &bytes).map_err(|e| {
-        ApiError::bad_request(format!(
+        HttpError::bad_request(format!(
             "{}; an op is {{\"op\":\"incr\",\"by\":N}}, {{\"op\":\"add\",\"values\":[...]}}, {{\"op\":\"remove\",\"values\":[...]}} or {{\"op\":\"patch\",\"doc\":{{...}}}}",
             e.message
         ))
@@ -460,11 +463,11 @@ pub async fn get(
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<GetQuery>, QueryRejection>,
     h: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let t = Instant::now();
     let (keyspace, key) = path_parts(path)?;
     let Query(q) =
-        query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+        query.map_err(|e| HttpError::bad_request(format!("bad query: {}", e.body_text())))?;
     let mode = headers::read_mode(&h)?;
     let at_owner = match mode {
         headers::ReadMode::Owner => owner::read_owner(&app, &keyspace, key.as_str())?,
@@ -500,10 +503,10 @@ pub async fn get(
         });
         return Ok(respond(StatusCode::NOT_FOUND, &h, &body, Some(&read.vv)));
     };
-    let raw_wanted = h
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/octet-stream"));
+    let raw_wanted = {
+        use super::accept::{JSON, MSGPACK, OCTETS, negotiate};
+        negotiate(&h, &[JSON, MSGPACK[0], MSGPACK[1], MSGPACK[2], OCTETS]) == Some(OCTETS)
+    };
     if let (true, Object::Lww(r)) = (raw_wanted, obj)
         && let (Some(Value::Bytes(b)), Some(v)) = (r.value(), r.version())
     {
@@ -530,7 +533,7 @@ pub async fn get(
         let (def, obj, versions) = (read.def.clone(), obj.clone(), q.versions);
         tokio::task::spawn_blocking(move || render::object_in(&def, &registry, &obj, versions))
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| HttpError::internal(e.to_string()))?
     } else {
         render::object_in(&read.def, &registry, obj, q.versions)
     };
@@ -583,14 +586,14 @@ pub async fn list(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<ListQuery>, QueryRejection>,
     h: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let t = Instant::now();
-    let Path(keyspace) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    let Path(keyspace) = path.map_err(|e| HttpError::bad_request(format!("bad path: {e}")))?;
     let Query(q) =
-        query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+        query.map_err(|e| HttpError::bad_request(format!("bad query: {}", e.body_text())))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
+        return Err(HttpError::bad_request(format!(
             "limit {limit} is outside 1..=1000"
         )));
     }
@@ -599,7 +602,7 @@ pub async fn list(
         .filter(|a| !a.is_empty())
         .map(Key::new)
         .transpose()
-        .map_err(|e| ApiError::bad_request(format!("after: {e}")))?;
+        .map_err(|e| HttpError::bad_request(format!("after: {e}")))?;
     wait_token(&app, &h).await?;
     let reader = app.reader.clone();
     let registry = app.reader.published().registry.clone();
@@ -625,7 +628,7 @@ pub async fn list(
         Ok::<_, meridian_core::ReadError>((listing, items))
     })
     .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
+    .map_err(|e| HttpError::internal(e.to_string()))??;
     observe(&app, "list", t, false);
     let body = json!({
         "items": items,

@@ -9,10 +9,10 @@ use meridian_core::merge::{MergeDef, builtin};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::{self, ApiError};
 use super::openapi::answers::MergeNamePath;
 use super::openapi::schemas as doc;
 use super::{AppState, body, respond};
+use crate::error::{self, HttpError};
 
 /// Largest body of `PUT /v1/merges/{name}`: a 64 KiB script escaped, and
 /// samples.
@@ -82,8 +82,8 @@ pub async fn put(
     path: Result<Path<String>, PathRejection>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+) -> Result<Response, HttpError> {
+    let Path(name) = path.map_err(|e| HttpError::bad_request(format!("bad path: {e}")))?;
     let bytes = body::bytes(body, MAX_MERGE_BODY)?;
     let b: MergeBody = body::parse_object(body::format(&h)?, &bytes)?;
     // Compiling and running the samples can take up to the scripts'
@@ -92,7 +92,7 @@ pub async fn put(
         MergeDef::check(&name, &b.script, &b.description, b.samples.as_deref()).map(|(d, _)| d)
     })
     .await
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    .map_err(|e| HttpError::internal(e.to_string()))?;
     let def = checked.map_err(error::merge_def)?;
     let existed = app
         .reader
@@ -100,10 +100,11 @@ pub async fn put(
         .registry
         .merge_def(&def.name)
         .is_some();
-    let outcome =
-        app.writer.define_merge(def.clone()).await.map_err(|e| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
-        })??;
+    let outcome = app
+        .writer
+        .define_merge(def.clone())
+        .await
+        .map_err(|e| HttpError::unavailable("stopping", e.to_string()))??;
     let (status, vv, changed) = super::keyspaces::define_status(&app, outcome, existed);
     let body = json!({
         "merge": describe(&def, false),
@@ -132,18 +133,14 @@ pub async fn get(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     h: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+) -> Result<Response, HttpError> {
+    let Path(name) = path.map_err(|e| HttpError::bad_request(format!("bad path: {e}")))?;
     let p = app.reader.published();
     let body = if builtin::is_builtin(&name) {
         builtin_entry(&name)
     } else {
         let def = p.registry.merge_def(&name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_merge",
-                format!("no merge function named {name:?}"),
-            )
+            HttpError::missing("unknown_merge", format!("no merge function named {name:?}"))
         })?;
         describe(def, true)
     };
@@ -162,7 +159,7 @@ pub async fn get(
     ),
 )]
 /// `GET /v1/merges`: the built-ins, then every registered script.
-pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Response, ApiError> {
+pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Response, HttpError> {
     let p = app.reader.published();
     let mut all: Vec<serde_json::Value> = builtin::NAMES.iter().map(|n| builtin_entry(n)).collect();
     all.extend(p.registry.merge_defs().map(|d| describe(d, false)));

@@ -3,13 +3,15 @@
 //! then the region's writer thread (`crate::region::writer`), then
 //! `meridian_core::engine`.
 
+pub mod accept;
+pub mod auth;
 pub mod backups;
 pub mod batch;
 pub mod body;
 pub mod conflicts;
 pub mod consistency;
 pub mod console;
-pub mod error;
+pub mod gate;
 pub mod headers;
 pub mod keyspaces;
 pub mod kv;
@@ -35,10 +37,10 @@ use tokio::sync::watch;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+use crate::error::HttpError;
 use crate::metrics::Metrics;
 use crate::region::WriterHandle;
 use crate::region::status::LogInfo;
-use error::ApiError;
 
 /// Largest body of a single-key request: a 1 MiB value plus room for JSON escaping.
 pub const MAX_KV_BODY: usize = (1 << 20) + (64 << 10);
@@ -114,14 +116,14 @@ pub fn routed() -> OpenApiRouter<AppState> {
         .routes(routes!(backups::get, backups::delete))
         .routes(routes!(backups::verify))
         .routes(routes!(backups::rewind).layer(small()))
-        .routes(routes!(crate::standby::gate::promote))
+        .routes(routes!(gate::promote))
         .routes(routes!(tokens::list, tokens::create).layer(small()))
         .routes(routes!(tokens::get, tokens::revoke))
         .routes(routes!(status::openapi))
         .routes(routes!(console::page))
         .routes(routes!(console::script))
         .routes(routes!(status::healthz))
-        .routes(routes!(crate::standby::gate::leader_health))
+        .routes(routes!(gate::leader_health))
         .routes(routes!(status::metrics))
 }
 
@@ -137,11 +139,11 @@ pub fn router(state: AppState) -> Router {
         // caller without the right.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::standby::gate::gate,
+            gate::gate,
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::security::auth::authorize,
+            auth::authorize,
         ))
         // A panic below answers a 500 that the trace layer counts.
         .route_layer(axum::middleware::from_fn(trace::catch_panic))
@@ -153,22 +155,17 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::security::auth::authenticate,
+            auth::authenticate,
         ))
         .with_state(state)
 }
 
-async fn no_route() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no_route",
-        "no such endpoint; see /v1/openapi.json",
-    )
+async fn no_route() -> HttpError {
+    HttpError::missing("no_route", "no such endpoint; see /v1/openapi.json")
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
+async fn method_not_allowed() -> HttpError {
+    HttpError::method_not_allowed(
         "method_not_allowed",
         "this endpoint does not take that method; see /v1/openapi.json",
     )
@@ -180,7 +177,7 @@ pub async fn wait_for(
     state: &AppInner,
     token: &VersionVector,
     wait_ms: u64,
-) -> Result<(), ApiError> {
+) -> Result<(), HttpError> {
     let mut rx = state.vv.clone();
     if rx.borrow().covers_all(token) {
         return Ok(());
@@ -210,9 +207,7 @@ pub async fn wait_for(
         .missing(token)
         .map(|(o, _, _)| o.region.to_string())
         .collect();
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "behind_token",
+    Err(HttpError::unavailable("behind_token",
         format!(
             "this region has not yet applied everything the token covers (behind on {}) after waiting {wait_ms} ms; retry, or read elsewhere",
             names.join(", ")
@@ -221,12 +216,7 @@ pub async fn wait_for(
     .with(serde_json::json!({"lacking": lacking})))
 }
 
-/// Whether the client asked for MessagePack.
-pub fn wants_msgpack(h: &HeaderMap) -> bool {
-    h.get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/msgpack") || a.contains("application/x-msgpack"))
-}
+pub use accept::wants_msgpack;
 
 /// A body as JSON (or MessagePack if asked for) with a token header.
 pub fn respond(
@@ -246,7 +236,7 @@ pub fn respond(
                 bytes,
             )
                 .into_response(),
-            Err(e) => ApiError::internal(e.to_string()).into_response(),
+            Err(e) => HttpError::internal(e.to_string()).into_response(),
         }
     } else {
         (status, axum::Json(body)).into_response()

@@ -6,7 +6,7 @@
 //! ([`meridian_core::ownership`]); this module carries the request.
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::Response;
 use meridian_core::ownership::{self, Admission, Fallback, Mode};
 use meridian_core::{Registry, WriteError, WriteRequest};
@@ -14,7 +14,7 @@ use meridian_crdt::RegionId;
 use serde_json::json;
 
 use super::AppInner;
-use super::error::ApiError;
+use crate::error::HttpError;
 use crate::peer::forward::{self, ForwardError, ForwardedBy};
 use crate::region::writer::WriteDone;
 
@@ -43,7 +43,7 @@ pub enum Written {
 /// Refuses a batch whose keys belong to more than one region (it could
 /// not be taken atomically by any one of them): 400 naming each key's
 /// owner. Keys without an owner go with the rest.
-pub fn check_span(registry: &Registry, req: &WriteRequest) -> Result<(), ApiError> {
+pub fn check_span(registry: &Registry, req: &WriteRequest) -> Result<(), HttpError> {
     if req.mutations.len() < 2 {
         return Ok(());
     }
@@ -64,7 +64,7 @@ pub fn check_span(registry: &Registry, req: &WriteRequest) -> Result<(), ApiErro
         .iter()
         .map(|(ks, k, o)| json!({"keyspace": ks, "key": k, "owner": o}))
         .collect();
-    Err(ApiError::bad_request(
+    Err(HttpError::bad_request(
         "the batch writes keys owned by different regions: no one region can take it atomically; split it by owner",
     )
     .with(json!({"error": "spans_owners", "keys": keys})))
@@ -79,7 +79,7 @@ pub async fn route(
     raw: &Raw,
     retry: Option<WriteRequest>,
     refusal: WriteError,
-) -> Result<Written, ApiError> {
+) -> Result<Written, HttpError> {
     let WriteError::NotOwner {
         ref keyspace,
         ref owner,
@@ -124,9 +124,7 @@ pub async fn route(
         (Err(e), _) => {
             count("unreachable");
             let indeterminate = matches!(e, ForwardError::Indeterminate { .. });
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "owner_unreachable",
+            Err(HttpError::unavailable("owner_unreachable",
                 if indeterminate {
                     format!("{e}; the write was sent and may or may not have been applied there")
                 } else {
@@ -140,7 +138,7 @@ pub async fn route(
 
 /// The `421` for a key owned elsewhere, with the owner's client URL when
 /// this region knows it.
-pub fn not_owner(app: &AppInner, refusal: WriteError) -> ApiError {
+pub fn not_owner(app: &AppInner, refusal: WriteError) -> HttpError {
     let url = match &refusal {
         WriteError::NotOwner {
             keyspace,
@@ -153,7 +151,7 @@ pub fn not_owner(app: &AppInner, refusal: WriteError) -> ApiError {
         }),
         _ => None,
     };
-    let mut e = ApiError::from(refusal);
+    let mut e = HttpError::from(refusal);
     if let (Some(url), Some(serde_json::Value::Object(m))) = (url, e.extra.as_mut()) {
         m.insert("url".into(), json!(url));
     }
@@ -164,7 +162,11 @@ pub fn not_owner(app: &AppInner, refusal: WriteError) -> ApiError {
 /// another region, `Ok(None)` here (this region owns the key, or it has no
 /// owner); `503 handoff_pending` while this region, the new owner, has not
 /// yet applied what the earlier owner took.
-pub fn read_owner(app: &AppInner, keyspace: &str, key: &str) -> Result<Option<RegionId>, ApiError> {
+pub fn read_owner(
+    app: &AppInner,
+    keyspace: &str,
+    key: &str,
+) -> Result<Option<RegionId>, HttpError> {
     let p = app.reader.published();
     let reg = &p.registry;
     let Some(map) = reg.ownership(keyspace) else {
@@ -195,7 +197,7 @@ pub async fn read_at_owner(
     owner: &RegionId,
     h: &HeaderMap,
     raw: &Raw,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     forward::send(
         app.peer_client.as_ref(),
         owner,
@@ -206,8 +208,7 @@ pub async fn read_at_owner(
     )
     .await
     .map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        HttpError::unavailable(
             "owner_unreachable",
             format!("{e}; read without meridian-read: owner to read this region's copy"),
         )

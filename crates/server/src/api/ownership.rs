@@ -15,11 +15,11 @@ use meridian_crdt::RegionId;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
 use super::openapi::OwnershipBody;
 use super::openapi::answers::NamePath;
 use super::openapi::schemas as doc;
 use super::{AppInner, AppState, MAX_SMALL_BODY, body, consistency, headers, respond};
+use crate::error::HttpError;
 use crate::peer::forward::{self, ForwardedBy};
 use crate::region::writer::OwnershipChange;
 
@@ -34,11 +34,10 @@ fn cluster(app: &AppInner) -> Vec<RegionId> {
 fn keyspace_of(
     app: &AppInner,
     path: Result<Path<String>, PathRejection>,
-) -> Result<String, ApiError> {
-    let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+) -> Result<String, HttpError> {
+    let Path(name) = path.map_err(|e| HttpError::bad_request(format!("bad path: {e}")))?;
     if app.reader.published().registry.get(&name).is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
+        return Err(HttpError::missing(
             "unknown_keyspace",
             format!("keyspace {name:?} does not exist"),
         ));
@@ -48,10 +47,10 @@ fn keyspace_of(
 
 /// The keyspace a change names (checked by the steward, which may know a
 /// keyspace this region has not received yet).
-fn keyspace_named(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(name) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+fn keyspace_named(path: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
+    let Path(name) = path.map_err(|e| HttpError::bad_request(format!("bad path: {e}")))?;
     meridian_core::KeyspaceName::new(name.clone())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
     Ok(name)
 }
 
@@ -100,7 +99,7 @@ pub async fn get(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     h: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let ks = keyspace_of(&app, path)?;
     let p = app.reader.published();
     Ok(respond(
@@ -160,7 +159,7 @@ pub async fn put(
     path: Result<Path<String>, PathRejection>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let ks = keyspace_named(path)?;
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
     let req: MapRequest = body::parse_settings(body::format(&h)?, &bytes)?;
@@ -208,7 +207,7 @@ pub async fn transfer(
     path: Result<Path<String>, PathRejection>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let ks = keyspace_named(path)?;
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
     let b: TransferBody = body::parse_settings(body::format(&h)?, &bytes)?;
@@ -235,7 +234,7 @@ async fn change(
     (method, uri, fwd, h, bytes): Request<'_>,
     ks: String,
     change: OwnershipChange,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let regions = cluster(app);
     let steward = ownership::steward(&regions)
         .cloned()
@@ -244,8 +243,7 @@ async fn change(
         return forward::send(app.peer_client.as_ref(), &steward, &method, &uri, h, &bytes)
             .await
             .map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                HttpError::unavailable(
                     "steward_unreachable",
                     format!("{e}; ownership maps change only at the steward (writes go on)"),
                 )
@@ -254,10 +252,11 @@ async fn change(
     }
     // Checked before anything changes.
     let wait_ms = headers::timeout_ms(h, consistency::DEFAULT_CONCERN_TIMEOUT_MS)?;
-    let outcome =
-        app.writer.own(ks.clone(), change).await.map_err(|e| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
-        })??;
+    let outcome = app
+        .writer
+        .own(ks.clone(), change)
+        .await
+        .map_err(|e| HttpError::unavailable("stopping", e.to_string()))??;
     let (vv, changed) = match outcome {
         crate::region::writer::DefineDone::Unchanged => (app.reader.published().vv.clone(), false),
         crate::region::writer::DefineDone::Written(vv) => (vv, true),

@@ -3,21 +3,12 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use meridian_crdt::VersionVector;
 use serde_json::json;
 
-use super::error::ApiError;
 use super::openapi::schemas as doc;
 use super::{AppState, respond};
+use crate::error::HttpError;
 use crate::region::status::STATE_BYTES_AGE;
-
-/// A version vector as JSON: one entry per origin.
-pub fn vv_json(vv: &VersionVector) -> serde_json::Value {
-    json!(vv
-        .iter()
-        .map(|(r, s)| json!({"region": r.region.as_str(), "incarnation": r.incarnation.to_string(), "seq": s.0}))
-        .collect::<Vec<_>>())
-}
 
 #[utoipa::path(
     get,
@@ -31,7 +22,7 @@ pub fn vv_json(vv: &VersionVector) -> serde_json::Value {
     ),
 )]
 /// `GET /v1/status`.
-pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Response, ApiError> {
+pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Response, HttpError> {
     let p = app.reader.published();
     let keyspaces: Vec<serde_json::Value> = p
         .registry
@@ -54,7 +45,7 @@ pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Respons
     let body = json!({
         "region": app.replica.region.as_str(),
         "replica": {"region": app.replica.region.as_str(), "incarnation": app.replica.incarnation.to_string()},
-        "vv": vv_json(&p.vv),
+        "vv": crate::region::status::vv_json(&p.vv),
         "token": meridian_core::token::encode(&p.vv),
         "ops": p.vv.total(),
         "hlc": p.hlc.to_string(),
@@ -76,7 +67,7 @@ pub async fn status(State(app): State<AppState>, h: HeaderMap) -> Result<Respons
 }
 
 /// This member's role, epoch, leader or followers, for `/v1/status`.
-fn standby_json(app: &super::AppInner, vv: &VersionVector) -> serde_json::Value {
+fn standby_json(app: &super::AppInner, vv: &meridian_crdt::VersionVector) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
     let s = &app.standby;
     let now = app.clock.now_ms();

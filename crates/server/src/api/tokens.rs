@@ -11,10 +11,10 @@ use meridian_core::access::{Grant, TokenDef};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
 use super::openapi::answers::TokenIdPath;
 use super::openapi::schemas as doc;
 use super::{AppState, MAX_SMALL_BODY, body, respond};
+use crate::error::HttpError;
 use crate::region::writer::DefineDone;
 
 /// Longest lifetime a token may be given, seconds (10 years).
@@ -48,13 +48,12 @@ fn describe(def: &TokenDef, revoked_ms: Option<u64>) -> serde_json::Value {
     })
 }
 
-fn stopping(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
+fn stopping(e: impl std::fmt::Display) -> HttpError {
+    HttpError::unavailable("stopping", e.to_string())
 }
 
-fn unknown(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
+fn unknown(id: &str) -> HttpError {
+    HttpError::missing(
         "unknown_token",
         format!(
             "no token with id {id:?} in this region (one made elsewhere shows here once it has replicated)"
@@ -85,7 +84,7 @@ pub async fn create(
     State(app): State<AppState>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let bytes = body::bytes(body, MAX_SMALL_BODY)?;
     let b: NewToken = body::parse_settings(body::format(&h)?, &bytes)?;
     let now = app.clock.now_ms();
@@ -93,7 +92,7 @@ pub async fn create(
         None => None,
         Some(s) if (1..=MAX_EXPIRES_IN_S).contains(&s) => Some(now.saturating_add(s * 1000)),
         Some(s) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(HttpError::bad_request(format!(
                 "expires_in_s must be in 1..={MAX_EXPIRES_IN_S}, not {s}"
             )));
         }
@@ -134,7 +133,7 @@ pub async fn create(
     ),
 )]
 /// `GET /v1/admin/tokens`: every token this region knows (never secrets).
-pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Response, ApiError> {
+pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Response, HttpError> {
     let p = app.reader.published();
     let all: Vec<serde_json::Value> = p
         .registry
@@ -171,8 +170,8 @@ pub async fn get(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     h: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Path(id) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+) -> Result<Response, HttpError> {
+    let Path(id) = path.map_err(|e| HttpError::bad_request(format!("bad path: {e}")))?;
     let p = app.reader.published();
     let (def, revoked) = p.registry.tokens().get(&id).ok_or_else(|| unknown(&id))?;
     let mut body = describe(def, revoked);
@@ -212,8 +211,8 @@ pub async fn revoke(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     h: HeaderMap,
-) -> Result<Response, ApiError> {
-    let Path(id) = path.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+) -> Result<Response, HttpError> {
+    let Path(id) = path.map_err(|e| HttpError::bad_request(format!("bad path: {e}")))?;
     let known = app.reader.published().registry.tokens().get(&id).is_some();
     let outcome = app
         .writer

@@ -91,7 +91,7 @@ pub async fn catch_panic(req: Request, next: Next) -> Response {
             tracing::error!(target: TARGET, panic = %what, "request handler panicked");
             // What it said stays in the log. A write may have been taken
             // before the panic: the outcome is unknown, as after any 500.
-            super::error::ApiError::internal(
+            crate::error::HttpError::internal(
                 "the request failed inside the region (logged); if it was a write, it may or may not have been taken; the region keeps serving",
             )
             .into_response()

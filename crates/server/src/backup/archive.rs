@@ -2,6 +2,9 @@
 //! the backup target (segment first, then its `.seg.json` record, which
 //! marks it stored whole), and the log's retention pin is raised only past
 //! what is stored, so no segment leaves the disk before it is archived.
+//!
+//! Why past ~400 lines: one loop: upload sealed segments, then raise the
+//! retention pin.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -376,17 +379,13 @@ impl Archive {
 
     /// Runs [`Archive::sync`] every `every` (sealing the segment being
     /// written each time, when it holds records) until `stop`.
-    pub async fn run(
-        self: Arc<Self>,
-        every: std::time::Duration,
-        mut stop: crate::shutdown::Shutdown,
-    ) {
+    pub async fn run(self: Arc<Self>, every: std::time::Duration, stop: crate::shutdown::Shutdown) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = stop.wait() => return,
+                _ = stop.cancelled() => return,
             }
             if let Err(e) = self.sync(true).await {
                 self.metrics.archive_failures.inc();

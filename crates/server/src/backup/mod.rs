@@ -12,11 +12,17 @@
 //! 4. writes the manifest last. A backup cut short (a kill, a failure)
 //!    has no manifest and is never listed; its orphan files go at the next
 //!    prune.
+//!
+//! Why past ~400 lines: `Backups` is one type: taking, listing, verifying,
+//! deleting and scheduling share its archive and its lock (stored files are
+//! read by `stored.rs`).
 
 pub mod archive;
 pub mod restore;
 pub mod retention;
 pub mod rewind;
+pub mod settings;
+mod stored;
 pub mod target;
 
 use std::collections::BTreeMap;
@@ -30,10 +36,12 @@ use meridian_core::backup::manifest::{
 use meridian_core::{FjallBackend, Reader};
 use serde::Serialize;
 
-use crate::config::BackupSettings;
 use crate::region::clock::WallClock;
 use archive::Archive;
 pub use retention::{Lease, Pruned};
+pub use settings::BackupSettings;
+use stored::scan_manifests;
+pub use stored::{damaged_manifests, fetch_checked, list_manifests, read_manifest};
 use target::TargetError;
 
 /// Why a backup operation failed.
@@ -548,7 +556,7 @@ impl Backups {
     /// directory, a repaired log or a new incarnation starts a new log:
     /// restores and rewinds to its times need a backup of it), then one
     /// every `every_ms` (applying retention after each) until `stop`.
-    pub async fn schedule(self: Arc<Self>, mut stop: crate::shutdown::Shutdown) {
+    pub async fn schedule(self: Arc<Self>, stop: crate::shutdown::Shutdown) {
         self.sweep_scratch();
         // Tried again every 30 s until the target answers.
         loop {
@@ -575,7 +583,7 @@ impl Backups {
             }
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
-                _ = stop.wait() => return,
+                _ = stop.cancelled() => return,
             }
         }
         let every = self.settings.every_ms;
@@ -588,7 +596,7 @@ impl Backups {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = stop.wait() => return,
+                _ = stop.cancelled() => return,
             }
             match self.create_now().await {
                 Ok(m) => tracing::info!(backup = %m.id, "scheduled backup taken"),
@@ -596,120 +604,4 @@ impl Backups {
             }
         }
     }
-}
-
-/// Fetches a file and checks its size and checksum; the error names it.
-pub async fn fetch_checked(t: &target::Target, f: &FileRef) -> Result<Bytes, BackupError> {
-    if !manifest::valid_name(&f.name) {
-        return Err(BackupError::Damaged {
-            file: f.name.clone(),
-            reason: "the name could escape the target's folder".into(),
-        });
-    }
-    let b = match t.get(&f.name).await {
-        Err(TargetError::NotFound(_)) => {
-            return Err(BackupError::Damaged {
-                file: f.name.clone(),
-                reason: "missing from the target".into(),
-            });
-        }
-        r => r?,
-    };
-    if b.len() as u64 != f.bytes {
-        return Err(BackupError::Damaged {
-            file: f.name.clone(),
-            reason: format!("{} bytes, the manifest says {}", b.len(), f.bytes),
-        });
-    }
-    let sha = sha256_hex(&b);
-    if sha != f.sha256 {
-        return Err(BackupError::Damaged {
-            file: f.name.clone(),
-            reason: format!("SHA-256 {sha}, the manifest says {}", f.sha256),
-        });
-    }
-    Ok(b)
-}
-
-/// A backup's manifest, checked: format, names, and that it is the
-/// backup it is stored as.
-pub async fn read_manifest(
-    t: &target::Target,
-    folder: &str,
-    id: &str,
-) -> Result<Manifest, BackupError> {
-    let name = format!("{folder}/backups/{id}.json");
-    if !manifest::valid_name(&name) {
-        return Err(BackupError::Unknown(id.to_string()));
-    }
-    let bytes = match t.get(&name).await {
-        Err(TargetError::NotFound(_)) => return Err(BackupError::Unknown(id.to_string())),
-        r => r?,
-    };
-    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| BackupError::Damaged {
-        file: name.clone(),
-        reason: e.to_string(),
-    })?;
-    if m.format != manifest::FORMAT || m.id != id {
-        return Err(BackupError::Damaged {
-            file: name,
-            reason: format!("format {} / id {} does not match", m.format, m.id),
-        });
-    }
-    let prefix = format!("{folder}/");
-    for f in m.state.iter().chain(m.segments.iter().map(|s| &s.file)) {
-        if !manifest::valid_name(&f.name) || !f.name.starts_with(&prefix) {
-            return Err(BackupError::Damaged {
-                file: f.name.clone(),
-                reason: format!("named by {name}: outside the region's folder {prefix}"),
-            });
-        }
-    }
-    Ok(m)
-}
-
-/// Every complete backup in `folder`, oldest first. A damaged manifest is
-/// left out (with a warning) so the others stay usable; see
-/// [`damaged_manifests`] for what deletes must not go past.
-pub async fn list_manifests(
-    t: &target::Target,
-    folder: &str,
-) -> Result<Vec<Manifest>, BackupError> {
-    Ok(scan_manifests(t, folder).await?.0)
-}
-
-/// Manifests that do not read (their files may be needed: garbage
-/// collection stops while there is one).
-pub async fn damaged_manifests(
-    t: &target::Target,
-    folder: &str,
-) -> Result<Vec<String>, BackupError> {
-    Ok(scan_manifests(t, folder).await?.1)
-}
-
-async fn scan_manifests(
-    t: &target::Target,
-    folder: &str,
-) -> Result<(Vec<Manifest>, Vec<String>), BackupError> {
-    let mut out = Vec::new();
-    let mut bad = Vec::new();
-    for (name, _) in t.list(&format!("{folder}/backups")).await? {
-        let Some(id) = name
-            .rsplit('/')
-            .next()
-            .and_then(|f| f.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        match read_manifest(t, folder, id).await {
-            Ok(m) => out.push(m),
-            Err(e @ (BackupError::Damaged { .. } | BackupError::Unknown(_))) => {
-                tracing::warn!(manifest = %name, error = %e, "backup manifest unreadable: left out");
-                bad.push(name);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok((out, bad))
 }

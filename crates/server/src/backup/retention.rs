@@ -176,10 +176,21 @@ pub struct Lease {
     name: Option<String>,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+/// A lease object's body. `format` marks the layout; leases written
+/// before it existed carry none and read as 1.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct LeaseFile {
+    #[serde(default = "lease_format")]
+    format: u32,
     backup: String,
     expires_ms: u64,
+}
+
+/// The lease layout this build writes and reads.
+const LEASE_FORMAT: u32 = 1;
+
+fn lease_format() -> u32 {
+    LEASE_FORMAT
 }
 
 fn unix_ms() -> u64 {
@@ -196,6 +207,7 @@ impl Lease {
     pub async fn take(t: &target::Target, folder: &str, id: &str) -> Result<Lease, BackupError> {
         let name = format!("{folder}/leases/{}.json", uuid::Uuid::new_v4().simple());
         let body = serde_json::to_vec(&LeaseFile {
+            format: LEASE_FORMAT,
             backup: id.to_string(),
             expires_ms: unix_ms() + LEASE_MS,
         })
@@ -229,6 +241,14 @@ impl Lease {
                 r => r?,
             };
             match serde_json::from_slice::<LeaseFile>(&bytes) {
+                // A layout from a newer build: not understood, so it holds
+                // (fails closed, as an unreadable lease does).
+                Ok(l) if l.format != LEASE_FORMAT => {
+                    return Err(BackupError::Damaged {
+                        file: name,
+                        reason: format!("lease format {} is not one this build reads", l.format),
+                    });
+                }
                 Ok(l) if l.expires_ms > unix_ms() => {
                     out.insert(l.backup);
                 }
@@ -242,5 +262,83 @@ impl Lease {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease object pinned: a change to these bytes is a format change.
+    /// A lease from before `format` existed still reads (as format 1).
+    #[test]
+    fn golden_lease_file() {
+        let l = LeaseFile {
+            format: LEASE_FORMAT,
+            backup: "20261204T180000Z-1a2b".into(),
+            expires_ms: 1_796_000_000_000,
+        };
+        let text = String::from_utf8(serde_json::to_vec(&l).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"format":1,"backup":"20261204T180000Z-1a2b","expires_ms":1796000000000}"#
+        );
+        assert_eq!(serde_json::from_str::<LeaseFile>(&text).unwrap(), l);
+        let old: LeaseFile = serde_json::from_str(r#"{"backup":"b1","expires_ms":5}"#).unwrap();
+        assert_eq!((old.format, old.backup.as_str()), (1, "b1"));
+    }
+
+    /// What each lease does to a prune: a live one holds its backup, an
+    /// expired one goes, one from a newer build's layout stops the prune
+    /// (it might hold anything).
+    #[tokio::test]
+    async fn leases_hold_expire_and_fail_closed() {
+        let d = meridian_core::testdir::TestDir::new("leases");
+        let t = target::TargetSpec::parse(d.path().to_str().unwrap(), None, None, None)
+            .unwrap()
+            .open()
+            .unwrap();
+        let put = |name: &str, body: String| {
+            let (t, name) = (&t, name.to_string());
+            async move { t.put(&name, Bytes::from(body)).await.unwrap() }
+        };
+        let live = unix_ms() + 60_000;
+        put(
+            "r/leases/a.json",
+            format!(r#"{{"format":1,"backup":"b1","expires_ms":{live}}}"#),
+        )
+        .await;
+        put(
+            "r/leases/b.json",
+            format!(r#"{{"backup":"b2","expires_ms":{live}}}"#),
+        )
+        .await;
+        put(
+            "r/leases/c.json",
+            r#"{"format":1,"backup":"b3","expires_ms":1}"#.into(),
+        )
+        .await;
+        let held = Lease::held(&t, "r").await.unwrap();
+        assert_eq!(held.into_iter().collect::<Vec<_>>(), ["b1", "b2"]);
+        assert!(
+            t.list("r/leases")
+                .await
+                .unwrap()
+                .iter()
+                .all(|(n, _)| !n.ends_with("c.json")),
+            "the expired lease is deleted"
+        );
+        put(
+            "r/leases/d.json",
+            format!(r#"{{"format":2,"backup":"b4","expires_ms":{live}}}"#),
+        )
+        .await;
+        match Lease::held(&t, "r").await {
+            Err(BackupError::Damaged { file, reason }) => {
+                assert!(file.ends_with("d.json"), "{file}");
+                assert!(reason.contains("format 2"), "{reason}");
+            }
+            other => panic!("a newer lease layout must stop the prune: {other:?}"),
+        }
     }
 }

@@ -10,12 +10,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::auth::Secret;
-use super::sender::{PeerError, call, peer_client};
+use super::call::{PeerError, call, peer_client};
 
 /// A signed-request client for every peer.
 #[derive(Clone)]
 pub struct PeerClient {
-    http: super::sender::PeerHttp,
+    http: super::call::PeerHttp,
     secret: Secret,
     me: String,
     /// The peers: region and peer URL.

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tower::ServiceExt;
 
+use super::call::PeerError;
 use super::client::PeerClient;
-use super::sender::PeerError;
-use crate::api::error::ApiError;
+use crate::error::HttpError;
 
 /// Most bytes of an answer the owner sends back (a read of the largest
 /// object, rendered as JSON, fits).
@@ -207,7 +207,7 @@ pub const SERVED_BY: &str = "meridian-served-by";
 /// The owner's side: runs `msg` through the client API `app` as a request
 /// forwarded by `from`.
 pub async fn serve(app: &Arc<OnceLock<Router>>, from: &str, msg: Forwarded) -> Answer {
-    let failed = |e: ApiError| {
+    let failed = |e: HttpError| {
         let status = e.status.as_u16();
         let body = serde_json::json!({"error": e.code, "message": e.message}).to_string();
         Answer {
@@ -220,8 +220,7 @@ pub async fn serve(app: &Arc<OnceLock<Router>>, from: &str, msg: Forwarded) -> A
         }
     };
     let Some(router) = app.get().cloned() else {
-        return failed(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return failed(HttpError::unavailable(
             "starting",
             "the region is starting: its client API does not answer yet",
         ));
@@ -231,7 +230,7 @@ pub async fn serve(app: &Arc<OnceLock<Router>>, from: &str, msg: Forwarded) -> A
         msg.uri.parse::<Uri>(),
         RegionId::new(from),
     ) else {
-        return failed(ApiError::bad_request("malformed forwarded request"));
+        return failed(HttpError::bad_request("malformed forwarded request"));
     };
     let mut req = Request::new(Body::from(msg.body.into_vec()));
     *req.method_mut() = method;
@@ -249,6 +248,6 @@ pub async fn serve(app: &Arc<OnceLock<Router>>, from: &str, msg: Forwarded) -> A
             headers: carried(&parts.headers),
             body: ByteBuf::from(bytes.to_vec()),
         },
-        Err(e) => failed(ApiError::internal(format!("answer: {e}"))),
+        Err(e) => failed(HttpError::internal(format!("answer: {e}"))),
     }
 }

@@ -8,6 +8,9 @@
 //!
 //! Every body is `HMAC tag || payload` (see [`super::auth`]); anything that
 //! does not verify gets 401 and is counted. Every answer is signed for the caller.
+//!
+//! Why past ~400 lines: the peer router: its guard (signature, replay window,
+//! body limit) and every peer endpoint, each a short handler.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,7 +29,7 @@ use tracing::Instrument;
 
 use super::auth::Secret;
 use super::status::Peers;
-use crate::api::error::ApiError;
+use crate::error::HttpError;
 use crate::region::WriterHandle;
 use crate::region::clock::WallClock;
 
@@ -57,16 +60,44 @@ pub struct PeerApi {
     pub clock: WallClock,
     /// The client API, once it is built: forwarded requests run through it.
     pub client_api: Arc<std::sync::OnceLock<Router>>,
-    /// This member's standby state, once its replica id is settled (a
-    /// follower refuses other regions).
-    pub standby: Arc<std::sync::OnceLock<Arc<crate::standby::Standby>>>,
-    /// The role this member started in (what counts before `standby` is
-    /// set).
-    pub starting_role: crate::standby::state::Role,
+    /// Who may replicate to this member (the standby subsystem answers:
+    /// it knows the roles).
+    pub admission: Arc<dyn Admission>,
 }
 
-/// The peer router.
-pub fn router(api: Arc<PeerApi>) -> Router {
+/// Which callers this member takes replication from. A region's leader
+/// takes every region's; a follower refuses other regions (they ship to its
+/// leader) and takes its own region's ops only from its leader. The peer
+/// API asks before it acts on a request; the roles are the standby
+/// subsystem's to know (its `Roles` implements this).
+pub trait Admission: Send + Sync {
+    /// The refusal (`421 not_leader`, naming the leader) for a request from
+    /// region `from`, or `None` to take it.
+    fn refuse_region(&self, from: &str) -> Option<HttpError>;
+    /// The refusal for replication from member `from` of this region that
+    /// is not this member's leader (an old leader that has not heard of
+    /// the new epoch: its acks must not count as this member holding its
+    /// writes), or `None` to take it.
+    fn refuse_member(&self, from: &meridian_crdt::ReplicaId) -> Option<HttpError>;
+}
+
+impl PeerApi {
+    fn refuse_region(&self, from: &str) -> Option<Response> {
+        self.admission
+            .refuse_region(from)
+            .map(IntoResponse::into_response)
+    }
+
+    fn refuse_member(&self, from: &meridian_crdt::ReplicaId) -> Option<Response> {
+        self.admission
+            .refuse_member(from)
+            .map(IntoResponse::into_response)
+    }
+}
+
+/// The peer router: the replication routes, and `more` (the standby
+/// subsystem's), all behind the same signature guard and body limit.
+pub fn router(api: Arc<PeerApi>, more: Router) -> Router {
     Router::new()
         .route("/peer/v1/hello", post(hello))
         .route("/peer/v1/ops", post(ops))
@@ -78,22 +109,11 @@ pub fn router(api: Arc<PeerApi>) -> Router {
         .route("/peer/v1/ae/digests", post(digests))
         .route("/peer/v1/ae/buckets", post(buckets))
         .route("/peer/v1/forward", post(forward))
-        .route(
-            "/peer/v1/standby/follow",
-            post(crate::standby::peer::follow),
-        )
-        .route(
-            "/peer/v1/standby/announce",
-            post(crate::standby::peer::announce),
-        )
-        .route(
-            "/peer/v1/standby/status",
-            post(crate::standby::peer::status),
-        )
+        .with_state(api.clone())
+        .merge(more)
         .layer(DefaultBodyLimit::max(MAX_PEER_BODY))
-        .fallback(|| async { ApiError::not_found("no such peer endpoint") })
-        .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
-        .with_state(api)
+        .fallback(|| async { HttpError::not_found("no such peer endpoint") })
+        .layer(axum::middleware::from_fn_with_state(api, guard))
 }
 
 /// Before any body is read: the head's signature, its time within the
@@ -171,8 +191,7 @@ async fn guard(
         }
         Err(super::auth::Replay::Full) => {
             api.metrics.refuse("peer", "nonces_full");
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return HttpError::unavailable(
                 "busy",
                 "too many peer requests within the replay window; retry",
             )
@@ -182,7 +201,7 @@ async fn guard(
     // The body is the tag and the payload the head states: no more is read.
     let want = head.len.saturating_add(super::auth::TAG_LEN as u64);
     if want > MAX_PEER_BODY.max(MAX_STATE_BODY) as u64 {
-        return ApiError::too_large(format!("a peer request of {want} bytes is over the limit"))
+        return HttpError::too_large(format!("a peer request of {want} bytes is over the limit"))
             .into_response();
     }
     let (parts, body) = req.into_parts();
@@ -200,7 +219,7 @@ async fn guard(
 fn unauthorized(api: &PeerApi, why: &str) -> Response {
     api.peers.auth_failures.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(reason = why, "peer request refused: not authenticated");
-    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", why).into_response();
+    let mut r = HttpError::unauthenticated("unauthenticated", why).into_response();
     // Unsigned, a hint only: a caller whose request was meant for another
     // region learns which one it reached.
     if let Ok(v) = axum::http::HeaderValue::from_str(api.region.as_str()) {
@@ -220,7 +239,7 @@ pub(crate) fn open<'a>(
         Ok(b) => b,
         Err(r) => {
             return Err(Box::new(
-                ApiError::new(r.status(), "bad_body", r.body_text()).into_response(),
+                HttpError::rejection(r.status(), "bad_body", r.body_text()).into_response(),
             ));
         }
     };
@@ -299,7 +318,7 @@ fn path_of(label: &str) -> &'static str {
 fn answer(api: &PeerApi, to: &Caller, ack: &Ack) -> Response {
     match wire::encode_ack(ack) {
         Ok(bytes) => signed(api, to, &bytes),
-        Err(e) => ApiError::internal(e.to_string()).into_response(),
+        Err(e) => HttpError::internal(e.to_string()).into_response(),
     }
 }
 
@@ -319,12 +338,12 @@ fn signed(api: &PeerApi, to: &Caller, bytes: &[u8]) -> Response {
 pub(crate) fn answer_msg<T: serde::Serialize>(api: &PeerApi, to: &Caller, msg: &T) -> Response {
     match wire::encode_msg(msg) {
         Ok(bytes) => signed(api, to, &bytes),
-        Err(e) => ApiError::internal(e.to_string()).into_response(),
+        Err(e) => HttpError::internal(e.to_string()).into_response(),
     }
 }
 
 fn stopping(e: impl std::fmt::Display) -> Response {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()).into_response()
+    HttpError::unavailable("stopping", e.to_string()).into_response()
 }
 
 async fn forward(
@@ -336,12 +355,12 @@ async fn forward(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+    if let Some(r) = api.refuse_region(&from) {
         return r;
     }
     let msg: super::forward::Forwarded = match wire::decode_msg(payload) {
         Ok(m) => m,
-        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+        Err(e) => return HttpError::bad_request(e.to_string()).into_response(),
     };
     let answer = super::forward::serve(&api.client_api, &from, msg).await;
     answer_msg(&api, &from, &answer)
@@ -356,14 +375,14 @@ async fn hello(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+    if let Some(r) = api.refuse_region(&from) {
         return r;
     }
     let hello = match wire::decode_hello(payload) {
         Ok(h) => h,
-        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+        Err(e) => return HttpError::bad_request(e.to_string()).into_response(),
     };
-    if let Some(r) = crate::standby::peer::refuse_other_members(&api, &hello.from) {
+    if let Some(r) = api.refuse_member(&hello.from) {
         return r;
     }
     let p = api.reader.published();
@@ -395,14 +414,14 @@ async fn ops(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+    if let Some(r) = api.refuse_region(&from) {
         return r;
     }
     let batch = match wire::decode(payload) {
         Ok(b) => b,
-        Err(e) => return ApiError::bad_request(format!("batch: {e}")).into_response(),
+        Err(e) => return HttpError::bad_request(format!("batch: {e}")).into_response(),
     };
-    if let Some(r) = crate::standby::peer::refuse_other_members(&api, &batch.from) {
+    if let Some(r) = api.refuse_member(&batch.from) {
         return r;
     }
     api.peers.batches_received.fetch_add(1, Ordering::Relaxed);
@@ -420,7 +439,7 @@ async fn ops(
                 seen: None,
             },
         ),
-        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Ok(Err(e)) => HttpError::from(e).into_response(),
         Err(e) => stopping(e),
     }
 }
@@ -434,19 +453,19 @@ async fn state(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+    if let Some(r) = api.refuse_region(&from) {
         return r;
     }
     let page = match wire::decode_state(payload) {
         Ok(p) => p,
-        Err(e) => return ApiError::bad_request(format!("state page: {e}")).into_response(),
+        Err(e) => return HttpError::bad_request(format!("state page: {e}")).into_response(),
     };
     let mut entries = Vec::with_capacity(page.entries.len());
     for (ks, key, bytes) in page.entries {
         match codec::decode::<Object>(&bytes, meridian_core::budget::MAX_OBJECT_READ) {
             Ok(obj) => entries.push((ks, key, obj)),
             Err(e) => {
-                return ApiError::bad_request(format!("state object {ks}/{key}: {e}"))
+                return HttpError::bad_request(format!("state object {ks}/{key}: {e}"))
                     .into_response();
             }
         }
@@ -467,7 +486,7 @@ async fn state(
                 seen: None,
             },
         ),
-        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Ok(Err(e)) => HttpError::from(e).into_response(),
         Err(e) => stopping(e),
     }
 }
@@ -481,12 +500,12 @@ async fn read(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+    if let Some(r) = api.refuse_region(&from) {
         return r;
     }
     let req: wire::ObjectRequest = match wire::decode_msg(payload) {
         Ok(r) => r,
-        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+        Err(e) => return HttpError::bad_request(e.to_string()).into_response(),
     };
     let reader = api.reader.clone();
     let got = tokio::task::spawn_blocking(move || {
@@ -510,8 +529,8 @@ async fn read(
     .await;
     match got {
         Ok(Ok(reply)) => answer_msg(&api, &from, &reply),
-        Ok(Err(e)) => ApiError::from(e).into_response(),
-        Err(e) => ApiError::internal(e.to_string()).into_response(),
+        Ok(Err(e)) => HttpError::from(e).into_response(),
+        Err(e) => HttpError::internal(e.to_string()).into_response(),
     }
 }
 
@@ -524,12 +543,12 @@ async fn digests(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+    if let Some(r) = api.refuse_region(&from) {
         return r;
     }
     let req: wire::DigestRequest = match wire::decode_msg(payload) {
         Ok(r) => r,
-        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+        Err(e) => return HttpError::bad_request(e.to_string()).into_response(),
     };
     let p = api.reader.published();
     let keyspaces = p
@@ -563,12 +582,12 @@ async fn buckets(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    if let Some(r) = crate::standby::peer::refuse_other_regions(&api, &from) {
+    if let Some(r) = api.refuse_region(&from) {
         return r;
     }
     let req: wire::BucketRequest = match wire::decode_msg(payload) {
         Ok(r) => r,
-        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+        Err(e) => return HttpError::bad_request(e.to_string()).into_response(),
     };
     let reader = api.reader.clone();
     let got =
@@ -576,7 +595,7 @@ async fn buckets(
             .await;
     match got {
         Ok(Ok(entries)) => answer_msg(&api, &from, &wire::BucketReply { entries }),
-        Ok(Err(e)) => ApiError::from(e).into_response(),
-        Err(e) => ApiError::internal(e.to_string()).into_response(),
+        Ok(Err(e)) => HttpError::from(e).into_response(),
+        Err(e) => HttpError::internal(e.to_string()).into_response(),
     }
 }

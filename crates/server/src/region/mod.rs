@@ -1,7 +1,11 @@
 //! One region's runtime: the claimed data directory, recovery at startup,
 //! the writer thread, and the handles the API uses.
+//!
+//! Why past ~400 lines: `Region::open` is recovery step by step, and
+//! `WriterHandle` is every call into the writer.
 
 pub mod clock;
+pub mod command;
 pub mod feed;
 pub mod identity;
 pub mod incarnation;
@@ -19,7 +23,6 @@ use meridian_core::{
 use meridian_crdt::{RegionId, ReplicaId, VersionVector};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::Valid;
 use crate::metrics::Metrics;
 use clock::WallClock;
 use feed::Feed;
@@ -275,13 +278,35 @@ pub struct Region {
     _dir: DataDir,
 }
 
+/// What opening a region needs from the configuration (`Valid::region_settings`
+/// makes it).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The data directory.
+    pub data_dir: std::path::PathBuf,
+    /// This region's name.
+    pub region: RegionId,
+    /// Wall-clock shift, ms (tests).
+    pub clock_skew_ms: i64,
+    /// The engine's clock-offset bound and registry limits.
+    pub engine: EngineConfig,
+    /// Op log options.
+    pub log: meridian_core::LogOptions,
+    /// A backup archiver runs: no segment leaves the disk before it has
+    /// stored it.
+    pub archive: bool,
+    /// Peers and the cluster secret are configured: a restarted
+    /// incarnation can ask peers what they hold of it.
+    pub peers: bool,
+}
+
 impl Region {
     /// Claims the data directory, recovers state and log, creates the
     /// configured keyspaces and starts the writer thread.
     /// `ship` asks for the committed-ops feed ([`Region::feed`]) that
     /// replication reads; leave it off when nothing will.
     pub fn open(
-        cfg: &Valid,
+        cfg: &Settings,
         repair_log: bool,
         ship: bool,
         metrics: Arc<Metrics>,
@@ -291,22 +316,13 @@ impl Region {
         let clock = WallClock::new(cfg.clock_skew_ms);
         let backend = Arc::new(FjallBackend::open(&cfg.data_dir.join("state"))?);
         let state_opened = Instant::now();
-        let engine_cfg = EngineConfig {
-            max_clock_offset_ms: cfg.max_clock_offset_ms,
-            max_keyspaces: cfg.limits.max_keyspaces,
-            max_merges: cfg.limits.max_merges,
-            max_tokens: cfg.limits.max_tokens,
-            ledger_bytes: cfg.limits.ledger_bytes,
-            ..EngineConfig::default()
-        };
-        let mut engine = Engine::open(dir.replica.clone(), engine_cfg, backend)?;
+        let mut engine = Engine::open(dir.replica.clone(), cfg.engine.clone(), backend)?;
         let engine_opened = Instant::now();
         // With a backup target, no segment leaves the disk before the
         // archiver has stored it (it raises the pin).
         let archive_pin = cfg
-            .backup
-            .as_ref()
-            .map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0)));
+            .archive
+            .then(|| Arc::new(std::sync::atomic::AtomicU64::new(0)));
         if repair_log {
             // Positions after the damage will be issued again: archive them
             // under a new log id, apart from what was archived before
@@ -407,7 +423,7 @@ impl Region {
             fatal_tx.clone(),
         ));
         // A new incarnation has issued no seq yet: nothing to check.
-        let check_with_peers = !new_incarnation && !cfg.peers.is_empty() && cfg.secret.is_some();
+        let check_with_peers = !new_incarnation && cfg.peers;
         metrics.attach(Box::new(self::metrics::EngineCollector {
             log: log_info.clone(),
             reader: reader.clone(),

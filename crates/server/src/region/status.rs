@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use meridian_core::Log;
+use meridian_crdt::VersionVector;
+use serde_json::json;
 
 /// How stale the `state_bytes` of a status page or a scrape may be:
 /// measuring lists the store's files, and consoles poll every 2 s.
@@ -49,4 +51,12 @@ impl LogInfo {
             end_lsn: self.end_lsn.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A version vector as JSON: one entry per origin.
+pub fn vv_json(vv: &VersionVector) -> serde_json::Value {
+    json!(vv
+        .iter()
+        .map(|(r, s)| json!({"region": r.region.as_str(), "incarnation": r.incarnation.to_string(), "seq": s.0}))
+        .collect::<Vec<_>>())
 }

@@ -12,20 +12,22 @@
 //! While one group's fsync runs the next one fills up (pipelined group
 //! commit), and a busy committer never waits for a wake-up between groups.
 //! Blocking disk work never runs on a tokio worker.
+//!
+//! Why past ~400 lines: the stager and the committer share the engine, its
+//! lock and the pending answers; split, the lock's protocol would sit in two
+//! files (its commands are in `command.rs`).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use meridian_core::Backend as _;
 use meridian_core::engine::Applied;
-use meridian_core::{
-    Engine, FjallBackend, KeyspaceDef, Log, LogError, Op, Received, WriteError, WriteRequest,
-};
-use meridian_core::{Key, KeyspaceName};
-use meridian_crdt::{Dot, Hlc, Object, Version, VersionVector};
+use meridian_core::{Engine, FjallBackend, Log, LogError, Received, WriteError};
+use meridian_crdt::{Dot, Version, VersionVector};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock::WallClock;
+pub use super::command::{Command, DefineDone, OwnershipChange, WriteDone};
 use super::feed::Feed;
 use super::status::LogInfo;
 use crate::metrics::{Metrics, WriteStages};
@@ -42,150 +44,6 @@ const MAX_HOLD: Duration = Duration::from_millis(10);
 
 /// Most merge write-backs staged after one round of commands.
 const MERGES_PER_ROUND: usize = 16;
-
-/// A successful write, durable in this region.
-#[derive(Clone, Debug)]
-pub struct WriteDone {
-    /// The version the write created.
-    pub version: Version,
-    /// What the write's causal token covers: the region's version vector
-    /// after its group commit, but of this region's own ops only up to
-    /// this write ([`token_vv`]).
-    pub vv: Arc<VersionVector>,
-    /// `vv` as a token.
-    pub token: Arc<str>,
-    /// Per mutation: the counter value after it, for counter keys.
-    pub counters: Vec<Option<i128>>,
-    /// When the writer answered (for the `wake` stage metric).
-    pub answered: Instant,
-}
-
-/// The outcome of a keyspace definition.
-#[derive(Clone, Debug)]
-pub enum DefineDone {
-    /// Already exactly so: nothing written.
-    Unchanged,
-    /// Written (created or updated); the version vector after it.
-    Written(VersionVector),
-}
-
-/// A change to an ownership map.
-#[derive(Clone, Debug)]
-pub enum OwnershipChange {
-    /// The whole map.
-    Set(meridian_core::ownership::MapRequest),
-    /// One rule to another region.
-    Transfer {
-        /// The rule.
-        which: meridian_core::ownership::RuleRef,
-        /// Its new owner.
-        to: meridian_crdt::RegionId,
-        /// Only if the map is still at this epoch.
-        epoch: Option<meridian_core::ownership::Epoch>,
-    },
-}
-
-/// Work for the writer.
-pub enum Command {
-    /// A client write.
-    Write {
-        /// The request.
-        req: WriteRequest,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<WriteDone, WriteError>>,
-        /// When it was sent (for the `queue` stage metric).
-        sent: Instant,
-    },
-    /// Create or update a keyspace.
-    Define {
-        /// The definition.
-        def: KeyspaceDef,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<DefineDone, WriteError>>,
-    },
-    /// Register or replace a merge script (checked by the caller).
-    DefineMerge {
-        /// The script.
-        def: meridian_core::merge::MergeDef,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<DefineDone, WriteError>>,
-    },
-    /// Create or replace an access token.
-    DefineToken {
-        /// The token (its hash, never its secret).
-        def: meridian_core::access::TokenDef,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<DefineDone, WriteError>>,
-    },
-    /// Revoke an access token, for good.
-    RevokeToken {
-        /// Its id.
-        id: String,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<DefineDone, WriteError>>,
-    },
-    /// Change a keyspace's ownership map (this region is its steward).
-    Own {
-        /// The keyspace.
-        keyspace: String,
-        /// The change.
-        change: OwnershipChange,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<DefineDone, WriteError>>,
-    },
-    /// Start writing back merges of custom keys: every region of the
-    /// cluster (sent once the incarnation is settled).
-    EnableMerges {
-        /// The regions.
-        regions: Vec<meridian_crdt::RegionId>,
-        /// Hold write-backs until this is applied (what peers hold of this
-        /// region's own replicas).
-        hold: VersionVector,
-    },
-    /// Ops from a peer.
-    Receive {
-        /// The ops.
-        ops: Vec<Op>,
-        /// Where the answer goes (after they are durable).
-        reply: oneshot::Sender<Result<(Received, VersionVector), WriteError>>,
-    },
-    /// Part of a state transfer: objects to merge, and at the end the
-    /// version vector they reflect.
-    Install {
-        /// Objects to merge.
-        entries: Vec<(KeyspaceName, Key, Object)>,
-        /// The sender's version vector: bounds what the objects reflect.
-        covers: VersionVector,
-        /// The last page: adopt this version vector and HLC.
-        adopt: Option<(VersionVector, Hlc)>,
-        /// Where the answer goes (after the state is durable).
-        reply: oneshot::Sender<Result<VersionVector, WriteError>>,
-    },
-    /// Collect stable tombstones (see `Engine::collect`).
-    Collect {
-        /// What every region has applied, and the timestamp watermark.
-        cut: meridian_core::engine::StableCut,
-        /// Most stored objects to look at.
-        budget: usize,
-        /// How many were collected (after they are gone).
-        reply: oneshot::Sender<Result<usize, WriteError>>,
-    },
-    /// Time to make the state store durable and trim the log.
-    Checkpoint,
-    /// Seal the op log's segment being written (for the backup archiver),
-    /// answering one past the last record logged.
-    Seal {
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<meridian_core::Lsn, WriteError>>,
-    },
-    /// Continue as a new incarnation (before any local write is taken).
-    Reincarnate {
-        /// The new replica id.
-        replica: meridian_crdt::ReplicaId,
-        /// Answered once local ops are stamped with it.
-        reply: oneshot::Sender<()>,
-    },
-}
 
 enum Pending {
     /// Its index in the group, where the answer goes, when it was staged.

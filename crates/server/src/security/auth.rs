@@ -1,32 +1,20 @@
 //! Who is calling, and may they: bearer tokens on the client API.
 //!
-//! Two layers of the client router do it. [`authenticate`] runs first, on
-//! every request: it finds the caller ([`Caller`]) from the
-//! `Authorization: Bearer` header (`401` when there is none or it is not a
-//! live token) and leaves it in the request's extensions. [`authorize`]
-//! runs once the route is known: the route, method and path parameters say
-//! which right is needed on which keyspace and key ([`need`]); without it,
-//! `403`. A batch names its keys in its body: its handler asks
-//! [`Caller::require`] for each.
-//!
-//! A request a peer region forwards (keys it owns here) carries the
-//! forwarding region's word: it authorized the caller with the same
-//! replicated tokens.
+//! This module holds the rules: what a token is ([`hash`], [`generate`]),
+//! who the caller is ([`Caller`]), which right a route needs ([`need`]) and
+//! whether the caller has it ([`Caller::require`], `403` without it). The
+//! client router's two layers that apply them to every request live with
+//! the router, in `crate::api::auth`. A batch names its keys in its body:
+//! its handler asks [`Caller::require`] for each.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Path, Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 use meridian_core::access::{Right, TokenDef};
 use serde_json::json;
 
-use super::config::Auth;
-use crate::api::AppState;
-use crate::api::error::ApiError;
-use crate::peer::forward::ForwardedBy;
+use crate::error::HttpError;
 
 /// Paths anyone may call: health checks, the API description and the
 /// console's page and script (the data it shows needs the caller's token).
@@ -103,7 +91,7 @@ impl Caller {
     }
 
     /// `Ok` when allowed, else the `403` saying what was missing.
-    pub fn require(&self, need: &Need) -> Result<(), ApiError> {
+    pub fn require(&self, need: &Need) -> Result<(), HttpError> {
         if self.allows(need) {
             Ok(())
         } else {
@@ -133,7 +121,7 @@ fn describe(need: &Need) -> serde_json::Value {
     }
 }
 
-fn forbidden(caller: &Caller, need: &Need) -> ApiError {
+fn forbidden(caller: &Caller, need: &Need) -> HttpError {
     let what = match need {
         Need::Token => "this".to_string(),
         Need::Any(r) => format!("{} on some keyspace", r.as_str()),
@@ -144,8 +132,7 @@ fn forbidden(caller: &Caller, need: &Need) -> ApiError {
             format!("{} on keys of {ks:?} starting with {p:?}", r.as_str())
         }
     };
-    ApiError::new(
-        StatusCode::FORBIDDEN,
+    HttpError::forbidden(
         "forbidden",
         format!(
             "token {} does not grant {what}",
@@ -155,73 +142,8 @@ fn forbidden(caller: &Caller, need: &Need) -> ApiError {
     .with(json!({"needs": describe(need), "token": caller.id()}))
 }
 
-fn unauthenticated(code: &'static str, message: &str) -> Response {
-    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, code, message).into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"meridian\""),
-    );
-    r
-}
-
-/// The first layer: finds the caller, or answers `401`.
-pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let caller = if req.extensions().get::<ForwardedBy>().is_some() {
-        Caller::Peer
-    } else if let Auth::Tokens { bootstrap } = &app.auth {
-        // Public for reading only: any other method there needs a token
-        // like everything else (a standby would forward it as a write).
-        if PUBLIC.contains(&req.uri().path()) && matches!(*req.method(), Method::GET | Method::HEAD)
-        {
-            return next.run(req).await;
-        }
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            app.metrics.refuse("auth", "missing");
-            return unauthenticated(
-                "unauthenticated",
-                "this endpoint needs a token: send Authorization: Bearer TOKEN",
-            );
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 256);
-        let Some(token) = token else {
-            app.metrics.refuse("auth", "invalid");
-            return unauthenticated(
-                "invalid_token",
-                "the Authorization header must be Bearer followed by a token",
-            );
-        };
-        let h = hash(token);
-        if bootstrap
-            .as_deref()
-            .is_some_and(|b| constant_eq(b.as_bytes(), h.as_bytes()))
-        {
-            Caller::Bootstrap
-        } else {
-            let p = app.reader.published();
-            match p.registry.tokens().live(&h, app.clock.now_ms()) {
-                Some(def) => Caller::Token(def.clone()),
-                None => {
-                    app.metrics.refuse("auth", "invalid");
-                    return unauthenticated(
-                        "invalid_token",
-                        "the token is not valid here: unknown, revoked or expired (a token made in another region works here once it has replicated)",
-                    );
-                }
-            }
-        }
-    } else {
-        Caller::Open
-    };
-    req.extensions_mut().insert(caller);
-    next.run(req).await
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+/// Equal bytes, compared in time that does not depend on where they differ.
+pub fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -235,12 +157,14 @@ pub fn need(
 ) -> Need {
     let reading = matches!(*method, Method::GET | Method::HEAD);
     let p = |k: &str| params.get(k).cloned();
+    // Decoded by the crate the handlers' query extractor decodes with
+    // (serde_urlencoded reads through form_urlencoded), so the keyspace
+    // checked here is the one the handler reads.
     let q = |name: &str| {
         query.and_then(|q| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| decode(v))
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
         })
     };
     let mode = if reading { Right::Read } else { Right::Write };
@@ -268,61 +192,6 @@ pub fn need(
         "/v1/conflicts" => Need::On(Right::Read, q("keyspace"), None),
         _ => Need::On(Right::Admin, None, None),
     }
-}
-
-/// `%XX` and `+` decoded, as the query extractor does.
-fn decode(v: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            ) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The second layer (after routing): `403` without the right.
-pub async fn authorize(
-    State(app): State<AppState>,
-    route: Option<MatchedPath>,
-    params: Option<Path<BTreeMap<String, String>>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(route) = route else {
-        return next.run(req).await;
-    };
-    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
-        // Public paths carry no caller and need none; any other route
-        // without one was not authenticated: refuse, never pass it on.
-        if PUBLIC.contains(&route.as_str()) && matches!(*req.method(), Method::GET | Method::HEAD) {
-            return next.run(req).await;
-        }
-        app.metrics.refuse("auth", "missing");
-        return unauthenticated("unauthenticated", "this endpoint needs a token");
-    };
-    let params = params.map(|Path(p)| p).unwrap_or_default();
-    let need = need(route.as_str(), req.method(), &params, req.uri().query());
-    if let Err(e) = caller.require(&need) {
-        app.metrics.refuse("auth", "forbidden");
-        return e.into_response();
-    }
-    next.run(req).await
 }
 
 #[cfg(test)]
@@ -386,9 +255,15 @@ mod tests {
     }
 
     #[test]
-    fn query_values_decode() {
-        assert_eq!(decode("a%2Fb+c"), "a/b c");
-        assert_eq!(decode("100%"), "100%");
-        assert_eq!(decode("%zz"), "%zz");
+    fn query_values_are_decoded_as_the_handler_reads_them() {
+        let on = |q: &str| match need("/v1/conflicts", &Method::GET, &params(&[]), Some(q)) {
+            Need::On(Right::Read, ks, None) => ks,
+            other => panic!("unexpected need {other:?}"),
+        };
+        assert_eq!(on("keyspace=a%2Fb+c").as_deref(), Some("a/b c"));
+        assert_eq!(on("keyspace=100%").as_deref(), Some("100%"));
+        assert_eq!(on("keyspace=%zz").as_deref(), Some("%zz"));
+        assert_eq!(on("after=x&key%73pace=k").as_deref(), Some("k"));
+        assert_eq!(on("after=x").as_deref(), None);
     }
 }

@@ -85,9 +85,7 @@ fn runs_long(path: &str) -> bool {
 
 fn timed_out(limit: Duration) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    crate::api::error::ApiError::new(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        "request_timeout",
+    crate::error::HttpError::unavailable("request_timeout",
         format!(
             "no answer within the {} ms request timeout ([limits] request_timeout_ms); a write may still have been applied",
             limit.as_millis()
@@ -118,7 +116,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     opts: Options,
-    mut stop: Shutdown,
+    stop: Shutdown,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(opts.limits.max_connections));
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -137,7 +135,7 @@ pub async fn serve(
         // with long round trips: hyper's 1 MiB connection window would cap
         // a peer at 1 MiB per round trip (6.5 MB/s at 160 ms, which is
         // what a healed partition's backlog crawled at). These match the
-        // peer client's windows (peer::sender::peer_client).
+        // peer client's windows (peer::call::peer_client).
         builder
             .http2()
             .initial_stream_window_size(PEER_STREAM_WINDOW)
@@ -163,7 +161,7 @@ pub async fn serve(
                         Ok(p) => p,
                         Err(_) => break,
                     },
-                    _ = stop.wait() => break,
+                    _ = stop.cancelled() => break,
                     Some(_) = conns.join_next(), if !conns.is_empty() => continue,
                 }
             }
@@ -178,7 +176,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stop.wait() => break,
+            _ = stop.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
         let _ = tcp.set_nodelay(true);

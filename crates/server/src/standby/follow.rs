@@ -42,7 +42,7 @@ pub async fn run_follower(
     upstream: Arc<PeerStatus>,
     spawn_upstream: impl Fn() -> tokio::task::JoinHandle<()>,
     mut vv: watch::Receiver<VersionVector>,
-    mut stop: Shutdown,
+    stop: Shutdown,
 ) {
     let mut shipping: Option<tokio::task::JoinHandle<()>> = None;
     let mut idle = 0u32;
@@ -57,7 +57,7 @@ pub async fn run_follower(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.wait() => return,
+            _ = stop.cancelled() => return,
             _ = tick.tick() => {}
             r = vv.changed() => {
                 if r.is_err() {
@@ -218,12 +218,12 @@ enum TakeOver {
 
 /// A leader: tells every member it knows that does not follow it of its
 /// epoch, every [`ANNOUNCE_EVERY`]; steps down if one outranks it.
-pub async fn run_announcer(s: Arc<Standby>, client: PeerClient, mut stop: Shutdown) {
+pub async fn run_announcer(s: Arc<Standby>, client: PeerClient, stop: Shutdown) {
     let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.wait() => return,
+            _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         if s.pending_change().is_some() {

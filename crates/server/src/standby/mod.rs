@@ -6,7 +6,7 @@
 //! regions already use between them: the leader runs one
 //! [`crate::peer::sender::Sender`] per follower that has said it is there
 //! ([`members`]). The follower serves reads and passes writes to the leader
-//! ([`gate`]). When the leader goes silent for `failover_timeout_ms`, the
+//! (`crate::api::gate`). When the leader goes silent for `failover_timeout_ms`, the
 //! most caught-up follower takes over at a higher epoch ([`follow`]); the
 //! process restarts in the new role ([`Change`]), and a new leader tells
 //! every member it knows of its epoch, so an old leader that comes back
@@ -14,10 +14,12 @@
 //! region's, and its sender ships whatever its new leader lacks.
 //!
 //! Roles and epochs are kept in `standby.json` ([`state`]).
+//!
+//! Why past ~400 lines: the `Standby` state (role, epoch, leader, members)
+//! and its transitions: one state machine.
 
 pub mod config;
 pub mod follow;
-pub mod gate;
 pub mod members;
 pub mod metrics;
 pub mod peer;

@@ -130,6 +130,44 @@ mod tests {
         assert_eq!(load(dir.path()).unwrap(), Some(p));
     }
 
+    /// `standby.json` pinned: a change to these bytes is a format change
+    /// (bump `format`, and keep reading the old one). The second file is
+    /// what a build before `members` and `old_leaders` wrote: it still
+    /// reads.
+    #[test]
+    fn golden_standby_json() {
+        let p = Persisted {
+            format: 1,
+            role: Role::Leader,
+            epoch: 4,
+            leader: None,
+            members: Vec::new(),
+            old_leaders: vec!["http://m1:7171".into()],
+        };
+        let text = String::from_utf8(serde_json::to_vec_pretty(&p).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "{\n  \"format\": 1,\n  \"role\": \"leader\",\n  \"epoch\": 4,\n  \"leader\": null,\n  \"members\": [],\n  \"old_leaders\": [\n    \"http://m1:7171\"\n  ]\n}"
+        );
+        let dir = meridian_core::testdir::TestDir::new("standby-golden");
+        std::fs::write(
+            dir.path().join(FILE),
+            br#"{"format": 1, "role": "follower", "epoch": 2, "leader": "http://m1:7171"}"#,
+        )
+        .unwrap();
+        let old = load(dir.path()).unwrap().unwrap();
+        assert_eq!((old.role, old.epoch), (Role::Follower, 2));
+        assert_eq!(old.leader.as_deref(), Some("http://m1:7171"));
+        assert!(old.members.is_empty() && old.old_leaders.is_empty());
+        std::fs::write(
+            dir.path().join(FILE),
+            br#"{"format": 2, "role": "leader", "epoch": 1}"#,
+        )
+        .unwrap();
+        let e = load(dir.path()).unwrap_err();
+        assert!(e.reason.contains("format 2"), "{e}");
+    }
+
     #[test]
     fn a_damaged_file_is_an_error_not_a_fresh_start() {
         let dir = meridian_core::testdir::TestDir::new("standby-state");

@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
@@ -48,12 +46,8 @@ pub struct Api {
     pub dir: TempDir,
 }
 
-pub struct TempDir(pub PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// A directory removed when dropped (tempfile underneath).
+pub use meridian_core::testdir::TestDir as TempDir;
 
 impl Api {
     pub async fn start(tag: &str) -> Api {
@@ -62,16 +56,15 @@ impl Api {
 
     /// A node whose spec `f` adjusts (environment, arguments).
     pub async fn start_with(tag: &str, f: impl FnOnce(NodeSpec) -> NodeSpec) -> Api {
-        let dir = std::env::temp_dir().join(format!("meridian-api-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let spec = f(NodeSpec::new("us-east", &dir.join("data")));
+        let dir = TempDir::new(&format!("api-{tag}"));
+        let spec = f(NodeSpec::new("us-east", &dir.path().join("data")));
         let node = Node::start(std::path::Path::new(env!("CARGO_BIN_EXE_meridian")), spec)
             .await
             .expect("start");
         Api {
             node,
             http: HyperClient::builder(TokioExecutor::new()).build(HttpConnector::new()),
-            dir: TempDir(dir),
+            dir,
         }
     }
 

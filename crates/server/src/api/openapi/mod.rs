@@ -8,6 +8,9 @@
 //! every route that needs a token, the token header on every answer.
 //! [`document`] is what `GET /v1/openapi.json` serves; [`routes`] is the
 //! route table the request span labels by.
+//!
+//! Why past ~400 lines: the document's assembly and the checks that keep it
+//! true (statuses, security, limits) sit together.
 
 pub mod answers;
 pub mod schemas;
@@ -179,7 +182,7 @@ fn finish(mut doc: Document) -> Document {
     doc
 }
 
-/// What the standby gate (`crate::standby::gate`), which stands before
+/// What the standby gate (`crate::api::gate`), which stands before
 /// every route that needs a token, may answer.
 fn gate_answers(
     path: &str,

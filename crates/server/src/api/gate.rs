@@ -18,9 +18,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
-use super::config::FollowerWrites;
-use crate::api::error::ApiError;
-use crate::api::{AppState, MAX_BATCH_BODY, headers};
+use super::{AppState, MAX_BATCH_BODY, headers};
+use crate::error::HttpError;
+use crate::standby::config::FollowerWrites;
 
 /// Header naming the follower that passed a write on (a forwarded write is
 /// never forwarded again: two standbys naming each other cannot loop).
@@ -61,9 +61,7 @@ pub async fn gate(State(app): State<AppState>, req: Request, next: Next) -> Resp
                     s.counters
                         .too_stale
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too_stale",
+                    return HttpError::unavailable("too_stale",
                         match stale {
                             Some(ms) => format!(
                                 "this standby may be {ms} ms behind its leader, over the {max} ms asked for: read at the leader, or allow more"
@@ -96,9 +94,7 @@ pub async fn gate(State(app): State<AppState>, req: Request, next: Next) -> Resp
         return until_role_change(s, reading, next.run(req)).await;
     }
     let Some(leader) = s.leader().member.map(|m| m.client_url) else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_leader",
+        return HttpError::unavailable("no_leader",
             "this member is a standby and has not reached its region's leader: nothing can be written here now",
         )
         .into_response();
@@ -109,8 +105,7 @@ pub async fn gate(State(app): State<AppState>, req: Request, next: Next) -> Resp
         .map_or("/", |p| p.as_str())
         .to_string();
     if s.settings.writes == FollowerWrites::Reject || req.headers().contains_key(FORWARDED_BY) {
-        return ApiError::new(
-            StatusCode::MISDIRECTED_REQUEST,
+        return HttpError::misdirected(
             "not_leader",
             format!("this member is a standby: write to the region's leader at {leader}"),
         )
@@ -129,16 +124,14 @@ pub async fn gate(State(app): State<AppState>, req: Request, next: Next) -> Resp
 /// leader. A write already handed to the writer may still commit (it is
 /// never lost: it ships to the new leader); the answer says so.
 async fn until_role_change(
-    s: &super::Standby,
+    s: &crate::standby::Standby,
     reading: bool,
     run: impl std::future::Future<Output = Response>,
 ) -> Response {
     let mut changes = s.changes();
     tokio::select! {
         r = run => r,
-        _ = changes.wait_for(Option::is_some) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "role_change",
+        _ = changes.wait_for(Option::is_some) => HttpError::unavailable("role_change",
             if reading {
                 "this member is changing role (a failover): read again in a moment".to_string()
             } else {
@@ -155,7 +148,7 @@ async fn forward(app: &AppState, leader: &str, path: &str, req: Request) -> Resp
     let bytes = match axum::body::to_bytes(body, MAX_BATCH_BODY + (64 << 10)).await {
         Ok(b) => b,
         Err(e) => {
-            return ApiError::too_large(format!(
+            return HttpError::too_large(format!(
                 "body over the largest request ({MAX_BATCH_BODY} bytes): {e}"
             ))
             .into_response();
@@ -178,15 +171,13 @@ async fn forward(app: &AppState, leader: &str, path: &str, req: Request) -> Resp
         HeaderValue::from_str(&me).unwrap_or(HeaderValue::from_static("standby")),
     );
     let Ok(out) = b.body(Full::new(bytes)) else {
-        return ApiError::bad_request("the request cannot be passed on as it is").into_response();
+        return HttpError::bad_request("the request cannot be passed on as it is").into_response();
     };
     let sent = tokio::time::timeout(FORWARD_TIMEOUT, forwarder().request(out)).await;
     let resp = match sent {
         Ok(Ok(r)) => r,
         Ok(Err(e)) if e.is_connect() => {
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "leader_unreachable",
+            return HttpError::unavailable("leader_unreachable",
                 format!("this standby cannot reach its leader at {leader}: nothing was written; try again (a failover may be under way)"),
             )
             .into_response();
@@ -212,13 +203,11 @@ async fn forward(app: &AppState, leader: &str, path: &str, req: Request) -> Resp
         }
     }
     r.body(Body::from(body))
-        .unwrap_or_else(|_| ApiError::internal("relaying the leader's answer").into_response())
+        .unwrap_or_else(|_| HttpError::internal("relaying the leader's answer").into_response())
 }
 
 fn outcome_unknown(leader: &str, why: &str) -> Response {
-    ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        "forward_outcome_unknown",
+    HttpError::bad_gateway("forward_outcome_unknown",
         format!("the write went to the leader at {leader} but its answer was lost ({why}): it may or may not have been applied; read it back before retrying"),
     )
     .into_response()
@@ -239,7 +228,7 @@ fn outcome_unknown(leader: &str, why: &str) -> Response {
 /// `POST /v1/admin/promote`: this standby leads from now on (at the next
 /// epoch); the process restarts its region as the leader.
 pub async fn promote(State(app): State<AppState>) -> Response {
-    let s: &Arc<super::Standby> = &app.standby;
+    let s: &Arc<crate::standby::Standby> = &app.standby;
     match s.promote("asked through the API") {
         Some(epoch) => (
             StatusCode::ACCEPTED,
@@ -251,9 +240,7 @@ pub async fn promote(State(app): State<AppState>) -> Response {
             })),
         )
             .into_response(),
-        None => ApiError::new(
-            StatusCode::CONFLICT,
-            "already_leader",
+        None => HttpError::conflict("already_leader",
             "this member leads its region already (or is changing role)",
         )
         .into_response(),

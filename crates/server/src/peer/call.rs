@@ -1,0 +1,222 @@
+//! One signed request to a peer region and its verified answer, over the
+//! peer HTTP/2 client; and [`PeerError`], what can go wrong with it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::auth::Secret;
+
+/// Longest wait for one peer request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Largest answer a peer call reads (a page, signed).
+const MAX_ANSWER: usize = meridian_core::budget::MAX_PAGE + (64 << 10);
+
+/// Why a session with a peer ended.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Could not connect: the request was never sent.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// Could not talk (after the request may have been sent).
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The peer answered with an error status.
+    #[error("peer answered {status}: {body}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Its body.
+        body: String,
+    },
+    /// The peer's answer did not verify or decode.
+    #[error("bad answer: {0}")]
+    BadAnswer(String),
+    /// The answer is not from the region called, or not to this request.
+    #[error("wrong peer: {0}")]
+    WrongPeer(String),
+    /// The peer started after this request was signed (its clock runs
+    /// ahead): sign again from the time it gives.
+    #[error("the peer started at {0} ms, after this request was signed")]
+    BeforeStart(u64),
+    /// Reading our own log or state failed.
+    #[error("local: {0}")]
+    Local(String),
+}
+
+/// The HTTP client of peer calls: `https://` or `http://` peers.
+pub type PeerHttp = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A peer-API client over HTTP/2 (prior knowledge in the clear, ALPN over
+/// TLS): one connection per peer, many requests in flight on it.
+pub fn peer_client() -> PeerHttp {
+    let connector = crate::security::tls::outbound_connector(true);
+    HyperClient::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .http2_only(true)
+        .http2_initial_stream_window_size(Some(crate::security::listener::PEER_STREAM_WINDOW))
+        .http2_initial_connection_window_size(Some(
+            crate::security::listener::PEER_CONNECTION_WINDOW,
+        ))
+        .http2_keep_alive_interval(Some(Duration::from_secs(10)))
+        .http2_keep_alive_timeout(Duration::from_secs(20))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// Sends a signed request to region `to` and verifies its signed answer
+/// (from `to`, to this very request).
+#[allow(clippy::too_many_arguments)]
+pub async fn call(
+    http: &PeerHttp,
+    secret: &Secret,
+    me: &str,
+    to: &str,
+    url: &str,
+    path: &str,
+    label: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, PeerError> {
+    let first = call_once(
+        http,
+        secret,
+        me,
+        to,
+        url,
+        path,
+        label,
+        body,
+        super::auth::now_ms(),
+    )
+    .await;
+    match first {
+        // Signed before the peer started (its clock runs ahead of ours):
+        // once more, stamped from its start.
+        Err(PeerError::BeforeStart(since)) => {
+            call_once(
+                http,
+                secret,
+                me,
+                to,
+                url,
+                path,
+                label,
+                body,
+                since.max(super::auth::now_ms()),
+            )
+            .await
+        }
+        other => other,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn call_once(
+    http: &PeerHttp,
+    secret: &Secret,
+    me: &str,
+    to: &str,
+    url: &str,
+    path: &str,
+    label: &str,
+    body: &[u8],
+    ts_ms: u64,
+) -> Result<Vec<u8>, PeerError> {
+    let (auth, head, signed) = secret.sign_request(path, label, me, to, ts_ms, body);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{url}{path}"))
+        .header("meridian-peer", me)
+        .header("meridian-peer-auth", auth)
+        .header("content-type", "application/vnd.meridian.peer")
+        .body(Full::new(Bytes::from(signed)))
+        .map_err(|e| PeerError::Transport(e.to_string()))?;
+    let fut = async {
+        let resp = http.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                PeerError::Unreachable(format!("{e:?}"))
+            } else {
+                PeerError::Transport(format!("{e:?}"))
+            }
+        })?;
+        let status = resp.status();
+        let responder = resp
+            .headers()
+            .get("meridian-peer-from")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let since = resp
+            .headers()
+            .get("meridian-peer-since")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        // Bounded: no answer of the peer API is larger than a page.
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| PeerError::Transport(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            // A refusal from another region than the one called (a peer URL
+            // that leads elsewhere: the request, signed for `to`, does not
+            // verify there). Its name is unsigned: a diagnosis, the request
+            // failed either way.
+            if status == StatusCode::UNAUTHORIZED
+                && let Some(since) = since
+                && since > ts_ms
+                && since - ts_ms <= super::auth::REPLAY_WINDOW_MS
+            {
+                return Err(PeerError::BeforeStart(since));
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && let Some(other) = responder.as_deref().filter(|r| *r != to)
+            {
+                return Err(PeerError::WrongPeer(if other == me {
+                    format!("the URL of peer {to} ({url}) leads back to this region")
+                } else {
+                    format!(
+                        "peer {to} ({url}) answers as region {other}: its answers cannot count for {to}"
+                    )
+                }));
+            }
+            return Err(PeerError::Status {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+            });
+        }
+        Ok((responder, body))
+    };
+    let (responder, body) = tokio::time::timeout(REQUEST_TIMEOUT, fut)
+        .await
+        .map_err(|_| PeerError::Transport(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
+    // The answer says who signed it; a signature that verifies for another
+    // region than the one called is that region's answer, not `to`'s.
+    if let Some(other) = responder.as_deref().filter(|r| *r != to)
+        && secret.open_answer(other, &head.nonce, &body).is_some()
+    {
+        return Err(PeerError::WrongPeer(if other == me {
+            format!("the URL of peer {to} ({url}) leads back to this region")
+        } else {
+            format!(
+                "peer {to} ({url}) answers as region {other}: its answers cannot count for {to}"
+            )
+        }));
+    }
+    // Answers are signed by their region for this request: an answer from
+    // another region, or to another request, does not verify.
+    secret
+        .open_answer(to, &head.nonce, &body)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| {
+            PeerError::WrongPeer(format!(
+                "the answer from {url} is not {to}'s answer to this request (its signature does not verify)"
+            ))
+        })
+}
