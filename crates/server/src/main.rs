@@ -1,5 +1,9 @@
 //! The `meridian` binary.
+//!
+//! Why past ~400 lines: the command-line tree of the `meridian` binary and
+//! the dispatch to each command.
 
+use anyhow::anyhow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -220,7 +224,7 @@ struct RestoreArgs {
     listen: std::net::SocketAddr,
 }
 
-async fn restore(a: RestoreArgs) -> Result<(), String> {
+async fn restore(a: RestoreArgs) -> anyhow::Result<()> {
     use meridian_server::api::backups::{end_of_ms, parse_time_str};
     use meridian_server::backup::target::TargetSpec;
     let to = match &a.to_time {
@@ -228,12 +232,12 @@ async fn restore(a: RestoreArgs) -> Result<(), String> {
         Some(t) => Some(
             parse_time_str(t)
                 .and_then(end_of_ms)
-                .map_err(|e| format!("--to-time: {e}"))?,
+                .map_err(|e| anyhow!("--to-time: {e}"))?,
         ),
     };
     let spec = TargetSpec::parse(&a.from, a.endpoint, a.s3_region, a.credentials_file)
-        .map_err(|e| e.to_string())?;
-    let target = spec.open().map_err(|e| e.to_string())?;
+        .map_err(anyhow::Error::from)?;
+    let target = spec.open().map_err(anyhow::Error::from)?;
     let report = meridian_server::backup::restore::restore(
         &target,
         &a.region,
@@ -242,7 +246,7 @@ async fn restore(a: RestoreArgs) -> Result<(), String> {
         &a.data_dir,
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(anyhow::Error::from)?;
     println!(
         "meridian: restored region {} into {} from backup {}: {} snapshot entries, {} ops replayed, {} later ops left out",
         a.region,
@@ -276,21 +280,21 @@ async fn restore(a: RestoreArgs) -> Result<(), String> {
         data_dir: Some(a.data_dir),
         ..Overrides::default()
     };
-    let mut cfg = Config::load(None, &overrides).map_err(|e| e.to_string())?;
+    let mut cfg = Config::load(None, &overrides).map_err(anyhow::Error::from)?;
     // Alone means alone, whatever the environment says: no peers, and no
     // archiving into the region's backup folder.
     cfg.peers.clear();
     cfg.peer_listen = None;
     cfg.backup = Default::default();
-    let cfg = cfg.validate().map_err(|e| e.to_string())?;
+    let cfg = cfg.validate().map_err(anyhow::Error::from)?;
     meridian_server::serve::run(cfg, false)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(anyhow::Error::from)
 }
 
-fn parse_peer(s: &str) -> Result<PeerEntry, String> {
+fn parse_peer(s: &str) -> anyhow::Result<PeerEntry> {
     let (name, urls) = s.split_once('=').ok_or_else(|| {
-        format!("{s:?} is not NAME=URL[,STANDBY_URL...] (e.g. eu-west=http://10.0.0.2:7171)")
+        anyhow!("{s:?} is not NAME=URL[,STANDBY_URL...] (e.g. eu-west=http://10.0.0.2:7171)")
     })?;
     let mut urls = urls.split(',').map(|u| u.trim().to_string());
     Ok(PeerEntry {
@@ -303,14 +307,14 @@ fn parse_peer(s: &str) -> Result<PeerEntry, String> {
 
 /// The completion script for `shell` on stdout (a closed pipe is not an
 /// error: `meridian completions bash | head` stops quietly).
-fn completions(shell: clap_complete::Shell) -> Result<(), String> {
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
     use clap::CommandFactory;
     use std::io::Write;
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "meridian", &mut script);
     match std::io::stdout().write_all(&script) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(format!("cannot write the completion script: {e}"))
+            Err(anyhow!("cannot write the completion script: {e}"))
         }
         _ => Ok(()),
     }
@@ -329,7 +333,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: Result<(), String> = rt.block_on(async {
+    let result: anyhow::Result<()> = rt.block_on(async {
         match cli.command {
             Command::Serve(a) => {
                 let overrides = Overrides {
@@ -349,10 +353,10 @@ fn main() -> ExitCode {
                 };
                 let cfg = Config::load(a.config.as_deref(), &overrides)
                     .and_then(|c| c.validate())
-                    .map_err(|e| e.to_string())?;
+                    .map_err(anyhow::Error::from)?;
                 meridian_server::serve::run(cfg, a.repair_log)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(anyhow::Error::from)
             }
             Command::Dev(a) => meridian_server::dev::run(meridian_server::dev::DevOptions {
                 data_dir: a.data_dir,
@@ -362,7 +366,7 @@ fn main() -> ExitCode {
                 tls: a.tls,
             })
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(anyhow::Error::from),
             Command::Cert(a) => {
                 let given = if a.names.is_empty() {
                     vec!["localhost=localhost,127.0.0.1,::1".to_string()]
@@ -381,7 +385,7 @@ fn main() -> ExitCode {
                     names.push((name, sans));
                 }
                 meridian_server::security::cert::dev_bundle(&a.dir, &names)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(anyhow::Error::from)?;
                 println!("CA: {}", a.dir.join("ca.pem").display());
                 for (name, _) in &names {
                     println!(
@@ -397,12 +401,12 @@ fn main() -> ExitCode {
                 if let Some(ca) = a.ca_file {
                     b = b.ca_file(ca);
                 }
-                let c = b.build().map_err(|e| e.to_string())?;
+                let c = b.build().map_err(anyhow::Error::from)?;
                 if c.healthy().await {
                     println!("ok");
                     Ok(())
                 } else {
-                    Err(format!("{} does not answer /healthz", a.url))
+                    Err(anyhow!("{} does not answer /healthz", a.url))
                 }
             }
             Command::Ctl(a) => meridian_server::ctl::run(a).await,
@@ -410,18 +414,21 @@ fn main() -> ExitCode {
             Command::Completions { shell } => completions(shell),
             #[cfg(feature = "bench")]
             Command::Bench { cmd } => {
-                let bin = std::env::current_exe().map_err(|e| e.to_string())?;
-                meridian_harness::bench::run(cmd, bin).await
+                let bin = std::env::current_exe().map_err(anyhow::Error::from)?;
+                meridian_harness::bench::run(cmd, bin)
+                    .await
+                    .map_err(|e| anyhow!(e))
             }
             Command::Link(a) => meridian_harness::link::run(a, meridian_server::shutdown::signal())
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(anyhow::Error::from),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("meridian: {e}");
+            // `{:#}`: the message and each cause after it.
+            eprintln!("meridian: {e:#}");
             ExitCode::FAILURE
         }
     }

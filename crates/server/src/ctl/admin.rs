@@ -1,6 +1,7 @@
 //! `meridian ctl keyspace ...` and `meridian ctl merge ...`: defining
 //! keyspaces and merge functions.
 
+use anyhow::anyhow;
 use std::path::PathBuf;
 
 use meridian_client::Client;
@@ -75,16 +76,16 @@ pub enum MergeCommand {
     List,
 }
 
-fn read(path: &PathBuf) -> Result<String, String> {
+fn read(path: &PathBuf) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))
+        std::io::read_to_string(std::io::stdin()).map_err(|e| anyhow!("stdin: {e}"))
     } else {
-        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+        std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {e}", path.display()))
     }
 }
 
 /// Runs a `ctl keyspace` command against `c`.
-pub async fn keyspace(c: &Client, cmd: &KeyspaceCommand, as_json: bool) -> Result<(), String> {
+pub async fn keyspace(c: &Client, cmd: &KeyspaceCommand, as_json: bool) -> anyhow::Result<()> {
     let f = match cmd {
         KeyspaceCommand::Show { name } => {
             let body = c.keyspace(name).await.map_err(explain)?;
@@ -106,7 +107,7 @@ pub async fn keyspace(c: &Client, cmd: &KeyspaceCommand, as_json: bool) -> Resul
         def["write_concern"] = json!(w);
     }
     if let Some(s) = &f.schema {
-        def["schema"] = serde_json::from_str(s).map_err(|e| format!("--schema: {e}"))?;
+        def["schema"] = serde_json::from_str(s).map_err(|e| anyhow!("--schema: {e}"))?;
     }
     let body = c.define_keyspace(&f.name, &def).await.map_err(explain)?;
     if as_json {
@@ -122,7 +123,7 @@ pub async fn keyspace(c: &Client, cmd: &KeyspaceCommand, as_json: bool) -> Resul
 }
 
 /// Runs a `ctl merge` command against `c`.
-pub async fn merge(c: &Client, cmd: &MergeCommand, as_json: bool) -> Result<(), String> {
+pub async fn merge(c: &Client, cmd: &MergeCommand, as_json: bool) -> anyhow::Result<()> {
     match cmd {
         MergeCommand::Put {
             name,
@@ -133,7 +134,7 @@ pub async fn merge(c: &Client, cmd: &MergeCommand, as_json: bool) -> Result<(), 
             let mut body = json!({"script": read(script)?, "description": description});
             if let Some(path) = samples {
                 let s: Value = serde_json::from_str(&read(path)?)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
                 body["samples"] = s;
             }
             let out = c.define_merge(name, &body).await.map_err(explain)?;

@@ -3,6 +3,7 @@
 //! Backups belong to a region: these commands go to the region `--region`
 //! names (default: the first URL), never to another one instead.
 
+use anyhow::anyhow;
 use std::time::Duration;
 
 use meridian_client::Client;
@@ -92,7 +93,7 @@ fn summary_rows(backups: &[Value]) -> Vec<Vec<String>> {
         .collect()
 }
 
-async fn wait_for(c: &Client, id: &str, quiet: bool) -> Result<Value, String> {
+async fn wait_for(c: &Client, id: &str, quiet: bool) -> anyhow::Result<Value> {
     let bar = (!quiet).then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
@@ -119,7 +120,7 @@ async fn wait_for(c: &Client, id: &str, quiet: bool) -> Result<Value, String> {
                 if let Some(b) = &bar {
                     b.abandon();
                 }
-                return Err(format!("backup {id} failed: {}", text(&v["error"])));
+                return Err(anyhow!("backup {id} failed: {}", text(&v["error"])));
             }
             _ => {
                 if let Some(b) = &bar {
@@ -132,7 +133,7 @@ async fn wait_for(c: &Client, id: &str, quiet: bool) -> Result<Value, String> {
 }
 
 /// Runs a `ctl backup` command against region `c`.
-pub async fn run(c: &Client, cmd: &BackupCommand, as_json: bool) -> Result<(), String> {
+pub async fn run(c: &Client, cmd: &BackupCommand, as_json: bool) -> anyhow::Result<()> {
     match cmd {
         BackupCommand::Create { no_wait } => {
             let started = c.start_backup().await.map_err(explain)?;
@@ -233,7 +234,7 @@ pub async fn run(c: &Client, cmd: &BackupCommand, as_json: bool) -> Result<(), S
 }
 
 /// Runs `ctl rewind` against region `c`.
-pub async fn rewind(c: &Client, a: &RewindArgs, as_json: bool) -> Result<(), String> {
+pub async fn rewind(c: &Client, a: &RewindArgs, as_json: bool) -> anyhow::Result<()> {
     let to: Value = match a.to_time.parse::<u64>() {
         Ok(n) => json!(n),
         Err(_) => json!(a.to_time),

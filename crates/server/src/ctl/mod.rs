@@ -7,6 +7,10 @@
 //! - [`session`]: the causal token kept between commands, so a read
 //!   follows the writes made before it, in any region.
 //! - [`output`]: tables and JSON on stdout.
+//!
+//! Why past ~400 lines: the `ctl` command tree and the dispatch of the
+//! commands that have no module of their own (status, get, put, keyspaces,
+//! conflicts); each one's arguments sit beside what it does.
 
 pub mod admin;
 pub mod backup;
@@ -16,6 +20,7 @@ pub mod session;
 pub mod status;
 pub mod token;
 
+use anyhow::anyhow;
 use meridian_client::{Client, ClientError, Options};
 use serde_json::{Value, json};
 
@@ -213,7 +218,7 @@ pub struct WriteFlags {
 }
 
 /// Runs a ctl command and prints its answer.
-pub async fn run(a: CtlArgs) -> Result<(), String> {
+pub async fn run(a: CtlArgs) -> anyhow::Result<()> {
     let urls = urls(&a.urls);
     let store = session::Store::new((!a.no_session).then(session::default_path).flatten(), &urls);
     match &a.cmd {
@@ -395,7 +400,7 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
                 Err(e) => return Err(explain(e)),
             };
             let Some(entry) = entry else {
-                return Err(format!("{keyspace}/{key}: not found"));
+                return Err(anyhow!("{keyspace}/{key}: not found"));
             };
             note_failover(&c, &entry.served_by);
             if a.json {
@@ -404,7 +409,7 @@ pub async fn run(a: CtlArgs) -> Result<(), String> {
             println!(
                 "{}",
                 serde_json::to_string_pretty(entry.value().unwrap_or(&Value::Null))
-                    .map_err(|e| e.to_string())?
+                    .map_err(anyhow::Error::from)?
             );
             if let Some(v) = entry.version() {
                 println!("# version {v}");
@@ -476,7 +481,7 @@ async fn send(
     (keyspace, key): (&str, &str),
     flags: &WriteFlags,
     w: Write,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let c = pick(urls, a.region.as_deref()).await?;
     // Writes go where they are sent without waiting for the session (a
     // write in a cut-off region stays there); their tokens join it.
@@ -521,7 +526,7 @@ fn note_failover(c: &Client, served_by: &str) {
 /// The client of the chosen region alone: for views that are that
 /// region's own (its conflict ledger, its keyspace digests), which another
 /// region must not answer for.
-async fn pinned(urls: &[String], region: Option<&str>) -> Result<Client, String> {
+async fn pinned(urls: &[String], region: Option<&str>) -> anyhow::Result<Client> {
     let c = pick(urls, region).await?;
     client(c.base_url())
 }
@@ -544,17 +549,17 @@ fn urls(given: &[String]) -> Vec<String> {
     DEV_URLS.iter().map(|s| s.to_string()).collect()
 }
 
-pub(crate) fn client(url: &str) -> Result<Client, String> {
+pub(crate) fn client(url: &str) -> anyhow::Result<Client> {
     builder()?
         .region(url)
         .build()
-        .map_err(|e| format!("{url}: {e}"))
+        .map_err(|e| anyhow!("{url}: {e}"))
 }
 
 /// A client builder with the caller's access token (`MERIDIAN_ACCESS_TOKEN`,
 /// else the file `MERIDIAN_ACCESS_TOKEN_FILE` names) and TLS settings
 /// (`MERIDIAN_CA_FILE`, `MERIDIAN_CLIENT_CERT` and `MERIDIAN_CLIENT_KEY`).
-pub(crate) fn builder() -> Result<meridian_client::ClientBuilder, String> {
+pub(crate) fn builder() -> anyhow::Result<meridian_client::ClientBuilder> {
     let mut b = Client::builder();
     let token = match (
         std::env::var("MERIDIAN_ACCESS_TOKEN"),
@@ -562,7 +567,7 @@ pub(crate) fn builder() -> Result<meridian_client::ClientBuilder, String> {
     ) {
         (Ok(t), _) if !t.trim().is_empty() => Some(t),
         (_, Some(f)) => Some(std::fs::read_to_string(&f).map_err(|e| {
-            format!(
+            anyhow!(
                 "MERIDIAN_ACCESS_TOKEN_FILE={}: {e}",
                 std::path::Path::new(&f).display()
             )
@@ -589,7 +594,7 @@ pub(crate) fn builder() -> Result<meridian_client::ClientBuilder, String> {
 /// A client over every region, the one named `region` first (else the
 /// first URL), the others in the order given: a command fails over to the
 /// next region when the first cannot take it.
-async fn pick(urls: &[String], region: Option<&str>) -> Result<Client, String> {
+async fn pick(urls: &[String], region: Option<&str>) -> anyhow::Result<Client> {
     let first = match region {
         None => 0,
         Some(want) => {
@@ -605,7 +610,7 @@ async fn pick(urls: &[String], region: Option<&str>) -> Result<Client, String> {
                     Err(e) => seen.push(format!("{u}: {e}")),
                 }
             }
-            found.ok_or_else(|| format!("no region named {want:?} ({})", seen.join("; ")))?
+            found.ok_or_else(|| anyhow!("no region named {want:?} ({})", seen.join("; ")))?
         }
     };
     let order = std::iter::once(&urls[first]).chain(
@@ -617,26 +622,28 @@ async fn pick(urls: &[String], region: Option<&str>) -> Result<Client, String> {
     builder()?
         .regions(order.cloned())
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(anyhow::Error::from)
 }
 
-fn parse_value(s: &str, string: bool) -> Result<Value, String> {
+fn parse_value(s: &str, string: bool) -> anyhow::Result<Value> {
     if string {
         return Ok(Value::String(s.to_string()));
     }
     serde_json::from_str(s)
-        .map_err(|e| format!("{s:?} is not JSON ({e}); quote text as '\"{s}\"' or pass --string"))
+        .map_err(|e| anyhow!("{s:?} is not JSON ({e}); quote text as '\"{s}\"' or pass --string"))
 }
 
-pub(crate) fn explain(e: ClientError) -> String {
+/// A client error as `ctl` prints it: an HTTP refusal by its status, code
+/// and message; anything else (transport, decoding) with its causes.
+pub(crate) fn explain(e: ClientError) -> anyhow::Error {
     match e {
         ClientError::Http {
             status,
             code,
             message,
             ..
-        } => format!("HTTP {status} {code}: {message}"),
-        other => other.to_string(),
+        } => anyhow!("HTTP {status} {code}: {message}"),
+        other => anyhow::Error::from(other),
     }
 }
 
@@ -646,9 +653,9 @@ mod tests {
 
     #[test]
     fn values_are_json_unless_text_is_asked_for() {
-        assert_eq!(parse_value("42", false), Ok(json!(42)));
-        assert_eq!(parse_value("red", true), Ok(json!("red")));
-        let e = parse_value("red", false).unwrap_err();
+        assert_eq!(parse_value("42", false).unwrap(), json!(42));
+        assert_eq!(parse_value("red", true).unwrap(), json!("red"));
+        let e = parse_value("red", false).unwrap_err().to_string();
         assert!(e.contains("--string"), "{e}");
     }
 }

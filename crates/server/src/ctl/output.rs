@@ -5,16 +5,16 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 /// Pretty JSON on stdout.
-pub fn print_json(v: &Value) -> Result<(), String> {
+pub fn print_json(v: &Value) -> anyhow::Result<()> {
     println!(
         "{}",
-        serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
+        serde_json::to_string_pretty(v).map_err(anyhow::Error::from)?
     );
     Ok(())
 }
 
 /// A write's answer: its version (and value), then its token.
-pub fn written(body: &Value, as_json: bool) -> Result<(), String> {
+pub fn written(body: &Value, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return print_json(body);
     }

@@ -1,5 +1,6 @@
 //! `meridian ctl ownership show|set|transfer`: a keyspace's ownership map.
 
+use anyhow::anyhow;
 use std::path::PathBuf;
 
 use meridian_client::Client;
@@ -50,35 +51,35 @@ pub enum OwnershipCommand {
 }
 
 /// `prefix:eu/` or `hash:LO-HI` as the JSON matcher.
-fn matcher(s: &str) -> Result<Value, String> {
+fn matcher(s: &str) -> anyhow::Result<Value> {
     if let Some(p) = s.strip_prefix("prefix:") {
         return Ok(json!({"prefix": p}));
     }
     if let Some(h) = s.strip_prefix("hash:") {
         let (lo, hi) = h
             .split_once('-')
-            .ok_or_else(|| format!("{s:?}: a hash range is hash:LO-HI"))?;
+            .ok_or_else(|| anyhow!("{s:?}: a hash range is hash:LO-HI"))?;
         let n = |v: &str| {
             v.trim()
                 .parse::<u64>()
-                .map_err(|e| format!("{s:?}: {v:?} is not a 64-bit unsigned number ({e})"))
+                .map_err(|e| anyhow!("{s:?}: {v:?} is not a 64-bit unsigned number ({e})"))
         };
         return Ok(json!({"hash": [n(lo)?, n(hi)?]}));
     }
-    Err(format!("{s:?}: a rule matches prefix:PREFIX or hash:LO-HI"))
+    Err(anyhow!("{s:?}: a rule matches prefix:PREFIX or hash:LO-HI"))
 }
 
-fn rule(s: &str) -> Result<Value, String> {
+fn rule(s: &str) -> anyhow::Result<Value> {
     let (m, owner) = s
         .rsplit_once('=')
-        .ok_or_else(|| format!("{s:?}: a rule is MATCH=REGION (e.g. prefix:eu/=eu-west)"))?;
+        .ok_or_else(|| anyhow!("{s:?}: a rule is MATCH=REGION (e.g. prefix:eu/=eu-west)"))?;
     let mut r = matcher(m)?;
     r["owner"] = json!(owner);
     Ok(r)
 }
 
 /// Runs a `ctl ownership` command against `c`.
-pub async fn run(c: &Client, cmd: &OwnershipCommand, as_json: bool) -> Result<(), String> {
+pub async fn run(c: &Client, cmd: &OwnershipCommand, as_json: bool) -> anyhow::Result<()> {
     let body = match cmd {
         OwnershipCommand::Show { keyspace } => c.ownership(keyspace).await.map_err(explain)?,
         OwnershipCommand::Set {
@@ -94,11 +95,11 @@ pub async fn run(c: &Client, cmd: &OwnershipCommand, as_json: bool) -> Result<()
                 Some(f) => {
                     let text = if f.as_os_str() == "-" {
                         std::io::read_to_string(std::io::stdin())
-                            .map_err(|e| format!("stdin: {e}"))?
+                            .map_err(|e| anyhow!("stdin: {e}"))?
                     } else {
-                        std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?
+                        std::fs::read_to_string(f).map_err(|e| anyhow!("{}: {e}", f.display()))?
                     };
-                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))?
+                    serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", f.display()))?
                 }
                 None => json!({
                     "rules": rules.iter().map(|r| rule(r)).collect::<Result<Vec<_>, _>>()?,

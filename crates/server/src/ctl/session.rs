@@ -15,6 +15,7 @@
 //! that finds so, which then reads without it and says so. `--no-session`
 //! leaves it alone.
 
+use anyhow::anyhow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -134,13 +135,13 @@ impl Store {
     }
 
     /// Forgets the cluster's token.
-    pub fn clear(&self) -> Result<(), String> {
+    pub fn clear(&self) -> anyhow::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
         let mut file = self.read();
         file.clusters.remove(&self.cluster);
-        write_atomically(path, &file).map_err(|e| format!("{}: {e}", path.display()))
+        write_atomically(path, &file).map_err(|e| anyhow!("{}: {e}", path.display()))
     }
 }
 

@@ -1,6 +1,7 @@
 //! `meridian ctl status`: every region's view, side by side, and whether
 //! they have converged (equal version vectors and equal digests).
 
+use anyhow::anyhow;
 use serde_json::{Value, json};
 
 use super::client;
@@ -21,12 +22,12 @@ pub async fn gather(urls: &[String]) -> Value {
     let mut regions = Vec::new();
     for u in urls {
         let s = match client(u) {
-            Ok(c) => c.status().await.map_err(|e| e.to_string()),
+            Ok(c) => c.status().await.map_err(anyhow::Error::from),
             Err(e) => Err(e),
         };
         regions.push(match s {
             Ok(s) => json!({"url": u, "status": s}),
-            Err(e) => json!({"url": u, "error": e}),
+            Err(e) => json!({"url": u, "error": e.to_string()}),
         });
     }
     let up: Vec<&Value> = regions.iter().filter_map(|r| r.get("status")).collect();
@@ -53,7 +54,7 @@ pub async fn gather(urls: &[String]) -> Value {
 }
 
 /// Prints the cluster as a set of tables, or as JSON.
-pub async fn print(urls: &[String], as_json: bool) -> Result<(), String> {
+pub async fn print(urls: &[String], as_json: bool) -> anyhow::Result<()> {
     let all = gather(urls).await;
     if as_json {
         return print_json(&all);
@@ -229,9 +230,9 @@ pub async fn print(urls: &[String], as_json: bool) -> Result<(), String> {
 
 /// `meridian ctl promote URL`: asks the standby to lead, then waits until
 /// its `/healthz/leader` says it does.
-pub async fn promote(url: &str, wait_s: u64, as_json: bool) -> Result<(), String> {
+pub async fn promote(url: &str, wait_s: u64, as_json: bool) -> anyhow::Result<()> {
     let c = client(url)?;
-    let answer = c.promote().await.map_err(|e| format!("{url}: {e}"))?;
+    let answer = c.promote().await.map_err(|e| anyhow!("{url}: {e}"))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_s);
     loop {
         if let Ok(s) = c.status().await
@@ -248,7 +249,7 @@ pub async fn promote(url: &str, wait_s: u64, as_json: bool) -> Result<(), String
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            return Err(format!(
+            return Err(anyhow!(
                 "{url} accepted the promotion but does not serve as the leader after {wait_s} s"
             ));
         }

@@ -1,6 +1,7 @@
 //! `meridian ctl token ...`: access tokens (create, list, show, revoke),
 //! and `generate` for a bootstrap token file.
 
+use anyhow::anyhow;
 use meridian_client::Client;
 use serde_json::{Value, json};
 
@@ -42,17 +43,17 @@ pub enum TokenCommand {
 }
 
 /// Parses `KEYSPACE[:PREFIX]=RIGHTS`.
-pub fn parse_grant(s: &str) -> Result<Value, String> {
+pub fn parse_grant(s: &str) -> anyhow::Result<Value> {
     let (scope, rights) = s
         .split_once('=')
-        .ok_or_else(|| format!("grant {s:?}: expected KEYSPACE[:PREFIX]=RIGHTS"))?;
+        .ok_or_else(|| anyhow!("grant {s:?}: expected KEYSPACE[:PREFIX]=RIGHTS"))?;
     let (keyspace, prefix) = scope.split_once(':').unwrap_or((scope, ""));
     let rights: Vec<&str> = rights.split('+').map(str::trim).collect();
     if let Some(bad) = rights
         .iter()
         .find(|r| !matches!(**r, "read" | "write" | "admin"))
     {
-        return Err(format!(
+        return Err(anyhow!(
             "grant {s:?}: unknown right {bad:?} (read, write or admin, joined by +)"
         ));
     }
@@ -83,13 +84,13 @@ fn grants_text(g: &Value) -> String {
 }
 
 /// Runs a token command.
-pub async fn run(c: Option<&Client>, cmd: TokenCommand, as_json: bool) -> Result<(), String> {
+pub async fn run(c: Option<&Client>, cmd: TokenCommand, as_json: bool) -> anyhow::Result<()> {
     if let TokenCommand::Generate = cmd {
         let (token, _, _) = crate::security::auth::generate();
         println!("{token}");
         return Ok(());
     }
-    let c = c.ok_or("no region to ask")?;
+    let c = c.ok_or_else(|| anyhow!("no region to ask"))?;
     let out = match cmd {
         TokenCommand::Generate => return Ok(()),
         TokenCommand::Create {
