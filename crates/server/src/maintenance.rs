@@ -60,8 +60,8 @@ pub struct Comparison {
     pub repaired_there: usize,
 }
 
-fn local(e: impl std::fmt::Display) -> PeerError {
-    PeerError::Local(e.to_string())
+fn local(e: impl Into<crate::peer::call::Cause>) -> PeerError {
+    PeerError::Local(e.into())
 }
 
 impl Maintenance {
@@ -217,7 +217,7 @@ impl Maintenance {
             let their_obj = their_bytes
                 .map(|b| codec::decode::<Object>(&b, meridian_core::budget::MAX_OBJECT_READ))
                 .transpose()
-                .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+                .map_err(|e| PeerError::BadAnswer(e.into()))?;
             let our_raw = self.reader.raw(ks, key).map_err(local)?;
             our_bytes += our_raw.as_ref().map_or(0, Vec::len);
             let our_obj = our_raw.and_then(|b| {

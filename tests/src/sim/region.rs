@@ -7,7 +7,7 @@
 //! collect) is a method here, so a failing seed's trace reads against one
 //! file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use meridian_core::engine::driver::OpLog;
@@ -107,6 +107,10 @@ pub struct SimRegion {
     connected: Vec<bool>,
     /// Per peer: its clock and version vector at its latest ack.
     last_ack: Vec<Option<(Hlc, VersionVector)>>,
+    /// Per dot: how many restarts found a record of it in the log that
+    /// replay could not apply (its causal past was in no record): each may
+    /// be logged once more when that past arrives.
+    orphaned: BTreeMap<Dot, u64>,
     /// Every region's name, by index (this one's at `index`).
     names: Vec<&'static str>,
     index: usize,
@@ -153,6 +157,7 @@ impl SimRegion {
             peers: vec![PeerSync::new(); regions],
             connected: vec![false; regions],
             last_ack: vec![None; regions],
+            orphaned: BTreeMap::new(),
             names: names.to_vec(),
             index,
             writes: 0,
@@ -759,6 +764,17 @@ impl SimRegion {
         }
         e.commit(Some(Lsn(self.log.next - 1)))
             .map_err(|e| e.to_string())?;
+        let applied = e.reader().published().vv.clone();
+        let unapplied: BTreeSet<&Dot> = self
+            .log
+            .records
+            .iter()
+            .map(|(_, op)| &op.dot)
+            .filter(|d| !applied.covers(d))
+            .collect();
+        for dot in unapplied {
+            *self.orphaned.entry(dot.clone()).or_default() += 1;
+        }
         e.enable_merges(region_ids(&self.names));
         self.engine = Some(e);
         self.up = true;
@@ -798,27 +814,40 @@ impl SimRegion {
         self.engine_ref().reader().published().digests.clone()
     }
 
-    /// A dot names one op: every record of it in the log is the same op.
+    /// A dot names one op, logged once, or again only after a crash
+    /// orphaned its first record.
     ///
-    /// The same op can be logged twice, and only when a crash orphaned its
-    /// first record: it was logged in a commit that also installed a state
-    /// transfer, the crash took the transfer back before the state was
-    /// persisted, so replay keeps the record in the causal buffer (its
-    /// past is in no record) and the op is logged again once a later
-    /// transfer brings that past. The engine applies it once (its version
-    /// vector covers it from then on), and the log's readers take repeats
-    /// (`Runs`, the feed, peers). Two different ops under one dot would be a
-    /// seq issued twice: that is what this refuses, with the count of
-    /// repeats so a run reports how often the crash case happened.
+    /// The same op can be logged twice, and only this way: it was logged in
+    /// a commit that also installed a state transfer, the crash took the
+    /// transfer back before the state was persisted, so replay keeps the
+    /// record in the causal buffer (its past is in no record) and the op is
+    /// logged again once a later transfer brings that past. The engine
+    /// applies it once (its version vector covers it from then on), and the
+    /// log's readers take repeats (`Runs`, the feed, peers). This refuses
+    /// two different ops under one dot (a seq issued twice) and any repeat
+    /// beyond what restarts orphaned (`orphaned`: a group logged twice, or
+    /// an applied op logged again, fails here). Returns the repeats.
     pub fn check_log_dots_are_unique(&self) -> Result<u64, String> {
-        let mut seen: BTreeMap<&Dot, &Op> = BTreeMap::new();
+        let mut seen: BTreeMap<&Dot, (&Op, u64)> = BTreeMap::new();
         let mut repeats = 0;
         for (_, op) in &self.log.records {
-            match seen.get(&op.dot) {
+            match seen.get_mut(&op.dot) {
                 None => {
-                    seen.insert(&op.dot, op.as_ref());
+                    seen.insert(&op.dot, (op.as_ref(), 0));
                 }
-                Some(first) if **first == **op => repeats += 1,
+                Some((first, again)) if **first == **op => {
+                    *again += 1;
+                    repeats += 1;
+                    let allowed = self.orphaned.get(&op.dot).copied().unwrap_or(0);
+                    if *again > allowed {
+                        return Err(format!(
+                            "{}: op {} logged {} times, {allowed} of them after a restart orphaned it",
+                            self.name,
+                            op.dot,
+                            *again + 1
+                        ));
+                    }
+                }
                 Some(_) => {
                     return Err(format!(
                         "{}: two different ops logged as {}",

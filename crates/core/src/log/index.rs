@@ -14,7 +14,7 @@ pub type SegmentOrigins = (Lsn, BTreeMap<ReplicaId, (Seq, Seq)>);
 
 /// Where shipping to a peer at `peer_vv` must start: the first segment that
 /// holds an op the peer lacks (or the end of the log: `end`).
-pub fn start_lsn(segments: &[SegmentOrigins], peer_vv: &VersionVector, end: Lsn) -> Lsn {
+pub fn shipping_start(segments: &[SegmentOrigins], peer_vv: &VersionVector, end: Lsn) -> Lsn {
     segments
         .iter()
         .find(|(_, origins)| origins.iter().any(|(r, (_, hi))| *hi > peer_vv.get(r)))
@@ -41,7 +41,7 @@ impl LogIndex {
     /// Where shipping to a peer at `peer_vv` must start. The segment being
     /// written is always searched, so a stale index errs towards resending.
     pub fn start_for(&self, peer_vv: &VersionVector) -> Lsn {
-        start_lsn(&self.sealed, peer_vv, self.active_first)
+        shipping_start(&self.sealed, peer_vv, self.active_first)
     }
 
     /// Per origin, the lowest seq from which every op up to the highest

@@ -31,7 +31,7 @@ pub mod runs;
 pub mod segment;
 
 pub use cursor::LogCursor;
-pub use index::{LogIndex, SegmentOrigins, start_lsn};
+pub use index::{LogIndex, SegmentOrigins, shipping_start};
 pub use runs::Runs;
 
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@ pub mod peer;
 pub mod stability;
 pub mod wire;
 
-pub use crate::log::start_lsn;
+pub use crate::log::shipping_start;
 pub use peer::{BatchLimits, PeerSync, needs_state_transfer};
 pub use stability::{PeerKnowledge, stable_cut};
 pub use wire::{Ack, Batch};

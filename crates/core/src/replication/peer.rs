@@ -55,7 +55,7 @@ impl PeerSync {
     }
 
     /// (Re)connected: the peer says it holds `peer_vv`; shipping restarts
-    /// at log position `start` (see [`crate::log::start_lsn`]).
+    /// at log position `start` (see [`crate::log::shipping_start`]).
     pub fn connected(&mut self, peer_vv: &VersionVector, start: Lsn) {
         self.acked.merge(peer_vv);
         self.shipped = self.acked.clone();
@@ -166,7 +166,7 @@ pub fn needs_state_transfer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{SegmentOrigins, start_lsn};
+    use crate::log::{SegmentOrigins, shipping_start};
     use crate::op::{Key, KeyspaceName, Mutation};
     use meridian_crdt::{Dot, Hlc, LwwOp, ObjectOp, RegionId};
     use uuid::Uuid;
@@ -281,9 +281,9 @@ mod tests {
             ),
         ];
         let at = |s| -> VersionVector { [(a.clone(), Seq(s))].into_iter().collect() };
-        assert_eq!(start_lsn(&segs, &at(5), Lsn(21)), Lsn(1));
-        assert_eq!(start_lsn(&segs, &at(22), Lsn(21)), Lsn(11));
-        assert_eq!(start_lsn(&segs, &at(29), Lsn(21)), Lsn(21));
+        assert_eq!(shipping_start(&segs, &at(5), Lsn(21)), Lsn(1));
+        assert_eq!(shipping_start(&segs, &at(22), Lsn(21)), Lsn(11));
+        assert_eq!(shipping_start(&segs, &at(29), Lsn(21)), Lsn(21));
         let floors: BTreeMap<ReplicaId, Seq> = [(a.clone(), Seq(10))].into_iter().collect();
         assert!(
             !needs_state_transfer(&at(29), &floors, &at(9)),

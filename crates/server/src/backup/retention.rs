@@ -241,18 +241,21 @@ impl Lease {
                 r => r?,
             };
             match serde_json::from_slice::<LeaseFile>(&bytes) {
-                // A layout from a newer build: not understood, so it holds
-                // (fails closed, as an unreadable lease does).
+                // Expired, whatever its layout: a restore that died leaves
+                // no lease that holds forever.
+                Ok(l) if l.expires_ms <= unix_ms() => t.delete(&name).await?,
+                // A live lease in a layout from a newer build: not
+                // understood, so it holds (fails closed, as an unreadable
+                // lease does) until it expires.
                 Ok(l) if l.format != LEASE_FORMAT => {
                     return Err(BackupError::Damaged {
                         file: name,
                         reason: format!("lease format {} is not one this build reads", l.format),
                     });
                 }
-                Ok(l) if l.expires_ms > unix_ms() => {
+                Ok(l) => {
                     out.insert(l.backup);
                 }
-                Ok(_) => t.delete(&name).await?,
                 Err(e) => {
                     return Err(BackupError::Damaged {
                         file: name,
@@ -289,8 +292,8 @@ mod tests {
     }
 
     /// What each lease does to a prune: a live one holds its backup, an
-    /// expired one goes, one from a newer build's layout stops the prune
-    /// (it might hold anything).
+    /// expired one goes, a live one in a newer build's layout stops the
+    /// prune (it might hold anything) until it expires.
     #[tokio::test]
     async fn leases_hold_expire_and_fail_closed() {
         let d = meridian_core::testdir::TestDir::new("leases");
@@ -328,6 +331,15 @@ mod tests {
                 .all(|(n, _)| !n.ends_with("c.json")),
             "the expired lease is deleted"
         );
+        // A newer layout: an expired one goes like any other, a live one
+        // stops the prune until it expires.
+        put(
+            "r/leases/e.json",
+            r#"{"format":2,"backup":"b5","expires_ms":1}"#.into(),
+        )
+        .await;
+        let held = Lease::held(&t, "r").await.unwrap();
+        assert_eq!(held.into_iter().collect::<Vec<_>>(), ["b1", "b2"]);
         put(
             "r/leases/d.json",
             format!(r#"{{"format":2,"backup":"b4","expires_ms":{live}}}"#),

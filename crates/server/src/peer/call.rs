@@ -18,15 +18,35 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest answer a peer call reads (a page, signed).
 const MAX_ANSWER: usize = meridian_core::budget::MAX_PAGE + (64 << 10);
 
+/// What failed underneath a [`PeerError`]: the transport's, the decoder's
+/// or this region's own error, kept as the error's source.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// A cause and every source under it, `: `-joined (a hyper error's own
+/// message says only "client error (Connect)"; its source says why).
+pub fn chain(e: &Cause) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
+
 /// Why a session with a peer ended.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     /// Could not connect: the request was never sent.
-    #[error("unreachable: {0}")]
-    Unreachable(String),
+    #[error("unreachable: {}", chain(.0))]
+    Unreachable(#[source] Cause),
     /// Could not talk (after the request may have been sent).
-    #[error("transport: {0}")]
-    Transport(String),
+    #[error("transport: {}", chain(.0))]
+    Transport(#[source] Cause),
     /// The peer answered with an error status.
     #[error("peer answered {status}: {body}")]
     Status {
@@ -36,8 +56,8 @@ pub enum PeerError {
         body: String,
     },
     /// The peer's answer did not verify or decode.
-    #[error("bad answer: {0}")]
-    BadAnswer(String),
+    #[error("bad answer: {}", chain(.0))]
+    BadAnswer(#[source] Cause),
     /// The answer is not from the region called, or not to this request.
     #[error("wrong peer: {0}")]
     WrongPeer(String),
@@ -45,9 +65,16 @@ pub enum PeerError {
     /// ahead): sign again from the time it gives.
     #[error("the peer started at {0} ms, after this request was signed")]
     BeforeStart(u64),
-    /// Reading our own log or state failed.
-    #[error("local: {0}")]
-    Local(String),
+    /// Reading or writing this region's own log or state failed.
+    #[error("local: {}", chain(.0))]
+    Local(#[source] Cause),
+}
+
+impl PeerError {
+    /// An answer that did not verify or decode, for the reason given.
+    pub fn bad_answer(why: String) -> Self {
+        Self::BadAnswer(why.into())
+    }
 }
 
 /// The HTTP client of peer calls: `https://` or `http://` peers.
@@ -137,13 +164,13 @@ async fn call_once(
         .header("meridian-peer-auth", auth)
         .header("content-type", "application/vnd.meridian.peer")
         .body(Full::new(Bytes::from(signed)))
-        .map_err(|e| PeerError::Transport(e.to_string()))?;
+        .map_err(|e| PeerError::Transport(e.into()))?;
     let fut = async {
         let resp = http.request(req).await.map_err(|e| {
             if e.is_connect() {
-                PeerError::Unreachable(format!("{e:?}"))
+                PeerError::Unreachable(e.into())
             } else {
-                PeerError::Transport(format!("{e:?}"))
+                PeerError::Transport(e.into())
             }
         })?;
         let status = resp.status();
@@ -161,7 +188,7 @@ async fn call_once(
         let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| PeerError::Transport(e.to_string()))?
+            .map_err(PeerError::Transport)?
             .to_bytes();
         if !status.is_success() {
             // A refusal from another region than the one called (a peer URL
@@ -195,7 +222,9 @@ async fn call_once(
     };
     let (responder, body) = tokio::time::timeout(REQUEST_TIMEOUT, fut)
         .await
-        .map_err(|_| PeerError::Transport(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
+        .map_err(|_| {
+            PeerError::Transport(format!("no answer within {REQUEST_TIMEOUT:?}").into())
+        })??;
     // The answer says who signed it; a signature that verifies for another
     // region than the one called is that region's answer, not `to`'s.
     if let Some(other) = responder.as_deref().filter(|r| *r != to)

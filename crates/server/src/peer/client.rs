@@ -83,7 +83,7 @@ impl PeerClient {
         label: &str,
         msg: &Req,
     ) -> Result<Resp, PeerError> {
-        let body = wire::encode_msg(msg).map_err(|e| PeerError::Local(e.to_string()))?;
+        let body = wire::encode_msg(msg).map_err(|e| PeerError::Local(e.into()))?;
         let to = self.region_at(url);
         let bytes = call(
             &self.http,
@@ -96,7 +96,7 @@ impl PeerClient {
             &body,
         )
         .await?;
-        wire::decode_msg(&bytes).map_err(|e| PeerError::BadAnswer(e.to_string()))
+        wire::decode_msg(&bytes).map_err(|e| PeerError::BadAnswer(e.into()))
     }
 
     /// Merges `objects` into the peer at `url` (read repair, anti-entropy).
@@ -111,7 +111,7 @@ impl PeerClient {
             .map(|(ks, k, o)| {
                 codec::encode(o)
                     .map(|b| (ks.clone(), k.clone(), serde_bytes::ByteBuf::from(b)))
-                    .map_err(|e| PeerError::Local(e.to_string()))
+                    .map_err(|e| PeerError::Local(e.into()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Pages bounded by bytes, as a state transfer's are.
@@ -126,7 +126,7 @@ impl PeerClient {
                 entries,
                 done: false,
             };
-            let body = wire::encode_state(&page).map_err(|e| PeerError::Local(e.to_string()))?;
+            let body = wire::encode_state(&page).map_err(|e| PeerError::Local(e.into()))?;
             call(
                 &self.http,
                 &self.secret,

@@ -180,7 +180,7 @@ pub async fn send(
         .map_err(|e| match e {
             // Only a connection that could not be made proves the request
             // was never sent.
-            PeerError::Unreachable(reason) => unreachable(reason),
+            PeerError::Unreachable(cause) => unreachable(super::call::chain(&cause)),
             // Refused by the peer API before it ran (the signature did not
             // verify, the region is stopping, the body is too large).
             PeerError::Status { status, body } if (400..500).contains(&status) || status == 503 => {

@@ -143,7 +143,7 @@ fn take_ack(
     sent_ms: u64,
     started: Instant,
 ) -> Result<Ack, PeerError> {
-    let ack = wire::decode_ack(bytes).map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+    let ack = wire::decode_ack(bytes).map_err(|e| PeerError::BadAnswer(e.into()))?;
     check_sender(me, peer, &ack)?;
     let rtt = started.elapsed().as_millis() as u64;
     let offset = ack.now_ms as i64 - (sent_ms + rtt / 2) as i64;
@@ -166,14 +166,14 @@ fn check_sender(me: &ReplicaId, peer: &PeerStatus, ack: &Ack) -> Result<(), Peer
         return Ok(()); // a peer older than the field
     };
     if r == me {
-        return Err(PeerError::BadAnswer(format!(
+        return Err(PeerError::bad_answer(format!(
             "the URL of peer {} ({}) leads back to this region",
             peer.name,
             peer.url()
         )));
     }
     if r.region != peer.name {
-        return Err(PeerError::BadAnswer(format!(
+        return Err(PeerError::bad_answer(format!(
             "peer {} ({}) answers as region {}: its acks cannot count for {}",
             peer.name,
             peer.url(),
@@ -308,7 +308,7 @@ impl Sender {
             from: self.me.clone(),
             now_ms: self.clock.now_ms(),
         })
-        .map_err(|e| PeerError::Local(e.to_string()))?;
+        .map_err(|e| PeerError::Local(e.into()))?;
         let ack = self.call("/peer/v1/hello", "hello", &hello).await?;
         let session_replica = ack.replica.clone();
         // The peer's view of this region's own ops: more than this region
@@ -319,7 +319,7 @@ impl Sender {
                 ack.seen.as_ref().unwrap_or(&ack.vv),
                 &self.reader.published().vv,
             )
-            .map_err(PeerError::Local)?;
+            .map_err(|e| PeerError::Local(e.into()))?;
         self.peer.set_state(LinkState::Connected);
         tracing::info!(peer = %self.peer.name, ops = ack.vv.total(), "replication session started");
         let mut sync = PeerSync::new();
@@ -353,7 +353,7 @@ impl Sender {
                 if !batch.is_empty() {
                     last_send = Instant::now();
                     let body = wire::encode(&self.me, self.clock.now_ms(), &batch)
-                        .map_err(|e| PeerError::Local(e.to_string()))?;
+                        .map_err(|e| PeerError::Local(e.into()))?;
                     self.peer
                         .bytes
                         .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -402,14 +402,14 @@ impl Sender {
                             if ack.replica.is_some() && ack.replica != session_replica {
                                 // Wiped and restarted mid-session: what this
                                 // session counted as delivered is void.
-                                return Err(PeerError::BadAnswer(format!(
+                                return Err(PeerError::bad_answer(format!(
                                     "peer {} answers as a new incarnation", self.peer.name
                                 )));
                             }
                             sync.on_ack(&ack.vv)
                         }
                         Some(Ok(Err(e))) => return Err(e),
-                        Some(Err(e)) => return Err(PeerError::Local(e.to_string())),
+                        Some(Err(e)) => return Err(PeerError::Local(e.into())),
                         None => {}
                     }
                 }
@@ -461,7 +461,7 @@ impl Sender {
                 let ops = d
                     .cursor
                     .read_bounded(end, limits.max_ops * 4, limits.max_bytes * 4)
-                    .map_err(|e| PeerError::Local(e.to_string()))?;
+                    .map_err(|e| PeerError::Local(e.into()))?;
                 d.read
                     .extend(ops.into_iter().map(|(l, op)| (l, Arc::new(op))));
             }
@@ -489,8 +489,8 @@ impl Sender {
         let reader = self.reader.clone();
         let snap = tokio::task::spawn_blocking(move || reader.transfer_snapshot())
             .await
-            .map_err(|e| PeerError::Local(e.to_string()))?
-            .map_err(|e| PeerError::Local(e.to_string()))?;
+            .map_err(|e| PeerError::Local(e.into()))?
+            .map_err(|e| PeerError::Local(e.into()))?;
         let snap = Arc::new(snap);
         let id = self.clock.now_ms();
         tracing::info!(peer = %self.peer.name, ops = snap.vv.total(), "state transfer: starting");
@@ -505,8 +505,8 @@ impl Sender {
                     s.page(&ks2, a.as_deref(), 1000, budget::PAGE_TARGET)
                 })
                 .await
-                .map_err(|e| PeerError::Local(e.to_string()))?
-                .map_err(|e| PeerError::Local(e.to_string()))?;
+                .map_err(|e| PeerError::Local(e.into()))?
+                .map_err(|e| PeerError::Local(e.into()))?;
                 if page.is_empty() {
                     break;
                 }
@@ -526,7 +526,7 @@ impl Sender {
                     entries,
                     done: false,
                 })
-                .map_err(|e| PeerError::Local(e.to_string()))?;
+                .map_err(|e| PeerError::Local(e.into()))?;
                 self.peer
                     .bytes
                     .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -541,7 +541,7 @@ impl Sender {
             entries: Vec::new(),
             done: true,
         })
-        .map_err(|e| PeerError::Local(e.to_string()))?;
+        .map_err(|e| PeerError::Local(e.into()))?;
         let ack = self.call("/peer/v1/state", "state", &body).await?;
         self.peer.transfers.fetch_add(1, Ordering::Relaxed);
         tracing::info!(peer = %self.peer.name, pages, "state transfer: done");
