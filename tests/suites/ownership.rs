@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use meridian_client::{Client, ClientError, Options};
-use meridian_harness::cluster::Cluster;
+use meridian_harness::cluster::{Cluster, ClusterBuilder};
 use serde_json::{Value, json};
 
 /// Writes `value` at `c`, retrying while a handoff is pending; the answer
@@ -34,11 +34,12 @@ async fn put_retrying(c: &Client, key: &str, value: &Value) -> Result<Value, Cli
 }
 
 async fn setup(latency_ms: u64) -> Cluster {
-    let c = Cluster::builder()
-        .latency_ms(latency_ms)
-        .start()
-        .await
-        .unwrap();
+    setup_with(Cluster::builder().latency_ms(latency_ms)).await
+}
+
+/// A cluster from `builder` with the `profiles` keyspace, converged.
+async fn setup_with(builder: ClusterBuilder) -> Cluster {
+    let c = builder.start().await.unwrap();
     c.client("us-east")
         .define_keyspace("profiles", &json!({"policy": "lww"}))
         .await
@@ -183,18 +184,13 @@ async fn a_write_at_a_non_owner_is_forwarded_or_refused_by_mode() {
 async fn a_map_change_answers_once_every_region_judges_writes_by_it() {
     // ap-south (the steward) is near us-east and far from eu-west: the
     // steward's answer reaches us-east long before the map reaches eu-west.
-    let c = Cluster::builder()
-        .latency_ms(5)
-        .pair_latency_ms("ap-south", "eu-west", 300)
-        .pair_latency_ms("us-east", "eu-west", 300)
-        .start()
-        .await
-        .unwrap();
-    c.client("us-east")
-        .define_keyspace("profiles", &json!({"policy": "lww"}))
-        .await
-        .unwrap();
-    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    let c = setup_with(
+        Cluster::builder()
+            .latency_ms(5)
+            .pair_latency_ms("ap-south", "eu-west", 300)
+            .pair_latency_ms("us-east", "eu-west", 300),
+    )
+    .await;
     let us = c.client("us-east");
     let map = us
         .set_ownership(

@@ -3,10 +3,10 @@
 //! Why past ~400 lines: the command-line tree of the `meridian` binary and
 //! the dispatch to each command.
 
-use anyhow::anyhow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::anyhow;
 use clap::{Parser, Subcommand};
 use meridian_server::config::{Config, Overrides, PeerEntry};
 

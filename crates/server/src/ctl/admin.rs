@@ -1,9 +1,9 @@
 //! `meridian ctl keyspace ...` and `meridian ctl merge ...`: defining
 //! keyspaces and merge functions.
 
-use anyhow::anyhow;
 use std::path::PathBuf;
 
+use anyhow::anyhow;
 use meridian_client::Client;
 use serde_json::{Value, json};
 

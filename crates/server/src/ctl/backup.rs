@@ -3,9 +3,9 @@
 //! Backups belong to a region: these commands go to the region `--region`
 //! names (default: the first URL), never to another one instead.
 
-use anyhow::anyhow;
 use std::time::Duration;
 
+use anyhow::anyhow;
 use meridian_client::Client;
 use serde_json::{Value, json};
 

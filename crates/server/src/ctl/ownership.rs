@@ -1,8 +1,8 @@
 //! `meridian ctl ownership show|set|transfer`: a keyspace's ownership map.
 
-use anyhow::anyhow;
 use std::path::PathBuf;
 
+use anyhow::anyhow;
 use meridian_client::Client;
 use serde_json::{Value, json};
 

@@ -15,11 +15,11 @@
 //! that finds so, which then reads without it and says so. `--no-session`
 //! leaves it alone.
 
-use anyhow::anyhow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::anyhow;
 use serde::{Deserialize, Serialize};
 
 /// How long a kept token is used.
@@ -191,6 +191,33 @@ mod tests {
         );
         vv.raise(&r, meridian_crdt::Seq(seq));
         meridian_core::token::encode(&vv)
+    }
+
+    /// The session file pinned. It is read leniently (a file that does not
+    /// parse is no session), so a change here silently ends every kept
+    /// session: this test makes it a decision.
+    #[test]
+    fn golden_session_file() {
+        let mut f = File::default();
+        f.clusters.insert(
+            "http://a:7070,http://b:7070".into(),
+            Kept {
+                token: "T".into(),
+                at: 1_796_000_000,
+            },
+        );
+        let text = String::from_utf8(serde_json::to_vec_pretty(&f).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "{\n  \"clusters\": {\n    \"http://a:7070,http://b:7070\": {\n      \"token\": \"T\",\n      \"at\": 1796000000\n    }\n  }\n}"
+        );
+        let back: File = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            back.clusters["http://a:7070,http://b:7070"].at,
+            1_796_000_000
+        );
+        let empty: File = serde_json::from_str("{}").unwrap();
+        assert!(empty.clusters.is_empty());
     }
 
     #[test]
