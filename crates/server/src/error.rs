@@ -11,15 +11,14 @@ use serde_json::json;
 /// A refusal or failure answered over HTTP: a status, a stable code and a
 /// message for people, as the JSON body `{"error": code, "message": ...}`.
 #[derive(Debug)]
+///
+/// The fields are private: a status is chosen only by the constructors
+/// below.
 pub struct HttpError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Machine-readable code (`not_found`, `unsupported_op`, ...).
-    pub code: &'static str,
-    /// What was wrong, in a sentence.
-    pub message: String,
-    /// Extra fields merged into the body.
-    pub extra: Option<serde_json::Value>,
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Option<serde_json::Value>,
 }
 
 impl HttpError {
@@ -129,6 +128,26 @@ impl HttpError {
     pub fn with(mut self, extra: serde_json::Value) -> Self {
         self.extra = Some(extra);
         self
+    }
+
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Machine-readable code (`not_found`, `unsupported_op`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// What was wrong, in a sentence.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The extra body fields, to add to.
+    pub fn extra_mut(&mut self) -> Option<&mut serde_json::Value> {
+        self.extra.as_mut()
     }
 }
 

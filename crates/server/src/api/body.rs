@@ -330,7 +330,11 @@ mod tests {
         let twice = br#"{"a": 1, "a": 2, "b": 0, "c": [], "d": 0}"#;
         assert!(serde_json::from_slice::<S>(twice).is_err());
         let e = parse_settings::<S>(Format::Json, twice).err().unwrap();
-        assert!(e.message.contains("duplicate field `a`"), "{}", e.message);
+        assert!(
+            e.message().contains("duplicate field `a`"),
+            "{}",
+            e.message()
+        );
         // A struct is an object: serde alone would fill one from an array.
         assert!(parse_settings::<S>(Format::Json, b"[3, 0, [], 0]").is_err());
         assert!(parse_settings::<S>(Format::Msgpack, &[0x90]).is_err());

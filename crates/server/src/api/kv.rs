@@ -414,7 +414,7 @@ pub async fn op(
     let op: OpBody = body::parse(body::format(&h)?, &bytes).map_err(|e| {
         HttpError::bad_request(format!(
             "{}; an op is {{\"op\":\"incr\",\"by\":N}}, {{\"op\":\"add\",\"values\":[...]}}, {{\"op\":\"remove\",\"values\":[...]}} or {{\"op\":\"patch\",\"doc\":{{...}}}}",
-            e.message
+            e.message()
         ))
     })?;
     let change = op.into_change()?;

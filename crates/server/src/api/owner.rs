@@ -152,7 +152,7 @@ pub fn not_owner(app: &AppInner, refusal: WriteError) -> HttpError {
         _ => None,
     };
     let mut e = HttpError::from(refusal);
-    if let (Some(url), Some(serde_json::Value::Object(m))) = (url, e.extra.as_mut()) {
+    if let (Some(url), Some(serde_json::Value::Object(m))) = (url, e.extra_mut()) {
         m.insert("url".into(), json!(url));
     }
     e

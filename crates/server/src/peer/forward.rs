@@ -208,8 +208,8 @@ pub const SERVED_BY: &str = "meridian-served-by";
 /// forwarded by `from`.
 pub async fn serve(app: &Arc<OnceLock<Router>>, from: &str, msg: Forwarded) -> Answer {
     let failed = |e: HttpError| {
-        let status = e.status.as_u16();
-        let body = serde_json::json!({"error": e.code, "message": e.message}).to_string();
+        let status = e.status().as_u16();
+        let body = serde_json::json!({"error": e.code(), "message": e.message()}).to_string();
         Answer {
             status,
             headers: vec![(
