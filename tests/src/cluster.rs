@@ -63,6 +63,7 @@ pub struct ClusterBuilder {
     skew: BTreeMap<String, i64>,
     seed: u64,
     env: Vec<(String, String)>,
+    region_env: Vec<(String, String, String)>,
     bin: Option<PathBuf>,
     standbys: usize,
     access_token: Option<String>,
@@ -94,6 +95,7 @@ impl Cluster {
             skew: BTreeMap::new(),
             seed: 1,
             env: Vec::new(),
+            region_env: Vec::new(),
             bin: None,
             standbys: 0,
             access_token: None,
@@ -159,6 +161,14 @@ impl ClusterBuilder {
     /// An environment variable for every region (e.g. a `MERIDIAN_` setting).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// An environment variable for every member of `region` only (e.g. a
+    /// setting that makes one region speak like an older build).
+    pub fn region_env(mut self, region: &str, key: &str, value: &str) -> Self {
+        self.region_env
+            .push((region.to_string(), key.to_string(), value.to_string()));
         self
     }
 
@@ -281,6 +291,12 @@ impl ClusterBuilder {
                 spec = spec.with_tokens(t);
             }
             spec.env.extend(self.env.iter().cloned());
+            spec.env.extend(
+                self.region_env
+                    .iter()
+                    .filter(|(region, _, _)| region == r)
+                    .map(|(_, k, v)| (k.clone(), v.clone())),
+            );
             let bin = self.bin.clone().unwrap_or_else(meridian_bin);
             let node = Node::start(&bin, spec).await?;
             let bound = node.peer_addr().ok_or_else(|| {

@@ -63,6 +63,78 @@ async fn a_three_way_partition_under_writes_converges_after_heal() {
     c.stop().await;
 }
 
+/// A peer's entry in a region's status.
+async fn link(c: &Cluster, from: &str, to: &str) -> serde_json::Value {
+    let s = c.client(from).status().await.unwrap();
+    s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["region"] == to)
+        .cloned()
+        .unwrap_or_else(|| panic!("{from} has no link to {to}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_that_speaks_only_wire_version_1_replicates_with_the_others() {
+    // ap-south speaks as a build from before wire version 2: it neither
+    // offers nor answers in it, and refuses version-2 batches.
+    let c = Cluster::builder()
+        .latency_ms(10)
+        .region_env("ap-south", "MERIDIAN_REPLICATION__WIRE_VERSION", "1")
+        .start()
+        .await
+        .unwrap();
+    workload::define_keyspaces(&c.client("us-east"))
+        .await
+        .unwrap();
+    c.wait_converged(Duration::from_secs(30)).await.unwrap();
+    let (stop, history, tasks) = workload::start_writers(&clients(&c), 3, 3_000);
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    // Then all between us-east and eu-west goes through ap-south, relayed
+    // from version 2 into version 1 and out again.
+    c.partition("us-east", "eu-west").unwrap();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    c.heal();
+    let h = workload::stop_writers(stop, history, tasks).await;
+    c.wait_converged(Duration::from_secs(60)).await.unwrap();
+    let checked = check_everywhere(&c, &h).await;
+    assert!(h.ok > 200, "the workload must write ({} acks)", h.ok);
+    for (from, to, want) in [
+        ("us-east", "eu-west", 2),
+        ("eu-west", "us-east", 2),
+        ("us-east", "ap-south", 1),
+        ("eu-west", "ap-south", 1),
+        ("ap-south", "us-east", 1),
+        ("ap-south", "eu-west", 1),
+    ] {
+        let l = link(&c, from, to).await;
+        assert_eq!(l["wire_version"], want, "{from} -> {to}: {l}");
+        // (The cut made sessions fail; a version mismatch never did.)
+        assert!(
+            !l["last_error"].to_string().contains("version"),
+            "{from} -> {to}: {l}"
+        );
+    }
+    // The same sender's own ops cost fewer bytes on the version-2 link.
+    let per_op = |l: &serde_json::Value| {
+        l["bytes_sent"].as_f64().unwrap() / l["ops_sent"].as_f64().unwrap().max(1.0)
+    };
+    let (v2, v1) = (
+        per_op(&link(&c, "us-east", "eu-west").await),
+        per_op(&link(&c, "us-east", "ap-south").await),
+    );
+    println!(
+        "mixed wire versions: {} acknowledged, {checked} checks, bytes per op shipped {v2:.1} (version 2) / {v1:.1} (version 1)",
+        h.ok
+    );
+    assert!(
+        v2 + 5.0 < v1,
+        "version 2 {v2:.1}, version 1 {v1:.1} bytes per op"
+    );
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_relays_between_two_that_cannot_reach_each_other() {
     let c = Cluster::builder().start().await.unwrap();

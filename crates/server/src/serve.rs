@@ -251,6 +251,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             clock: region.clock,
             client_api: client_api.clone(),
             admission: roles.clone(),
+            wire: cfg.replication.wire_version,
         });
         servers.push(serve_on(
             l,
@@ -358,6 +359,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
             ..Default::default()
         },
         linger: Duration::from_millis(cfg.replication.linger_ms),
+        wire: cfg.replication.wire_version,
         faults: BatchFaults {
             duplicate: cfg.replication.fault_duplicate,
             delay: cfg.replication.fault_delay,

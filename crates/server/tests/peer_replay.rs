@@ -263,3 +263,117 @@ async fn answers_from_the_wrong_region_are_refused_and_counted() {
         "{m}"
     );
 }
+
+/// Posts a signed peer request from eu-west to us-east, offering wire
+/// version `offer`; the status and the answer's payload (its tag removed).
+async fn signed_post(
+    node: &Node,
+    path: &str,
+    label: &str,
+    payload: &[u8],
+    offer: Option<u8>,
+) -> (u16, Vec<u8>) {
+    let secret = Secret::new(SECRET.as_bytes()).unwrap();
+    let (auth, _, body) = secret.sign_request(path, label, "eu-west", "us-east", now_ms(), payload);
+    let mut req = http::Request::post(format!("http://{}{path}", node.peer_addr().unwrap()))
+        .header("meridian-peer", "eu-west")
+        .header("meridian-peer-auth", auth);
+    if let Some(v) = offer {
+        req = req.header(
+            meridian_core::replication::compact::OFFER_HEADER,
+            v.to_string(),
+        );
+    }
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let r = http
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let bytes = r.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let payload = if status == 200 {
+        bytes[meridian_server::peer::auth::TAG_LEN..].to_vec()
+    } else {
+        bytes
+    };
+    (status, payload)
+}
+
+fn one_op_batch(key: &str) -> (meridian_crdt::ReplicaId, meridian_core::Op) {
+    let origin = meridian_crdt::ReplicaId::new(
+        meridian_crdt::RegionId::new("eu-west").unwrap(),
+        uuid::Uuid::from_u128(9),
+    );
+    let op = meridian_core::Op {
+        dot: meridian_crdt::Dot::new(origin.clone(), meridian_crdt::Seq(1)),
+        hlc: meridian_crdt::Hlc::new(now_ms(), 0).unwrap(),
+        deps: meridian_crdt::VersionVector::new(),
+        mutations: vec![meridian_core::Mutation {
+            keyspace: meridian_core::KeyspaceName::default_keyspace(),
+            key: meridian_core::Key::new(key).unwrap(),
+            op: meridian_crdt::ObjectOp::Lww(meridian_crdt::LwwOp::Set(
+                meridian_crdt::Value::Json(meridian_crdt::Json::parse("1").unwrap()),
+            )),
+        }],
+    };
+    (origin, op)
+}
+
+#[tokio::test]
+async fn the_wire_version_is_what_the_hello_offers_and_the_region_reads() {
+    use meridian_core::replication::compact;
+    let tmp = common::TempDir::new("peer-wire");
+    let hello = |from: &meridian_crdt::ReplicaId| {
+        wire::encode_hello(&Hello {
+            from: from.clone(),
+            now_ms: now_ms(),
+        })
+        .unwrap()
+    };
+    let (origin, op) = one_op_batch("compact");
+
+    // This build: a hello offering version 2 is answered in it, any other
+    // in version 1; a version-2 batch is taken and answered in version 2.
+    let node = region(tmp.path(), "us-east", &[]).await;
+    let (s, a) = signed_post(&node, "/peer/v1/hello", "hello", &hello(&origin), Some(2)).await;
+    assert_eq!((s, a[0]), (200, compact::VERSION));
+    let (s, a) = signed_post(&node, "/peer/v1/hello", "hello", &hello(&origin), None).await;
+    assert_eq!((s, a[0]), (200, 1));
+    let batch = compact::encode(&origin, now_ms(), std::slice::from_ref(&op)).unwrap();
+    let (s, a) = signed_post(&node, "/peer/v1/ops", "ops", &batch.bytes, None).await;
+    assert_eq!((s, a[0]), (200, compact::VERSION));
+    let to = compact::AnswerTo {
+        replicas: &batch.replicas,
+        sent_ms: 0,
+    };
+    let ack = compact::decode_answer(&a, to, None).unwrap();
+    assert_eq!(ack.vv.get(&origin).0, 1, "the ack covers the op: {ack:?}");
+    let status = node.client().status().await.unwrap();
+    assert_eq!(status["ops"], 1);
+    drop(node);
+
+    // A region set to speak version 1 (as builds before it): it answers an
+    // offer in version 1 and refuses a version-2 batch, applying nothing.
+    let mut spec = NodeSpec::new("us-east", &tmp.path().join("v1"));
+    spec.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    spec.args = vec![
+        "--cluster-secret-file".into(),
+        tmp.path().join("secret").display().to_string(),
+    ];
+    spec.env
+        .push(("MERIDIAN_REPLICATION__WIRE_VERSION".into(), "1".into()));
+    let old = Node::start(bin(), spec).await.unwrap();
+    let (s, a) = signed_post(&old, "/peer/v1/hello", "hello", &hello(&origin), Some(2)).await;
+    assert_eq!((s, a[0]), (200, 1));
+    let (s, body) = signed_post(&old, "/peer/v1/ops", "ops", &batch.bytes, None).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(s, 400, "{text}");
+    assert!(text.contains("unknown format version 2"), "{text}");
+    assert_eq!(old.client().status().await.unwrap()["ops"], 0);
+    // Version 1 still goes in.
+    let v1 = wire::encode(&origin, now_ms(), &[op]).unwrap();
+    let (s, a) = signed_post(&old, "/peer/v1/ops", "ops", &v1, None).await;
+    assert_eq!((s, a[0]), (200, 1));
+    assert_eq!(old.client().status().await.unwrap()["ops"], 1);
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use meridian_core::engine::driver::OpLog;
 use meridian_core::ownership::{MapRequest, RuleRef};
 use meridian_core::replication::{
-    BatchLimits, PeerKnowledge, PeerSync, needs_state_transfer, stable_cut, wire,
+    BatchLimits, PeerKnowledge, PeerSync, compact, needs_state_transfer, stable_cut, wire,
 };
 use meridian_core::{
     Change, Engine, EngineConfig, Key, KeyspaceDef, KeyspaceName, LogError, Lsn, MemBackend,
@@ -609,7 +609,14 @@ impl SimRegion {
         if batch.is_empty() {
             return Ok(None);
         }
-        let bytes = wire::encode(&self.id, self.local(now), &batch).map_err(|e| e.to_string())?;
+        // Both wire versions, turn about, so that every schedule ships
+        // (and checks) each.
+        let bytes = if self.log.records.len().is_multiple_of(2) {
+            compact::encode(&self.id, self.local(now), &batch).map(|e| e.bytes)
+        } else {
+            wire::encode(&self.id, self.local(now), &batch)
+        }
+        .map_err(|e| e.to_string())?;
         Ok(Some(Msg::Batch(bytes)))
     }
 

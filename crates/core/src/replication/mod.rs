@@ -2,6 +2,7 @@
 //! and acks ([`wire`]) and the per-peer shipping state machine ([`peer`]).
 //! The server's peer tasks and the simulator both drive these.
 
+pub mod compact;
 pub mod peer;
 pub mod stability;
 pub mod wire;

@@ -1,4 +1,5 @@
-//! The peer wire format: batches of ops, compactly.
+//! The peer wire format, version 1: batches of ops, compactly (version 2,
+//! more compactly still, is [`super::compact`]; [`decode`] reads both).
 //!
 //! A batch names each replica and keyspace once (tables) and refers to them
 //! by index; each op's dependencies are sent as a delta against the previous
@@ -68,6 +69,20 @@ pub struct Batch {
     pub sent_ms: u64,
     /// The ops, in the sender's log order (a causal order).
     pub ops: Vec<Op>,
+    /// A version-2 batch's replica table, which its ack refers to by
+    /// index ([`super::compact`]); empty for version 1.
+    pub replicas: Vec<ReplicaId>,
+}
+
+impl Batch {
+    /// The wire version the batch came in, which its ack answers in.
+    pub fn version(&self) -> u8 {
+        if self.replicas.is_empty() {
+            codec::FORMAT_VERSION
+        } else {
+            super::compact::VERSION
+        }
+    }
 }
 
 fn index<T: Ord + Clone>(table: &mut Vec<T>, lookup: &mut BTreeMap<T, u32>, v: &T) -> u32 {
@@ -136,8 +151,12 @@ pub fn encode(
     })?)
 }
 
-/// Decodes a batch, checking every index and dependency.
+/// Decodes a batch of either version (by its leading byte), checking every
+/// index and dependency.
 pub fn decode(bytes: &[u8]) -> Result<Batch, WireError> {
+    if bytes.first() == Some(&super::compact::VERSION) {
+        return super::compact::decode(bytes);
+    }
     let w: WireBatch = codec::decode(bytes, MAX_BATCH_BYTES)?;
     if w.ops.len() > MAX_BATCH_OPS {
         return Err(WireError::Invalid(format!(
@@ -201,6 +220,7 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, WireError> {
         from: w.from,
         sent_ms: w.sent_ms,
         ops,
+        replicas: Vec::new(),
     })
 }
 

@@ -219,6 +219,9 @@ fn default_linger_ms() -> u64 {
 fn default_batch_ops() -> usize {
     4096
 }
+fn default_wire_version() -> u8 {
+    meridian_core::replication::compact::VERSION
+}
 
 /// Replication tuning.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -230,6 +233,11 @@ pub struct ReplicationConfig {
     /// Most ops per batch.
     #[serde(default = "default_batch_ops")]
     pub max_batch_ops: usize,
+    /// The newest peer wire version this region offers, answers in and
+    /// reads: 2 (the compact format), or 1 to speak only what builds before
+    /// version 2 spoke (to test a mixed cluster against it).
+    #[serde(default = "default_wire_version")]
+    pub wire_version: u8,
     /// Tests only: probability that a batch is sent twice.
     #[serde(default)]
     pub fault_duplicate: f64,
@@ -244,6 +252,7 @@ impl Default for ReplicationConfig {
         Self {
             linger_ms: default_linger_ms(),
             max_batch_ops: default_batch_ops(),
+            wire_version: default_wire_version(),
             fault_duplicate: 0.0,
             fault_delay: 0.0,
         }

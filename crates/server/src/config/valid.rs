@@ -217,6 +217,11 @@ impl Config {
                 return Err(field(name, "must be a probability in 0..=1"));
             }
         }
+        if !(1..=meridian_core::replication::compact::VERSION)
+            .contains(&self.replication.wire_version)
+        {
+            return Err(field("replication.wire_version", "must be 1 or 2"));
+        }
         if self.replication.linger_ms > 1_000 {
             return Err(field("replication.linger_ms", "must be at most 1000"));
         }

@@ -111,35 +111,29 @@ pub async fn call(
     label: &str,
     body: &[u8],
 ) -> Result<Vec<u8>, PeerError> {
-    let first = call_once(
-        http,
-        secret,
-        me,
-        to,
-        url,
-        path,
-        label,
-        body,
-        super::auth::now_ms(),
-    )
-    .await;
-    match first {
+    call_offering(http, secret, me, to, url, path, label, body, None).await
+}
+
+/// As [`call`], offering wire version `offer` in the request's
+/// [`OFFER_HEADER`](meridian_core::replication::compact::OFFER_HEADER) (a
+/// hello does: the answer's version says whether the peer reads it).
+#[allow(clippy::too_many_arguments)]
+pub async fn call_offering(
+    http: &PeerHttp,
+    secret: &Secret,
+    me: &str,
+    to: &str,
+    url: &str,
+    path: &str,
+    label: &str,
+    body: &[u8],
+    offer: Option<u8>,
+) -> Result<Vec<u8>, PeerError> {
+    let once = |ts_ms| call_once(http, secret, me, to, url, path, label, body, offer, ts_ms);
+    match once(super::auth::now_ms()).await {
         // Signed before the peer started (its clock runs ahead of ours):
         // once more, stamped from its start.
-        Err(PeerError::BeforeStart(since)) => {
-            call_once(
-                http,
-                secret,
-                me,
-                to,
-                url,
-                path,
-                label,
-                body,
-                since.max(super::auth::now_ms()),
-            )
-            .await
-        }
+        Err(PeerError::BeforeStart(since)) => once(since.max(super::auth::now_ms())).await,
         other => other,
     }
 }
@@ -154,15 +148,23 @@ async fn call_once(
     path: &str,
     label: &str,
     body: &[u8],
+    offer: Option<u8>,
     ts_ms: u64,
 ) -> Result<Vec<u8>, PeerError> {
     let (auth, head, signed) = secret.sign_request(path, label, me, to, ts_ms, body);
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(Method::POST)
         .uri(format!("{url}{path}"))
         .header("meridian-peer", me)
         .header("meridian-peer-auth", auth)
-        .header("content-type", "application/vnd.meridian.peer")
+        .header("content-type", "application/vnd.meridian.peer");
+    if let Some(v) = offer {
+        req = req.header(
+            meridian_core::replication::compact::OFFER_HEADER,
+            v.to_string(),
+        );
+    }
+    let req = req
         .body(Full::new(Bytes::from(signed)))
         .map_err(|e| PeerError::Transport(e.into()))?;
     let fut = async {

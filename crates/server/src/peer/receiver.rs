@@ -22,6 +22,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use meridian_core::replication::compact::{self, AnswerTo};
 use meridian_core::replication::wire::{self, Ack};
 use meridian_core::{FjallBackend, Reader};
 use meridian_crdt::{Object, RegionId, codec};
@@ -63,6 +64,9 @@ pub struct PeerApi {
     /// Who may replicate to this member (the standby subsystem answers:
     /// it knows the roles).
     pub admission: Arc<dyn Admission>,
+    /// The newest wire version this member answers in and reads
+    /// (`replication.wire_version`).
+    pub wire: u8,
 }
 
 /// Which callers this member takes replication from. A region's leader
@@ -322,6 +326,14 @@ fn answer(api: &PeerApi, to: &Caller, ack: &Ack) -> Response {
     }
 }
 
+/// Answers in version 2, relative to the request answered.
+fn answer_compact(api: &PeerApi, to: &Caller, ack: &Ack, of: AnswerTo<'_>) -> Response {
+    match compact::encode_ack(ack, of) {
+        Ok(bytes) => signed(api, to, &bytes),
+        Err(e) => HttpError::internal(e.to_string()).into_response(),
+    }
+}
+
 fn signed(api: &PeerApi, to: &Caller, bytes: &[u8]) -> Response {
     let mut r = (
         StatusCode::OK,
@@ -386,23 +398,34 @@ async fn hello(
         return r;
     }
     let p = api.reader.published();
-    answer(
-        &api,
-        &from,
-        &Ack {
-            vv: p.vv.clone(),
-            now_ms: api.clock.now_ms(),
-            held: 0,
-            buffered: p.stats.buffered as u32,
-            hlc: p.hlc,
-            replica: Some(api.incarnation.replica()),
-            seen: Some({
-                let mut seen = p.vv.clone();
-                seen.merge(&p.buffered_top);
-                seen
-            }),
-        },
-    )
+    let ack = Ack {
+        vv: p.vv.clone(),
+        now_ms: api.clock.now_ms(),
+        held: 0,
+        buffered: p.stats.buffered as u32,
+        hlc: p.hlc,
+        replica: Some(api.incarnation.replica()),
+        seen: Some({
+            let mut seen = p.vv.clone();
+            seen.merge(&p.buffered_top);
+            seen
+        }),
+    };
+    // A caller that offers version 2 is answered in it, which tells it
+    // that this member reads it; any other caller in version 1.
+    let offered = h
+        .get(compact::OFFER_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u8>().ok())
+        .unwrap_or(1);
+    if offered.min(api.wire) >= compact::VERSION {
+        let of = AnswerTo {
+            replicas: &[],
+            sent_ms: hello.now_ms,
+        };
+        answer_compact(&api, &from, &ack, of)
+    } else {
+        answer(&api, &from, &ack)
+    }
 }
 
 async fn ops(
@@ -421,15 +444,20 @@ async fn ops(
         Ok(b) => b,
         Err(e) => return HttpError::bad_request(format!("batch: {e}")).into_response(),
     };
+    if batch.version() > api.wire {
+        // What a build that reads only older versions answers.
+        let why = codec::DecodeError::Version(batch.version());
+        return HttpError::bad_request(format!("batch: {why}")).into_response();
+    }
     if let Some(r) = api.refuse_member(&batch.from) {
         return r;
     }
     api.peers.batches_received.fetch_add(1, Ordering::Relaxed);
+    let version = batch.version();
+    let (replicas, sent_ms) = (batch.replicas, batch.sent_ms);
     match api.writer.receive(batch.ops).await {
-        Ok(Ok((r, vv))) => answer(
-            &api,
-            &from,
-            &Ack {
+        Ok(Ok((r, vv))) => {
+            let ack = Ack {
                 vv,
                 now_ms: api.clock.now_ms(),
                 held: r.held.len() as u32,
@@ -437,8 +465,17 @@ async fn ops(
                 hlc: api.reader.published().hlc,
                 replica: Some(api.incarnation.replica()),
                 seen: None,
-            },
-        ),
+            };
+            if version >= compact::VERSION {
+                let of = AnswerTo {
+                    replicas: &replicas,
+                    sent_ms,
+                };
+                answer_compact(&api, &from, &ack, of)
+            } else {
+                answer(&api, &from, &ack)
+            }
+        }
         Ok(Err(e)) => HttpError::from(e).into_response(),
         Err(e) => stopping(e),
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use meridian_core::log::LogCursor;
+use meridian_core::replication::compact::{self, AnswerTo};
 use meridian_core::replication::wire::{self, Ack, Hello, StatePage};
 use meridian_core::replication::{BatchLimits, PeerSync, needs_state_transfer};
 use meridian_core::{FjallBackend, Op, Reader, budget};
@@ -21,7 +22,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::auth::Secret;
-use super::call::{PeerError, PeerHttp, call, peer_client};
+use super::call::{PeerError, PeerHttp, call, call_offering, peer_client};
 use super::status::{LinkState, PeerStatus};
 use crate::region::clock::WallClock;
 use crate::region::feed::Feed;
@@ -39,6 +40,9 @@ pub struct SenderOptions {
     pub limits: BatchLimits,
     /// How long to wait for more ops before sending a small batch.
     pub linger: Duration,
+    /// The newest wire version to offer (a session speaks it if the peer's
+    /// hello answer does).
+    pub wire: u8,
     /// Injected faults (tests only).
     pub faults: BatchFaults,
 }
@@ -66,6 +70,7 @@ impl Default for SenderOptions {
         Self {
             limits: BatchLimits::default(),
             linger: Duration::from_millis(5),
+            wire: compact::VERSION,
             faults: BatchFaults::default(),
         }
     }
@@ -133,17 +138,21 @@ async fn inject(
     }
 }
 
-/// Decodes a peer's answer to a request sent at wall time `sent_ms` (and
-/// `started` on the monotonic clock), binds it to its sender and records it
-/// on the link, with the clock offset it implies.
+/// Decodes a peer's answer (of either version; version 2 against the
+/// request it answers and the session's replica) to a request sent at wall
+/// time `sent_ms` (and `started` on the monotonic clock), binds it to its
+/// sender and records it on the link, with the clock offset it implies.
 fn take_ack(
     me: &ReplicaId,
     peer: &PeerStatus,
     bytes: &[u8],
+    to: AnswerTo<'_>,
+    session: Option<&ReplicaId>,
     sent_ms: u64,
     started: Instant,
 ) -> Result<Ack, PeerError> {
-    let ack = wire::decode_ack(bytes).map_err(|e| PeerError::BadAnswer(e.into()))?;
+    let ack =
+        compact::decode_answer(bytes, to, session).map_err(|e| PeerError::BadAnswer(e.into()))?;
     check_sender(me, peer, &ack)?;
     let rtt = started.elapsed().as_millis() as u64;
     let offset = ack.now_ms as i64 - (sent_ms + rtt / 2) as i64;
@@ -286,10 +295,19 @@ impl Sender {
         }
     }
 
-    async fn call(&self, path: &str, label: &str, body: &[u8]) -> Result<Ack, PeerError> {
+    /// One request, answered with an ack, and the answer's version. A
+    /// hello passes its `offer` and its `now_ms` (what a version-2 answer
+    /// is relative to).
+    async fn call(
+        &self,
+        path: &str,
+        label: &str,
+        body: &[u8],
+        hello: Option<(u8, u64)>,
+    ) -> Result<(Ack, u8), PeerError> {
         let sent = self.clock.now_ms();
         let t = Instant::now();
-        let bytes = call(
+        let bytes = call_offering(
             &self.http,
             &self.secret,
             self.me.region.as_str(),
@@ -298,18 +316,41 @@ impl Sender {
             path,
             label,
             body,
+            hello.map(|(offer, _)| offer),
         )
         .await?;
-        take_ack(&self.me, &self.peer, &bytes, sent, t)
+        let to = AnswerTo {
+            replicas: &[],
+            sent_ms: hello.map_or(sent, |(_, now_ms)| now_ms),
+        };
+        let ack = take_ack(&self.me, &self.peer, &bytes, to, None, sent, t)?;
+        Ok((ack, bytes.first().copied().unwrap_or(0)))
     }
 
     async fn session(&mut self) -> Result<(), PeerError> {
+        let now_ms = self.clock.now_ms();
         let hello = wire::encode_hello(&Hello {
             from: self.me.clone(),
-            now_ms: self.clock.now_ms(),
+            now_ms,
         })
         .map_err(|e| PeerError::Local(e.into()))?;
-        let ack = self.call("/peer/v1/hello", "hello", &hello).await?;
+        let offer = (self.opts.wire >= compact::VERSION).then_some(self.opts.wire);
+        let (ack, answered_in) = self
+            .call(
+                "/peer/v1/hello",
+                "hello",
+                &hello,
+                offer.map(|o| (o, now_ms)),
+            )
+            .await?;
+        // The peer answers in version 2 only to an offer of it: then it
+        // reads version-2 batches.
+        let wire = if offer.is_some() && answered_in == compact::VERSION {
+            compact::VERSION
+        } else {
+            codec::FORMAT_VERSION
+        };
+        self.peer.wire.store(wire, Ordering::Relaxed);
         let session_replica = ack.replica.clone();
         // The peer's view of this region's own ops: more than this region
         // has proves its log was rolled back (the region then retires).
@@ -321,7 +362,7 @@ impl Sender {
             )
             .map_err(|e| PeerError::Local(e.into()))?;
         self.peer.set_state(LinkState::Connected);
-        tracing::info!(peer = %self.peer.name, ops = ack.vv.total(), "replication session started");
+        tracing::info!(peer = %self.peer.name, ops = ack.vv.total(), wire, "replication session started");
         let mut sync = PeerSync::new();
         sync.connected(&ack.vv, self.feed.index().start_for(&ack.vv));
         let mut disk: Option<DiskRead> = None;
@@ -352,8 +393,16 @@ impl Sender {
                 let batch = self.fill(&mut sync, &mut disk)?;
                 if !batch.is_empty() {
                     last_send = Instant::now();
-                    let body = wire::encode(&self.me, self.clock.now_ms(), &batch)
-                        .map_err(|e| PeerError::Local(e.into()))?;
+                    let batch_ms = self.clock.now_ms();
+                    let (body, table) = if wire == compact::VERSION {
+                        let e = compact::encode(&self.me, batch_ms, &batch)
+                            .map_err(|e| PeerError::Local(e.into()))?;
+                        (e.bytes, e.replicas)
+                    } else {
+                        let bytes = wire::encode(&self.me, batch_ms, &batch)
+                            .map_err(|e| PeerError::Local(e.into()))?;
+                        (bytes, Vec::new())
+                    };
                     self.peer
                         .bytes
                         .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -369,6 +418,7 @@ impl Sender {
                     let peer = self.peer.clone();
                     let clock = self.clock;
                     let faults = self.opts.faults;
+                    let session = session_replica.clone();
                     in_flight.spawn(
                         async move {
                             if faults.any() {
@@ -387,7 +437,11 @@ impl Sender {
                                 &body,
                             )
                             .await?;
-                            take_ack(&me_id, &peer, &bytes, sent, t)
+                            let to = AnswerTo {
+                                replicas: &table,
+                                sent_ms: batch_ms,
+                            };
+                            take_ack(&me_id, &peer, &bytes, to, session.as_ref(), sent, t)
                         }
                         // The send names its session (peer, attempt) in its logs.
                         .in_current_span(),
@@ -530,7 +584,7 @@ impl Sender {
                 self.peer
                     .bytes
                     .fetch_add(body.len() as u64, Ordering::Relaxed);
-                self.call("/peer/v1/state", "state", &body).await?;
+                self.call("/peer/v1/state", "state", &body, None).await?;
                 pages += 1;
             }
         }
@@ -542,7 +596,7 @@ impl Sender {
             done: true,
         })
         .map_err(|e| PeerError::Local(e.into()))?;
-        let ack = self.call("/peer/v1/state", "state", &body).await?;
+        let (ack, _) = self.call("/peer/v1/state", "state", &body, None).await?;
         self.peer.transfers.fetch_add(1, Ordering::Relaxed);
         tracing::info!(peer = %self.peer.name, pages, "state transfer: done");
         sync.connected(&ack.vv, self.feed.index().start_for(&ack.vv));

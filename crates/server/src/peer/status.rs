@@ -67,6 +67,8 @@ pub struct PeerStatus {
     pub ops: AtomicU64,
     /// State transfers completed.
     pub transfers: AtomicU64,
+    /// The wire version of the current (or last) session; 0 before one.
+    pub wire: std::sync::atomic::AtomicU8,
     /// Batches sent twice by an injected fault (tests only).
     pub fault_duplicated: AtomicU64,
     /// Batches held back by an injected fault (tests only).
@@ -126,6 +128,7 @@ impl PeerStatus {
             batches: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             transfers: AtomicU64::new(0),
+            wire: std::sync::atomic::AtomicU8::new(0),
             fault_duplicated: AtomicU64::new(0),
             fault_delayed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -285,6 +288,7 @@ impl PeerStatus {
             "batches_sent": self.batches.load(Ordering::Relaxed),
             "ops_sent": self.ops.load(Ordering::Relaxed),
             "state_transfers": self.transfers.load(Ordering::Relaxed),
+            "wire_version": self.wire.load(Ordering::Relaxed),
             "batches_duplicated_by_fault": self.fault_duplicated.load(Ordering::Relaxed),
             "batches_delayed_by_fault": self.fault_delayed.load(Ordering::Relaxed),
             "anti_entropy_rounds": self.ae_rounds.load(Ordering::Relaxed),
