@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use meridian_core::replication::wire::{self, Hello};
 use meridian_harness::node::{Node, NodeSpec};
-use meridian_server::peer::auth::{REPLAY_WINDOW_MS, Secret, now_ms};
+use meridian_server::peer::auth::{Form, REPLAY_WINDOW_MS, Secret, now_ms};
 use serde_json::Value;
 
 const SECRET: &str = "peer-replay-test-secret-0123456789";
@@ -264,17 +264,20 @@ async fn answers_from_the_wrong_region_are_refused_and_counted() {
     );
 }
 
-/// Posts a signed peer request from eu-west to us-east, offering wire
-/// version `offer`; the status and the answer's payload (its tag removed).
+/// Posts a peer request from eu-west to us-east signed in `form`,
+/// offering wire version `offer`; the status and the answer's payload (its
+/// signature checked and removed).
 async fn signed_post(
     node: &Node,
     path: &str,
     label: &str,
     payload: &[u8],
     offer: Option<u8>,
+    form: Form,
 ) -> (u16, Vec<u8>) {
     let secret = Secret::new(SECRET.as_bytes()).unwrap();
-    let (auth, _, body) = secret.sign_request(path, label, "eu-west", "us-east", now_ms(), payload);
+    let (auth, head, body) =
+        secret.sign_request_as(form, path, label, "eu-west", "us-east", now_ms(), payload);
     let mut req = http::Request::post(format!("http://{}{path}", node.peer_addr().unwrap()))
         .header("meridian-peer", "eu-west")
         .header("meridian-peer-auth", auth);
@@ -293,7 +296,10 @@ async fn signed_post(
     let status = r.status().as_u16();
     let bytes = r.into_body().collect().await.unwrap().to_bytes().to_vec();
     let payload = if status == 200 {
-        bytes[meridian_server::peer::auth::TAG_LEN..].to_vec()
+        secret
+            .open_answer_as(form, "us-east", &head.nonce, &bytes)
+            .expect("the answer is signed in the request's form")
+            .to_vec()
     } else {
         bytes
     };
@@ -334,14 +340,40 @@ async fn the_wire_version_is_what_the_hello_offers_and_the_region_reads() {
     let (origin, op) = one_op_batch("compact");
 
     // This build: a hello offering version 2 is answered in it, any other
-    // in version 1; a version-2 batch is taken and answered in version 2.
+    // in version 1; a version-2 batch is taken and answered in version 2,
+    // its answer signed as the request was.
     let node = region(tmp.path(), "us-east", &[]).await;
-    let (s, a) = signed_post(&node, "/peer/v1/hello", "hello", &hello(&origin), Some(2)).await;
+    let (s, a) = signed_post(
+        &node,
+        "/peer/v1/hello",
+        "hello",
+        &hello(&origin),
+        Some(2),
+        Form::Full,
+    )
+    .await;
     assert_eq!((s, a[0]), (200, compact::VERSION));
-    let (s, a) = signed_post(&node, "/peer/v1/hello", "hello", &hello(&origin), None).await;
+    let (s, a) = signed_post(
+        &node,
+        "/peer/v1/hello",
+        "hello",
+        &hello(&origin),
+        None,
+        Form::Full,
+    )
+    .await;
     assert_eq!((s, a[0]), (200, 1));
     let batch = compact::encode(&origin, now_ms(), std::slice::from_ref(&op)).unwrap();
-    let (s, a) = signed_post(&node, "/peer/v1/ops", "ops", &batch.bytes, None).await;
+    // Signed in the short form, which goes with version 2.
+    let (s, a) = signed_post(
+        &node,
+        "/peer/v1/ops",
+        "ops",
+        &batch.bytes,
+        None,
+        Form::Short,
+    )
+    .await;
     assert_eq!((s, a[0]), (200, compact::VERSION));
     let to = compact::AnswerTo {
         replicas: &batch.replicas,
@@ -364,16 +396,29 @@ async fn the_wire_version_is_what_the_hello_offers_and_the_region_reads() {
     spec.env
         .push(("MERIDIAN_REPLICATION__WIRE_VERSION".into(), "1".into()));
     let old = Node::start(bin(), spec).await.unwrap();
-    let (s, a) = signed_post(&old, "/peer/v1/hello", "hello", &hello(&origin), Some(2)).await;
+    let (s, a) = signed_post(
+        &old,
+        "/peer/v1/hello",
+        "hello",
+        &hello(&origin),
+        Some(2),
+        Form::Full,
+    )
+    .await;
     assert_eq!((s, a[0]), (200, 1));
-    let (s, body) = signed_post(&old, "/peer/v1/ops", "ops", &batch.bytes, None).await;
+    let (s, body) = signed_post(&old, "/peer/v1/ops", "ops", &batch.bytes, None, Form::Full).await;
     let text = String::from_utf8_lossy(&body);
     assert_eq!(s, 400, "{text}");
     assert!(text.contains("unknown format version 2"), "{text}");
+    // Nor does it read the short signatures.
+    let (s, body) = signed_post(&old, "/peer/v1/ops", "ops", &batch.bytes, None, Form::Short).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(s, 401, "{text}");
+    assert!(text.contains("malformed"), "{text}");
     assert_eq!(old.client().status().await.unwrap()["ops"], 0);
     // Version 1 still goes in.
     let v1 = wire::encode(&origin, now_ms(), &[op]).unwrap();
-    let (s, a) = signed_post(&old, "/peer/v1/ops", "ops", &v1, None).await;
+    let (s, a) = signed_post(&old, "/peer/v1/ops", "ops", &v1, None, Form::Full).await;
     assert_eq!((s, a[0]), (200, 1));
     assert_eq!(old.client().status().await.unwrap()["ops"], 1);
 }

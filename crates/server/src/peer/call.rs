@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::auth::Secret;
+use super::auth::{Form, Secret};
 
 /// Longest wait for one peer request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -111,14 +111,32 @@ pub async fn call(
     label: &str,
     body: &[u8],
 ) -> Result<Vec<u8>, PeerError> {
-    call_offering(http, secret, me, to, url, path, label, body, None).await
+    call_with(http, secret, me, to, url, path, label, body, How::default()).await
 }
 
-/// As [`call`], offering wire version `offer` in the request's
-/// [`OFFER_HEADER`](meridian_core::replication::compact::OFFER_HEADER) (a
-/// hello does: the answer's version says whether the peer reads it).
+/// What a call does beyond its request.
+#[derive(Clone, Copy, Debug)]
+pub struct How {
+    /// A wire version to offer in the request's
+    /// [`OFFER_HEADER`](meridian_core::replication::compact::OFFER_HEADER)
+    /// (a hello does: the answer's version says whether the peer reads it).
+    pub offer: Option<u8>,
+    /// The form to sign in (the short one only to a peer that reads it).
+    pub form: Form,
+}
+
+impl Default for How {
+    fn default() -> Self {
+        Self {
+            offer: None,
+            form: Form::Full,
+        }
+    }
+}
+
+/// As [`call`], as `how` says.
 #[allow(clippy::too_many_arguments)]
-pub async fn call_offering(
+pub async fn call_with(
     http: &PeerHttp,
     secret: &Secret,
     me: &str,
@@ -127,9 +145,9 @@ pub async fn call_offering(
     path: &str,
     label: &str,
     body: &[u8],
-    offer: Option<u8>,
+    how: How,
 ) -> Result<Vec<u8>, PeerError> {
-    let once = |ts_ms| call_once(http, secret, me, to, url, path, label, body, offer, ts_ms);
+    let once = |ts_ms| call_once(http, secret, me, to, url, path, label, body, how, ts_ms);
     match once(super::auth::now_ms()).await {
         // Signed before the peer started (its clock runs ahead of ours):
         // once more, stamped from its start.
@@ -148,17 +166,17 @@ async fn call_once(
     path: &str,
     label: &str,
     body: &[u8],
-    offer: Option<u8>,
+    how: How,
     ts_ms: u64,
 ) -> Result<Vec<u8>, PeerError> {
-    let (auth, head, signed) = secret.sign_request(path, label, me, to, ts_ms, body);
+    let (auth, head, signed) = secret.sign_request_as(how.form, path, label, me, to, ts_ms, body);
     let mut req = Request::builder()
         .method(Method::POST)
         .uri(format!("{url}{path}"))
         .header("meridian-peer", me)
         .header("meridian-peer-auth", auth)
         .header("content-type", "application/vnd.meridian.peer");
-    if let Some(v) = offer {
+    if let Some(v) = how.offer {
         req = req.header(
             meridian_core::replication::compact::OFFER_HEADER,
             v.to_string(),
@@ -230,7 +248,9 @@ async fn call_once(
     // The answer says who signed it; a signature that verifies for another
     // region than the one called is that region's answer, not `to`'s.
     if let Some(other) = responder.as_deref().filter(|r| *r != to)
-        && secret.open_answer(other, &head.nonce, &body).is_some()
+        && secret
+            .open_answer_as(how.form, other, &head.nonce, &body)
+            .is_some()
     {
         return Err(PeerError::WrongPeer(if other == me {
             format!("the URL of peer {to} ({url}) leads back to this region")
@@ -243,7 +263,7 @@ async fn call_once(
     // Answers are signed by their region for this request: an answer from
     // another region, or to another request, does not verify.
     secret
-        .open_answer(to, &head.nonce, &body)
+        .open_answer_as(how.form, to, &head.nonce, &body)
         .map(<[u8]>::to_vec)
         .ok_or_else(|| {
             PeerError::WrongPeer(format!(

@@ -154,6 +154,11 @@ async fn guard(
             .secret
             .check_head(req.uri().path(), from.as_str(), api.region.as_str(), auth)
         {
+            // The short form is part of wire version 2: a member set to
+            // speak version 1 refuses it, as builds before it do.
+            Ok(head) if head.form == super::auth::Form::Short && api.wire < compact::VERSION => {
+                return refuse("signature", super::auth::HeadError::Malformed.to_string());
+            }
             Ok(head) => head,
             Err(e) => return refuse("signature", e.to_string()),
         };
@@ -203,7 +208,7 @@ async fn guard(
         }
     }
     // The body is the tag and the payload the head states: no more is read.
-    let want = head.len.saturating_add(super::auth::TAG_LEN as u64);
+    let want = head.body_len();
     if want > MAX_PEER_BODY.max(MAX_STATE_BODY) as u64 {
         return HttpError::too_large(format!("a peer request of {want} bytes is over the limit"))
             .into_response();
@@ -275,6 +280,7 @@ pub(crate) fn open<'a>(
         Caller {
             region: from.to_string(),
             nonce: head.nonce,
+            form: head.form,
         },
         payload,
     ))
@@ -287,6 +293,8 @@ pub struct Caller {
     pub region: String,
     /// Its request's nonce.
     pub nonce: [u8; 16],
+    /// The form its request was signed in, which the answer is signed in.
+    pub form: super::auth::Form,
 }
 
 impl std::ops::Deref for Caller {
@@ -338,7 +346,7 @@ fn signed(api: &PeerApi, to: &Caller, bytes: &[u8]) -> Response {
     let mut r = (
         StatusCode::OK,
         api.secret
-            .sign_answer(api.region.as_str(), &to.nonce, bytes),
+            .sign_answer_as(to.form, api.region.as_str(), &to.nonce, bytes),
     )
         .into_response();
     if let Ok(v) = axum::http::HeaderValue::from_str(api.region.as_str()) {

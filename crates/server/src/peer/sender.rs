@@ -21,8 +21,9 @@ use meridian_crdt::{ReplicaId, codec};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::auth::Form;
 use super::auth::Secret;
-use super::call::{PeerError, PeerHttp, call, call_offering, peer_client};
+use super::call::{How, PeerError, PeerHttp, call, call_with, peer_client};
 use super::status::{LinkState, PeerStatus};
 use crate::region::clock::WallClock;
 use crate::region::feed::Feed;
@@ -307,7 +308,11 @@ impl Sender {
     ) -> Result<(Ack, u8), PeerError> {
         let sent = self.clock.now_ms();
         let t = Instant::now();
-        let bytes = call_offering(
+        let how = How {
+            offer: hello.map(|(offer, _)| offer),
+            form: Form::Full,
+        };
+        let bytes = call_with(
             &self.http,
             &self.secret,
             self.me.region.as_str(),
@@ -316,7 +321,7 @@ impl Sender {
             path,
             label,
             body,
-            hello.map(|(offer, _)| offer),
+            how,
         )
         .await?;
         let to = AnswerTo {
@@ -419,6 +424,15 @@ impl Sender {
                     let clock = self.clock;
                     let faults = self.opts.faults;
                     let session = session_replica.clone();
+                    // A peer that reads version 2 reads the short signatures.
+                    let how = How {
+                        offer: None,
+                        form: if wire == compact::VERSION {
+                            Form::Short
+                        } else {
+                            Form::Full
+                        },
+                    };
                     in_flight.spawn(
                         async move {
                             if faults.any() {
@@ -426,7 +440,7 @@ impl Sender {
                             }
                             let sent = clock.now_ms();
                             let t = Instant::now();
-                            let bytes = call(
+                            let bytes = call_with(
                                 &http,
                                 &secret,
                                 &me,
@@ -435,6 +449,7 @@ impl Sender {
                                 "/peer/v1/ops",
                                 "ops",
                                 &body,
+                                how,
                             )
                             .await?;
                             let to = AnswerTo {
