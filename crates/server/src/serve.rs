@@ -360,6 +360,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
         },
         linger: Duration::from_millis(cfg.replication.linger_ms),
         wire: cfg.replication.wire_version,
+        relay_hold: Duration::from_millis(cfg.replication.relay_hold_ms),
         faults: BatchFaults {
             duplicate: cfg.replication.fault_duplicate,
             delay: cfg.replication.fault_delay,
@@ -379,6 +380,7 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
                 // groups what arrives together into one fsync).
                 opts: SenderOptions {
                     linger: Duration::ZERO,
+                    relay_hold: Duration::ZERO,
                     ..opts
                 },
                 incarnation: region.incarnation.clone(),
@@ -419,7 +421,11 @@ pub async fn start(cfg: Valid, repair_log: bool) -> Result<Running, ServeError> 
                         feed.clone(),
                         reader.clone(),
                         clock,
-                        opts,
+                        // Its leader has the region's peers' ops already.
+                        SenderOptions {
+                            relay_hold: Duration::ZERO,
+                            ..opts
+                        },
                         inc.clone(),
                     );
                     tokio::spawn(s.run(stop.clone()))

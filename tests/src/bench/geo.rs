@@ -60,6 +60,9 @@ pub struct GeoReport {
     pub ops_per_batch: f64,
     /// The wire version the us-east to eu-west session spoke.
     pub wire_version: u64,
+    /// Ops ap-south relayed to eu-west per op us-east shipped to it (eu-west
+    /// had each from us-east directly: these are copies).
+    pub relayed_per_op: f64,
     /// Ops the cut-off region held that the others lacked at the heal.
     pub backlog_ops: u64,
     /// From heal to equal version vectors and digests everywhere, ms.
@@ -103,18 +106,14 @@ fn writes(
     }
 }
 
-/// What us-east's sender to eu-west counts: body bytes, batches and ops
+/// What `from`'s sender to `to` counts: body bytes, batches and ops
 /// shipped, and its session's wire version.
-async fn shipped(c: &Cluster) -> Result<(u64, u64, u64, u64), String> {
-    let s = c
-        .client("us-east")
-        .status()
-        .await
-        .map_err(|e| e.to_string())?;
+async fn shipped(c: &Cluster, from: &str, to: &str) -> Result<(u64, u64, u64, u64), String> {
+    let s = c.client(from).status().await.map_err(|e| e.to_string())?;
     let p = s["peers"]
         .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["region"] == "eu-west"))
-        .ok_or("us-east has no link to eu-west")?;
+        .and_then(|ps| ps.iter().find(|p| p["region"] == to))
+        .ok_or_else(|| format!("{from} has no link to {to}"))?;
     let n = |k: &str| p[k].as_u64().unwrap_or(0);
     Ok((
         n("bytes_sent"),
@@ -163,7 +162,8 @@ pub async fn run(spec: GeoSpec) -> Result<GeoReport, String> {
         spec.rate, spec.latency_ms
     );
     let before = c.links().stats("us-east", "eu-west").ok_or("no link")?;
-    let shipped_before = shipped(&c).await?;
+    let shipped_before = shipped(&c, "us-east", "eu-west").await?;
+    let relayed_before = shipped(&c, "ap-south", "eu-west").await?;
     let wan = load::run(writes(
         vec![east.clone()],
         &spec,
@@ -177,11 +177,13 @@ pub async fn run(spec: GeoSpec) -> Result<GeoReport, String> {
         .await
         .map_err(|e| e.to_string())?;
     let after = c.links().stats("us-east", "eu-west").ok_or("no link")?;
-    let shipped_after = shipped(&c).await?;
+    let shipped_after = shipped(&c, "us-east", "eu-west").await?;
+    let relayed_after = shipped(&c, "ap-south", "eu-west").await?;
     let ops = (shipped_after.2 - shipped_before.2).max(1) as f64;
     r.body_bytes_per_op = (shipped_after.0 - shipped_before.0) as f64 / ops;
     r.ops_per_batch = ops / (shipped_after.1 - shipped_before.1).max(1) as f64;
     r.wire_version = shipped_after.3;
+    r.relayed_per_op = (relayed_after.2 - relayed_before.2) as f64 / ops;
     // Every write went into us-east and crossed this link once (acks come back on it).
     let replicated = wan.regions[0].ok.max(1) as f64;
     r.bytes_per_op_forward = (after.bytes_forward - before.bytes_forward) as f64 / replicated;
@@ -223,6 +225,11 @@ pub async fn run(spec: GeoSpec) -> Result<GeoReport, String> {
         let ops_of = |s: &serde_json::Value| s["ops"].as_u64().unwrap_or(0);
         let before = ops_of(&east_client.status().await.map_err(|e| e.to_string())?);
         let t = Instant::now();
+        // Its wall time lines the heal up with the regions' logs (GEO_KEEP).
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        eprintln!("phase 3: healed at {unix_ms} (Unix ms)");
         c.heal();
         // Beside the convergence check: us-east's op count every 10 ms,
         // to split the time into noticing the heal and applying the backlog.
@@ -257,7 +264,10 @@ pub async fn run(spec: GeoSpec) -> Result<GeoReport, String> {
             .map_or(r.converge_ms, |(ms, _)| *ms);
     }
     c.stop().await;
-    let _ = std::fs::remove_dir_all(&spec.dir);
+    // GEO_KEEP=1 keeps the data directory, with each region's log.
+    if std::env::var_os("GEO_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&spec.dir);
+    }
     Ok(r)
 }
 
@@ -302,6 +312,10 @@ impl GeoReport {
         out.push_str(&format!(
             "| ... of which batch bodies, per op (wire version {}, {:.1} ops per batch) | {:.0} | |\n",
             self.wire_version, self.ops_per_batch, self.body_bytes_per_op
+        ));
+        out.push_str(&format!(
+            "| copies of us-east's ops that ap-south relayed to eu-west, per op (not in the figures above) | {:.2} | |\n",
+            self.relayed_per_op
         ));
         if self.partition_s > 0 {
             out.push_str(&format!(

@@ -27,6 +27,13 @@ pub struct PeerSync {
     acked: VersionVector,
     shipped: VersionVector,
     cursor: Lsn,
+    /// The first position [`PeerSync::fill_holding`] held an op back at
+    /// since the last [`PeerSync::release_held`].
+    held_from: Option<Lsn>,
+    /// The origins of the ops held back since then: each one's later ops
+    /// are held too (`shipped` is a high-water mark per origin, so shipping
+    /// a later op would count the held one as shipped).
+    held_origins: std::collections::BTreeSet<ReplicaId>,
 }
 
 /// How much one batch may carry.
@@ -60,6 +67,8 @@ impl PeerSync {
         self.acked.merge(peer_vv);
         self.shipped = self.acked.clone();
         self.cursor = start;
+        self.held_from = None;
+        self.held_origins.clear();
     }
 
     /// What the peer holds durably, as far as we know.
@@ -93,6 +102,24 @@ impl PeerSync {
     pub fn on_failure(&mut self, start: Lsn) {
         self.shipped = self.acked.clone();
         self.cursor = start;
+        self.held_from = None;
+        self.held_origins.clear();
+    }
+
+    /// Where the first op held back by [`PeerSync::fill_holding`] is, if
+    /// any is.
+    pub fn held(&self) -> Option<Lsn> {
+        self.held_from
+    }
+
+    /// Goes back to the first op held back, so the next fills offer again
+    /// what the peer still lacks (what it acknowledged meanwhile, from
+    /// another sender, is covered and passed over).
+    pub fn release_held(&mut self) {
+        if let Some(at) = self.held_from.take() {
+            self.cursor = self.cursor.min(at);
+        }
+        self.held_origins.clear();
     }
 
     /// Takes from `source` (ops in log order, from the cursor on) the ops the
@@ -103,6 +130,24 @@ impl PeerSync {
         source: impl IntoIterator<Item = (Lsn, Arc<Op>)>,
         limits: BatchLimits,
         size_of: impl Fn(&Op) -> usize,
+    ) -> Vec<Arc<Op>> {
+        self.fill_holding(source, limits, size_of, |_, _| false)
+    }
+
+    /// As [`PeerSync::fill`], passing over the ops the peer lacks that
+    /// `hold` says to hold back for now (a region's relays of another
+    /// region's ops, which their origin likely ships to the peer itself):
+    /// they are not counted as shipped, and [`PeerSync::held`] says where
+    /// the first of them is until [`PeerSync::release_held`] goes back to
+    /// it. What the peer receives meanwhile still arrives in causal order
+    /// for each origin; an op whose past is held back waits in the peer's
+    /// causal buffer.
+    pub fn fill_holding(
+        &mut self,
+        source: impl IntoIterator<Item = (Lsn, Arc<Op>)>,
+        limits: BatchLimits,
+        size_of: impl Fn(&Op) -> usize,
+        hold: impl Fn(Lsn, &Op) -> bool,
     ) -> Vec<Arc<Op>> {
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -119,6 +164,14 @@ impl PeerSync {
             // Anything not next in the peer's sequence for its origin is
             // either covered already or (after a reset) re-shipped in order.
             if self.shipped.covers(&op.dot) {
+                self.cursor = Lsn(lsn.0 + 1);
+                continue;
+            }
+            if self.held_origins.contains(&op.dot.replica) || hold(lsn, &op) {
+                if !self.held_origins.contains(&op.dot.replica) {
+                    self.held_origins.insert(op.dot.replica.clone());
+                }
+                self.held_from.get_or_insert(lsn);
                 self.cursor = Lsn(lsn.0 + 1);
                 continue;
             }
@@ -227,6 +280,65 @@ mod tests {
             "acked ops never go again"
         );
         assert_eq!(p.lag_ops(&[(a.clone(), Seq(2))].into_iter().collect()), 0);
+    }
+
+    #[test]
+    fn held_back_relays_go_after_release_unless_the_peer_got_them_meanwhile() {
+        // This region is a; it relays c's ops to a peer.
+        let (a, c) = (rep("a"), rep("ccc"));
+        let l = log(&[op(&c, 1), op(&a, 1), op(&c, 2), op(&c, 3), op(&a, 2)]);
+        let mut p = PeerSync::new();
+        p.connected(&VersionVector::new(), Lsn(1));
+        let lim = BatchLimits::default();
+        // c:1 is held; c:2 would not be (say it aged past the hold while
+        // the sender was busy), but goes with c:1 as one origin's run, or
+        // shipping it would count c:1 as shipped.
+        let held = |_: Lsn, o: &Op| o.dot.replica == c && o.dot.seq.0 == 1;
+        let batch = p.fill_holding(l.clone(), lim, |_| 1, held);
+        assert_eq!(
+            batch
+                .iter()
+                .map(|o| (o.dot.replica == a, o.dot.seq.0))
+                .collect::<Vec<_>>(),
+            vec![(true, 1), (true, 2)]
+        );
+        assert_eq!(p.held(), Some(Lsn(1)));
+        assert!(!p.shipped().covers(&Dot::new(c.clone(), Seq(1))));
+        // Released with nothing heard from the peer: c's ops go, in order,
+        // and a's not again.
+        p.release_held();
+        assert_eq!(p.held(), None);
+        let batch = p.fill_holding(l.clone(), lim, |_| 1, |_, _| false);
+        assert_eq!(
+            batch
+                .iter()
+                .map(|o| (o.dot.replica == c, o.dot.seq.0))
+                .collect::<Vec<_>>(),
+            vec![(true, 1), (true, 2), (true, 3)]
+        );
+        // Another round: the peer acknowledges c's ops from c itself while
+        // they are held; after release they are passed over.
+        let mut q = PeerSync::new();
+        q.connected(&VersionVector::new(), Lsn(1));
+        let relays = |_: Lsn, o: &Op| o.dot.replica == c;
+        assert_eq!(q.fill_holding(l.clone(), lim, |_| 1, relays).len(), 2);
+        q.on_ack(
+            &[(c.clone(), Seq(3)), (a.clone(), Seq(2))]
+                .into_iter()
+                .collect(),
+        );
+        q.release_held();
+        assert!(
+            q.fill_holding(l.clone(), lim, |_| 1, |_, _| false)
+                .is_empty()
+        );
+        assert_eq!(q.cursor(), Lsn(6));
+        // A failure forgets what was held (shipping restarts anyway).
+        let mut r = PeerSync::new();
+        r.connected(&VersionVector::new(), Lsn(1));
+        r.fill_holding(l, lim, |_| 1, relays);
+        r.on_failure(Lsn(1));
+        assert_eq!(r.held(), None);
     }
 
     #[test]

@@ -219,6 +219,9 @@ fn default_linger_ms() -> u64 {
 fn default_batch_ops() -> usize {
     4096
 }
+fn default_relay_hold_ms() -> u64 {
+    100
+}
 fn default_wire_version() -> u8 {
     meridian_core::replication::compact::VERSION
 }
@@ -238,6 +241,11 @@ pub struct ReplicationConfig {
     /// version 2 spoke (to test a mixed cluster against it).
     #[serde(default = "default_wire_version")]
     pub wire_version: u8,
+    /// How long another region's ops wait before this region relays them
+    /// to a peer that still lacks them, ms (their origin likely ships them
+    /// to it directly meanwhile); 0 relays at once.
+    #[serde(default = "default_relay_hold_ms")]
+    pub relay_hold_ms: u64,
     /// Tests only: probability that a batch is sent twice.
     #[serde(default)]
     pub fault_duplicate: f64,
@@ -253,6 +261,7 @@ impl Default for ReplicationConfig {
             linger_ms: default_linger_ms(),
             max_batch_ops: default_batch_ops(),
             wire_version: default_wire_version(),
+            relay_hold_ms: default_relay_hold_ms(),
             fault_duplicate: 0.0,
             fault_delay: 0.0,
         }

@@ -222,6 +222,9 @@ impl Config {
         {
             return Err(field("replication.wire_version", "must be 1 or 2"));
         }
+        if self.replication.relay_hold_ms > 10_000 {
+            return Err(field("replication.relay_hold_ms", "must be at most 10000"));
+        }
         if self.replication.linger_ms > 1_000 {
             return Err(field("replication.linger_ms", "must be at most 1000"));
         }

@@ -44,6 +44,11 @@ pub struct SenderOptions {
     /// The newest wire version to offer (a session speaks it if the peer's
     /// hello answer does).
     pub wire: u8,
+    /// How long another region's ops wait here before they are relayed to
+    /// the peer: their origin likely ships them to it directly meanwhile,
+    /// and what the peer then acknowledges is not sent again. Zero relays
+    /// at once (a standby's leader, the only one that ships to it).
+    pub relay_hold: Duration,
     /// Injected faults (tests only).
     pub faults: BatchFaults,
 }
@@ -72,6 +77,7 @@ impl Default for SenderOptions {
             limits: BatchLimits::default(),
             linger: Duration::from_millis(5),
             wire: compact::VERSION,
+            relay_hold: Duration::from_millis(100),
             faults: BatchFaults::default(),
         }
     }
@@ -198,8 +204,8 @@ fn check_sender(me: &ReplicaId, peer: &PeerStatus, ack: &Ack) -> Result<(), Peer
 const MIN_RECONNECT: Duration = Duration::from_millis(50);
 
 /// The delays between reconnects while a peer keeps failing: 50 ms
-/// doubling to 200 ms, each plus random jitter of up to itself (so 50-100
-/// ms at first, 200-400 ms at most), so regions do not reconnect in step.
+/// doubling to 100 ms, each plus random jitter of up to itself (so 50-100
+/// ms at first, 100-200 ms at most), so regions do not reconnect in step.
 /// A failed connect is cheap; what a long delay costs is the time to notice
 /// a healed partition (docs/benchmarks.md, heal). A request from the peer
 /// ends the wait early ([`PeerStatus::heard`]).
@@ -207,7 +213,7 @@ fn reconnect_delays() -> backon::ExponentialBackoff {
     use backon::BackoffBuilder as _;
     backon::ExponentialBuilder::new()
         .with_min_delay(MIN_RECONNECT)
-        .with_max_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_millis(100))
         .with_jitter()
         .without_max_times()
         .build()
@@ -374,6 +380,23 @@ impl Sender {
         let mut in_flight: JoinSet<Result<Ack, PeerError>> = JoinSet::new();
         let mut ends = self.feed.subscribe();
         let mut last_send = Instant::now() - self.opts.linger;
+        // Relays held back ([`SenderOptions::relay_hold`]): counted from
+        // when an op was committed here, or from the session's start for
+        // what was here before it (at a heal, the ops' origin reconnects to
+        // the peer about when this session starts). When the hold is over,
+        // and if no ack has said meanwhile what the peer holds, an empty
+        // batch asks; then what it still lacks goes.
+        let started = Instant::now();
+        let mut release_at: Option<Instant> = None;
+        let mut last_ack = started;
+        let short = How {
+            offer: None,
+            form: if wire == compact::VERSION {
+                Form::Short
+            } else {
+                Form::Full
+            },
+        };
         loop {
             let ours = self.reader.published().vv.clone();
             let index = self.feed.index();
@@ -395,7 +418,10 @@ impl Sender {
                         tokio::time::sleep(self.opts.linger - since).await;
                     }
                 }
-                let batch = self.fill(&mut sync, &mut disk)?;
+                let batch = self.fill(&mut sync, &mut disk, started)?;
+                if release_at.is_none() && sync.held().is_some() {
+                    release_at = Some(Instant::now() + self.opts.relay_hold);
+                }
                 if !batch.is_empty() {
                     last_send = Instant::now();
                     let batch_ms = self.clock.now_ms();
@@ -475,7 +501,8 @@ impl Sender {
                                     "peer {} answers as a new incarnation", self.peer.name
                                 )));
                             }
-                            sync.on_ack(&ack.vv)
+                            sync.on_ack(&ack.vv);
+                            last_ack = Instant::now();
                         }
                         Some(Ok(Err(e))) => return Err(e),
                         Some(Err(e)) => return Err(PeerError::Local(e.into())),
@@ -483,6 +510,15 @@ impl Sender {
                     }
                 }
                 _ = ends.changed() => {}
+                _ = tokio::time::sleep_until(release_at.unwrap_or_else(Instant::now).into()), if release_at.is_some() => {
+                    let held_since = release_at.take().map(|t| t - self.opts.relay_hold);
+                    if held_since.is_some_and(|t| last_ack < t) {
+                        let ack = self.probe(wire, short, session_replica.as_ref()).await?;
+                        sync.on_ack(&ack.vv);
+                        last_ack = Instant::now();
+                    }
+                    sync.release_held();
+                }
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {
                     // Ops held back by the peer (clock skew) or dropped from
                     // its full causal buffer: resend what it has not acked.
@@ -495,22 +531,72 @@ impl Sender {
         }
     }
 
+    /// Asks the peer what it holds with an empty batch, signed as `how`
+    /// says, in the session's wire version.
+    async fn probe(
+        &self,
+        wire: u8,
+        how: How,
+        session: Option<&ReplicaId>,
+    ) -> Result<Ack, PeerError> {
+        let sent_ms = self.clock.now_ms();
+        let none: [Arc<Op>; 0] = [];
+        let (body, table) = if wire == compact::VERSION {
+            let e = compact::encode(&self.me, sent_ms, &none)
+                .map_err(|e| PeerError::Local(e.into()))?;
+            (e.bytes, e.replicas)
+        } else {
+            let bytes =
+                wire::encode(&self.me, sent_ms, &none).map_err(|e| PeerError::Local(e.into()))?;
+            (bytes, Vec::new())
+        };
+        let t = Instant::now();
+        let bytes = call_with(
+            &self.http,
+            &self.secret,
+            self.me.region.as_str(),
+            self.peer.name.as_str(),
+            &self.peer.url(),
+            "/peer/v1/ops",
+            "ops",
+            &body,
+            how,
+        )
+        .await?;
+        self.peer.probes.fetch_add(1, Ordering::Relaxed);
+        let to = AnswerTo {
+            replicas: &table,
+            sent_ms,
+        };
+        take_ack(&self.me, &self.peer, &bytes, to, session, sent_ms, t)
+    }
+
     /// The next batch: from the in-memory tail, or from disk when the peer
-    /// is behind it.
+    /// is behind it. Another region's ops are held back for the relay hold
+    /// after they were committed here, or after the session `started`.
     fn fill(
         &self,
         sync: &mut PeerSync,
         disk: &mut Option<DiskRead>,
+        started: Instant,
     ) -> Result<Vec<Arc<Op>>, PeerError> {
         let limits = self.opts.limits;
         // Exact encoded sizes: the receiver's limit is on encoded bytes.
         let size = |op: &Op| codec::encoded_len(op).unwrap_or(budget::MAX_OP);
         let end = self.feed.end();
+        let now = Instant::now();
+        let me = &self.me.region;
+        let hold = self.opts.relay_hold;
+        let relayed_too_soon =
+            |op: &Op, at: Instant| op.dot.replica.region != *me && at.max(started) + hold > now;
         loop {
             if sync.cursor() >= end {
                 return Ok(Vec::new());
             }
-            if let Some(batch) = self.feed.next_batch(sync, limits, size) {
+            if let Some(batch) = self
+                .feed
+                .next_batch_holding(sync, limits, size, relayed_too_soon)
+            {
                 *disk = None;
                 return Ok(batch);
             }
@@ -541,7 +627,10 @@ impl Sender {
                 return Ok(Vec::new());
             }
             let before = sync.cursor();
-            let batch = sync.fill(d.read.iter().cloned(), limits, size);
+            // Older than the tail: only the session's start can hold it.
+            let batch = sync.fill_holding(d.read.iter().cloned(), limits, size, |_, op| {
+                relayed_too_soon(op, started)
+            });
             while d.read.front().is_some_and(|(l, _)| *l < sync.cursor()) {
                 d.read.pop_front();
             }

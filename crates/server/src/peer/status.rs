@@ -82,6 +82,9 @@ pub struct PeerStatus {
     /// Answers refused because another region signed them, or signed them
     /// for another request (a misrouted URL, a replayed answer).
     pub wrong_peer: AtomicU64,
+    /// Empty batches sent to learn what the peer holds before relaying
+    /// ops held back.
+    pub probes: AtomicU64,
     /// Poked when a signed request from this region arrives: it is
     /// reachable again, so a sender waiting out a reconnect delay to it
     /// tries at once (a healed partition is noticed by whichever side
@@ -135,6 +138,7 @@ impl PeerStatus {
             repairs: AtomicU64::new(0),
             ae_rounds: AtomicU64::new(0),
             wrong_peer: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
             heard: tokio::sync::Notify::new(),
             acks,
         })
@@ -288,6 +292,7 @@ impl PeerStatus {
             "batches_sent": self.batches.load(Ordering::Relaxed),
             "ops_sent": self.ops.load(Ordering::Relaxed),
             "state_transfers": self.transfers.load(Ordering::Relaxed),
+            "relay_probes": self.probes.load(Ordering::Relaxed),
             "wire_version": self.wire.load(Ordering::Relaxed),
             "batches_duplicated_by_fault": self.fault_duplicated.load(Ordering::Relaxed),
             "batches_delayed_by_fault": self.fault_delayed.load(Ordering::Relaxed),

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
 use meridian_core::log::LogIndex;
 use meridian_core::replication::{BatchLimits, PeerSync};
@@ -14,7 +15,8 @@ use tokio::sync::watch;
 /// The ops in memory, with their encoded sizes.
 #[derive(Default)]
 struct Tail {
-    ops: VecDeque<(Lsn, Arc<Op>, usize)>,
+    /// Each op, its encoded size and when it was committed here.
+    ops: VecDeque<(Lsn, Arc<Op>, usize, Instant)>,
     bytes: usize,
     /// The same ops per origin, in log order (so in rising seq order: a
     /// region applies an origin's ops in seq order), for the per-peer
@@ -34,7 +36,7 @@ struct Entry {
 }
 
 impl Tail {
-    fn push_back(&mut self, lsn: Lsn, op: Arc<Op>, size: usize) {
+    fn push_back(&mut self, lsn: Lsn, op: Arc<Op>, size: usize, at: Instant) {
         let run = match self.by_origin.get_mut(&op.dot.replica) {
             Some(run) => run,
             None => self.by_origin.entry(op.dot.replica.clone()).or_default(),
@@ -47,11 +49,11 @@ impl Tail {
             through: before.saturating_add(size as u64),
         });
         self.bytes += size;
-        self.ops.push_back((lsn, op, size));
+        self.ops.push_back((lsn, op, size, at));
     }
 
     fn pop_front(&mut self) {
-        let Some((_, op, size)) = self.ops.pop_front() else {
+        let Some((_, op, size, _)) = self.ops.pop_front() else {
             return;
         };
         self.bytes -= size;
@@ -114,9 +116,10 @@ impl Feed {
         let mut q = self.ops.lock().unwrap_or_else(PoisonError::into_inner);
         let mut lsn = first;
         let mut pushed = false;
+        let at = Instant::now();
         for op in ops {
             let size = codec::encoded_len(&*op).unwrap_or(usize::MAX / 4);
-            q.push_back(lsn, op, size);
+            q.push_back(lsn, op, size, at);
             lsn.0 += 1;
             pushed = true;
         }
@@ -146,8 +149,14 @@ impl Feed {
 
     /// Ops from `from` on (at most `max`), if the tail still holds `from`.
     pub fn read(&self, from: Lsn, max: usize) -> Option<Vec<(Lsn, Arc<Op>)>> {
+        let ops = self.read_timed(from, max)?;
+        Some(ops.into_iter().map(|(l, op, _)| (l, op)).collect())
+    }
+
+    /// As [`Feed::read`], with when each op was committed here.
+    fn read_timed(&self, from: Lsn, max: usize) -> Option<Vec<(Lsn, Arc<Op>, Instant)>> {
         let q = self.ops.lock().unwrap_or_else(PoisonError::into_inner);
-        let front = q.ops.front().map(|(l, _, _)| *l)?;
+        let front = q.ops.front().map(|(l, ..)| *l)?;
         if from < front {
             return None;
         }
@@ -156,7 +165,7 @@ impl Feed {
             q.ops
                 .range(skip..)
                 .take(max)
-                .map(|(l, op, _)| (*l, op.clone()))
+                .map(|(l, op, _, at)| (*l, op.clone(), *at))
                 .collect(),
         )
     }
@@ -176,10 +185,29 @@ impl Feed {
         limits: BatchLimits,
         size: impl Fn(&Op) -> usize,
     ) -> Option<Vec<Arc<Op>>> {
+        self.next_batch_holding(sync, limits, size, |_, _| false)
+    }
+
+    /// As [`Feed::next_batch`], holding back the ops `hold` says to, given
+    /// each op and when it was committed here ([`PeerSync::fill_holding`]).
+    pub fn next_batch_holding(
+        &self,
+        sync: &mut PeerSync,
+        limits: BatchLimits,
+        size: impl Fn(&Op) -> usize,
+        hold: impl Fn(&Op, Instant) -> bool,
+    ) -> Option<Vec<Arc<Op>>> {
         loop {
-            let ops = self.read(sync.cursor(), limits.max_ops * 4)?;
+            let read = self.read_timed(sync.cursor(), limits.max_ops * 4)?;
+            let first = read.first().map_or(0, |(l, ..)| l.0);
+            let times: Vec<Instant> = read.iter().map(|(.., at)| *at).collect();
+            let ops = read.into_iter().map(|(l, op, _)| (l, op));
             let before = sync.cursor();
-            let batch = sync.fill(ops, limits, &size);
+            let held = |lsn: Lsn, op: &Op| {
+                let at = lsn.0.checked_sub(first).and_then(|i| times.get(i as usize));
+                at.is_some_and(|at| hold(op, *at))
+            };
+            let batch = sync.fill_holding(ops, limits, &size, held);
             if !batch.is_empty() || sync.cursor() == before {
                 return Some(batch);
             }
