@@ -343,16 +343,34 @@ async fn the_wire_version_is_what_the_hello_offers_and_the_region_reads() {
     // in version 1; a version-2 batch is taken and answered in version 2,
     // its answer signed as the request was.
     let node = region(tmp.path(), "us-east", &[]).await;
+    let hello_ms = now_ms();
+    let offer = wire::encode_hello(&Hello {
+        from: origin.clone(),
+        now_ms: hello_ms,
+    })
+    .unwrap();
     let (s, a) = signed_post(
         &node,
         "/peer/v1/hello",
         "hello",
-        &hello(&origin),
+        &offer,
         Some(2),
         Form::Full,
     )
     .await;
     assert_eq!((s, a[0]), (200, compact::VERSION));
+    // It names its replica in full, and its clock relative to the hello's.
+    let to = compact::AnswerTo {
+        replicas: &[],
+        sent_ms: hello_ms,
+    };
+    let answer = compact::decode_answer(&a, to, None).unwrap();
+    let session = answer
+        .replica
+        .clone()
+        .expect("a version-2 hello answer names its replica");
+    assert_eq!(session.region.as_str(), "us-east");
+    assert!(answer.now_ms.abs_diff(now_ms()) < 5_000, "{answer:?}");
     let (s, a) = signed_post(
         &node,
         "/peer/v1/hello",
@@ -363,7 +381,8 @@ async fn the_wire_version_is_what_the_hello_offers_and_the_region_reads() {
     )
     .await;
     assert_eq!((s, a[0]), (200, 1));
-    let batch = compact::encode(&origin, now_ms(), std::slice::from_ref(&op)).unwrap();
+    let batch_ms = now_ms();
+    let batch = compact::encode(&origin, batch_ms, std::slice::from_ref(&op)).unwrap();
     // Signed in the short form, which goes with version 2.
     let (s, a) = signed_post(
         &node,
@@ -377,10 +396,14 @@ async fn the_wire_version_is_what_the_hello_offers_and_the_region_reads() {
     assert_eq!((s, a[0]), (200, compact::VERSION));
     let to = compact::AnswerTo {
         replicas: &batch.replicas,
-        sent_ms: 0,
+        sent_ms: batch_ms,
     };
-    let ack = compact::decode_answer(&a, to, None).unwrap();
+    // Checked against the hello's replica; another's does not pass.
+    let ack = compact::decode_answer(&a, to, Some(&session)).unwrap();
     assert_eq!(ack.vv.get(&origin).0, 1, "the ack covers the op: {ack:?}");
+    assert!(ack.now_ms.abs_diff(now_ms()) < 5_000, "{ack:?}");
+    assert!(compact::decode_answer(&a, to, Some(&origin)).is_err());
+    assert!(compact::decode_answer(&a, to, None).is_err());
     let status = node.client().status().await.unwrap();
     assert_eq!(status["ops"], 1);
     drop(node);

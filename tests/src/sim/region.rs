@@ -104,6 +104,9 @@ pub struct SimRegion {
     /// by retention.
     log: SimLog,
     peers: Vec<PeerSync>,
+    /// Per peer: from where in the log relays are held back (what was
+    /// committed since the last release, as a server's relay hold does).
+    relay_marks: Vec<Lsn>,
     connected: Vec<bool>,
     /// Per peer: its clock and version vector at its latest ack.
     last_ack: Vec<Option<(Hlc, VersionVector)>>,
@@ -155,6 +158,7 @@ impl SimRegion {
             engine: Some(engine),
             log: SimLog::new(),
             peers: vec![PeerSync::new(); regions],
+            relay_marks: vec![Lsn(0); regions],
             connected: vec![false; regions],
             last_ack: vec![None; regions],
             orphaned: BTreeMap::new(),
@@ -605,7 +609,25 @@ impl SimRegion {
             max_ops: 40,
             max_bytes: 64 << 10,
         };
-        let batch = self.peers[to].fill(self.log.records.iter().cloned(), limits, |_| 100);
+        // Relays held back as a server's sender does: another region's ops
+        // committed since the last release (a commit is all before the
+        // mark or all after it, as a server's hold by commit time), with
+        // releases now and then and whenever nothing else would go. Every
+        // schedule so ships held and rewound relays among partitions,
+        // crashes and duplicates.
+        if now.is_multiple_of(4) {
+            self.peers[to].release_held();
+            self.relay_marks[to] = Lsn(self.log.next);
+        }
+        let (region, mark) = (self.id.region.clone(), self.relay_marks[to]);
+        let hold = |lsn: Lsn, op: &Op| op.dot.replica.region != region && lsn >= mark;
+        let records = self.log.records.iter().cloned();
+        let mut batch = self.peers[to].fill_holding(records, limits, |_| 100, hold);
+        if batch.is_empty() && self.peers[to].held().is_some() {
+            self.peers[to].release_held();
+            self.relay_marks[to] = Lsn(self.log.next);
+            batch = self.peers[to].fill(self.log.records.iter().cloned(), limits, |_| 100);
+        }
         if batch.is_empty() {
             return Ok(None);
         }

@@ -49,6 +49,11 @@ use crate::op::{Key, KeyspaceName, Mutation, Op};
 /// The leading byte of a version-2 batch or ack.
 pub const VERSION: u8 = 2;
 
+/// Most replicas one batch may name (every incarnation of every region and
+/// standby that ever wrote; each op's dependencies are a vector over them,
+/// so this bounds what a batch decodes into).
+const MAX_REPLICAS: usize = 65_536;
+
 /// Largest ack accepted (as version 1's).
 const MAX_ACK_BYTES: usize = 1 << 20;
 
@@ -279,6 +284,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Batch, WireError> {
             w.ops.len()
         )));
     }
+    if w.replicas.len() > MAX_REPLICAS {
+        return Err(invalid(format!(
+            "{} replicas named, over the {MAX_REPLICAS} limit",
+            w.replicas.len()
+        )));
+    }
     let from = w
         .replicas
         .first()
@@ -446,12 +457,16 @@ pub fn decode_answer(
         (Some(r), _) if fingerprint(&r) != w.fingerprint => {
             return Err(invalid("the ack's fingerprint is not its replica's"));
         }
+        (Some(r), Some(s)) if r != *s => {
+            return Err(invalid("the answer is from another incarnation"));
+        }
         (Some(r), _) => Some(r),
         (None, Some(s)) if fingerprint(s) == w.fingerprint => Some(s.clone()),
         (None, Some(_)) => {
             return Err(invalid("the answer is from another incarnation"));
         }
-        (None, None) => None,
+        // Nothing to check it against: a version-2 answer names its sender.
+        (None, None) => return Err(invalid("the answer names no replica")),
     };
     Ok(Ack {
         vv,
@@ -710,6 +725,16 @@ mod tests {
         };
         let bytes = encode_ack(&hello, to).unwrap();
         assert_eq!(decode_answer(&bytes, to, None).unwrap(), hello);
+        // Named in full, it must still be the session's.
+        assert!(decode_answer(&bytes, to, Some(&b2)).is_err());
+        // An in-session answer with no session to check it against.
+        let table = [a.clone()];
+        let of = AnswerTo {
+            replicas: &table,
+            sent_ms: 5,
+        };
+        let unnamed = encode_ack(&sent, of).unwrap();
+        assert!(decode_answer(&unnamed, of, None).is_err());
         // Version 1 answers still read.
         let v1 = super::super::wire::encode_ack(&hello).unwrap();
         assert_eq!(decode_answer(&v1, to, Some(&a)).unwrap(), hello);

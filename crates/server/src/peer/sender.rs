@@ -34,6 +34,11 @@ use crate::shutdown::Shutdown;
 /// leaves every few ms; an 80 ms link has a 160 ms round trip).
 const MAX_IN_FLIGHT: usize = 64;
 
+/// Ops in the peer's causal buffer at which held-back relays go at once:
+/// the peer is waiting on their past (its buffer holds 100,000 by default;
+/// what overflows it is dropped and sent again only later).
+const RELEASE_WHEN_BUFFERED: u32 = 1024;
+
 /// Tuning of a sender.
 #[derive(Clone, Copy, Debug)]
 pub struct SenderOptions {
@@ -388,15 +393,8 @@ impl Sender {
         // batch asks; then what it still lacks goes.
         let started = Instant::now();
         let mut release_at: Option<Instant> = None;
+        let mut release_on_ack = false;
         let mut last_ack = started;
-        let short = How {
-            offer: None,
-            form: if wire == compact::VERSION {
-                Form::Short
-            } else {
-                Form::Full
-            },
-        };
         loop {
             let ours = self.reader.published().vv.clone();
             let index = self.feed.index();
@@ -424,69 +422,7 @@ impl Sender {
                 }
                 if !batch.is_empty() {
                     last_send = Instant::now();
-                    let batch_ms = self.clock.now_ms();
-                    let (body, table) = if wire == compact::VERSION {
-                        let e = compact::encode(&self.me, batch_ms, &batch)
-                            .map_err(|e| PeerError::Local(e.into()))?;
-                        (e.bytes, e.replicas)
-                    } else {
-                        let bytes = wire::encode(&self.me, batch_ms, &batch)
-                            .map_err(|e| PeerError::Local(e.into()))?;
-                        (bytes, Vec::new())
-                    };
-                    self.peer
-                        .bytes
-                        .fetch_add(body.len() as u64, Ordering::Relaxed);
-                    self.peer.batches.fetch_add(1, Ordering::Relaxed);
-                    self.peer
-                        .ops
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    let http = self.http.clone();
-                    let secret = self.secret.clone();
-                    let me = self.me.region.to_string();
-                    let me_id = self.me.clone();
-                    let url = self.peer.url();
-                    let peer = self.peer.clone();
-                    let clock = self.clock;
-                    let faults = self.opts.faults;
-                    let session = session_replica.clone();
-                    // A peer that reads version 2 reads the short signatures.
-                    let how = How {
-                        offer: None,
-                        form: if wire == compact::VERSION {
-                            Form::Short
-                        } else {
-                            Form::Full
-                        },
-                    };
-                    in_flight.spawn(
-                        async move {
-                            if faults.any() {
-                                inject(&faults, &peer, &http, &secret, &me, &url, &body).await;
-                            }
-                            let sent = clock.now_ms();
-                            let t = Instant::now();
-                            let bytes = call_with(
-                                &http,
-                                &secret,
-                                &me,
-                                peer.name.as_str(),
-                                &url,
-                                "/peer/v1/ops",
-                                "ops",
-                                &body,
-                                how,
-                            )
-                            .await?;
-                            let to = AnswerTo {
-                                replicas: &table,
-                                sent_ms: batch_ms,
-                            };
-                            take_ack(&me_id, &peer, &bytes, to, session.as_ref(), sent, t)
-                        }
-                        // The send names its session (peer, attempt) in its logs.
-                        .in_current_span(),
-                    );
+                    self.send(&mut in_flight, &batch, wire, session_replica.clone())?;
                     continue;
                 }
             }
@@ -503,6 +439,14 @@ impl Sender {
                             }
                             sync.on_ack(&ack.vv);
                             last_ack = Instant::now();
+                            // The peer buffers ops whose past it lacks (this
+                            // region's own, after relays held back): relay
+                            // now rather than let its buffer fill.
+                            if release_on_ack || ack.buffered >= RELEASE_WHEN_BUFFERED {
+                                sync.release_held();
+                                release_at = None;
+                                release_on_ack = false;
+                            }
                         }
                         Some(Ok(Err(e))) => return Err(e),
                         Some(Err(e)) => return Err(PeerError::Local(e.into())),
@@ -512,12 +456,18 @@ impl Sender {
                 _ = ends.changed() => {}
                 _ = tokio::time::sleep_until(release_at.unwrap_or_else(Instant::now).into()), if release_at.is_some() => {
                     let held_since = release_at.take().map(|t| t - self.opts.relay_hold);
-                    if held_since.is_some_and(|t| last_ack < t) {
-                        let ack = self.probe(wire, short, session_replica.as_ref()).await?;
-                        sync.on_ack(&ack.vv);
-                        last_ack = Instant::now();
+                    if held_since.is_some_and(|t| last_ack >= t) {
+                        // An ack since the hold began says what the peer holds.
+                        sync.release_held();
+                    } else {
+                        // Release on the next ack: of a batch in flight, or
+                        // of an empty one sent to ask.
+                        if in_flight.is_empty() {
+                            self.send(&mut in_flight, &[], wire, session_replica.clone())?;
+                            self.peer.probes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        release_on_ack = true;
                     }
-                    sync.release_held();
                 }
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {
                     // Ops held back by the peer (clock skew) or dropped from
@@ -531,44 +481,81 @@ impl Sender {
         }
     }
 
-    /// Asks the peer what it holds with an empty batch, signed as `how`
-    /// says, in the session's wire version.
-    async fn probe(
+    /// Encodes `batch` in the session's wire version and sends it, its
+    /// ack (checked against the session's replica) joining `in_flight`.
+    /// An empty batch asks the peer what it holds.
+    fn send(
         &self,
+        in_flight: &mut JoinSet<Result<Ack, PeerError>>,
+        batch: &[Arc<Op>],
         wire: u8,
-        how: How,
-        session: Option<&ReplicaId>,
-    ) -> Result<Ack, PeerError> {
-        let sent_ms = self.clock.now_ms();
-        let none: [Arc<Op>; 0] = [];
+        session: Option<ReplicaId>,
+    ) -> Result<(), PeerError> {
+        let batch_ms = self.clock.now_ms();
         let (body, table) = if wire == compact::VERSION {
-            let e = compact::encode(&self.me, sent_ms, &none)
+            let e = compact::encode(&self.me, batch_ms, batch)
                 .map_err(|e| PeerError::Local(e.into()))?;
             (e.bytes, e.replicas)
         } else {
             let bytes =
-                wire::encode(&self.me, sent_ms, &none).map_err(|e| PeerError::Local(e.into()))?;
+                wire::encode(&self.me, batch_ms, batch).map_err(|e| PeerError::Local(e.into()))?;
             (bytes, Vec::new())
         };
-        let t = Instant::now();
-        let bytes = call_with(
-            &self.http,
-            &self.secret,
-            self.me.region.as_str(),
-            self.peer.name.as_str(),
-            &self.peer.url(),
-            "/peer/v1/ops",
-            "ops",
-            &body,
-            how,
-        )
-        .await?;
-        self.peer.probes.fetch_add(1, Ordering::Relaxed);
-        let to = AnswerTo {
-            replicas: &table,
-            sent_ms,
+        if !batch.is_empty() {
+            self.peer
+                .bytes
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
+            self.peer.batches.fetch_add(1, Ordering::Relaxed);
+            self.peer
+                .ops
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        let http = self.http.clone();
+        let secret = self.secret.clone();
+        let me = self.me.region.to_string();
+        let me_id = self.me.clone();
+        let url = self.peer.url();
+        let peer = self.peer.clone();
+        let clock = self.clock;
+        let faults = self.opts.faults;
+        // A peer that reads version 2 reads the short signatures.
+        let how = How {
+            offer: None,
+            form: if wire == compact::VERSION {
+                Form::Short
+            } else {
+                Form::Full
+            },
         };
-        take_ack(&self.me, &self.peer, &bytes, to, session, sent_ms, t)
+        in_flight.spawn(
+            async move {
+                if faults.any() {
+                    inject(&faults, &peer, &http, &secret, &me, &url, &body).await;
+                }
+                let sent = clock.now_ms();
+                let t = Instant::now();
+                let bytes = call_with(
+                    &http,
+                    &secret,
+                    &me,
+                    peer.name.as_str(),
+                    &url,
+                    "/peer/v1/ops",
+                    "ops",
+                    &body,
+                    how,
+                )
+                .await?;
+                let to = AnswerTo {
+                    replicas: &table,
+                    sent_ms: batch_ms,
+                };
+                take_ack(&me_id, &peer, &bytes, to, session.as_ref(), sent, t)
+            }
+            // The send names its session (peer, attempt) in its logs.
+            .in_current_span(),
+        );
+        Ok(())
     }
 
     /// The next batch: from the in-memory tail, or from disk when the peer
@@ -622,8 +609,15 @@ impl Sender {
             }
             if d.read.is_empty() {
                 // Nothing readable at the cursor (retention removed it, or a
-                // record is being written): start over from the index.
+                // record is being written): start over from the index. A
+                // cursor below where the peer's acks say to start (moved
+                // back to a held relay in a segment retention has removed
+                // since) goes there, or it would wait here for good.
                 *disk = None;
+                let start = self.feed.index().start_for(sync.acked());
+                if sync.cursor() < start {
+                    sync.on_failure(start);
+                }
                 return Ok(Vec::new());
             }
             let before = sync.cursor();
@@ -634,7 +628,9 @@ impl Sender {
             while d.read.front().is_some_and(|(l, _)| *l < sync.cursor()) {
                 d.read.pop_front();
             }
-            if !batch.is_empty() || sync.cursor() == before {
+            if !batch.is_empty() || sync.cursor() == before || sync.held().is_some() {
+                // (Reading on past relays held back would read, and after
+                // their release read again, all of a long backlog at once.)
                 return Ok(batch);
             }
             // Everything read was already covered: read on.
