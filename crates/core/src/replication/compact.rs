@@ -50,9 +50,14 @@ use crate::op::{Key, KeyspaceName, Mutation, Op};
 pub const VERSION: u8 = 2;
 
 /// Most replicas one batch may name (every incarnation of every region and
-/// standby that ever wrote; each op's dependencies are a vector over them,
-/// so this bounds what a batch decodes into).
+/// standby that ever wrote).
 const MAX_REPLICAS: usize = 65_536;
+
+/// Most dependency entries a batch's ops may decode into, summed over its
+/// ops: each op carries its origin's whole vector, so a few bytes on the
+/// wire can stand for a large vector per op (4,096 ops over 1,000 replicas
+/// are 4 million).
+const MAX_DEP_ENTRIES: usize = 16 << 20;
 
 /// Largest ack accepted (as version 1's).
 const MAX_ACK_BYTES: usize = 1 << 20;
@@ -308,6 +313,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Batch, WireError> {
     };
     let mut last: BTreeMap<u32, (u64, VersionVector)> = BTreeMap::new();
     let mut prev_wall = w.sent_ms;
+    let mut dep_entries = 0usize;
     let mut ops = Vec::with_capacity(w.ops.len());
     for wop in w.ops {
         let origin = replica(wop.origin)?;
@@ -324,6 +330,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Batch, WireError> {
             deps.raise(r, Seq(s));
         }
         deps.raise(origin, Seq(seq - 1));
+        dep_entries += deps.len();
+        if dep_entries > MAX_DEP_ENTRIES {
+            return Err(invalid(format!(
+                "the ops' dependencies decode into over {MAX_DEP_ENTRIES} entries"
+            )));
+        }
         let wall = prev_wall.wrapping_add(wop.dwall as u64);
         let hlc = Hlc::new(wall, wop.logical).map_err(|e| invalid(format!("op clock: {e}")))?;
         prev_wall = wall;

@@ -394,6 +394,9 @@ impl Sender {
         let started = Instant::now();
         let mut release_at: Option<Instant> = None;
         let mut release_on_ack = false;
+        // Relays committed before this are not held (moved on when a
+        // buffering peer asks for them).
+        let mut relay_from = started;
         let mut last_ack = started;
         loop {
             let ours = self.reader.published().vv.clone();
@@ -416,7 +419,7 @@ impl Sender {
                         tokio::time::sleep(self.opts.linger - since).await;
                     }
                 }
-                let batch = self.fill(&mut sync, &mut disk, started)?;
+                let batch = self.fill(&mut sync, &mut disk, started, relay_from)?;
                 if release_at.is_none() && sync.held().is_some() {
                     release_at = Some(Instant::now() + self.opts.relay_hold);
                 }
@@ -442,7 +445,12 @@ impl Sender {
                             // The peer buffers ops whose past it lacks (this
                             // region's own, after relays held back): relay
                             // now rather than let its buffer fill.
-                            if release_on_ack || ack.buffered >= RELEASE_WHEN_BUFFERED {
+                            let buffering = ack.buffered >= RELEASE_WHEN_BUFFERED;
+                            if sync.held().is_some() && (release_on_ack || buffering) {
+                                if buffering {
+                                    // Everything committed until now goes.
+                                    relay_from = Instant::now();
+                                }
                                 sync.release_held();
                                 release_at = None;
                                 release_on_ack = false;
@@ -456,7 +464,9 @@ impl Sender {
                 _ = ends.changed() => {}
                 _ = tokio::time::sleep_until(release_at.unwrap_or_else(Instant::now).into()), if release_at.is_some() => {
                     let held_since = release_at.take().map(|t| t - self.opts.relay_hold);
-                    if held_since.is_some_and(|t| last_ack >= t) {
+                    if sync.held().is_none() {
+                        // Cleared meanwhile (a resend, a transfer): nothing to ask.
+                    } else if held_since.is_some_and(|t| last_ack >= t) {
                         // An ack since the hold began says what the peer holds.
                         sync.release_held();
                     } else {
@@ -501,10 +511,10 @@ impl Sender {
                 wire::encode(&self.me, batch_ms, batch).map_err(|e| PeerError::Local(e.into()))?;
             (bytes, Vec::new())
         };
+        self.peer
+            .bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         if !batch.is_empty() {
-            self.peer
-                .bytes
-                .fetch_add(body.len() as u64, Ordering::Relaxed);
             self.peer.batches.fetch_add(1, Ordering::Relaxed);
             self.peer
                 .ops
@@ -566,6 +576,7 @@ impl Sender {
         sync: &mut PeerSync,
         disk: &mut Option<DiskRead>,
         started: Instant,
+        relay_from: Instant,
     ) -> Result<Vec<Arc<Op>>, PeerError> {
         let limits = self.opts.limits;
         // Exact encoded sizes: the receiver's limit is on encoded bytes.
@@ -574,8 +585,9 @@ impl Sender {
         let now = Instant::now();
         let me = &self.me.region;
         let hold = self.opts.relay_hold;
-        let relayed_too_soon =
-            |op: &Op, at: Instant| op.dot.replica.region != *me && at.max(started) + hold > now;
+        let relayed_too_soon = |op: &Op, at: Instant| {
+            op.dot.replica.region != *me && at >= relay_from && at.max(started) + hold > now
+        };
         loop {
             if sync.cursor() >= end {
                 return Ok(Vec::new());
