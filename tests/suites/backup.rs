@@ -135,6 +135,9 @@ fn replay(history: &History, t: u64) -> BTreeMap<String, Value> {
             continue;
         }
         match did {
+            // A counter only ever incremented by 0 reads as absent (its
+            // GET is a 404), so it is not in a restore's listing either.
+            Did::Incr(0) if !sums.contains_key(key.as_str()) => {}
             Did::Incr(by) => *sums.entry(key).or_default() += by,
             Did::Put(v) => {
                 if lww.get(key.as_str()).is_none_or(|(s, _)| *s < st) {
