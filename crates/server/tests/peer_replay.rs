@@ -173,22 +173,7 @@ async fn replayed_and_stale_requests_are_refused_and_counted() {
     // A signed batch of ops, taken once (applied), then sent again: refused
     // as a replay, nothing applied twice.
     let ops_url = format!("http://{}/peer/v1/ops", node.peer_addr().unwrap());
-    let origin = meridian_crdt::ReplicaId::new(
-        meridian_crdt::RegionId::new("eu-west").unwrap(),
-        uuid::Uuid::from_u128(7),
-    );
-    let op = meridian_core::Op {
-        dot: meridian_crdt::Dot::new(origin.clone(), meridian_crdt::Seq(1)),
-        hlc: meridian_crdt::Hlc::new(now_ms(), 0).unwrap(),
-        deps: meridian_crdt::VersionVector::new(),
-        mutations: vec![meridian_core::Mutation {
-            keyspace: meridian_core::KeyspaceName::default_keyspace(),
-            key: meridian_core::Key::new("replayed").unwrap(),
-            op: meridian_crdt::ObjectOp::Lww(meridian_crdt::LwwOp::Set(
-                meridian_crdt::Value::Json(meridian_crdt::Json::parse("1").unwrap()),
-            )),
-        }],
-    };
+    let (origin, op) = one_op_batch("replayed");
     let batch = wire::encode(&origin, 1, &[op]).unwrap();
     let (auth, _, body) = secret.sign_request(
         "/peer/v1/ops",
